@@ -1,0 +1,1 @@
+"""letta_nb: a Letta-style stateful agent runtime inside a Jupyter kernel."""

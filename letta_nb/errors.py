@@ -1,0 +1,119 @@
+"""Exceptions that letta_nb raises on purpose.
+
+Every error a user can cause is a :class:`LettaNBError` subclass, so code can catch the family and the
+notebook layer can turn it into an IPython ``UsageError`` without a traceback. Messages say what was
+wrong, what was expected and how to fix it; lookups of unknown names carry close-match suggestions.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "LettaNBError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "AgentNotFoundError",
+    "BlockNotFoundError",
+    "ToolNotFoundError",
+    "ModelNotFoundError",
+    "AlreadyExistsError",
+    "BlockLimitError",
+    "ReadOnlyBlockError",
+    "MemoryEditError",
+    "ToolSchemaError",
+    "StoreError",
+    "SQLiteExtensionError",
+    "SchemaVersionError",
+    "RuntimeClosedError",
+]
+
+
+class LettaNBError(Exception):
+    """Base class of every error letta_nb raises deliberately."""
+
+
+class InvalidArgumentError(LettaNBError, ValueError):
+    """An argument had the wrong type or value; the message names the argument and what was expected."""
+
+
+class NotFoundError(LettaNBError, LookupError):
+    """A named thing does not exist. ``suggestions`` holds close matches among the names that do."""
+
+    kind = "object"
+
+    def __init__(self, name: str, known: Iterable[str] = (), hint: str = ""):
+        self.name = name
+        known = list(known)
+        self.suggestions = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+        msg = f"No {self.kind} named {name!r}."
+        if self.suggestions:
+            msg += " Did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
+        elif known:
+            shown = ", ".join(repr(k) for k in sorted(known)[:10])
+            msg += f" Known {self.kind}s: {shown}" + (" ..." if len(known) > 10 else "") + "."
+        else:
+            msg += f" There are no {self.kind}s yet."
+        if hint:
+            msg += " " + hint
+        super().__init__(msg)
+
+
+class AgentNotFoundError(NotFoundError):
+    kind = "agent"
+
+
+class BlockNotFoundError(NotFoundError):
+    kind = "memory block"
+
+
+class ToolNotFoundError(NotFoundError):
+    kind = "tool"
+
+
+class ModelNotFoundError(NotFoundError):
+    kind = "model"
+
+
+class AlreadyExistsError(LettaNBError, ValueError):
+    """A create would collide with an existing unique name."""
+
+
+class MemoryEditError(LettaNBError, ValueError):
+    """A core-memory edit cannot be applied (e.g. the text to replace is not in the block)."""
+
+
+class BlockLimitError(MemoryEditError):
+    """A block value would exceed the block's character limit."""
+
+    def __init__(self, label: str, length: int, limit: int):
+        self.label, self.length, self.limit = label, length, limit
+        super().__init__(
+            f"Edit failed: block {label!r} would hold {length} characters, over its limit of {limit}. "
+            f"Shorten the text, move details to archival memory, or raise the block's limit."
+        )
+
+
+class ReadOnlyBlockError(MemoryEditError):
+    """The block is marked read_only; agents (and their tools) may not change it."""
+
+
+class ToolSchemaError(LettaNBError, TypeError):
+    """A Python function cannot be turned into a tool JSON schema (e.g. an unsupported annotation)."""
+
+
+class StoreError(LettaNBError):
+    """The store could not be opened or used."""
+
+
+class SQLiteExtensionError(StoreError):
+    """No available sqlite3 module can load the sqlite-vec extension."""
+
+
+class SchemaVersionError(StoreError):
+    """The store was written by a newer letta_nb than this one."""
+
+
+class RuntimeClosedError(LettaNBError, RuntimeError):
+    """The runtime (and its event loop thread) has been shut down."""

@@ -1,0 +1,119 @@
+"""The model-client protocol: one streaming method per backend.
+
+A backend (the offline model, an OpenAI-compatible endpoint, a scripted test model) implements only
+:meth:`LLMClient.stream`, yielding :class:`TextDelta` / :class:`ToolCallDelta` events and finishing with
+exactly one :class:`Completion`. :func:`complete` collects a stream for callers that do not care about
+tokens. Messages and tools are plain OpenAI chat-completions dicts so every backend speaks the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+__all__ = [
+    "ToolCall",
+    "Usage",
+    "TextDelta",
+    "ToolCallDelta",
+    "Completion",
+    "LLMEvent",
+    "LLMClient",
+    "complete",
+]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call as the model emitted it. ``arguments`` is the raw JSON text, possibly malformed."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed_arguments(self) -> dict[str, Any]:
+        """The arguments as a dict; raises ``ValueError`` with a readable reason when they are not a JSON object."""
+        try:
+            value = json.loads(self.arguments) if self.arguments.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"arguments of {self.name!r} are not valid JSON ({e.msg} at char {e.pos})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"arguments of {self.name!r} must be a JSON object, got {type(value).__name__}")
+        return value
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __iadd__(self, other: Usage) -> Usage:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        return self
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the assistant's free text (reasoning / inner thoughts)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call. ``index`` identifies the call; id and name arrive on its first delta."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The last event of a stream: the whole turn, assembled."""
+
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+    ttft_ms: float | None = None
+
+
+LLMEvent = TextDelta | ToolCallDelta | Completion
+
+
+@runtime_checkable
+class LLMClient(Protocol):
+    """What the agent loop needs from a model.
+
+    ``messages`` are OpenAI chat messages (system/user/assistant/tool dicts); ``tools`` are OpenAI
+    function-tool schemas. Implementations must end the stream with one :class:`Completion`.
+    """
+
+    name: str
+    context_window: int
+    supports_parallel_tool_calls: ClassVar[bool]
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]: ...
+
+
+async def complete(client: LLMClient, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
+    """Run a stream to its end and return the final :class:`Completion`."""
+    final: Completion | None = None
+    async for event in client.stream(messages, tools):
+        if isinstance(event, Completion):
+            final = event
+    if final is None:
+        raise RuntimeError(f"model {client.name!r} ended its stream without a Completion")
+    return final

@@ -1,0 +1,34 @@
+"""Token estimates for context-window budgeting.
+
+The budget only needs to be conservative and cheap (it runs on every step), so it uses the common
+~4 characters per token rule plus a per-message overhead, as OpenAI's cookbook counts chat messages.
+Backends that know their tokenizer may count exactly; the agent loop only needs an upper-ish bound.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["estimate_tokens", "message_tokens", "MESSAGE_OVERHEAD_TOKENS"]
+
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def estimate_tokens(text: str | None) -> int:
+    if not text:
+        return 0
+    return (len(text) + 3) // 4
+
+
+def message_tokens(message: dict[str, Any]) -> int:
+    """Estimated tokens of one OpenAI chat message, tool calls included."""
+    n = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message.get("content"))
+    for call in message.get("tool_calls") or ():
+        fn = call["function"]
+        n += estimate_tokens(fn["name"]) + estimate_tokens(fn["arguments"]) + 3
+    return n
+
+
+def tools_tokens(tools: list[dict[str, Any]]) -> int:
+    return estimate_tokens(json.dumps(tools)) if tools else 0
