@@ -1,0 +1,448 @@
+"""The public Python API, shaped like ``letta_client`` (``client.agents.messages.create`` ...).
+
+One design, two surfaces: each operation is written once as an ``async def _name`` that runs on the
+runtime loop; :func:`_twins` derives the blocking ``name`` (submits and waits; Ctrl-C cancels cleanly)
+and the awaitable ``aname`` (usable with top-level ``await`` in a cell or inside any event loop). A
+parity test checks every sync method has its async twin with the same signature.
+
+Agents can be named by id, by name or by the AgentState itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import queue
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from letta_nb.errors import AlreadyExistsError, BlockLimitError, InvalidArgumentError
+from letta_nb.runtime.agent_loop import run_turn
+from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
+from letta_nb.runtime.events import StreamEvent
+from letta_nb.runtime.loop_thread import RuntimeThread
+from letta_nb.runtime.memory import DEFAULT_SYSTEM
+from letta_nb.runtime.runtime import Runtime
+from letta_nb.runtime.tool_schema import ToolSpec
+from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, AgentState, Block, Message, Passage, Response
+from letta_nb.store.store import new_id, passage_from_row, utcnow
+
+__all__ = ["Client", "connect"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
+_BLOCK_KEYS = {"label", "value", "limit", "description", "read_only"}
+DEFAULT_PERSONA = "I am a helpful assistant living in a Jupyter kernel. I remember what matters."
+
+
+def _twins(cls: type) -> type:
+    """For each ``async def _op`` (public ops only, listed in ``cls._ops``) add ``op`` and ``aop``."""
+    for op in cls._ops:
+        impl = getattr(cls, f"_{op}")
+
+        def sync(self: Any, *args: Any, __impl: Callable = impl, **kwargs: Any) -> Any:
+            return self._thread.run(__impl(self, *args, **kwargs))
+
+        async def async_(self: Any, *args: Any, __impl: Callable = impl, **kwargs: Any) -> Any:
+            return await self._thread.run_async(__impl(self, *args, **kwargs))
+
+        for fn, name in ((sync, op), (async_, f"a{op}")):
+            functools.update_wrapper(fn, impl)
+            fn.__name__ = fn.__qualname__ = name
+            fn.__signature__ = inspect.signature(impl)  # type: ignore[attr-defined]
+            del fn.__wrapped__
+            setattr(cls, name, fn)
+    return cls
+
+
+class _Resource:
+    _ops: tuple[str, ...] = ()
+
+    def __init__(self, client: Client):
+        self._client = client
+        self._thread = client._thread
+
+    @property
+    def _rt(self) -> Runtime:
+        return self._client._runtime
+
+    async def _agent(self, agent: Any) -> AgentState:
+        agent_id = await self._rt.resolve_agent(agent)
+        return (await self._rt.session(agent_id)).agent
+
+
+@_twins
+class Messages(_Resource):
+    """Send messages to an agent and read its recall memory."""
+
+    _ops = ("create", "list", "cancel")
+
+    async def _create(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> Response:
+        """Send ``input`` (or letta_client-style ``messages=[{"role": "user", "content": ...}]``); returns a Response."""
+        text = _input_text(input, messages)
+        return await run_turn(self._rt, await self._rt.resolve_agent(agent), text)
+
+    async def _list(self, agent: Any, *, limit: int | None = None) -> list[Message]:
+        """Recall memory, oldest first (the newest ``limit`` when given)."""
+        agent_id = await self._rt.resolve_agent(agent)
+        if limit is not None:
+            if not isinstance(limit, int) or limit < 1:
+                raise InvalidArgumentError(f"limit must be a positive integer, got {limit!r}")
+            return list(reversed(await self._rt.store.load_messages(agent_id, limit=limit, newest_first=True)))
+        return await self._rt.store.load_messages(agent_id)
+
+    async def _cancel(self, agent: Any) -> bool:
+        """Cancel the agent's running turn (what it streamed so far is kept). False if none was running."""
+        task = self._rt.running.get(await self._rt.resolve_agent(agent))
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+    def stream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> Iterator[StreamEvent]:
+        """Yield events as the turn runs. Closing the iterator early (or Ctrl-C) cancels the turn."""
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        done = object()
+
+        async def produce() -> None:
+            try:
+                await self._create_streaming(agent, input, messages, events.put)
+            except BaseException as e:
+                events.put(e)
+                raise
+            finally:
+                events.put(done)
+
+        future = self._thread.submit(produce())
+        try:
+            while True:
+                item = events.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, asyncio.CancelledError):
+                        break
+                    raise item
+                yield item
+        finally:
+            if not future.done():
+                future.cancel()
+                try:
+                    future.result(timeout=30)
+                except BaseException:
+                    pass
+
+    async def astream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> AsyncIterator[StreamEvent]:
+        """Async twin of :meth:`stream`."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+        async def produce() -> None:
+            try:
+                await self._create_streaming(agent, input, messages, put)
+            except BaseException as e:
+                put(e)
+                raise
+            finally:
+                put(done)
+
+        future = self._thread.submit(produce())
+        try:
+            while True:
+                item = await events.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, asyncio.CancelledError):
+                        break
+                    raise item
+                yield item
+        finally:
+            if not future.done():
+                future.cancel()
+
+    async def _create_streaming(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None]) -> Response:
+        text = _input_text(input, messages)
+        return await run_turn(self._rt, await self._rt.resolve_agent(agent), text, emit)
+
+
+@_twins
+class Blocks(_Resource):
+    """Core-memory blocks of an agent."""
+
+    _ops = ("list", "retrieve", "update")
+
+    async def _list(self, agent: Any) -> list[Block]:
+        return list((await self._agent(agent)).blocks)
+
+    async def _retrieve(self, agent: Any, label: str) -> Block:
+        return (await self._agent(agent)).block(label)
+
+    async def _update(self, agent: Any, label: str, *, value: str | None = None, limit: int | None = None,
+                      description: str | None = None, read_only: bool | None = None) -> Block:
+        """Change a block. A value over the limit raises BlockLimitError and changes nothing."""
+        state = await self._agent(agent)
+        async with self._rt.locks.hold(state.id):  # never edit memory under a running step
+            block = state.block(label)
+            new_value = block.value if value is None else value
+            new_limit = block.limit if limit is None else limit
+            if not isinstance(new_value, str):
+                raise InvalidArgumentError(f"value must be a string, got {type(new_value).__name__}")
+            if not isinstance(new_limit, int) or new_limit < 1:
+                raise InvalidArgumentError(f"limit must be a positive integer, got {new_limit!r}")
+            if len(new_value) > new_limit:
+                raise BlockLimitError(label, len(new_value), new_limit)
+            changes = {"value": new_value, "char_limit": new_limit}
+            if description is not None:
+                changes["description"] = description
+            if read_only is not None:
+                changes["read_only"] = bool(read_only)
+            await self._rt.store.update_block(state.id, label, **changes)
+            self._rt.invalidate_agent(state.id)
+        return (await self._agent(state.id)).block(label)
+
+
+Blocks.modify, Blocks.amodify = Blocks.update, Blocks.aupdate  # letta_client spells it "modify"
+
+
+@_twins
+class Passages(_Resource):
+    """Archival memory of an agent."""
+
+    _ops = ("create", "list", "search", "delete")
+
+    async def _create(self, agent: Any, text: str, *, tags: list[str] | None = None) -> Passage:
+        return await self._rt.archival.insert(await self._agent(agent), text, tags)
+
+    async def _list(self, agent: Any) -> list[Passage]:
+        state = await self._agent(agent)
+        return [passage_from_row(r) for r in await self._rt.store.passage_rows(state.id)]
+
+    async def _search(self, agent: Any, query: str, *, top_k: int = 5, tags: list[str] | None = None,
+                      tag_match_mode: str = "any") -> list[Passage]:
+        return await self._rt.archival.search(await self._agent(agent), query, top_k=top_k, tags=tags,
+                                              tag_match_mode=tag_match_mode)
+
+    async def _delete(self, agent: Any, passage_id: str) -> None:
+        state = await self._agent(agent)
+        if not await self._rt.store.delete_passage(state.id, passage_id):
+            raise InvalidArgumentError(f"agent {state.name!r} has no passage {passage_id!r}")
+
+
+@_twins
+class AgentTools(_Resource):
+    """Which tools an agent may call."""
+
+    _ops = ("list", "attach", "detach")
+
+    async def _list(self, agent: Any) -> list[str]:
+        return list((await self._agent(agent)).tools)
+
+    async def _attach(self, agent: Any, tool: Any) -> list[str]:
+        state = await self._agent(agent)
+        name = await self._client.tools._resolve(tool)
+        await self._rt.store.set_agent_tools(state.id, [*state.tools, name])
+        self._rt.invalidate_agent(state.id)
+        return (await self._agent(state.id)).tools
+
+    async def _detach(self, agent: Any, tool: str) -> list[str]:
+        state = await self._agent(agent)
+        if tool not in state.tools:
+            raise InvalidArgumentError(f"agent {state.name!r} has no tool {tool!r}; it has {state.tools}")
+        await self._rt.store.set_agent_tools(state.id, [t for t in state.tools if t != tool])
+        self._rt.invalidate_agent(state.id)
+        return (await self._agent(state.id)).tools
+
+
+@_twins
+class Agents(_Resource):
+    """Create, find and delete agents; ``.messages``, ``.blocks``, ``.passages``, ``.tools`` per agent."""
+
+    _ops = ("create", "retrieve", "list", "delete")
+
+    def __init__(self, client: Client):
+        super().__init__(client)
+        self.messages = Messages(client)
+        self.blocks = Blocks(client)
+        self.passages = Passages(client)
+        self.tools = AgentTools(client)
+
+    async def _create(
+        self,
+        name: str | None = None,
+        *,
+        model: str = "offline",
+        embedding: str = "hash",
+        memory_blocks: list[dict[str, Any] | Block] | None = None,
+        tools: list[Any] = (),
+        system: str | None = None,
+        max_steps: int = 10,
+        include_base_tools: bool = True,
+        metadata: dict[str, Any] | None = None,
+    ) -> AgentState:
+        """Create an agent. ``tools`` may hold Python functions (registered on the fly) or tool names."""
+        name = name if name is not None else f"agent-{new_id('x')[2:10]}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidArgumentError(
+                f"name must be 1-200 characters of letters, digits, space, '_', '-', '.', starting with a letter "
+                f"or digit; got {name!r}"
+            )
+        if not isinstance(max_steps, int) or not 1 <= max_steps <= 100:
+            raise InvalidArgumentError(f"max_steps must be an integer from 1 to 100, got {max_steps!r}")
+        self._rt.llm(model)  # validates the model name before anything is written
+        self._rt.embedder(embedding)
+        blocks = _blocks(memory_blocks)
+        tool_names = list(BASE_TOOL_NAMES) if include_base_tools else []
+        for tool in tools:
+            tool_name = await self._client.tools._resolve(tool)
+            if tool_name not in tool_names:
+                tool_names.append(tool_name)
+        if name in await self._rt.store.agent_names():
+            raise AlreadyExistsError(f"An agent named {name!r} already exists. Pick another name or delete it first.")
+        state = AgentState(
+            id=new_id("agent"), name=name, model=model, embedding=embedding, system=system or DEFAULT_SYSTEM,
+            blocks=blocks, tools=tool_names, max_steps=max_steps, created_at=utcnow(), metadata=dict(metadata or {}),
+        )
+        await self._rt.store.insert_agent(state)
+        return (await self._rt.session(state.id)).agent
+
+    async def _retrieve(self, agent: Any) -> AgentState:
+        return await self._agent(agent)
+
+    async def _list(self) -> list[AgentState]:
+        return await self._rt.store.list_agents()
+
+    async def _delete(self, agent: Any) -> None:
+        agent_id = await self._rt.resolve_agent(agent)
+        async with self._rt.locks.hold(agent_id):
+            await self._rt.store.delete_agent(agent_id)
+            self._rt.invalidate_agent(agent_id)
+
+
+@_twins
+class Tools(_Resource):
+    """User tools: plain Python functions whose schema comes from signature and docstring."""
+
+    _ops = ("upsert_from_function", "list")
+
+    async def _upsert_from_function(self, func: Callable[..., Any], *, name: str | None = None,
+                                    parallel_safe: bool = False, sandbox: bool = False,
+                                    timeout: float | None = 30.0) -> ToolSpec:
+        if not callable(func):
+            raise InvalidArgumentError(f"func must be a Python function, got {type(func).__name__}")
+        return await self._rt.register_tool(func, name=name, parallel_safe=parallel_safe, sandbox=sandbox,
+                                            timeout=timeout)
+
+    async def _list(self) -> list[str]:
+        return await self._rt.tool_names()
+
+    async def _resolve(self, tool: Any) -> str:
+        if isinstance(tool, ToolSpec):
+            return (await self._rt.register_tool(tool)).name
+        if callable(tool):
+            return (await self._rt.register_tool(tool)).name
+        if isinstance(tool, str):
+            return (await self._rt.tool_spec(tool)).name
+        raise InvalidArgumentError(f"a tool must be a function, a ToolSpec or a tool name, got {tool!r}")
+
+
+class Client:
+    """A connection to an in-process letta_nb runtime. Use :func:`connect`."""
+
+    def __init__(self, where: Any = None):
+        self._thread = RuntimeThread()
+        try:
+            self._runtime: Runtime = self._thread.run(Runtime.open(where))
+        except BaseException:
+            self._thread.close()
+            raise
+        self.agents = Agents(self)
+        self.tools = Tools(self)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    @property
+    def store_location(self) -> str:
+        return self._runtime.store.location.display
+
+    def close(self) -> None:
+        """Finish running turns, close the store and stop the runtime thread. Idempotent."""
+        if self._thread.closed:
+            return
+        try:
+            self._thread.run(self._runtime.close())
+        finally:
+            self._thread.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._thread.closed else "open"
+        return f"<letta_nb.Client {state} store={self.store_location!r}>"
+
+
+def connect(where: Any = None) -> Client:
+    """Open (or create) a store and start the runtime: a path, ``":memory:"``, or a URL; default ~/.letta_nb."""
+    return Client(where)
+
+
+def _input_text(input: Any, messages: list[dict] | None) -> str:
+    if input is not None and messages is not None:
+        raise InvalidArgumentError("pass either input=... or messages=[...], not both")
+    if messages is not None:
+        if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+            raise InvalidArgumentError("messages must be a list with one {'role': 'user', 'content': ...} dict")
+        msg = messages[0]
+        if msg.get("role", "user") != "user":
+            raise InvalidArgumentError(f"only role 'user' can be sent, got {msg.get('role')!r}")
+        content = msg.get("content")
+        if isinstance(content, list):  # letta_client's [{"type": "text", "text": ...}]
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        input = content
+    if not isinstance(input, str) or not input.strip():
+        raise InvalidArgumentError(f"input must be a non-empty string, got {input!r}")
+    return input
+
+
+def _blocks(specs: list[dict[str, Any] | Block] | None) -> list[Block]:
+    if specs is None:
+        specs = [{"label": "persona", "value": DEFAULT_PERSONA}, {"label": "human", "value": ""}]
+    if not isinstance(specs, list | tuple):
+        raise InvalidArgumentError(f"memory_blocks must be a list of dicts, got {type(specs).__name__}")
+    blocks: list[Block] = []
+    for i, spec in enumerate(specs):
+        if isinstance(spec, Block):
+            spec = {"label": spec.label, "value": spec.value, "limit": spec.limit, "description": spec.description,
+                    "read_only": spec.read_only}
+        if not isinstance(spec, dict):
+            raise InvalidArgumentError(f"memory_blocks[{i}] must be a dict with 'label' and 'value', got {spec!r}")
+        unknown = set(spec) - _BLOCK_KEYS
+        if unknown:
+            raise InvalidArgumentError(f"memory_blocks[{i}] has unknown keys {sorted(unknown)}; allowed: {sorted(_BLOCK_KEYS)}")
+        label = spec.get("label")
+        if not isinstance(label, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", label):
+            raise InvalidArgumentError(f"memory_blocks[{i}]['label'] must be an identifier-like string, got {label!r}")
+        if any(b.label == label for b in blocks):
+            raise InvalidArgumentError(f"memory_blocks has two blocks labelled {label!r}")
+        value = spec.get("value", "")
+        limit = spec.get("limit", DEFAULT_BLOCK_LIMIT)
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"memory_blocks[{i}]['value'] must be a string")
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError(f"memory_blocks[{i}]['limit'] must be a positive integer, got {limit!r}")
+        if len(value) > limit:
+            raise BlockLimitError(label, len(value), limit)
+        blocks.append(Block(label=label, value=value, limit=limit, description=spec.get("description", ""),
+                            read_only=bool(spec.get("read_only", False)), id=new_id("block")))
+    return blocks

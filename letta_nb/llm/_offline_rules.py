@@ -1,0 +1,473 @@
+"""The decision rules of the offline model: from a chat history to one :class:`Plan`.
+
+Everything here is pure and synchronous: no I/O, no clock, no randomness, so the same messages and tools
+always give the same plan. :mod:`letta_nb.llm.offline` turns a plan into a stream of events. The rules
+look only at the last message (a user message or a batch of tool results) plus the core memory parsed
+from the system prompt; that parse is cached by the prompt string because the runtime sends the same
+prompt on every step until memory changes. Invariants: a plan only names tools present in ``tools``
+(``/call`` lines excepted: they are a test hook and are emitted verbatim), and a tool called
+:data:`MAX_SAME_TOOL_CALLS` times since the last user message is not called again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["MAX_SAME_TOOL_CALLS", "Block", "Plan", "decide", "is_question", "keywords", "parse_core_memory"]
+
+MAX_SAME_TOOL_CALLS = 3
+CORE_WRITE_TOOLS = frozenset(
+    {"core_memory_append", "core_memory_replace", "memory_insert", "memory_replace", "memory_rethink"}
+)
+WRITE_TOOLS = CORE_WRITE_TOOLS | {"archival_memory_insert"}
+# Where each write tool keeps the text it saves, in the order we look for it.
+_WRITE_CONTENT_KEYS = ("content", "new_content", "new_str", "new_memory")
+_RESULT_TEXT_KEYS = ("text", "content", "message", "value")
+
+_STOPWORDS = frozenset(
+    """a an the and or but if of to in on at by for with about as into from up down out over under again then
+    once here there all any both each few more most other some such no nor not only own same so than too very
+    can will just should now i me my myself mine we our ours you your yours he him his she her it its they them
+    their what which who whom whose this that these those am is are was were be been being have has had having
+    do does did doing would could ought when where why how tell remind please know user
+    ll re ve don didn doesn isn aren wasn won""".split()  # contraction pieces: "you're" -> "you", "re"
+)
+_QUESTION_WORDS = frozenset("what who when where why how which do does did is are can could should".split())
+
+_WORD = re.compile(r"[a-z0-9]+")
+_FIRST_WORD = re.compile(r"\s*([a-z]+)")
+_MEMORY_SECTION = re.compile(r"<memory_blocks>(.*?)</memory_blocks>", re.S)
+_BLOCK = re.compile(
+    r"<(?P<label>[A-Za-z0-9_.-]+)>\s*"
+    r"(?:<description>.*?</description>\s*)?"
+    r"(?:<metadata>(?P<meta>.*?)</metadata>\s*)?"
+    r"<value>\n?(?P<value>.*?)\n?</value>\s*</(?P=label)>",
+    re.S,
+)
+_META = re.compile(r"^\s*-?\s*(chars_current|chars_limit|read_only)\s*=\s*(\w+)", re.M)
+_GREETING = re.compile(r"^(?:(?:hi|hello|hey|greetings|good (?:morning|afternoon|evening))\b[\s,!.:;-]*)+", re.I)
+_REMEMBER = re.compile(r"^(?:please\s+)?(?:(?:remember|note)\b(?:\s+that\b)?|fact\s*:)[\s:,-]*(?P<x>.+)$", re.I | re.S)
+_NAME = re.compile(r"\b(?:my name is|call me)\s+(?P<name>[^.,!?;\n]+)", re.I)
+_FACT = re.compile(
+    r"^(?:i\s+(?:am|like|love|prefer|work|live|study|use|have|enjoy|hate|dislike|own|speak|need|want)"
+    r"|i['\u2019](?:m|ve)|my\s+[\w'\u2019 -]{1,40}?\s+(?:is|are|was|were))\b",
+    re.I,
+)
+_ERROR_PREFIX = re.compile(r"\s*(?:[\w.]*(?:error|exception)\b|failed\b|edit failed\b)", re.I)
+_NO_RESULTS = re.compile(r"^(?:\[\]|\{\}|none|null|no (?:results|matches|memories)\b.*)?$", re.I | re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the model does this turn: a reasoning sentence plus tool calls, or a plain final ``answer``."""
+
+    reasoning: str
+    calls: tuple[tuple[str, str], ...] = ()  # (tool name, arguments JSON text)
+    answer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    label: str
+    value: str
+    chars_current: int
+    chars_limit: int | None
+    read_only: bool
+    lines: tuple[tuple[str, frozenset[str]], ...]  # non-empty lines with their keywords, parsed once
+
+
+def keywords(text: str) -> frozenset[str]:
+    """Content words of ``text``: lowercased, stopwords dropped, a simple plural ``s``/``ies`` stripped."""
+    out = set()
+    for w in _WORD.findall(text.lower().replace("'s", "").replace("\u2019s", "")):
+        if w in _STOPWORDS or len(w) < 2:
+            continue
+        if len(w) > 4 and w.endswith("ies"):
+            w = w[:-3] + "y"
+        elif len(w) > 4 and w.endswith(("sses", "xes", "ches", "shes")):
+            w = w[:-2]
+        elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+            w = w[:-1]
+        out.add(w)
+    return frozenset(out)
+
+
+def is_question(text: str) -> bool:
+    t = text.strip().lower()
+    if t.endswith("?") or t.startswith(("tell me", "remind me")):
+        return True
+    m = _FIRST_WORD.match(t)
+    return bool(m) and m.group(1) in _QUESTION_WORDS
+
+
+@lru_cache(maxsize=128)
+def parse_core_memory(system_prompt: str) -> Mapping[str, Block]:
+    """Blocks rendered in ``<memory_blocks>`` of the system prompt, by label (cached per prompt string)."""
+    section = _MEMORY_SECTION.search(system_prompt)
+    blocks: dict[str, Block] = {}
+    for m in _BLOCK.finditer(section.group(1) if section else system_prompt):
+        value = m.group("value")
+        meta = dict(_META.findall(m.group("meta") or ""))
+        lines = tuple((ln.strip(), keywords(ln)) for ln in value.splitlines() if ln.strip())
+        limit = meta.get("chars_limit")
+        current, read_only = meta.get("chars_current"), meta.get("read_only", "").lower() == "true"
+        blocks[m.group("label")] = Block(
+            m.group("label"),
+            value,
+            int(current) if current else len(value),
+            int(limit) if limit else None,
+            read_only,
+            lines,
+        )
+    return MappingProxyType(blocks)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else json.dumps(content, ensure_ascii=False)
+
+
+def _user_text(message: Mapping[str, Any]) -> str | None:
+    """The user's words, unwrapping Letta's JSON packaging; ``None`` for heartbeats and system alerts."""
+    text = _text(message.get("content"))
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(data, dict):
+            if data.get("type") in ("heartbeat", "system_alert", "login"):
+                return None
+            if isinstance(data.get("message"), str):
+                return data["message"]
+    return text
+
+
+def _quote(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _dumps(**args: Any) -> str:
+    return json.dumps(args, ensure_ascii=False)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip("?.! ")
+
+
+class _Ctx:
+    """Per-call view of the conversation that the rules share."""
+
+    def __init__(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]):
+        self.messages = messages
+        self.heartbeat_params: dict[str, bool] = {}
+        for t in tools:
+            fn = t.get("function", t)
+            props = (fn.get("parameters") or {}).get("properties") or {}
+            self.heartbeat_params[fn.get("name", "")] = "request_heartbeat" in props
+        system = messages[0] if messages and messages[0].get("role") == "system" else None
+        self.blocks = parse_core_memory(_text(system["content"])) if system else MappingProxyType({})
+        self.user_index = -1
+        self.user_text = ""
+        for i in range(len(messages) - 1, -1, -1):
+            if messages[i].get("role") == "user" and (text := _user_text(messages[i])) is not None:
+                self.user_index, self.user_text = i, text
+                break
+
+    def has(self, name: str) -> bool:
+        return name in self.heartbeat_params
+
+    def reply(self, reasoning: str, text: str) -> Plan:
+        if self.has("send_message"):
+            return Plan(reasoning, (("send_message", _dumps(message=text)),))
+        return Plan(reasoning, answer=text)
+
+    def call(self, reasoning: str, name: str, **args: Any) -> Plan:
+        if self.heartbeat_params.get(name):  # Letta-style schemas: ask for another step to report back
+            args["request_heartbeat"] = True
+        return Plan(reasoning, ((name, _dumps(**args)),))
+
+    def turn_counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for m in self.messages[self.user_index + 1 :]:
+            for c in m.get("tool_calls") or ():
+                counts[c["function"]["name"]] += 1
+        return counts
+
+    def dont_know(self, query: str) -> Plan:
+        return self.reply(
+            "Nothing in my memory matches; saying so plainly.",
+            f"I don't know that yet. I'm the offline model, and nothing in my memory matches \"{_quote(query, 200)}\".",
+        )
+
+
+def decide(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Plan:
+    """The plan for the next assistant turn, with the loop guard applied."""
+    ctx = _Ctx(messages, tools)
+    end = len(messages)
+    while end and messages[end - 1].get("role") == "user" and _user_text(messages[end - 1]) is None:
+        end -= 1  # heartbeats hand control back: decide as if on the message before them
+    last = messages[end - 1] if end else {}
+    role = last.get("role")
+    if role == "tool":
+        plan = _after_tools(ctx, end)
+    elif role == "assistant":
+        plan = Plan("The last message is my own; waiting for the user.")
+    else:
+        plan = _on_user(ctx)
+    counts = ctx.turn_counts()
+    for name, _ in plan.calls:
+        if name != "send_message" and counts[name] >= MAX_SAME_TOOL_CALLS:
+            return ctx.reply(
+                f"I already called {name} {counts[name]} times for this message; stopping.",
+                f"I stopped calling {name}: it already ran {counts[name]} times for this message "
+                "without settling the answer. I'm the offline model, so my tool use is simple.",
+            )
+    return plan
+
+
+# -- user messages -----------------------------------------------------------------------------------------
+
+
+def _on_user(ctx: _Ctx) -> Plan:
+    raw = ctx.user_text
+    explicit = []
+    for line in raw.splitlines():
+        line = line.strip()
+        if line.startswith("/call ") and line[6:].strip():
+            name, *args = line[6:].split(None, 1)
+            explicit.append((name, args[0].strip() if args else "{}"))
+    if explicit:
+        return Plan("Explicit /call request: calling " + ", ".join(n for n, _ in explicit) + ".", tuple(explicit))
+
+    text = _GREETING.sub("", raw.strip()).strip() or raw.strip()
+    if m := _REMEMBER.match(text):
+        fact = m.group("x").strip().rstrip(". ")
+        if fact:
+            return _save(ctx, fact, "The user asked me to remember something", prefer_core=False)
+    if is_question(text):
+        return _on_question(ctx, text)
+    if m := _NAME.search(text):
+        return _save(ctx, "Name: " + m.group("name").strip(), "The user told me their name", prefer_core=True)
+    if _FACT.match(text):
+        return _save(ctx, "User: " + " ".join(text.split()).rstrip(". "), "The user stated a fact", prefer_core=True)
+    if sum(1 for m in ctx.messages if m.get("role") == "user" and _user_text(m) is not None) <= 1:
+        return ctx.reply(
+            "First message of the conversation; introducing myself.",
+            "Hello! I'm letta_nb's offline model: deterministic and needing no API key. "
+            'Tell me facts ("my name is ...", "remember that ...") and I\'ll store them; '
+            "ask me questions and I'll look them up in my memory.",
+        )
+    return ctx.reply(
+        "The user said something that is neither a fact nor a question; acknowledging it.",
+        f'Noted: "{_quote(text, 200)}". I\'m the offline model, so I only store facts you state '
+        "and look them up when you ask.",
+    )
+
+
+def _save(ctx: _Ctx, content: str, why: str, *, prefer_core: bool) -> Plan:
+    """Core memory (the ``human`` block) for facts about the user when they fit, archival memory otherwise."""
+    human = ctx.blocks.get("human")
+    fits = (
+        human is not None
+        and not human.read_only
+        and (human.chars_limit is None or human.chars_current + len(content) + 1 <= human.chars_limit)
+    )
+    core_tool = next((t for t in ("core_memory_append", "memory_insert") if ctx.has(t)), None)
+    archival = ctx.has("archival_memory_insert")
+    if core_tool and fits and (prefer_core or not archival):
+        key = "content" if core_tool == "core_memory_append" else "new_str"
+        return ctx.call(f"{why}; saving it to core memory.", core_tool, label="human", **{key: content})
+    if archival:
+        if not prefer_core:
+            reason = ""
+        elif human is None:
+            reason = ", and I have no human block"
+        elif human.read_only:
+            reason = ", but my human block is read-only"
+        elif not fits:
+            reason = ", but core memory is full"
+        else:
+            reason = ", but I have no core memory tool"
+        return ctx.call(f"{why}{reason}; saving it to archival memory.", "archival_memory_insert", content=content)
+    return ctx.reply(
+        f"{why}, but I have no memory tool to save it with.",
+        f'I can\'t save "{_quote(content, 200)}": none of my memory tools are available.',
+    )
+
+
+def _on_question(ctx: _Ctx, text: str) -> Plan:
+    wanted = keywords(text)
+    best, best_score = None, 0
+    for label, block in ctx.blocks.items():
+        if label == "persona":
+            continue
+        for line, kws in block.lines:
+            score = len(wanted & kws)
+            if score > best_score:
+                best, best_score = line, score
+    if best is not None:
+        return ctx.reply(
+            "The user asked a question; the answer is in my core memory.",
+            f'From my core memory: "{_quote(best, 300)}".',
+        )
+    query = text.strip().rstrip("?").strip()
+    if ctx.has("archival_memory_search"):
+        return ctx.call(
+            "The user asked a question my core memory doesn't answer; searching archival memory.",
+            "archival_memory_search",
+            query=query,
+        )
+    if ctx.has("conversation_search"):
+        return ctx.call(
+            "The user asked a question my core memory doesn't answer; searching our conversation.",
+            "conversation_search",
+            query=query,
+        )
+    return ctx.dont_know(query)
+
+
+# -- tool results --------------------------------------------------------------------------------------------
+
+
+def _failed(content: str, *, write: bool) -> bool:
+    """Error results: "Error: ...", the executor's "SomeError: ..." shape, or (for writes) any mention of a limit."""
+    return bool(_ERROR_PREFIX.match(content)) or (write and "limit" in content.lower())
+
+
+def _unwrap_status(content: str) -> tuple[str, bool]:
+    """Letta packages tool returns as ``{"status": "OK"|"Failed", "message": ...}``; unwrap that if present."""
+    if content.lstrip().startswith("{") and '"status"' in content:
+        try:
+            data = json.loads(content)
+        except ValueError:
+            return content, False
+        if isinstance(data, dict) and "status" in data:
+            return _text(data.get("message")), str(data["status"]).lower() in ("failed", "error")
+    return content, False
+
+
+def _results(content: str) -> list[tuple[str, str | None]]:
+    """Search results as (text, role or None), best first; ``[]`` when there are none."""
+    s = content.strip()
+    if _NO_RESULTS.match(s):
+        return []
+    if s[0] in "[{":
+        try:
+            data = json.loads(s)
+        except ValueError:
+            return [(s, None)]
+        if isinstance(data, dict):
+            data = data.get("results", [data])
+        out = []
+        for item in data if isinstance(data, list) else [data]:
+            if isinstance(item, dict):
+                text = next((item[k] for k in _RESULT_TEXT_KEYS if isinstance(item.get(k), str)), "")
+                if text:
+                    out.append((text, item.get("role")))
+            elif isinstance(item, str) and item.strip():
+                out.append((item, None))
+        return out
+    return [(s, None)]
+
+
+def _after_tools(ctx: _Ctx, end: int) -> Plan:
+    start = end
+    while start and ctx.messages[start - 1].get("role") == "tool":
+        start -= 1
+    calls: dict[str, dict[str, Any]] = {}
+    if start and ctx.messages[start - 1].get("role") == "assistant":
+        calls = {c.get("id"): c["function"] for c in ctx.messages[start - 1].get("tool_calls") or ()}
+    batch = []
+    for m in ctx.messages[start:end]:
+        fn = calls.get(m.get("tool_call_id"), {})
+        content, status_failed = _unwrap_status(_text(m.get("content")))
+        batch.append((fn.get("name") or m.get("name") or "unknown", fn.get("arguments") or "", content, status_failed))
+    if len(batch) == 1:
+        return _after_tool(ctx, *batch[0])
+    parts = []
+    for name, args, content, status_failed in batch:
+        if status_failed or _failed(content, write=name in WRITE_TOOLS):
+            parts.append(f"{name} failed: {_quote(content, 200)}")
+        elif name in WRITE_TOOLS:
+            parts.append(f'{name} saved "{_quote(_write_content(args), 200)}"')
+        else:
+            parts.append(f"{name} returned: {_quote(content, 200)}")
+    return ctx.reply(f"{len(batch)} tools returned; summarising their results.", "Done. " + "; ".join(parts) + ".")
+
+
+def _args(arguments: str) -> dict[str, Any]:
+    try:
+        data = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_content(arguments: str) -> str:
+    args = _args(arguments)
+    return next((str(args[k]) for k in _WRITE_CONTENT_KEYS if args.get(k)), "")
+
+
+def _after_tool(ctx: _Ctx, name: str, arguments: str, content: str, status_failed: bool) -> Plan:
+    if name == "send_message":
+        return Plan("I already sent my reply; nothing more to do this turn.")
+    failed = status_failed or _failed(content, write=name in WRITE_TOOLS)
+    if name in WRITE_TOOLS:
+        saved = _write_content(arguments)
+        if failed:
+            if name in CORE_WRITE_TOOLS and saved and ctx.has("archival_memory_insert"):
+                return ctx.call(f"{name} failed; retrying in archival memory.", "archival_memory_insert", content=saved)
+            return ctx.reply(
+                f"{name} failed; explaining the error.",
+                f'I couldn\'t save "{_quote(saved, 200)}": {_quote(content, 300)}',
+            )
+        where = (
+            "my archival memory"
+            if name == "archival_memory_insert"
+            else (f"my core memory ({_args(arguments).get('label', 'core')})")
+        )
+        return ctx.reply(
+            "The memory write succeeded; confirming to the user.",
+            f'Got it - I saved "{_quote(saved, 300)}" to {where}.',
+        )
+    query = str(_args(arguments).get("query") or ctx.user_text).strip()
+    if name == "archival_memory_search":
+        results = [] if failed else _results(content)
+        if results:
+            return ctx.reply(
+                "Archival memory has a match; quoting the top result.",
+                f'From my archival memory: "{_quote(results[0][0], 300)}"',
+            )
+        if ctx.has("conversation_search"):
+            return ctx.call(
+                "Archival memory has nothing; searching our conversation.", "conversation_search", query=query
+            )
+        return ctx.dont_know(query)
+    if name == "conversation_search":
+        wanted, skip = keywords(query), {_norm(query), _norm(ctx.user_text)}
+        best, best_score = None, -1
+        for text, role in [] if failed else _results(content):
+            said = _user_text({"content": text}) or ""
+            if not said or (role not in (None, "user")) or _norm(said) in skip or is_question(said):
+                continue
+            score = len(wanted & keywords(said))
+            if score > best_score and (score or not wanted):
+                best, best_score = said, score
+        if best is None:
+            return ctx.dont_know(query)
+        return ctx.reply("Our conversation has a match; quoting it.", f'You told me earlier: "{_quote(best, 300)}"')
+    if failed:
+        return ctx.reply(f"{name} failed; reporting it.", f"The tool {name} failed: {_quote(content, 500)}")
+    return ctx.reply(f"{name} returned; reporting its result.", f"The tool {name} returned: {_quote(content, 500)}")

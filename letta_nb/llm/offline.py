@@ -1,0 +1,162 @@
+"""The built-in ``offline`` model: a deterministic, tool-calling, streaming backend that needs no API key.
+
+It exists so that notebooks, tests and benchmarks run anywhere; benchmarks use it to measure the runtime,
+not the model. It is a backend like any other: it implements :meth:`OfflineModel.stream` of the
+:class:`~letta_nb.llm.base.LLMClient` protocol and nothing else. The decisions (store a stated fact,
+answer a question from core memory or search for it, confirm or retry a memory write, ``/call`` test
+hooks) live in :mod:`letta_nb.llm._offline_rules`; this module turns a decision into events shaped like a
+real API's stream.
+
+Invariants: the same ``messages`` and ``tools`` always produce the same events (tool-call ids are hashes
+of the position, not random); the stream is reasoning :class:`TextDelta` tokens, then each tool call as a
+first :class:`ToolCallDelta` carrying index, id and name followed by small argument pieces, then exactly
+one :class:`Completion` whose content and calls are the concatenation of the deltas. Latency is simulated
+only when asked for (``latency_ms`` before the first event, ``1/tps`` per token, slept in batches of at
+least 5 ms); with neither, the stream never awaits, so a step costs microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+from letta_nb.errors import InvalidArgumentError
+from letta_nb.llm._offline_rules import decide
+from letta_nb.llm.base import Completion, LLMEvent, TextDelta, ToolCall, ToolCallDelta, Usage
+from letta_nb.llm.tokens import estimate_tokens, message_tokens
+
+__all__ = ["OfflineModel"]
+
+_TOKEN = re.compile(r"\S+\s*|\s+")
+_ARG_CHUNK = 8  # characters per streamed argument piece, about two tokens, like real APIs
+_MIN_SLEEP_S = 0.005  # batch simulated token time so a fast tps does not create thousands of timers
+_OPTIONS = ("latency_ms", "tps", "context_window")
+
+
+def _check_number(option: str, value: float, *, positive: bool) -> None:
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InvalidArgumentError(
+            f"offline model option {option}={value!r} is invalid: expected a finite number {bound}."
+        )
+
+
+class OfflineModel:
+    """The ``offline`` model. Build it directly or from a spec such as ``"offline?latency_ms=50&tps=200"``."""
+
+    name = "offline"
+    supports_parallel_tool_calls: ClassVar[bool] = True
+
+    def __init__(self, *, latency_ms: float = 0.0, tps: float | None = None, context_window: int = 16384):
+        _check_number("latency_ms", float(latency_ms), positive=False)
+        if tps is not None:
+            _check_number("tps", float(tps), positive=True)
+        if isinstance(context_window, bool) or not isinstance(context_window, int) or context_window <= 0:
+            raise InvalidArgumentError(
+                f"offline model option context_window={context_window!r} is invalid: expected an integer > 0."
+            )
+        self.latency_ms = float(latency_ms)
+        self.tps = None if tps is None else float(tps)
+        self.context_window = context_window
+
+    @classmethod
+    def from_spec(cls, spec: str) -> OfflineModel:
+        """Parse ``offline[?option=value&...]``; options are ``latency_ms``, ``tps`` and ``context_window``."""
+        base, _, query = spec.strip().partition("?")
+        if base != "offline":
+            raise InvalidArgumentError(
+                f"not an offline model spec: {spec!r}; expected 'offline' or 'offline?latency_ms=50'."
+            )
+        kwargs: dict[str, Any] = {}
+        valid = ", ".join(_OPTIONS)
+        for key, raw in parse_qsl(query, keep_blank_values=True):
+            if key not in _OPTIONS:
+                raise InvalidArgumentError(f"unknown offline model option {key!r} in {spec!r}; valid options: {valid}.")
+            if key in kwargs:
+                raise InvalidArgumentError(f"offline model option {key!r} is given twice in {spec!r}.")
+            try:
+                kwargs[key] = int(raw) if key == "context_window" else float(raw)
+            except ValueError:
+                kind = "an integer" if key == "context_window" else "a number"
+                raise InvalidArgumentError(
+                    f"offline model option {key}={raw!r} is not {kind} (in {spec!r}); valid options: {valid}."
+                ) from None
+        return cls(**kwargs)
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds this model (defaults omitted)."""
+        opts = []
+        if self.latency_ms:
+            opts.append(f"latency_ms={self.latency_ms:g}")
+        if self.tps is not None:
+            opts.append(f"tps={self.tps:g}")
+        if self.context_window != 16384:
+            opts.append(f"context_window={self.context_window}")
+        return "offline" + ("?" + "&".join(opts) if opts else "")
+
+    def __repr__(self) -> str:
+        return f"OfflineModel({self.spec!r})"
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+        start = time.perf_counter()
+        plan = decide(messages, tools)
+        n = len(messages)
+        calls = tuple(
+            ToolCall(f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode()).hexdigest()[:16]}", name, args)
+            for i, (name, args) in enumerate(plan.calls)
+        )
+        text = plan.answer if plan.answer is not None else plan.reasoning
+        if self.latency_ms > 0:
+            # asyncio may wake a hair early; loop so ttft_ms >= latency_ms holds exactly.
+            while (left := self.latency_ms / 1000 - (time.perf_counter() - start)) > 0:
+                await asyncio.sleep(left)
+        per_token = 1 / self.tps if self.tps else 0.0
+        debt = 0.0
+        ttft_ms: float | None = None
+        for event in _deltas(text, calls):
+            if ttft_ms is None:
+                ttft_ms = (time.perf_counter() - start) * 1000
+            yield event
+            if per_token:
+                piece = event.text if isinstance(event, TextDelta) else event.arguments
+                debt += per_token * max(1, estimate_tokens(piece))
+                if debt >= _MIN_SLEEP_S:
+                    debt = await _sleep_debt(debt)
+        if debt > 0:
+            await _sleep_debt(debt)
+        completion_tokens = estimate_tokens(text) + sum(
+            estimate_tokens(c.name) + estimate_tokens(c.arguments) + 3 for c in calls
+        )
+        if ttft_ms is None:
+            ttft_ms = (time.perf_counter() - start) * 1000
+        yield Completion(
+            content=text,
+            tool_calls=calls,
+            usage=Usage(sum(message_tokens(m) for m in messages), completion_tokens),
+            finish_reason="tool_calls" if calls else "stop",
+            ttft_ms=ttft_ms,
+        )
+
+
+def _deltas(text: str, calls: tuple[ToolCall, ...]) -> list[TextDelta | ToolCallDelta]:
+    """The stream before the Completion: text tokens, then per call a head delta and argument pieces."""
+    events: list[TextDelta | ToolCallDelta] = [TextDelta(t) for t in _TOKEN.findall(text)]
+    for i, call in enumerate(calls):
+        events.append(ToolCallDelta(i, call.id, call.name))
+        args = call.arguments
+        events.extend(ToolCallDelta(i, arguments=args[j : j + _ARG_CHUNK]) for j in range(0, len(args), _ARG_CHUNK))
+    return events
+
+
+async def _sleep_debt(debt: float) -> float:
+    """Sleep off accumulated token time; return what is still owed (negative when the loop overslept)."""
+    t0 = time.perf_counter()
+    await asyncio.sleep(debt)
+    return debt - (time.perf_counter() - t0)

@@ -1,0 +1,245 @@
+"""The agent loop: one user message in, steps until the agent replies (or a bound is hit).
+
+Invariants:
+- A turn holds its agent's lock from start to end, so turns of one agent run one at a time in the
+  order they arrived, whoever sent them (widget, magic, threads, tasks).
+- A step is one model call plus its tool calls. Its messages (the user message on the first step), its
+  memory edits, its archival inserts and its metrics row are committed in one transaction; only then
+  does the in-memory session move forward. If the commit fails, the cached session is dropped and
+  reloaded from the store on the next turn.
+- Cancellation (Ctrl-C, Stop, ``messages.cancel``) commits what is worth keeping: the user message and
+  any text the model had streamed, as a plain assistant message, in a step with stop reason
+  ``cancelled``. Half-executed tool calls and their memory edits are dropped, never half-written.
+- Tool problems (unknown tool, bad JSON, a raise, a timeout) are tool results the model reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from letta_nb.errors import InvalidArgumentError, StoreError
+from letta_nb.llm.base import Completion, TextDelta, ToolCallDelta, Usage
+from letta_nb.llm.tokens import message_tokens
+from letta_nb.runtime.base_tools import TERMINAL_TOOLS, ToolContext
+from letta_nb.runtime.events import (
+    AssistantDelta,
+    ReasoningDelta,
+    SendMessageParser,
+    StepEvent,
+    StopEvent,
+    StreamEvent,
+    ToolCallEvent,
+    ToolReturnEvent,
+)
+from letta_nb.runtime.memory import WorkingMemory
+from letta_nb.runtime.session import EVICT_TO, AgentSession
+from letta_nb.schemas import Message, Response, StepStats
+from letta_nb.store.step_writer import StepWrite
+from letta_nb.store.store import message_row, new_id, utcnow
+
+from letta_nb.runtime.runtime import current_agent
+
+if TYPE_CHECKING:
+    from letta_nb.runtime.runtime import Runtime
+
+__all__ = ["run_turn"]
+
+Emit = Callable[[StreamEvent], None]
+
+
+def _noop(_: StreamEvent) -> None:
+    pass
+
+
+class _Turn:
+    """State of one turn; a class so the cancellation path can see how far the turn got."""
+
+    def __init__(self, rt: Runtime, session: AgentSession, text: str, emit: Emit):
+        self.rt, self.session, self.emit = rt, session, emit
+        self.agent = session.agent
+        self.run_id = new_id("run")
+        self.seq = self.agent.last_seq
+        self.pending: list[Message] = []  # messages of the current step, not yet committed
+        self.out: list[Message] = []  # committed messages of this turn
+        self.steps: list[StepStats] = []
+        self.usage = Usage()
+        self.partial_text: list[str] = []
+        self.user_text = text
+        self.step_id = ""
+
+    def new_message(self, **fields: Any) -> Message:
+        self.seq += 1
+        return Message(id=new_id("message"), agent_id=self.agent.id, seq=self.seq, created_at=utcnow(),
+                       step_id=self.step_id, **fields)
+
+    async def commit(self, messages: list[Message], step: dict[str, Any], memory: WorkingMemory | None,
+                     passages: list[dict[str, Any]], eviction_fields: dict[str, Any]) -> float:
+        write = StepWrite(
+            agent_id=self.agent.id,
+            messages=[message_row(m) for m in messages],
+            block_values={label: memory.get(label).value for label in memory.changed} if memory else {},
+            passages=passages,
+            step=step,
+            agent={"last_seq": self.seq, **eviction_fields},
+        )
+        fut = self.rt.store.submit_step(write)
+        cancelled = False
+        try:
+            try:
+                db_ms = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                cancelled = True  # the write is queued and will land: wait for it, then stay in step
+                db_ms = await fut
+        except Exception as e:
+            self.rt.invalidate_agent(self.agent.id)
+            raise StoreError(f"committing a step of agent {self.agent.name!r} failed: {e}") from e
+        self.session.append(messages)
+        if memory is not None and memory.changed:
+            self.agent.blocks = memory.blocks
+        self.out.extend(messages)
+        if cancelled:
+            raise asyncio.CancelledError
+        return db_ms
+
+    def step_row(self, index: int, n: int, llm_ms: float, tools_ms: float, total_ms: float, usage: Usage,
+                 stop: str | None) -> dict[str, Any]:
+        return {
+            "id": self.step_id, "agent_id": self.agent.id, "run_id": self.run_id, "step_index": index,
+            "model": self.agent.model, "n_messages": n, "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens, "llm_ms": llm_ms, "tools_ms": tools_ms,
+            "total_ms": total_ms, "stop_reason": stop, "created_at": utcnow(),
+        }
+
+    async def run(self) -> Response:
+        session, rt = self.session, self.rt
+        stop_reason = "max_steps"
+        for index in range(self.agent.max_steps):
+            t0 = time.perf_counter()
+            self.step_id = new_id("step")
+            self.partial_text = []
+            if index == 0:
+                self.pending = [self.new_message(role="user", content=self.user_text)]
+            eviction_fields: dict[str, Any] = {}
+            eviction = session.plan_eviction(self.pending)
+            if eviction is not None:
+                session.apply_eviction(eviction)
+                eviction_fields = {"context_start_seq": eviction.start_seq, "context_summary": eviction.summary}
+            memory = WorkingMemory(self.agent.blocks)
+
+            completion = await self._call_model(session.prompt(self.pending))
+            llm_ms = (time.perf_counter() - t0) * 1000
+            self.usage += completion.usage
+            assistant = self.new_message(role="assistant", content=completion.content,
+                                         tool_calls=completion.tool_calls)
+            self.pending.append(assistant)
+            for call in completion.tool_calls:
+                if call.name not in TERMINAL_TOOLS:
+                    self.emit(ToolCallEvent(call.id, call.name, call.arguments))
+
+            t_tools = time.perf_counter()
+            ctx = ToolContext(agent=self.agent, memory=memory, store=rt.store, archival=rt.archival)
+            results = await rt.executor.execute(completion.tool_calls, session.tools, {"agent_state": ctx})
+            tools_ms = (time.perf_counter() - t_tools) * 1000
+            for r in results:
+                self.pending.append(self.new_message(role="tool", content=r.content, tool_call_id=r.call_id,
+                                                     name=r.name, status=r.status))
+                if r.name not in TERMINAL_TOOLS or r.status != "success":
+                    self.emit(ToolReturnEvent(r.call_id, r.name, r.status, r.content, r.duration_ms))
+            replied = any(r.name in TERMINAL_TOOLS and r.status == "success" for r in results)
+            finished = replied or not completion.tool_calls
+            stop = "end_turn" if finished else None
+            total_ms = (time.perf_counter() - t0) * 1000
+            messages, self.pending = self.pending, []
+            row = self.step_row(index, len(messages), llm_ms, tools_ms, total_ms, completion.usage, stop)
+            db_ms = await self.commit(messages, row, memory, ctx.pending_passages, eviction_fields)
+            stats = StepStats(self.step_id, index, llm_ms, tools_ms, db_ms, (time.perf_counter() - t0) * 1000,
+                              completion.usage.prompt_tokens, completion.usage.completion_tokens, stop,
+                              tuple(r.name for r in results))
+            self.steps.append(stats)
+            rt.record_step(self.agent, stats)
+            self.emit(StepEvent(stats))
+            if finished:
+                stop_reason = "end_turn"
+                break
+        self.emit(StopEvent(stop_reason, self.usage))
+        return Response(self.out, self.usage, self.steps, stop_reason, self.run_id)
+
+    async def _call_model(self, prompt: list[dict[str, Any]]) -> Completion:
+        parsers: dict[int, SendMessageParser] = {}
+        names: dict[int, str] = {}
+        completion: Completion | None = None
+        async for event in self.session.llm.stream(prompt, self.session.tool_schemas):
+            if isinstance(event, ToolCallDelta):
+                if event.name:
+                    names[event.index] = event.name
+                if names.get(event.index) in TERMINAL_TOOLS and event.arguments:
+                    text = parsers.setdefault(event.index, SendMessageParser()).feed(event.arguments)
+                    if text:
+                        self.partial_text.append(text)
+                        self.emit(AssistantDelta(text))
+            elif isinstance(event, TextDelta):
+                self.emit(ReasoningDelta(event.text))
+            elif isinstance(event, Completion):
+                completion = event
+        if completion is None:
+            raise RuntimeError(f"model {self.session.llm.name!r} ended its stream without a completion")
+        return completion
+
+    async def save_interrupted(self, reason: str) -> None:
+        """Commit the user message and any streamed reply text of an interrupted step."""
+        keep = [m for m in self.pending if m.role == "user"]
+        if self.partial_text:
+            keep.append(self.new_message(role="assistant", content="".join(self.partial_text), status=reason))
+        if not keep:
+            return
+        base = self.agent.last_seq + 1  # the last committed seq: close any gap left by dropped messages
+        keep = [_reseq(m, base + i) for i, m in enumerate(keep)]
+        self.seq = keep[-1].seq
+        self.pending = []
+        row = self.step_row(len(self.steps), len(keep), 0.0, 0.0, 0.0, Usage(), reason)
+        await self.commit(keep, row, None, [], {})
+
+
+def _reseq(m: Message, seq: int) -> Message:
+    return m if m.seq == seq else dataclasses.replace(m, seq=seq)
+
+
+async def run_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None = None) -> Response:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidArgumentError(f"input must be a non-empty string, got {text!r}")
+    async with rt.locks.hold(agent_id):
+        session = await rt.session(agent_id)
+        size = message_tokens({"role": "user", "content": text})
+        if size > EVICT_TO * session.budget:
+            raise InvalidArgumentError(
+                f"input is about {size} tokens, more than half of model {session.llm.name!r}'s context window "
+                f"({session.budget} tokens). Split it, or upload it to archival memory with "
+                "client.agents.passages.create(...) and ask about it."
+            )
+        turn = _Turn(rt, session, text, emit or _noop)
+        current_agent.set(agent_id)
+        task = asyncio.current_task()
+        rt.running[agent_id] = task
+        try:
+            return await turn.run()
+        except asyncio.CancelledError:
+            await asyncio.shield(_save(turn, "cancelled"))
+            turn.emit(StopEvent("cancelled", turn.usage))
+            raise
+        except BaseException:
+            await asyncio.shield(_save(turn, "error"))
+            raise
+        finally:
+            if rt.running.get(agent_id) is task:
+                del rt.running[agent_id]
+
+
+async def _save(turn: _Turn, reason: str) -> None:
+    try:
+        await turn.save_interrupted(reason)
+    except Exception:
+        turn.rt.invalidate_agent(turn.agent.id)

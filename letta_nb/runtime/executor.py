@@ -1,0 +1,238 @@
+"""Executing the tool calls of one model turn.
+
+The agent loop hands over everything the model asked for in a turn and gets back exactly one
+:class:`ToolResult` per call, in call order. Whatever goes wrong with a tool (unknown name, malformed or
+ill-typed arguments, an exception, a timeout) becomes an error result whose ``content`` tells the model what
+to fix, because the model, not the user, is the one who can retry. Only ``asyncio.CancelledError`` (the
+user stopped the step) propagates.
+
+Scheduling: calls run in order, except that a maximal run of consecutive ``parallel_safe`` calls runs
+concurrently (at most ``max_parallel`` at once); a call that is not parallel-safe starts only after every
+earlier call has finished, and later calls wait for it. Sync tools run in this executor's own thread pool,
+so a hung tool cannot starve asyncio's default pool. A thread cannot be killed: after a timeout the result
+is reported but the thread runs on (and holds a pool slot, and delays interpreter exit) until the function
+returns. Use ``sandbox=True`` for untrusted code or code that may hang; sandboxed processes are killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from letta_nb.errors import InvalidArgumentError, RuntimeClosedError, ToolNotFoundError
+from letta_nb.llm.base import ToolCall
+from letta_nb.runtime.sandbox import run_in_sandbox
+from letta_nb.runtime.tool_schema import ToolSpec, function_from_source, validate_arguments
+
+__all__ = ["ToolResult", "ToolExecutor"]
+
+_RAISED = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$", re.S)  # "ValueError: bad x" from the sandbox
+
+
+@dataclass
+class ToolResult:
+    """The outcome of one tool call. ``content`` is the text sent back to the model."""
+
+    call_id: str
+    name: str
+    status: Literal["success", "error"]
+    content: str
+    value: Any
+    duration_ms: float
+    started_at: float
+    error_type: str | None = None
+    stdout: str = ""  # what a sandboxed tool printed (in-process tools print wherever the process prints)
+
+
+class _ToolFailure(Exception):
+    """Internal: a call failed in a way the model should hear about as ``error_type: message``."""
+
+    def __init__(self, error_type: str, message: str, stdout: str = ""):
+        super().__init__(message)
+        self.error_type, self.message, self.stdout = error_type, message, stdout
+
+
+class ToolExecutor:
+    """Runs batches of tool calls; one instance is shared by the agents of a runtime."""
+
+    def __init__(
+        self,
+        *,
+        max_parallel: int = 8,
+        on_result: Callable[[ToolResult], None] | None = None,
+        max_threads: int = 32,
+    ):
+        if max_parallel < 1 or max_threads < 1:
+            raise InvalidArgumentError(
+                f"max_parallel and max_threads must be at least 1, got {max_parallel} and {max_threads}."
+            )
+        self.max_parallel = max_parallel
+        self.on_result = on_result
+        self._max_threads = max_threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._hydrated: dict[tuple[str, str], Callable[..., Any]] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> ToolExecutor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def execute(
+        self,
+        calls: Sequence[ToolCall],
+        tools: Mapping[str, ToolSpec],
+        injected: Mapping[str, Any] | None = None,
+    ) -> list[ToolResult]:
+        """Run ``calls`` against ``tools``; one result per call, in call order (see the module docstring)."""
+        if self._closed:
+            raise RuntimeClosedError("This ToolExecutor has been closed; create a new one.")
+        injected = injected or {}
+        results: list[ToolResult] = []
+        i = 0
+        while i < len(calls):
+            j = i + 1
+            if self._parallel_safe(calls[i], tools):
+                while j < len(calls) and self._parallel_safe(calls[j], tools):
+                    j += 1
+            if j - i == 1:
+                results.append(await self._run_one(calls[i], tools, injected))
+            else:
+                limit = asyncio.Semaphore(self.max_parallel)
+                results.extend(await asyncio.gather(*(self._run_limited(limit, c, tools, injected) for c in calls[i:j])))
+            i = j
+        return results
+
+    async def aclose(self) -> None:
+        """Stop accepting work and release the thread pool (threads of hung tools are abandoned, not joined)."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    # --- one call --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _parallel_safe(call: ToolCall, tools: Mapping[str, ToolSpec]) -> bool:
+        spec = tools.get(call.name)
+        return spec is None or spec.parallel_safe  # an unknown tool only produces an error result
+
+    async def _run_limited(self, limit: asyncio.Semaphore, call: ToolCall, tools: Mapping[str, ToolSpec],
+                           injected: Mapping[str, Any]) -> ToolResult:
+        async with limit:
+            return await self._run_one(call, tools, injected)
+
+    async def _run_one(self, call: ToolCall, tools: Mapping[str, ToolSpec], injected: Mapping[str, Any]) -> ToolResult:
+        started_at, start = time.time(), time.perf_counter()
+        spec = tools.get(call.name)
+        limit = spec.return_char_limit if spec is not None else 20000
+        try:
+            if spec is None:
+                raise _ToolFailure("ToolNotFoundError", _unknown_tool_message(call.name, tools))
+            try:
+                arguments = validate_arguments(spec, call.parsed_arguments())
+            except ValueError as e:  # InvalidArgumentError is a ValueError, as is a JSON parse failure
+                raise _ToolFailure("InvalidArgumentError", str(e)) from None
+            value, stdout = await self._invoke(spec, arguments, injected)
+        except _ToolFailure as failure:
+            result = ToolResult(call.id, call.name, "error", _truncate(f"{failure.error_type}: {failure.message}", limit),
+                                None, _ms_since(start), started_at, failure.error_type, failure.stdout)
+        else:
+            result = ToolResult(call.id, call.name, "success", _truncate(_to_text(value), limit), value,
+                                _ms_since(start), started_at, None, stdout)
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:  # an observer (widget, metrics) must not change what the model sees
+                pass
+        return result
+
+    async def _invoke(self, spec: ToolSpec, arguments: dict[str, Any],
+                      injected: Mapping[str, Any]) -> tuple[Any, str]:
+        """Call the tool under its timeout; tool-side problems come back as :class:`_ToolFailure`."""
+        if spec.sandbox:
+            if spec.source is None:
+                raise _ToolFailure("ToolSchemaError", f"tool {spec.name!r} is sandboxed but has no source to run")
+            outcome = await run_in_sandbox(spec.source, spec.name, arguments, timeout=spec.timeout)
+            if not outcome.ok:
+                error = outcome.error or "unknown error"
+                raised = _RAISED.match(error)
+                if raised:
+                    raise _ToolFailure(raised["type"], raised["message"], outcome.stdout)
+                kind = "TimeoutError" if error.startswith("timed out") else "SandboxError"
+                raise _ToolFailure(kind, error, outcome.stdout)
+            return outcome.value, outcome.stdout
+        func = self._function(spec)
+        kwargs = {**arguments, **{k: injected[k] for k in spec.injected if k in injected}}
+        try:
+            return await asyncio.wait_for(self._call(func, kwargs), spec.timeout), ""
+        except asyncio.TimeoutError:  # only ours: _call wraps the tool's own exceptions
+            raise _ToolFailure("TimeoutError", f"timed out after {spec.timeout:g}s") from None
+
+    async def _call(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        try:
+            if inspect.iscoroutinefunction(func):
+                value = await func(**kwargs)
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix="letta_nb-tool")
+                # Copy the context so tracing spans and other contextvars follow the call into the thread.
+                call = functools.partial(contextvars.copy_context().run, func, **kwargs)
+                value = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            if inspect.isawaitable(value):
+                value = await value
+            return value
+        except (Exception, SystemExit) as e:
+            raise _ToolFailure(type(e).__name__, str(e)) from e
+
+    def _function(self, spec: ToolSpec) -> Callable[..., Any]:
+        if spec.func is not None:
+            return spec.func
+        if spec.source is None:
+            raise _ToolFailure("ToolSchemaError", f"tool {spec.name!r} has neither a function nor source to run")
+        key = (spec.name, spec.source)
+        if key not in self._hydrated:
+            try:
+                self._hydrated[key] = function_from_source(spec.source, spec.name)
+            except Exception as e:
+                raise _ToolFailure(type(e).__name__, str(e)) from None
+        return self._hydrated[key]
+
+
+def _unknown_tool_message(name: str, tools: Mapping[str, ToolSpec]) -> str:
+    error = ToolNotFoundError(name, tools)
+    message = str(error)
+    if error.suggestions:  # ToolNotFoundError lists the known tools only when nothing is close
+        message += f" Available tools: {', '.join(sorted(tools))}."
+    return message
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "None"
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[truncated {len(text) - limit} chars]"
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000

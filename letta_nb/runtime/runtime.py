@@ -1,0 +1,168 @@
+"""The runtime: every in-kernel service an agent needs, living on the runtime event loop.
+
+It owns the store, the per-agent locks, the named caches (``agent_state``, ``model_config``,
+``embedding_config``, ``tool_schemas``), the tool executor, the in-process tool registry and the
+record of tool calls and steps. All its coroutines must run on the runtime loop (see
+:mod:`letta_nb.runtime.loop_thread`); the public client submits to it.
+
+Tools: a user tool is registered from a Python function; its schema and source are stored so another
+kernel can re-create it from source. An agent's tools are looked up by name, base tools first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from letta_nb.embeddings.registry import resolve_embedder
+from letta_nb.errors import InvalidArgumentError, ToolNotFoundError
+from letta_nb.llm.base import LLMClient
+from letta_nb.llm.registry import resolve_model
+from letta_nb.runtime.archival import Archival
+from letta_nb.runtime.base_tools import BASE_TOOL_NAMES, BASE_TOOLS
+from letta_nb.runtime.cache import CacheRegistry
+from letta_nb.runtime.executor import ToolExecutor, ToolResult
+from letta_nb.runtime.locks import AgentLocks
+from letta_nb.runtime.session import AgentSession
+from letta_nb.runtime.tool_schema import ToolSpec, function_from_source, tool_from_function
+from letta_nb.schemas import AgentState, StepStats
+from letta_nb.store.store import Store
+
+__all__ = ["Runtime", "ToolCallRecord", "current_agent"]
+
+# Set by the agent loop for the duration of a turn (each turn is its own task, so its own context),
+# so tool-call records know their agent without threading it through the executor.
+current_agent: contextvars.ContextVar[str] = contextvars.ContextVar("letta_nb_current_agent")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallRecord:
+    agent_id: str
+    name: str
+    status: str
+    duration_ms: float
+    started_at: float
+    error_type: str | None
+
+
+class Runtime:
+    def __init__(self, store: Store, *, max_parallel_tools: int = 8, history: int = 100_000):
+        self.store = store
+        self.caches = CacheRegistry()
+        self.agent_cache = self.caches.cache("agent_state", maxsize=512)
+        self.model_cache = self.caches.cache("model_config", maxsize=64)
+        self.embedding_cache = self.caches.cache("embedding_config", maxsize=16)
+        self.tool_cache = self.caches.cache("tool_schemas", maxsize=2048)
+        self.locks = AgentLocks()
+        self.tool_calls: collections.deque[ToolCallRecord] = collections.deque(maxlen=history)
+        self.step_log: collections.deque[tuple[str, StepStats]] = collections.deque(maxlen=history)
+        self.executor = ToolExecutor(max_parallel=max_parallel_tools, on_result=self._record_tool)
+        self.archival = Archival(store, self.embedder)
+        self.running: dict[str, asyncio.Task] = {}
+        self._user_tools: dict[str, ToolSpec] = {}
+
+    @classmethod
+    async def open(cls, where: Any = None, **kwargs: Any) -> Runtime:
+        return cls(await Store.open(where), **kwargs)
+
+    async def close(self) -> None:
+        for task in list(self.running.values()):
+            task.cancel()
+        if self.running:
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+        await self.executor.aclose()
+        await self.store.close()
+
+    # ---- models and embedders (cached: resolving parses specs and builds clients) -----------------
+    def llm(self, model: str) -> LLMClient:
+        client = self.model_cache.get(model)
+        if client is None:
+            client = resolve_model(model)
+            self.model_cache.set(model, client)
+        return client
+
+    def embedder(self, name: str) -> Any:
+        embedder = self.embedding_cache.get(name)
+        if embedder is None:
+            embedder = resolve_embedder(name)
+            self.embedding_cache.set(name, embedder)
+        return embedder
+
+    # ---- tools ------------------------------------------------------------------------------------
+    async def register_tool(self, func: Callable[..., Any] | ToolSpec, **options: Any) -> ToolSpec:
+        spec = func if isinstance(func, ToolSpec) else tool_from_function(func, **options)
+        if spec.name in BASE_TOOLS:
+            raise InvalidArgumentError(f"{spec.name!r} is a base tool name; give your function another name.")
+        await self.store.upsert_tool({
+            "name": spec.name, "description": spec.description, "json_schema": spec.parameters,
+            "source": spec.source, "parallel_safe": spec.parallel_safe, "sandbox": spec.sandbox,
+            "timeout": spec.timeout,
+        })
+        self._user_tools[spec.name] = spec
+        self.tool_cache.invalidate(spec.name)
+        # Sessions hold resolved tools: drop those of agents using this tool so they pick it up.
+        self.agent_cache.invalidate_where(lambda _agent_id: True)
+        return spec
+
+    async def tool_spec(self, name: str) -> ToolSpec:
+        if name in BASE_TOOLS:
+            return BASE_TOOLS[name]
+        if name in self._user_tools:
+            return self._user_tools[name]
+
+        async def load() -> ToolSpec:
+            rows = {r.name: r for r in await self.store.tool_rows()}
+            row = rows.get(name)
+            if row is None:
+                raise ToolNotFoundError(name, [*BASE_TOOL_NAMES, *rows])
+            func = function_from_source(row.source, name) if row.source else None
+            return ToolSpec(name=row.name, description=row.description, parameters=row.json_schema, func=func,
+                            source=row.source, parallel_safe=row.parallel_safe, sandbox=row.sandbox,
+                            timeout=row.timeout)
+
+        return await self.tool_cache.get_or_load(name, load)
+
+    async def tool_names(self) -> list[str]:
+        return [*BASE_TOOL_NAMES, *sorted({r.name for r in await self.store.tool_rows()} | set(self._user_tools))]
+
+    def _record_tool(self, result: ToolResult) -> None:
+        agent = current_agent.get(None)
+        self.tool_calls.append(ToolCallRecord(agent or "", result.name, result.status, result.duration_ms,
+                                              result.started_at, result.error_type))
+
+    def record_step(self, agent: AgentState, stats: StepStats) -> None:
+        self.step_log.append((agent.id, stats))
+
+    # ---- agents -----------------------------------------------------------------------------------
+    async def resolve_agent(self, ref: Any) -> str:
+        if not isinstance(ref, str):
+            ref = getattr(ref, "id", ref)
+        if not isinstance(ref, str) or not ref:
+            raise InvalidArgumentError(f"agent must be an agent name, id or AgentState, got {ref!r}")
+        if self.agent_cache.get(ref) is not None:
+            return ref
+        return await self.store.resolve_agent(ref)
+
+    async def session(self, agent_id: str) -> AgentSession:
+        """The agent's loaded state (cached); everything a turn reads comes from here."""
+
+        async def load() -> AgentSession:
+            agent = await self.store.load_agent(agent_id)
+            tools = {name: await self.tool_spec(name) for name in _ordered_tools(agent.tools)}
+            messages = await self.store.load_messages(agent_id, start_seq=agent.context_start_seq)
+            return AgentSession(agent=agent, llm=self.llm(agent.model), tools=tools, messages=messages)
+
+        return await self.agent_cache.get_or_load(agent_id, load)
+
+    def invalidate_agent(self, agent_id: str) -> None:
+        self.agent_cache.invalidate(agent_id)
+
+
+def _ordered_tools(names: list[str]) -> list[str]:
+    base = [n for n in BASE_TOOL_NAMES if n in names]
+    return base + sorted(n for n in names if n not in BASE_TOOLS)
+

@@ -1,0 +1,135 @@
+"""An agent's loaded state and its context window, kept between turns.
+
+A session is what the ``agent_state`` cache holds: the agent row, its blocks, its tools and the
+messages currently in its context window, with running token counts. Steps append to it after their
+rows are committed, so a step never re-reads history and step 1000 costs what step 10 does.
+
+Context budget: when the prompt would pass ``EVICT_AT`` of the model's window, the oldest messages
+leave the window (never the store) at a user-message boundary, so a tool call is never separated
+from its result, until the prompt is under ``EVICT_TO``. A summary note of what left stays in the
+prompt, and the cut point and note are saved with the step that made them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from letta_nb.llm.base import LLMClient
+from letta_nb.llm.tokens import estimate_tokens, message_tokens, tools_tokens
+from letta_nb.runtime.memory import compile_system_prompt
+from letta_nb.runtime.tool_schema import ToolSpec
+from letta_nb.schemas import AgentState, Block, Message
+
+__all__ = ["AgentSession", "Eviction", "EVICT_AT", "EVICT_TO"]
+
+EVICT_AT = 0.9
+EVICT_TO = 0.5
+
+
+@dataclass(frozen=True)
+class Eviction:
+    start_seq: int
+    summary: str
+    evicted: int
+
+
+@dataclass
+class AgentSession:
+    agent: AgentState
+    llm: LLMClient
+    tools: dict[str, ToolSpec]
+    messages: list[Message] = field(default_factory=list)  # in the context window, by seq
+    _msg_tokens: list[int] = field(default_factory=list)
+    _tool_schemas: list[dict[str, Any]] | None = None
+    _system_cache: tuple[tuple[str, ...], str, int] | None = None
+
+    def __post_init__(self) -> None:
+        self._msg_tokens = [message_tokens(m.openai) for m in self.messages]
+        self._tools_tokens = tools_tokens(self.tool_schemas)
+
+    @property
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        if self._tool_schemas is None:
+            self._tool_schemas = [t.openai_schema() for t in self.tools.values()]
+        return self._tool_schemas
+
+    def system_message(self, blocks: list[Block] | None = None) -> tuple[dict[str, Any], int]:
+        blocks = self.agent.blocks if blocks is None else blocks
+        key = tuple(b.value for b in blocks)
+        if self._system_cache is None or self._system_cache[0] != key or blocks is not self.agent.blocks:
+            text = compile_system_prompt(self.agent.system, blocks)
+            if self.agent.context_summary:
+                text += "\n\n<conversation_summary>\n" + self.agent.context_summary + "\n</conversation_summary>"
+            tokens = estimate_tokens(text) + 4
+            if blocks is not self.agent.blocks:
+                return {"role": "system", "content": text}, tokens
+            self._system_cache = (key, text, tokens)
+        return {"role": "system", "content": self._system_cache[1]}, self._system_cache[2]
+
+    def prompt(self, pending: list[Message], blocks: list[Block] | None = None) -> list[dict[str, Any]]:
+        system, _ = self.system_message(blocks)
+        return [system, *(m.openai for m in self.messages), *(m.openai for m in pending)]
+
+    def prompt_tokens(self, pending: Iterable[Message] = ()) -> int:
+        return (
+            self.system_message()[1]
+            + self._tools_tokens
+            + sum(self._msg_tokens)
+            + sum(message_tokens(m.openai) for m in pending)
+        )
+
+    @property
+    def budget(self) -> int:
+        return self.llm.context_window
+
+    def append(self, messages: list[Message]) -> None:
+        self.messages.extend(messages)
+        self._msg_tokens.extend(message_tokens(m.openai) for m in messages)
+        if messages:
+            self.agent.last_seq = messages[-1].seq
+
+    def plan_eviction(self, pending: list[Message] = ()) -> Eviction | None:
+        """Where the window should start so the prompt fits, or None if it already does."""
+        total = self.prompt_tokens(pending)
+        if total <= EVICT_AT * self.budget:
+            return None
+        target = EVICT_TO * self.budget
+        cut = None
+        dropped = 0
+        for i, m in enumerate(self.messages):
+            if i > 0 and m.role == "user" and total - dropped <= target:
+                break
+            dropped += self._msg_tokens[i]
+            if i + 1 < len(self.messages) and self.messages[i + 1].role == "user":
+                cut = i + 1
+        if cut is None:
+            cut = len(self.messages)  # no user boundary: evict everything in the window
+        evicted = self.messages[:cut]
+        if not evicted:
+            return None
+        start_seq = self.messages[cut].seq if cut < len(self.messages) else (
+            pending[0].seq if pending else self.agent.last_seq + 1
+        )
+        return Eviction(start_seq, self._summarise(evicted), len(evicted))
+
+    def _summarise(self, evicted: list[Message]) -> str:
+        users = [m.text.strip().replace("\n", " ")[:80] for m in evicted if m.role == "user" and m.text]
+        note = (
+            f"{len(evicted)} earlier messages (seq {evicted[0].seq}-{evicted[-1].seq}) left the context window; "
+            "they remain in recall memory (use conversation_search)."
+        )
+        if users:
+            note += " The user had said: " + "; ".join(f'"{u}"' for u in users[-5:]) + "."
+        previous = self.agent.context_summary
+        summary = f"{previous}\n{note}" if previous else note
+        return summary[-4000:]  # the note itself must never crowd out the window
+
+    def apply_eviction(self, eviction: Eviction) -> None:
+        keep = [i for i, m in enumerate(self.messages) if m.seq >= eviction.start_seq]
+        self.messages = [self.messages[i] for i in keep]
+        self._msg_tokens = [self._msg_tokens[i] for i in keep]
+        self.agent.context_start_seq = eviction.start_seq
+        self.agent.context_summary = eviction.summary
+        self._system_cache = None

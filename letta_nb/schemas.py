@@ -1,0 +1,176 @@
+"""The data objects the API hands out: agents, blocks, messages, passages, steps, responses.
+
+They are plain dataclasses shaped like letta_client's models (``message_type``, ``AgentState.memory``),
+with no I/O, so every layer can use them. Messages are stored the way models read them (OpenAI chat
+roles) and *viewed* the Letta way: an assistant turn that calls ``send_message`` is the agent's
+``assistant_message``; other calls are ``tool_call_message``; their results ``tool_return_message``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from letta_nb.llm.base import ToolCall, Usage
+
+__all__ = ["Block", "Message", "AgentState", "Passage", "StepStats", "Response", "Role"]
+
+Role = Literal["system", "user", "assistant", "tool"]
+DEFAULT_BLOCK_LIMIT = 5000
+
+
+@dataclass
+class Block:
+    """A core-memory block: always in the agent's context window, edited by memory tools."""
+
+    label: str
+    value: str = ""
+    limit: int = DEFAULT_BLOCK_LIMIT
+    description: str = ""
+    read_only: bool = False
+    id: str = ""
+
+    @property
+    def chars(self) -> int:
+        return len(self.value)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One recall-memory message. ``seq`` orders an agent's messages; ``step_id`` groups a step's rows."""
+
+    id: str
+    agent_id: str
+    seq: int
+    role: Role
+    content: str | None
+    created_at: dt.datetime
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    step_id: str | None = None
+    status: str | None = None
+
+    @cached_property
+    def openai(self) -> dict[str, Any]:
+        """The message as an OpenAI chat message (computed once: prompts are rebuilt every step)."""
+        msg: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        if self.role == "tool":
+            msg["tool_call_id"] = self.tool_call_id
+        return msg
+
+    @property
+    def message_type(self) -> str:
+        if self.role == "user":
+            return "user_message"
+        if self.role == "system":
+            return "system_message"
+        if self.role == "tool":
+            return "tool_return_message"
+        if self.tool_calls:
+            if self.tool_calls[0].name == "send_message":
+                return "assistant_message"
+            return "tool_call_message"
+        return "reasoning_message"
+
+    @property
+    def text(self) -> str:
+        """What a person reads: the sent message for ``send_message``, else content or the call."""
+        if self.tool_calls:
+            call = self.tool_calls[0]
+            if call.name == "send_message":
+                try:
+                    return str(json.loads(call.arguments).get("message", ""))
+                except (ValueError, AttributeError):
+                    return call.arguments
+            return ", ".join(f"{c.name}({c.arguments})" for c in self.tool_calls)
+        return self.content or ""
+
+
+@dataclass
+class AgentState:
+    """An agent as stored: identity, model/embedding names, system prompt, blocks and tool names."""
+
+    id: str
+    name: str
+    model: str
+    embedding: str
+    system: str
+    blocks: list[Block]
+    tools: list[str]
+    max_steps: int
+    created_at: dt.datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    context_start_seq: int = 0
+    context_summary: str | None = None
+    last_seq: int = 0
+
+    @property
+    def memory(self) -> dict[str, Block]:
+        return {b.label: b for b in self.blocks}
+
+    def block(self, label: str) -> Block:
+        from letta_nb.errors import BlockNotFoundError
+
+        for b in self.blocks:
+            if b.label == label:
+                return b
+        raise BlockNotFoundError(label, [b.label for b in self.blocks], hint=f"(agent {self.name!r})")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """An archival-memory passage; ``score`` is set on search results (higher is closer)."""
+
+    id: str
+    agent_id: str
+    text: str
+    tags: tuple[str, ...]
+    created_at: dt.datetime
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Timings and usage of one agent step (one model call plus its tool calls)."""
+
+    id: str
+    step_index: int
+    llm_ms: float
+    tools_ms: float
+    db_ms: float
+    total_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    stop_reason: str | None
+    tool_names: tuple[str, ...] = ()
+
+
+@dataclass
+class Response:
+    """What one ``messages.create`` produced: the new messages (user message first), usage and step timings."""
+
+    messages: list[Message]
+    usage: Usage
+    steps: list[StepStats]
+    stop_reason: str
+    run_id: str = ""
+
+    @property
+    def text(self) -> str:
+        """The agent's reply(s) to the user, joined."""
+        return "\n".join(m.text for m in self.messages if m.message_type == "assistant_message")
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return {
+            "llm_ms": sum(s.llm_ms for s in self.steps),
+            "tools_ms": sum(s.tools_ms for s in self.steps),
+            "db_ms": sum(s.db_ms for s in self.steps),
+            "total_ms": sum(s.total_ms for s in self.steps),
+        }

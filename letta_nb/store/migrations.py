@@ -1,0 +1,212 @@
+"""Named, append-only schema migrations: the one definition of the schema.
+
+Letta users lost data to schema drift, so the schema is never declared twice. Each migration is a
+function that calls a few operations (create a table, add a column, create an index) on a
+:class:`_Ops` object. Replaying every migration against an empty ``MetaData`` yields the *current*
+tables that the queries use (:data:`METADATA`); replaying the ones a store lacks against its
+connection upgrades it. A store records each applied migration in ``schema_migrations``; opening a
+store written by a newer letta_nb is refused rather than guessed at.
+
+Rules: never edit or reorder a released migration, only append; only portable SQL (SQLAlchemy types,
+no SQLite-only DDL), so the same list drives PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateColumn
+
+from letta_nb.errors import SchemaVersionError
+
+__all__ = ["MIGRATIONS", "METADATA", "SCHEMA_VERSION", "migrate", "applied_versions"]
+
+
+class _Ops:
+    """Operations a migration may use; each updates the model and (when bound) the database."""
+
+    def __init__(self, metadata: sa.MetaData, conn: sa.Connection | None):
+        self.metadata = metadata
+        self.conn = conn
+
+    def create_table(self, name: str, *items: Any) -> None:
+        table = sa.Table(name, self.metadata, *items)
+        if self.conn is not None:
+            table.create(self.conn)
+
+    def add_column(self, table_name: str, column: sa.Column) -> None:
+        table = self.metadata.tables[table_name]
+        table.append_column(column)
+        if self.conn is not None:
+            ddl = CreateColumn(column).compile(dialect=self.conn.dialect)
+            self.conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {ddl}")
+
+    def create_index(self, name: str, table_name: str, *columns: str, unique: bool = False) -> None:
+        table = self.metadata.tables[table_name]
+        index = sa.Index(name, *(table.c[c] for c in columns), unique=unique)
+        if self.conn is not None:
+            index.create(self.conn)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _fk_agent() -> sa.Column:
+    return sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+
+
+def m0001_core(op: _Ops) -> None:
+    """Agents, their core-memory blocks, recall messages and tools."""
+    op.create_table(
+        "agents",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("name", sa.String(200), nullable=False, unique=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("embedding", sa.String(200), nullable=False),
+        sa.Column("system", sa.Text, nullable=False),
+        sa.Column("max_steps", sa.Integer, nullable=False),
+        sa.Column("metadata", sa.JSON, nullable=False),
+        sa.Column("last_seq", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "blocks",
+        sa.Column("id", sa.String(64), primary_key=True),
+        _fk_agent(),
+        sa.Column("label", sa.String(100), nullable=False),
+        sa.Column("value", sa.Text, nullable=False),
+        sa.Column("char_limit", sa.Integer, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("read_only", sa.Boolean, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("agent_id", "label", name="uq_blocks_agent_label"),
+    )
+    op.create_table(
+        "messages",
+        sa.Column("id", sa.String(64), primary_key=True),
+        _fk_agent(),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("step_id", sa.String(64), nullable=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("content", sa.Text, nullable=True),
+        sa.Column("tool_calls", sa.JSON, nullable=True),
+        sa.Column("tool_call_id", sa.String(64), nullable=True),
+        sa.Column("name", sa.String(100), nullable=True),
+        sa.Column("status", sa.String(16), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        # The hot query is "messages of one agent in order"; this unique index serves it and makes a
+        # second writer that lost the per-agent lock fail loudly instead of interleaving.
+        sa.UniqueConstraint("agent_id", "seq", name="uq_messages_agent_seq"),
+    )
+    op.create_table(
+        "tools",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("name", sa.String(64), nullable=False, unique=True),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("json_schema", sa.JSON, nullable=False),
+        sa.Column("source", sa.Text, nullable=True),
+        sa.Column("parallel_safe", sa.Boolean, nullable=False),
+        sa.Column("sandbox", sa.Boolean, nullable=False),
+        sa.Column("timeout", sa.Float, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "agent_tools",
+        sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("tool_name", sa.String(64), primary_key=True),
+    )
+
+
+def m0002_archival_steps_context(op: _Ops) -> None:
+    """Archival passages, per-step metrics, and the context-window window (start + summary) per agent."""
+    op.create_table(
+        "passages",
+        sa.Column("id", sa.String(64), primary_key=True),
+        _fk_agent(),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("embedding", sa.LargeBinary, nullable=True),
+        sa.Column("embedding_model", sa.String(200), nullable=True),
+        sa.Column("tags", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_passages_agent_created", "passages", "agent_id", "created_at")
+    op.create_table(
+        "steps",
+        sa.Column("id", sa.String(64), primary_key=True),
+        _fk_agent(),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("step_index", sa.Integer, nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("n_messages", sa.Integer, nullable=False),
+        sa.Column("prompt_tokens", sa.Integer, nullable=False),
+        sa.Column("completion_tokens", sa.Integer, nullable=False),
+        sa.Column("llm_ms", sa.Float, nullable=False),
+        sa.Column("tools_ms", sa.Float, nullable=False),
+        sa.Column("total_ms", sa.Float, nullable=False),
+        sa.Column("stop_reason", sa.String(32), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_steps_agent_created", "steps", "agent_id", "created_at")
+    op.add_column("agents", sa.Column("context_start_seq", sa.Integer, nullable=False, server_default="0"))
+    op.add_column("agents", sa.Column("context_summary", sa.Text, nullable=True))
+
+
+MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (m0001_core, m0002_archival_steps_context)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_LEDGER = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _build_metadata() -> sa.MetaData:
+    metadata = sa.MetaData()
+    ops = _Ops(metadata, None)
+    for migration in MIGRATIONS:
+        migration(ops)
+    return metadata
+
+
+METADATA = _build_metadata()
+
+
+def applied_versions(conn: sa.Connection) -> list[int]:
+    _LEDGER.create(conn, checkfirst=True)
+    return sorted(conn.execute(sa.select(_LEDGER.c.version)).scalars())
+
+
+def migrate(conn: sa.Connection, *, target: int = SCHEMA_VERSION) -> list[str]:
+    """Apply the missing migrations up to ``target`` in one transaction each; return their names.
+
+    Runs on a sync connection (``await conn.run_sync(migrate)``) so DDL and data moves can use plain
+    SQLAlchemy. The model of tables already applied is rebuilt first so later ``add_column`` calls
+    find their tables.
+    """
+    done = applied_versions(conn)
+    conn.commit()
+    if done and max(done) > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"This store has schema version {max(done)}, newer than this letta_nb understands "
+            f"({SCHEMA_VERSION}). Upgrade letta_nb (`pip install -U letta-nb`) or open another store."
+        )
+    metadata = sa.MetaData()
+    names = []
+    for version, migration in enumerate(MIGRATIONS[:target], start=1):
+        if version in done:
+            migration(_Ops(metadata, None))
+            continue
+        migration(_Ops(metadata, conn))
+        conn.execute(_LEDGER.insert().values(version=version, name=migration.__name__, applied_at=_now()))
+        conn.commit()
+        names.append(migration.__name__)
+    return names

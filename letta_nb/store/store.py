@@ -1,0 +1,305 @@
+"""The store: agents, blocks, messages (recall), tools, passages (archival) and step metrics.
+
+Design:
+- One SQLAlchemy async engine serves reads and administrative writes (create/delete/update); the hot
+  per-step writes go through :class:`~letta_nb.store.step_writer.StepWriter` (see its docstring for the
+  measurement that motivated it). Both talk to the same SQLite file in WAL mode.
+- The schema comes from :mod:`letta_nb.store.migrations`, applied when the store opens.
+- Messages of an agent are ordered by ``seq`` (unique per agent); the runtime assigns it under the
+  per-agent lock. Nothing here ever deletes a message except deleting its agent.
+- Only portable Core statements; rows become :mod:`letta_nb.schemas` objects at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from letta_nb.errors import AgentNotFoundError, AlreadyExistsError, BlockNotFoundError
+from letta_nb.llm.base import ToolCall
+from letta_nb.schemas import AgentState, Block, Message, Passage
+from letta_nb.store.engine import StoreLocation, make_async_engine, make_sync_engine, resolve_location
+from letta_nb.store.migrations import METADATA, migrate
+from letta_nb.store.step_writer import StepWrite, StepWriter
+
+__all__ = ["Store", "new_id", "utcnow", "message_row", "row_to_message"]
+
+T = METADATA.tables
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def message_row(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "agent_id": m.agent_id,
+        "seq": m.seq,
+        "step_id": m.step_id,
+        "role": m.role,
+        "content": m.content,
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls] or None,
+        "tool_call_id": m.tool_call_id,
+        "name": m.name,
+        "status": m.status,
+        "created_at": m.created_at,
+    }
+
+
+def row_to_message(r: Any) -> Message:
+    return Message(
+        id=r.id,
+        agent_id=r.agent_id,
+        seq=r.seq,
+        role=r.role,
+        content=r.content,
+        created_at=_aware(r.created_at),
+        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in (r.tool_calls or ())),
+        tool_call_id=r.tool_call_id,
+        name=r.name,
+        step_id=r.step_id,
+        status=r.status,
+    )
+
+
+class Store:
+    """Async access to one letta_nb database. Create with :meth:`open` on the runtime's event loop."""
+
+    def __init__(self, location: StoreLocation, engine: AsyncEngine, writer: StepWriter):
+        self.location = location
+        self.engine = engine
+        self.writer = writer
+        self.applied_migrations: list[str] = []
+
+    @classmethod
+    async def open(cls, where: Any = None) -> Store:
+        location = resolve_location(where)
+        engine = make_async_engine(location)
+        try:
+            async with engine.connect() as conn:
+                applied = await conn.run_sync(migrate)
+        except BaseException:
+            await engine.dispose()
+            raise
+        store = cls(location, engine, StepWriter(make_sync_engine(location)))
+        store.applied_migrations = applied
+        return store
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.engine.dispose()
+        if self.location.temporary is not None:
+            self.location.temporary.cleanup()
+
+    def submit_step(self, write: StepWrite) -> asyncio.Future[float]:
+        """Queue a step's rows for the step writer; the future gives the commit's milliseconds."""
+        return self.writer.submit(write)
+
+    # ---- agents -------------------------------------------------------------------------------------
+    async def insert_agent(self, agent: AgentState) -> None:
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            exists = await conn.scalar(sa.select(T["agents"].c.id).where(T["agents"].c.name == agent.name))
+            if exists:
+                raise AlreadyExistsError(
+                    f"An agent named {agent.name!r} already exists ({exists}). Pick another name or delete it first."
+                )
+            await conn.execute(
+                T["agents"].insert().values(
+                    id=agent.id, name=agent.name, model=agent.model, embedding=agent.embedding, system=agent.system,
+                    max_steps=agent.max_steps, metadata=agent.metadata, last_seq=agent.last_seq,
+                    context_start_seq=agent.context_start_seq, context_summary=agent.context_summary,
+                    created_at=agent.created_at, updated_at=now,
+                )
+            )
+            if agent.blocks:
+                await conn.execute(
+                    T["blocks"].insert(),
+                    [
+                        dict(id=b.id, agent_id=agent.id, label=b.label, value=b.value, char_limit=b.limit,
+                             description=b.description, read_only=b.read_only, updated_at=now)
+                        for b in agent.blocks
+                    ],
+                )
+            if agent.tools:
+                await conn.execute(T["agent_tools"].insert(), [dict(agent_id=agent.id, tool_name=t) for t in agent.tools])
+
+    async def agent_names(self) -> dict[str, str]:
+        """name -> id of every agent."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(T["agents"].c.name, T["agents"].c.id))
+            return {r.name: r.id for r in rows}
+
+    async def resolve_agent(self, name_or_id: str) -> str:
+        """The id of the agent with this id or name; AgentNotFoundError with suggestions otherwise."""
+        agents = T["agents"]
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(
+                sa.select(agents.c.id).where(sa.or_(agents.c.id == name_or_id, agents.c.name == name_or_id))
+            )
+        if found:
+            return found
+        raise AgentNotFoundError(name_or_id, list(await self.agent_names()))
+
+    async def load_agent(self, agent_id: str) -> AgentState:
+        agents, blocks = T["agents"], T["blocks"]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(agents).where(agents.c.id == agent_id))).first()
+            if row is None:
+                raise AgentNotFoundError(agent_id, list(await self.agent_names()))
+            block_rows = await conn.execute(sa.select(blocks).where(blocks.c.agent_id == agent_id).order_by(blocks.c.label))
+            tool_rows = await conn.execute(
+                sa.select(T["agent_tools"].c.tool_name).where(T["agent_tools"].c.agent_id == agent_id)
+            )
+            tools = sorted(tool_rows.scalars())
+        return AgentState(
+            id=row.id, name=row.name, model=row.model, embedding=row.embedding, system=row.system,
+            blocks=[
+                Block(label=b.label, value=b.value, limit=b.char_limit, description=b.description,
+                      read_only=b.read_only, id=b.id)
+                for b in block_rows
+            ],
+            tools=tools, max_steps=row.max_steps, created_at=_aware(row.created_at), metadata=row.metadata or {},
+            context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
+        )
+
+    async def list_agents(self) -> list[AgentState]:
+        async with self.engine.connect() as conn:
+            ids = (await conn.execute(sa.select(T["agents"].c.id).order_by(T["agents"].c.created_at))).scalars().all()
+        return [await self.load_agent(i) for i in ids]
+
+    async def delete_agent(self, agent_id: str) -> None:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(T["agents"].delete().where(T["agents"].c.id == agent_id))
+        if result.rowcount == 0:
+            raise AgentNotFoundError(agent_id, list(await self.agent_names()))
+
+    async def update_agent(self, agent_id: str, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(T["agents"].update().where(T["agents"].c.id == agent_id).values(updated_at=utcnow(), **values))
+
+    async def set_agent_tools(self, agent_id: str, names: Iterable[str]) -> None:
+        at = T["agent_tools"]
+        async with self.engine.begin() as conn:
+            await conn.execute(at.delete().where(at.c.agent_id == agent_id))
+            rows = [dict(agent_id=agent_id, tool_name=n) for n in sorted(set(names))]
+            if rows:
+                await conn.execute(at.insert(), rows)
+
+    # ---- blocks -------------------------------------------------------------------------------------
+    async def update_block(self, agent_id: str, label: str, **values: Any) -> None:
+        blocks = T["blocks"]
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                blocks.update()
+                .where(blocks.c.agent_id == agent_id, blocks.c.label == label)
+                .values(updated_at=utcnow(), **values)
+            )
+            if result.rowcount == 0:
+                labels = (await conn.execute(sa.select(blocks.c.label).where(blocks.c.agent_id == agent_id))).scalars()
+                raise BlockNotFoundError(label, list(labels))
+
+    async def insert_block(self, agent_id: str, block: Block) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                T["blocks"].insert().values(
+                    id=block.id, agent_id=agent_id, label=block.label, value=block.value, char_limit=block.limit,
+                    description=block.description, read_only=block.read_only, updated_at=utcnow(),
+                )
+            )
+
+    # ---- messages -----------------------------------------------------------------------------------
+    async def load_messages(
+        self, agent_id: str, *, start_seq: int = 0, limit: int | None = None, newest_first: bool = False
+    ) -> list[Message]:
+        m = T["messages"]
+        q = sa.select(m).where(m.c.agent_id == agent_id, m.c.seq >= start_seq)
+        q = q.order_by(m.c.seq.desc() if newest_first else m.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        async with self.engine.connect() as conn:
+            return [row_to_message(r) for r in await conn.execute(q)]
+
+    async def search_messages(self, agent_id: str, words: Sequence[str], *, limit: int = 10) -> list[Message]:
+        """User/assistant messages containing any of ``words`` (case-insensitive), newest first."""
+        m = T["messages"]
+        if not words:
+            return []
+        cond = sa.or_(*(sa.func.lower(m.c.content).contains(w.lower()) for w in words),
+                      *(sa.func.lower(sa.cast(m.c.tool_calls, sa.Text)).contains(w.lower()) for w in words))
+        q = (
+            sa.select(m)
+            .where(m.c.agent_id == agent_id, m.c.role.in_(("user", "assistant")), cond)
+            .order_by(m.c.seq.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [row_to_message(r) for r in await conn.execute(q)]
+
+    async def count_messages(self, agent_id: str) -> int:
+        m = T["messages"]
+        async with self.engine.connect() as conn:
+            return await conn.scalar(sa.select(sa.func.count()).select_from(m).where(m.c.agent_id == agent_id))
+
+    # ---- tools --------------------------------------------------------------------------------------
+    async def upsert_tool(self, row: dict[str, Any]) -> None:
+        tools = T["tools"]
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            existing = await conn.scalar(sa.select(tools.c.id).where(tools.c.name == row["name"]))
+            if existing:
+                await conn.execute(tools.update().where(tools.c.id == existing).values(updated_at=now, **row))
+            else:
+                await conn.execute(tools.insert().values(id=new_id("tool"), created_at=now, updated_at=now, **row))
+
+    async def tool_rows(self) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(sa.select(T["tools"]).order_by(T["tools"].c.name)))
+
+    # ---- passages -----------------------------------------------------------------------------------
+    async def insert_passages(self, rows: list[dict[str, Any]]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(T["passages"].insert(), rows)
+
+    async def passage_rows(self, agent_id: str, *, with_embeddings: bool = False) -> list[Any]:
+        p = T["passages"]
+        cols = [p.c.id, p.c.agent_id, p.c.text, p.c.tags, p.c.created_at]
+        if with_embeddings:
+            cols += [p.c.embedding, p.c.embedding_model]
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id).order_by(p.c.created_at)))
+
+    async def delete_passage(self, agent_id: str, passage_id: str) -> bool:
+        p = T["passages"]
+        async with self.engine.begin() as conn:
+            result = await conn.execute(p.delete().where(p.c.agent_id == agent_id, p.c.id == passage_id))
+        return result.rowcount > 0
+
+    # ---- steps --------------------------------------------------------------------------------------
+    async def step_rows(self, agent_id: str | None = None) -> list[Any]:
+        s = T["steps"]
+        q = sa.select(s).order_by(s.c.created_at)
+        if agent_id is not None:
+            q = q.where(s.c.agent_id == agent_id)
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(q))
+
+
+def passage_from_row(r: Any, score: float | None = None) -> Passage:
+    return Passage(id=r.id, agent_id=r.agent_id, text=r.text, tags=tuple(r.tags or ()), created_at=_aware(r.created_at), score=score)
