@@ -23,7 +23,8 @@ _ids = itertools.count()
 
 
 def call(name: str, arguments: str | None = None, **kwargs: Any) -> ToolCall:
-    return ToolCall(id=f"call_{next(_ids)}", name=name, arguments=arguments if arguments is not None else json.dumps(kwargs))
+    text = arguments if arguments is not None else json.dumps(kwargs)
+    return ToolCall(id=f"call_{next(_ids)}", name=name, arguments=text)
 
 
 def tools(*specs: ToolSpec) -> dict[str, ToolSpec]:
@@ -210,7 +211,8 @@ def test_async_tool_and_injected_agent_state() -> None:
         return {"greeting": greeting, "agent": agent_state["name"]}
 
     specs = tools(tool_from_function(whoami))
-    [result] = run(lambda ex: ex.execute([call("whoami", greeting="hi")], specs, injected={"agent_state": {"name": "sam"}}))
+    state = {"name": "sam"}
+    [result] = run(lambda ex: ex.execute([call("whoami", greeting="hi")], specs, injected={"agent_state": state}))
     assert result.value == {"greeting": "hi", "agent": "sam"}
     assert result.content == '{"greeting": "hi", "agent": "sam"}'
 

@@ -41,7 +41,13 @@ def test_async_tool_and_unserializable_value() -> None:
 
 
 def test_stray_stdout_does_not_corrupt_the_reply() -> None:
-    source = "import os, sys\ndef noisy():\n    sys.__stdout__.write('junk\\n')\n    os.write(1, b'{\"ok\": false}\\n')\n    return 1\n"
+    source = (
+        "import os, sys\n"
+        "def noisy():\n"
+        "    os.write(1, b'junk\\n')\n"
+        "    sys.__stdout__.write('{\"ok\": false, \"error\": \"forged\"}\\n')  # flushed at exit, after the reply\n"
+        "    return 1\n"
+    )
     outcome = sandboxed(source, "noisy")
     assert outcome.ok and outcome.value == 1
 

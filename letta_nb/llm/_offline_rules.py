@@ -262,7 +262,8 @@ def _on_user(ctx: _Ctx) -> Plan:
         return _save(ctx, "Name: " + m.group("name").strip(), "The user told me their name", prefer_core=True)
     if _FACT.match(text):
         return _save(ctx, "User: " + " ".join(text.split()).rstrip(". "), "The user stated a fact", prefer_core=True)
-    if sum(1 for m in ctx.messages if m.get("role") == "user" and _user_text(m) is not None) <= 1:
+    # First contact = no earlier user message (stops at the first one found: O(1) in long chats).
+    if not any(m.get("role") == "user" and _user_text(m) is not None for m in ctx.messages[: ctx.user_index]):
         return ctx.reply(
             "First message of the conversation; introducing myself.",
             "Hello! I'm letta_nb's offline model: deterministic and needing no API key. "
@@ -317,7 +318,9 @@ def _on_question(ctx: _Ctx, text: str) -> Plan:
             score = len(wanted & kws)
             if score > best_score:
                 best, best_score = line, score
-    if best is not None:
+    # Answer from core memory only when a line covers at least half of what was asked; a single shared
+    # word ("batching") is not an answer to "what did the second paper say about batching?".
+    if best is not None and 2 * best_score >= len(wanted):
         return ctx.reply(
             "The user asked a question; the answer is in my core memory.",
             f'From my core memory: "{_quote(best, 300)}".',
@@ -445,6 +448,9 @@ def _after_tool(ctx: _Ctx, name: str, arguments: str, content: str, status_faile
     query = str(_args(arguments).get("query") or ctx.user_text).strip()
     if name == "archival_memory_search":
         results = [] if failed else _results(content)
+        # The hash embedder always returns *something*; only a passage sharing a word with the query counts.
+        wanted = keywords(query)
+        results = [r for r in results if not wanted or wanted & keywords(r[0])]
         if results:
             return ctx.reply(
                 "Archival memory has a match; quoting the top result.",

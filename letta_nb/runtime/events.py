@@ -86,58 +86,61 @@ class SendMessageParser:
 
     def __init__(self) -> None:
         self._buf = ""
-        self._start: int | None = None  # index just after the opening quote of the value
-        self._emitted = 0
+        self._pos: int | None = None  # next undecoded index of the value in _buf
         self._done = False
 
     def feed(self, chunk: str) -> str:
         if self._done:
             return ""
         self._buf += chunk
-        if self._start is None:
+        if self._pos is None:
             k = self._buf.find(self._KEY)
             if k < 0:
                 return ""
-            rest = self._buf[k + len(self._KEY):]
-            stripped = rest.lstrip()
-            if not stripped.startswith(":"):
+            after = self._buf[k + len(self._KEY):].lstrip()
+            if not after.startswith(":"):
                 return ""
-            after = stripped[1:].lstrip()
+            after = after[1:].lstrip()
             if not after.startswith('"'):
                 return ""
-            self._start = len(self._buf) - len(after) + 1
-        raw = self._buf[self._start:]
-        text, complete = _decode_prefix(raw)
-        if complete:
-            self._done = True
-        new = text[self._emitted:]
-        self._emitted = len(text)
-        return new
+            self._pos = len(self._buf) - len(after) + 1
+        text, self._pos, self._done = _decode_from(self._buf, self._pos)
+        return text
 
 
-def _decode_prefix(raw: str) -> tuple[str, bool]:
-    """Decode as much of a JSON string body as is unambiguous; (text, reached closing quote)."""
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _decode_from(buf: str, i: int) -> tuple[str, int, bool]:
+    """Decode a JSON string body from ``buf[i:]`` up to an incomplete escape or the closing quote.
+
+    Returns (text, next index to decode from, reached closing quote). Linear in the new characters.
+    """
     out = []
-    i = 0
-    while i < len(raw):
-        c = raw[i]
-        if c == '"':
-            return "".join(out), True
-        if c == "\\":
-            if i + 1 >= len(raw):
+    n = len(buf)
+    while i < n:
+        j = i
+        while j < n and buf[j] not in '"\\':
+            j += 1
+        out.append(buf[i:j])
+        i = j
+        if i >= n:
+            break
+        if buf[i] == '"':
+            return "".join(out), i + 1, True
+        if i + 1 >= n:  # a lone backslash: wait for the next chunk
+            break
+        esc = buf[i + 1]
+        if esc == "u":
+            width = 12 if buf[i + 2:i + 4].lower() in ("d8", "d9", "da", "db") else 6  # surrogate pair
+            if i + width > n:
                 break
-            if raw[i + 1] == "u":
-                if i + 6 > len(raw):
-                    break
-                try:
-                    out.append(json.loads(f'"{raw[i:i + 6]}"'))
-                except ValueError:
-                    out.append(raw[i:i + 6])
-                i += 6
-                continue
-            out.append(json.loads(f'"{raw[i:i + 2]}"') if raw[i + 1] in '"\\/bfnrt' else raw[i + 1])
+            try:
+                out.append(json.loads(f'"{buf[i:i + width]}"'))
+            except ValueError:
+                out.append(buf[i:i + width])
+            i += width
+        else:
+            out.append(_ESCAPES.get(esc, esc))
             i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out), False
+    return "".join(out), i, False

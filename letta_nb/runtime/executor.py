@@ -7,7 +7,8 @@ to fix, because the model, not the user, is the one who can retry. Only ``asynci
 user stopped the step) propagates.
 
 Scheduling: calls run in order, except that a maximal run of consecutive ``parallel_safe`` calls runs
-concurrently (at most ``max_parallel`` at once); a call that is not parallel-safe starts only after every
+concurrently (at most ``max_parallel`` of that run at once; the cap is per ``execute`` call, so one agent's
+batch cannot throttle another agent's); a call that is not parallel-safe starts only after every
 earlier call has finished, and later calls wait for it. Sync tools run in this executor's own thread pool,
 so a hung tool cannot starve asyncio's default pool. A thread cannot be killed: after a timeout the result
 is reported but the thread runs on (and holds a pool slot, and delays interpreter exit) until the function
@@ -38,6 +39,9 @@ __all__ = ["ToolResult", "ToolExecutor"]
 _RAISED = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$", re.S)  # "ValueError: bad x" from the sandbox
 
 
+_timeout = getattr(asyncio, "timeout", None)
+
+
 @dataclass
 class ToolResult:
     """The outcome of one tool call. ``content`` is the text sent back to the model."""
@@ -62,7 +66,12 @@ class _ToolFailure(Exception):
 
 
 class ToolExecutor:
-    """Runs batches of tool calls; one instance is shared by the agents of a runtime."""
+    """Runs batches of tool calls; one instance is shared by the agents of a runtime.
+
+    ``on_result`` is called on the event loop as each call finishes (completion order within a parallel
+    run), so it must not block; its exceptions are swallowed. ``max_threads`` sizes the pool that runs sync
+    tools for every agent using this executor.
+    """
 
     def __init__(
         self,
@@ -109,7 +118,8 @@ class ToolExecutor:
                 results.append(await self._run_one(calls[i], tools, injected))
             else:
                 limit = asyncio.Semaphore(self.max_parallel)
-                results.extend(await asyncio.gather(*(self._run_limited(limit, c, tools, injected) for c in calls[i:j])))
+                batch = (self._run_limited(limit, c, tools, injected) for c in calls[i:j])
+                results.extend(await asyncio.gather(*batch))
             i = j
         return results
 
@@ -143,10 +153,13 @@ class ToolExecutor:
                 arguments = validate_arguments(spec, call.parsed_arguments())
             except ValueError as e:  # InvalidArgumentError is a ValueError, as is a JSON parse failure
                 raise _ToolFailure("InvalidArgumentError", str(e)) from None
+            except Exception as e:  # e.g. RecursionError on absurdly nested JSON: still the model's to fix
+                raise _ToolFailure(type(e).__name__, f"arguments could not be read: {e}") from None
             value, stdout = await self._invoke(spec, arguments, injected)
         except _ToolFailure as failure:
-            result = ToolResult(call.id, call.name, "error", _truncate(f"{failure.error_type}: {failure.message}", limit),
-                                None, _ms_since(start), started_at, failure.error_type, failure.stdout)
+            content = _truncate(f"{failure.error_type}: {failure.message}", limit)
+            result = ToolResult(call.id, call.name, "error", content, None, _ms_since(start), started_at,
+                                failure.error_type, failure.stdout)
         else:
             result = ToolResult(call.id, call.name, "success", _truncate(_to_text(value), limit), value,
                                 _ms_since(start), started_at, None, stdout)
@@ -175,6 +188,9 @@ class ToolExecutor:
         func = self._function(spec)
         kwargs = {**arguments, **{k: injected[k] for k in spec.injected if k in injected}}
         try:
+            if _timeout is not None:  # 3.11+: no extra task per call (wait_for makes one)
+                async with _timeout(spec.timeout):
+                    return await self._call(func, kwargs), ""
             return await asyncio.wait_for(self._call(func, kwargs), spec.timeout), ""
         except asyncio.TimeoutError:  # only ours: _call wraps the tool's own exceptions
             raise _ToolFailure("TimeoutError", f"timed out after {spec.timeout:g}s") from None

@@ -55,10 +55,11 @@ def compile_system_prompt(system: str, blocks: list[Block], *, now: dt.datetime 
 
 
 class WorkingMemory:
-    """A step's copy of the agent's blocks; ``changed`` holds the labels whose value was edited."""
+    """A step's view of the agent's blocks; a block is copied the first time it is edited (most steps
+    edit none), and ``changed`` holds the labels whose value was edited."""
 
     def __init__(self, blocks: list[Block]):
-        self._blocks = {b.label: replace(b) for b in blocks}
+        self._blocks = {b.label: b for b in blocks}
         self.changed: set[str] = set()
 
     @property
@@ -77,7 +78,7 @@ class WorkingMemory:
             raise ReadOnlyBlockError(f"Block {label!r} is read-only; its value cannot be changed by the agent.")
         if len(value) > block.limit:
             raise BlockLimitError(label, len(value), block.limit)
-        block.value = value
+        self._blocks[label] = replace(block, value=value)  # never mutate the session's committed block
         self.changed.add(label)
 
     # --- Letta's memory tools --------------------------------------------------------------------------

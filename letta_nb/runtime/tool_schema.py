@@ -18,6 +18,7 @@ import __future__
 import ast
 import difflib
 import enum
+import hashlib
 import inspect
 import json
 import linecache
@@ -106,7 +107,7 @@ def tool_from_function(
             f"not starting with a digit, at most 64 characters). Pass name='...' or rename the function.{hint}"
         )
     if timeout is not None and timeout <= 0:
-        raise InvalidArgumentError(f"timeout of tool {name!r} must be a positive number of seconds or None, got {timeout!r}.")
+        raise InvalidArgumentError(f"timeout of tool {name!r} must be positive seconds or None, got {timeout!r}.")
     try:
         signature = inspect.signature(func, eval_str=True)
     except (NameError, SyntaxError, TypeError, ValueError) as e:
@@ -143,7 +144,8 @@ def tool_from_function(
 
 def function_from_source(source: str, name: str) -> Callable[..., Any]:
     """Exec ``source`` in a fresh namespace and return the function called ``name`` (re-hydrating a stored tool)."""
-    filename = f"<letta_nb tool {name}>"
+    # One name per distinct text: re-defining a tool must not rewrite the lines an older version's traceback shows.
+    filename = f"<letta_nb tool {name} {hashlib.sha1(source.encode()).hexdigest()[:10]}>"
     try:
         code = compile(source, filename, "exec", flags=_COMPILE_FLAGS, dont_inherit=True)
     except SyntaxError as e:
@@ -287,8 +289,8 @@ def _enum_params(func: Callable[..., Any] | None) -> dict[str, type[enum.Enum]]:
         return {}
     found = {}
     for p in params:
-        candidates = [p.annotation, *get_args(p.annotation)]
-        for tp in candidates:
+        optional = get_origin(p.annotation) in (Union, types.UnionType)
+        for tp in get_args(p.annotation) if optional else (p.annotation,):
             if isinstance(tp, type) and issubclass(tp, enum.Enum):
                 found[p.name] = tp
     return found
@@ -325,7 +327,8 @@ def _conform(value: Any, schema: dict[str, Any], where: str, tool: str) -> Any:
 
 def _is_type(value: Any, kind: str) -> bool:
     if kind == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        whole_float = isinstance(value, float) and value.is_integer()  # models often write 3.0 for 3
+        return (isinstance(value, int) and not isinstance(value, bool)) or whole_float
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     python = {"string": str, "boolean": bool, "array": list, "object": dict, "null": type(None)}.get(kind)

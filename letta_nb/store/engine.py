@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from letta_nb.errors import InvalidArgumentError
-from letta_nb.store.sqlite_driver import connect_raw, sqlalchemy_dbapi
+from letta_nb.store.sqlite_driver import sqlalchemy_dbapi
 
-__all__ = ["StoreLocation", "resolve_location", "default_home", "make_async_engine", "make_sync_engine"]
+__all__ = ["StoreLocation", "resolve_location", "default_home", "make_async_engine"]
 
 
 def default_home() -> Path:
@@ -88,17 +88,4 @@ def make_async_engine(location: StoreLocation, *, pool_size: int = 5, max_overfl
         max_overflow=max_overflow,
     )
     sa.event.listen(engine.sync_engine, "begin", _emit_begin)
-    return engine
-
-
-def make_sync_engine(location: StoreLocation) -> sa.Engine:
-    """A one-connection synchronous engine, for the step writer's thread."""
-    path = location.sqlite_path
-    engine = sa.create_engine(
-        "sqlite://",
-        creator=lambda: connect_raw(path),
-        poolclass=sa.pool.SingletonThreadPool,
-        pool_reset_on_return=None,
-    )
-    sa.event.listen(engine, "begin", _emit_begin)
     return engine

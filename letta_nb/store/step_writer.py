@@ -1,16 +1,20 @@
 """The step writer: every row a step produces is committed atomically, many steps per commit.
 
-Why a dedicated thread with a synchronous connection instead of the async engine: on this project's
-reference machine a small transaction (BEGIN, 3 message inserts, 1 update, COMMIT) costs 2.15 ms p50
-through SQLAlchemy's async engine over aiosqlite (each statement is a greenlet switch plus a thread hop)
-and 0.35 ms as one hop to a thread that runs the same SQLAlchemy Core statements synchronously. The step
-budget is 2 ms, so the hot path takes the thread.
+Why not the async engine: on this project's reference machine a small transaction (BEGIN, 3 message
+inserts, 1 update, COMMIT) costs 2.15 ms p50 through SQLAlchemy's async engine over aiosqlite (each
+statement is a greenlet switch plus a thread hop), 0.35 ms as one hop to a thread running SQLAlchemy
+Core synchronously, and ~0.1 ms as prepared ``executemany`` on a DB-API cursor. A thread also costs
+more than it saves under load: with a hundred agents stepping, the writer thread and the runtime loop
+fight over the GIL and commits queue behind the switch interval. So groups are committed inline on the
+runtime loop (a WAL commit with synchronous=NORMAL does not fsync), with a zero busy timeout; only when
+another process holds the write lock does a group move to a thread that waits for it. Statements are
+generated from the migrated tables, so they cannot drift from the schema.
 
 Invariants:
 - A :class:`StepWrite` (messages, block edits, passages, the step row, the agent's sequence/context
   pointers) is applied in one transaction: after a crash a step is either all there or absent.
-- Writes queued while a commit runs are committed together in the next transaction (group commit), so
-  a hundred agents stepping at once cost a handful of commits, not a hundred.
+- Writes submitted in the same loop iteration are committed in one transaction (group commit), so a
+  hundred agents stepping at once cost a handful of commits, not a hundred.
 - If a group fails (say one step violates the per-agent sequence), each write is retried alone so only
   the offending one fails.
 - A write that was submitted is committed even if its submitter is cancelled: callers wait on the
@@ -20,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import threading
 import time
@@ -48,103 +53,160 @@ class StepWrite:
     agent: dict[str, Any] = field(default_factory=dict)  # columns of the agent row to update
 
 
-def apply_writes(conn: sa.Connection, writes: list[StepWrite]) -> None:
-    """Apply writes inside the caller's transaction (portable Core statements, batched)."""
-    messages = [m for w in writes for m in w.messages]
-    if messages:
-        conn.execute(_T["messages"].insert(), messages)
-    passages = [p for w in writes for p in w.passages]
-    if passages:
-        conn.execute(_T["passages"].insert(), passages)
+_DT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format, so reads parse it
+
+
+def _insert_sql(table: sa.Table) -> tuple[str, tuple[str, ...]]:
+    cols = tuple(c.name for c in table.columns)
+    return f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", cols
+
+
+def _converters(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
+    out: dict[str, Callable[[Any], Any]] = {}
+    for c in table.columns:
+        if isinstance(c.type, sa.DateTime):
+            out[c.name] = lambda v: v.strftime(_DT_FORMAT) if v is not None else None
+        elif isinstance(c.type, sa.JSON):
+            out[c.name] = lambda v: json.dumps(v) if v is not None else None
+    return out
+
+
+_INSERTS = {name: (*_insert_sql(_T[name]), _converters(_T[name])) for name in ("messages", "passages", "steps")}
+
+
+def _rows(name: str, dicts: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+    sql, cols, conv = _INSERTS[name]
+    return sql, [tuple(conv[c](d.get(c)) if c in conv else d.get(c) for c in cols) for d in dicts]
+
+
+def apply_writes(cursor: Any, writes: list[StepWrite]) -> None:
+    """Apply writes with a DB-API cursor inside the caller's transaction, batched across writes.
+
+    Statements are built once from the migrated tables (so they track the schema) and executed with
+    ``executemany``: SQLAlchemy Core per statement cost ~5x the SQLite work itself on this path.
+    """
+    for name, attr in (("messages", "messages"), ("passages", "passages")):
+        dicts = [row for w in writes for row in getattr(w, attr)]
+        if dicts:
+            cursor.executemany(*_rows(name, dicts))
     steps = [w.step for w in writes if w.step is not None]
     if steps:
-        conn.execute(_T["steps"].insert(), steps)
-    blocks = _T["blocks"]
-    edits = [{"a": w.agent_id, "l": label, "v": value} for w in writes for label, value in w.block_values.items()]
+        cursor.executemany(*_rows("steps", steps))
+    edits = [(value, w.agent_id, label) for w in writes for label, value in w.block_values.items()]
     if edits:
-        conn.execute(
-            blocks.update()
-            .where(blocks.c.agent_id == sa.bindparam("a"), blocks.c.label == sa.bindparam("l"))
-            .values(value=sa.bindparam("v")),
-            edits,
-        )
-    agents = _T["agents"]
+        cursor.executemany("UPDATE blocks SET value = ? WHERE agent_id = ? AND label = ?", edits)
     for w in writes:
         if w.agent:
-            conn.execute(agents.update().where(agents.c.id == w.agent_id).values(**w.agent))
+            cols = sorted(w.agent)
+            cursor.execute(
+                f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
+                [*(w.agent[c] for c in cols), w.agent_id],
+            )
 
 
 class StepWriter:
-    """Owns one synchronous connection on its own thread and commits queued writes in groups."""
+    """Commits step writes in groups: inline on the runtime loop, or on a thread when the file is busy.
 
-    def __init__(self, engine: sa.Engine, *, on_commit: Callable[[int, float], None] | None = None):
-        self._engine = engine
+    ``connect(busy_timeout_ms)`` opens a DB-API connection. The inline connection has a zero busy
+    timeout, so a commit either takes the write lock at once (the common case, ~0.1 ms) or hands the
+    group to the writer thread, whose connection waits out another process's lock without blocking
+    the loop. Must be used from one event loop (the runtime's).
+    """
+
+    def __init__(self, connect: Callable[[int], Any], *, on_commit: Callable[[int, float], None] | None = None,
+                 busy_timeout_ms: int = 10_000):
+        self._connect = connect
+        self._busy_timeout_ms = busy_timeout_ms
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[tuple[StepWrite, asyncio.Future] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="letta_nb-step-writer", daemon=True)
+        self._inline: Any = None
+        self._pending: list[tuple[StepWrite, asyncio.Future]] = []
+        self._flush_scheduled = False
+        self._queue: queue.SimpleQueue[list[tuple[StepWrite, asyncio.Future]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._closed = False
         self.commits = 0
         self.writes = 0
-        self._thread.start()
+        self.deferred = 0  # groups handed to the thread because the database was locked
 
     def submit(self, write: StepWrite) -> asyncio.Future[float]:
-        """Queue a write; the future (on the caller's loop) resolves to the commit's duration in ms."""
+        """Queue a write; the future resolves to the commit's duration in ms (after it is durable)."""
         if self._closed:
             raise RuntimeError("the step writer is closed")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put((write, fut))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((write, fut))
+        if not self._flush_scheduled:
+            # Everything submitted before this callback runs joins the same transaction.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return fut
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        if self._closed:
+            return
+        self._closed = True
+        if self._pending:  # submitted but not flushed: commit them now rather than lose them
+            self._flush()
+        if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=30)
-            self._engine.dispose()
+        if self._inline is not None:
+            self._inline.close()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if self._inline is None:
+            self._inline = self._connect(0)
+        t0 = time.perf_counter()
+        try:
+            _transaction(self._inline, [w for w, _ in batch])
+        except Exception as e:
+            if _is_busy(e):
+                self.deferred += 1
+                self._to_thread(batch)
+            else:
+                self._isolate(self._inline, batch, e)
+            return
+        self._done(batch, (time.perf_counter() - t0) * 1000)
+
+    def _to_thread(self, batch: list[tuple[StepWrite, asyncio.Future]]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="letta_nb-step-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(batch)
 
     def _run(self) -> None:
-        conn = self._engine.connect()
+        conn = self._connect(self._busy_timeout_ms)
         try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                stop = False
-                while True:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                self._commit_batch(conn, batch)
-                if stop:
-                    return
+            while (batch := self._queue.get()) is not None:
+                t0 = time.perf_counter()
+                try:
+                    _transaction(conn, [w for w, _ in batch])
+                except Exception as e:
+                    self._isolate(conn, batch, e)
+                else:
+                    self._done(batch, (time.perf_counter() - t0) * 1000)
         finally:
             conn.close()
 
-    def _commit_batch(self, conn: sa.Connection, batch: list[tuple[StepWrite, asyncio.Future]]) -> None:
-        t0 = time.perf_counter()
-        try:
-            with conn.begin():
-                apply_writes(conn, [w for w, _ in batch])
-        except Exception as group_error:
-            if len(batch) == 1:
-                _resolve(batch[0][1], error=group_error)
-                return
-            for write, fut in batch:  # isolate the failing write(s)
-                try:
-                    t1 = time.perf_counter()
-                    with conn.begin():
-                        apply_writes(conn, [write])
-                    _resolve(fut, value=(time.perf_counter() - t1) * 1000)
-                except Exception as e:
-                    _resolve(fut, error=e)
+    def _isolate(self, conn: Any, batch: list[tuple[StepWrite, asyncio.Future]], error: Exception) -> None:
+        """A group failed: retry each write alone so only the offending ones fail."""
+        if len(batch) == 1:
+            _resolve(batch[0][1], error=error)
             return
-        ms = (time.perf_counter() - t0) * 1000
+        for write, fut in batch:
+            t1 = time.perf_counter()
+            try:
+                _transaction(conn, [write])
+            except Exception as e:
+                _resolve(fut, error=e)
+            else:
+                self._done([(write, fut)], (time.perf_counter() - t1) * 1000)
+
+    def _done(self, batch: list[tuple[StepWrite, asyncio.Future]], ms: float) -> None:
         self.commits += 1
         self.writes += len(batch)
         if self._on_commit is not None:
@@ -156,7 +218,27 @@ class StepWriter:
             _resolve(fut, value=ms)
 
 
+def _is_busy(error: Exception) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def _transaction(conn: Any, writes: list[StepWrite]) -> None:
+    cursor = conn.cursor()
+    cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front: another process waits (busy_timeout)
+    try:
+        apply_writes(cursor, writes)
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.close()
+
+
 def _resolve(fut: asyncio.Future, *, value: float | None = None, error: BaseException | None = None) -> None:
+    """Settle a future from any thread (directly when already on its loop)."""
+
     def setter() -> None:
         if fut.done():
             return
@@ -165,7 +247,18 @@ def _resolve(fut: asyncio.Future, *, value: float | None = None, error: BaseExce
         else:
             fut.set_result(value)
 
+    loop = fut.get_loop()
     try:
-        fut.get_loop().call_soon_threadsafe(setter)
+        if _on_loop(loop):
+            setter()
+        else:
+            loop.call_soon_threadsafe(setter)
     except RuntimeError:  # the loop is closed; nobody is waiting any more
         pass
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,75 @@
+"""``bench step``: per-message runtime overhead of one agent over a long conversation.
+
+Workload: N sequential messages to one agent on the offline model at zero latency, each answered with
+one tool call (``send_message``), through the public sync API (thread hop included). Baseline in the
+same process: a bare sqlite3 INSERT of the same three message rows plus COMMIT, on a file with the
+same pragmas. Overhead = wall time per message (the model costs ~0.03 ms). Flatness = p50 of the late
+steps over p50 of the early ones: the runtime must not re-read history as it grows.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from letta_nb.bench._report import BenchResult, percentile
+
+__all__ = ["run"]
+
+
+def _baseline(path: str, n: int) -> float:
+    from letta_nb.store.sqlite_driver import connect_raw
+
+    conn = connect_raw(path, vec=False)
+    conn.execute("create table m (id text primary key, agent_id text, seq integer, role text, content text, created_at text)")
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "insert into m values (?,?,?,?,?,?)",
+            [(f"m{i}-{j}", "agent", 3 * i + j, "user", f"message {i}", "2026-01-01") for j in range(3)],
+        )
+        conn.execute("COMMIT")
+        times.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    return percentile(times, 50)
+
+
+def run(quick: bool = False) -> BenchResult:
+    import letta_nb
+
+    n = 200 if quick else 1000
+    with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
+        baseline = _baseline(os.path.join(tmp, "baseline.db"), n)
+        with letta_nb.connect(os.path.join(tmp, "bench.db")) as client:
+            agent = client.agents.create("bench-step", model="offline")
+            times, db = [], []
+            for i in range(n):
+                t = time.perf_counter()
+                r = client.agents.messages.create(agent.id, f"message number {i}")
+                times.append((time.perf_counter() - t) * 1000)
+                db.append(r.timings["db_ms"])
+                if len(r.steps) != 1 or r.steps[0].tool_names != ("send_message",):
+                    raise RuntimeError(f"step bench expects one send_message per message, got {r.steps}")
+            stored = len(client.agents.messages.list(agent.id))
+    early = times[10:20]
+    late = times[-11:]
+    p50 = percentile(times, 50)
+    ratio = percentile(late, 50) / percentile(early, 50)
+    return BenchResult(
+        "step",
+        {
+            "messages": n,
+            "p50_overhead_ms": p50,
+            "p99_overhead_ms": percentile(times, 99),
+            "late_vs_early_ratio": ratio,
+            "baseline_commit_ms": baseline,
+            "ratio_to_baseline": p50 / baseline,
+            "p50_db_commit_ms": percentile(db, 50),
+            "stored_messages": stored,
+        },
+        goals={"p50 overhead <= 2 ms": p50 <= 2.0, "late/early <= 1.25 (flat)": ratio <= 1.25,
+               "nothing lost": stored == 3 * n},
+    )
