@@ -114,7 +114,7 @@ class Messages(_Resource):
             finally:
                 events.put(done)
 
-        future = self._thread.submit(produce())
+        job = self._thread.submit(produce())
         try:
             while True:
                 item = events.get()
@@ -126,12 +126,8 @@ class Messages(_Resource):
                     raise item
                 yield item
         finally:
-            if not future.done():
-                future.cancel()
-                try:
-                    future.result(timeout=30)
-                except BaseException:
-                    pass
+            if not job.done():
+                job.cancel_and_wait()  # closing the iterator early stops the turn; its partial reply is kept
 
     async def astream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> AsyncIterator[StreamEvent]:
         """Async twin of :meth:`stream`."""
@@ -151,7 +147,7 @@ class Messages(_Resource):
             finally:
                 put(done)
 
-        future = self._thread.submit(produce())
+        job = self._thread.submit(produce())
         try:
             while True:
                 item = await events.get()
@@ -163,8 +159,8 @@ class Messages(_Resource):
                     raise item
                 yield item
         finally:
-            if not future.done():
-                future.cancel()
+            if not job.done():
+                job.cancel()
 
     async def _create_streaming(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None]) -> Response:
         text = _input_text(input, messages)

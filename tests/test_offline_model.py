@@ -11,7 +11,7 @@ import pytest
 
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.llm.base import Completion, LLMClient, TextDelta, ToolCallDelta, complete
-from letta_nb.llm.offline import OfflineModel
+from letta_nb.llm.offline import _ARG_CHUNK, OfflineModel
 
 
 def system_prompt(blocks: dict[str, str], limits: dict[str, int] | None = None) -> str:
@@ -308,7 +308,7 @@ def test_deltas_reassemble_into_completion(messages):
                 assert e.id and e.name, "first delta of a call carries id and name"
                 calls[e.index] = {"id": e.id, "name": e.name, "arguments": ""}
             else:
-                assert e.id is None and e.name is None and 0 < len(e.arguments) <= 8
+                assert e.id is None and e.name is None and 0 < len(e.arguments) <= _ARG_CHUNK
             calls[e.index]["arguments"] += e.arguments
     assert [(c["id"], c["name"], c["arguments"]) for c in calls.values()] == [
         (t.id, t.name, t.arguments) for t in done.tool_calls

@@ -16,11 +16,11 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from letta_nb.errors import RuntimeClosedError
 
-__all__ = ["RuntimeThread"]
+__all__ = ["RuntimeThread", "Job"]
 
 T = TypeVar("T")
 
@@ -49,26 +49,24 @@ class RuntimeThread:
     def in_loop(self) -> bool:
         return threading.current_thread() is self.thread
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Job[T]:
         if self._closed:
             coro.close()
             raise RuntimeClosedError("the letta_nb runtime is closed; call letta_nb.connect() again")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        job: Job[T] = Job(self.loop)
+        self.loop.call_soon_threadsafe(job._start, coro)
+        return job
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run on the runtime loop and wait. Ctrl-C cancels the work cleanly, then re-raises."""
+        """Run on the runtime loop and wait. Ctrl-C cancels the work, waits for its cleanup, re-raises."""
         if self.in_loop():
             coro.close()
             raise RuntimeError("a sync letta_nb call was made from the runtime loop itself; use the async API (a-prefixed methods)")
-        future = self.submit(coro)
+        job = self.submit(coro)
         try:
-            return future.result(timeout)
+            return job.future.result(timeout)
         except KeyboardInterrupt:
-            future.cancel()
-            try:  # let the step's cancellation path commit what it keeps before we return control
-                future.result(timeout=30)
-            except BaseException:
-                pass
+            job.cancel_and_wait()  # the step's cancellation path commits what it keeps before we return
             raise
 
     async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -79,11 +77,11 @@ class RuntimeThread:
             running = None
         if running is self.loop:
             return await coro
-        future = self.submit(coro)
+        job = self.submit(coro)
         try:
-            return await asyncio.wrap_future(future)
+            return await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
-            future.cancel()
+            job.cancel()
             raise
 
     def close(self, timeout: float = 30) -> None:
@@ -92,3 +90,62 @@ class RuntimeThread:
         self._closed = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout)
+
+
+class Job(Generic[T]):
+    """A coroutine running on the runtime loop, seen from another thread.
+
+    Unlike the future of ``run_coroutine_threadsafe``, cancelling a Job cancels the task *and* lets the
+    caller wait until the task has really finished (its cleanup included): a cancelled
+    ``concurrent.futures.Future`` reports done at once, while the step is still saving its partial work.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self.future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._task: asyncio.Task[T] | None = None
+        self._finished = threading.Event()
+        self._cancel_requested = False
+
+    def _start(self, coro: Coroutine[Any, Any, T]) -> None:
+        if self._cancel_requested:
+            coro.close()
+            self.future.cancel()
+            self._finished.set()
+            return
+        self._task = self._loop.create_task(coro)
+        self._task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[T]) -> None:
+        try:
+            if task.cancelled():
+                self.future.cancel()
+            elif task.exception() is not None:
+                self.future.set_exception(task.exception())
+            else:
+                self.future.set_result(task.result())
+        except concurrent.futures.InvalidStateError:
+            pass
+        finally:
+            self._finished.set()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def cancel(self) -> None:
+        """Ask the task to stop (thread-safe); returns at once."""
+
+        def cancel() -> None:
+            self._cancel_requested = True
+            if self._task is not None:
+                self._task.cancel()
+
+        try:
+            self._loop.call_soon_threadsafe(cancel)
+        except RuntimeError:  # loop closed
+            self._finished.set()
+
+    def cancel_and_wait(self, timeout: float = 30) -> bool:
+        """Cancel and block until the task has finished its cleanup; False on timeout."""
+        self.cancel()
+        return self._finished.wait(timeout)

@@ -1,0 +1,298 @@
+"""Opening stores: a blank one, one written by the previous schema, one written by a newer letta_nb.
+
+Also which sqlite3 module opens them (the stdlib one on this machine cannot load sqlite-vec, so
+pysqlite3 must be picked) and where ``letta_nb.connect`` puts the file. Every store here is a real
+SQLite file under ``tmp_path``; nothing is mocked except, in the driver tests, which modules exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sqlite3
+import sys
+import types
+
+import pytest
+import sqlalchemy as sa
+
+import letta_nb
+from letta_nb.errors import SchemaVersionError, SQLiteExtensionError
+from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
+from letta_nb.store.migrations import METADATA, MIGRATIONS, SCHEMA_VERSION, migrate
+from letta_nb.store.sqlite_driver import connect_raw, sqlite_module
+from letta_nb.store.store import Store
+
+STDLIB_CAN_LOAD = hasattr(sqlite3.Connection, "enable_load_extension")
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+
+
+def sync_engine(path: str) -> sa.Engine:
+    """A synchronous engine over our driver, wired like engine.py: the driver is in autocommit mode,
+    so SQLAlchemy's "begin" hook has to emit BEGIN itself for transactions (and DDL) to be real."""
+    engine = sa.create_engine(
+        "sqlite://", module=sqlite_module(), creator=lambda: connect_raw(path), poolclass=sa.pool.NullPool
+    )
+    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    return engine
+
+
+def query(path: str, sql: str, *params: object) -> list[tuple]:
+    """Rows of one read on a fresh raw connection (the way another process would see the file)."""
+    conn = connect_raw(path, vec=False)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def ledger(path: str) -> list[int]:
+    return [v for (v,) in query(path, "select version from schema_migrations order by version")]
+
+
+@pytest.fixture
+def fresh_driver_choice():
+    """sqlite_module() is cached per process; tests that change its inputs must see (and leave) a clean slate."""
+    sqlite_module.cache_clear()
+    yield
+    sqlite_module.cache_clear()
+
+
+# ---- a blank store ------------------------------------------------------------------------------------
+
+
+def test_fresh_store_applies_every_migration(tmp_path):
+    path = str(tmp_path / "fresh.db")
+    with letta_nb.connect(path) as client:
+        assert client.runtime.store.applied_migrations == [m.__name__ for m in MIGRATIONS]
+
+    assert ledger(path) == list(range(1, SCHEMA_VERSION + 1))
+    names = [n for (n,) in query(path, "select name from schema_migrations order by version")]
+    assert names == [m.__name__ for m in MIGRATIONS]
+    tables = {n for (n,) in query(path, "select name from sqlite_master where type = 'table'")}
+    assert set(METADATA.tables) | {"schema_migrations"} <= tables
+
+
+def test_reopening_applies_nothing(tmp_path):
+    path = str(tmp_path / "again.db")
+    letta_nb.connect(path).close()
+    with letta_nb.connect(path) as client:
+        assert client.runtime.store.applied_migrations == []
+    assert ledger(path) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_engine_connections_have_our_pragmas_and_sqlite_vec(tmp_path):
+    async def probe() -> dict[str, object]:
+        store = await Store.open(str(tmp_path / "pragmas.db"))
+        try:
+            async with store.engine.connect() as conn:
+
+                async def one(sql: str) -> object:
+                    return (await conn.exec_driver_sql(sql)).scalar()
+
+                return {
+                    "journal_mode": await one("PRAGMA journal_mode"),
+                    "foreign_keys": await one("PRAGMA foreign_keys"),
+                    "busy_timeout": await one("PRAGMA busy_timeout"),
+                    "vec_version": await one("select vec_version()"),
+                }
+        finally:
+            await store.close()
+
+    got = asyncio.run(probe())
+    assert got["journal_mode"] == "wal"
+    assert got["foreign_keys"] == 1
+    assert got["busy_timeout"] > 0
+    assert str(got["vec_version"]).startswith("v")
+
+
+def test_driver_is_the_module_that_can_load_extensions():
+    # On this machine the stdlib sqlite3 lacks enable_load_extension, so pysqlite3 must have been chosen;
+    # on a Python whose stdlib can load extensions, the stdlib module is preferred.
+    expected = "sqlite3" if STDLIB_CAN_LOAD else "pysqlite3.dbapi2"
+    assert sqlite_module().__name__ == expected
+    assert hasattr(sqlite_module().Connection, "enable_load_extension")
+
+
+# ---- upgrading a store written at schema version 1 ----------------------------------------------------
+
+
+def _at(minute: int) -> dt.datetime:
+    return dt.datetime(2024, 5, 1, 12, minute, tzinfo=dt.timezone.utc)
+
+
+def build_v1_store(path: str) -> str:
+    """A store as letta_nb wrote it at schema version 1: one agent that remembered a name. Returns its id."""
+    engine = sync_engine(path)
+    try:
+        with engine.connect() as conn:
+            assert migrate(conn, target=1) == [MIGRATIONS[0].__name__]
+        with engine.begin() as conn:
+            # Reflect rather than use METADATA: these must be the columns version 1 really had.
+            v1 = sa.MetaData()
+            v1.reflect(conn)
+            assert "context_start_seq" not in v1.tables["agents"].c
+            assert "steps" not in v1.tables
+            conn.execute(v1.tables["agents"].insert().values(
+                id="agent-v1", name="old-timer", model="offline", embedding="hash",
+                system="You are a helpful agent.", max_steps=10, metadata={"from": "v1"}, last_seq=3,
+                created_at=_at(0), updated_at=_at(3),
+            ))
+            conn.execute(v1.tables["blocks"].insert(), [
+                dict(id="block-persona", agent_id="agent-v1", label="persona", value="I remember things.",
+                     char_limit=5000, description="", read_only=False, updated_at=_at(0)),
+                dict(id="block-human", agent_id="agent-v1", label="human", value="Name: Grace",
+                     char_limit=5000, description="", read_only=False, updated_at=_at(2)),
+            ])
+            conn.execute(v1.tables["agent_tools"].insert(),
+                         [dict(agent_id="agent-v1", tool_name=name) for name in BASE_TOOL_NAMES])
+            append = {"id": "call_v1", "name": "core_memory_append",
+                      "arguments": json.dumps({"label": "human", "content": "Name: Grace"})}
+            # One statement per row: an executemany takes its columns from the first row only.
+            for row in (
+                dict(id="message-1", seq=1, role="user", content="My name is Grace.", created_at=_at(1)),
+                dict(id="message-2", seq=2, role="assistant", content="Saving it.", tool_calls=[append],
+                     created_at=_at(2)),
+                dict(id="message-3", seq=3, role="tool", content=None, tool_call_id="call_v1",
+                     name="core_memory_append", status="success", created_at=_at(3)),
+            ):
+                conn.execute(v1.tables["messages"].insert().values(agent_id="agent-v1", **row))
+    finally:
+        engine.dispose()
+    return "agent-v1"
+
+
+def test_upgrade_from_version_1_keeps_data_and_the_store_stays_usable(tmp_path):
+    path = str(tmp_path / "v1.db")
+    agent_id = build_v1_store(path)
+    assert ledger(path) == [1]
+
+    with letta_nb.connect(path) as client:
+        assert client.runtime.store.applied_migrations == [m.__name__ for m in MIGRATIONS[1:]]
+        assert [a.id for a in client.agents.list()] == [agent_id]
+        agent = client.agents.retrieve("old-timer")
+        assert agent.context_start_seq == 0
+        assert agent.context_summary is None
+        assert agent.last_seq == 3
+        assert agent.metadata == {"from": "v1"}
+        assert sorted(agent.tools) == sorted(BASE_TOOL_NAMES)
+        assert {b.label: b.value for b in client.agents.blocks.list(agent_id)} == {
+            "persona": "I remember things.",
+            "human": "Name: Grace",
+        }
+        old = client.agents.messages.list(agent_id)
+        assert [(m.seq, m.role, m.id) for m in old] == [
+            (1, "user", "message-1"), (2, "assistant", "message-2"), (3, "tool", "message-3"),
+        ]
+        assert old[1].tool_calls[0].name == "core_memory_append"
+        assert old[0].created_at == _at(1)
+
+        response = client.agents.messages.create(agent_id, "What is my name?")
+        assert "Grace" in response.text  # answered from the migrated human block
+        assert response.messages[0].seq == 4
+        after = client.agents.messages.list(agent_id)
+        assert [m.id for m in after[:3]] == ["message-1", "message-2", "message-3"]
+        assert [m.seq for m in after] == list(range(1, len(after) + 1))
+        assert client.agents.retrieve(agent_id).last_seq == after[-1].seq
+
+    assert ledger(path) == list(range(1, SCHEMA_VERSION + 1))
+    steps = query(path, "select agent_id from steps")
+    assert steps and {a for (a,) in steps} == {agent_id}
+
+
+# ---- a store from the future ---------------------------------------------------------------------------
+
+
+def test_store_from_a_newer_letta_nb_is_refused(tmp_path):
+    path = str(tmp_path / "future.db")
+    letta_nb.connect(path).close()
+    newer = SCHEMA_VERSION + 1
+    conn = connect_raw(path, vec=False)
+    try:
+        conn.execute(
+            "insert into schema_migrations (version, name, applied_at) values (?, ?, ?)",
+            (newer, "m9999_from_the_future", "2030-01-01 00:00:00.000000"),
+        )
+    finally:
+        conn.close()
+
+    with pytest.raises(SchemaVersionError) as info:
+        letta_nb.connect(path)
+    message = str(info.value)
+    assert f"schema version {newer}" in message
+    assert f"({SCHEMA_VERSION})" in message
+    assert "pip install -U" in message
+    assert ledger(path)[-1] == newer  # refused, not touched
+
+
+# ---- which sqlite3 module --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(STDLIB_CAN_LOAD, reason="this Python's sqlite3 can load extensions")
+def test_forcing_stdlib_without_extension_support_says_why(monkeypatch, fresh_driver_choice, tmp_path):
+    monkeypatch.setenv("LETTA_NB_SQLITE", "stdlib")
+    with pytest.raises(SQLiteExtensionError, match="enable_load_extension"):
+        sqlite_module()
+    with pytest.raises(SQLiteExtensionError, match="LETTA_NB_SQLITE"):  # and the same through the public API
+        letta_nb.connect(str(tmp_path / "stdlib.db"))
+
+
+def test_forcing_pysqlite3_picks_it(monkeypatch, fresh_driver_choice):
+    monkeypatch.setenv("LETTA_NB_SQLITE", "pysqlite3")
+    assert sqlite_module().__name__ == "pysqlite3.dbapi2"
+
+
+def test_unknown_driver_choice_is_a_clear_error(monkeypatch, fresh_driver_choice):
+    monkeypatch.setenv("LETTA_NB_SQLITE", "bogus")
+    with pytest.raises(SQLiteExtensionError) as info:
+        sqlite_module()
+    message = str(info.value)
+    assert "'bogus'" in message
+    assert "'stdlib'" in message and "'pysqlite3'" in message
+
+
+def test_neither_module_can_load_extensions_names_the_fix(monkeypatch, fresh_driver_choice):
+    monkeypatch.delenv("LETTA_NB_SQLITE", raising=False)
+    # A stdlib sqlite3 built without enable_load_extension, and no pysqlite3 at all (None in sys.modules
+    # makes `import` raise ImportError).
+    no_ext = types.ModuleType("sqlite3")
+    no_ext.Connection = type("Connection", (), {})
+    monkeypatch.setitem(sys.modules, "sqlite3", no_ext)
+    monkeypatch.setitem(sys.modules, "pysqlite3", None)
+    monkeypatch.setitem(sys.modules, "pysqlite3.dbapi2", None)
+    with pytest.raises(SQLiteExtensionError, match=r"pip install pysqlite3-binary"):
+        sqlite_module()
+
+
+# ---- where connect() puts the file -----------------------------------------------------------------------
+
+
+def test_memory_store_is_a_temporary_file_removed_on_close(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    client = letta_nb.connect(":memory:")
+    try:
+        path = client.runtime.store.location.sqlite_path
+        assert os.path.isfile(path)
+        assert client.store_location == ":memory: (temporary file)"
+        agent = client.agents.create("scratch")
+        client.agents.messages.create(agent.id, "My name is Ada.")
+        assert "Name: Ada" in client.agents.blocks.retrieve(agent.id, "human").value
+    finally:
+        client.close()
+    assert not os.path.exists(path)
+    assert not os.path.exists(os.path.dirname(path))
+    assert os.listdir(tmp_path) == []  # no ":memory:" file in the working directory either
+
+
+def test_directory_path_puts_the_database_inside(tmp_path):
+    home = tmp_path / "agents"
+    home.mkdir()
+    with letta_nb.connect(home) as client:
+        assert client.store_location == str(home / "letta_nb.db")
+        client.agents.create("inside")
+    assert (home / "letta_nb.db").is_file()
+    assert ledger(str(home / "letta_nb.db")) == list(range(1, SCHEMA_VERSION + 1))
