@@ -22,7 +22,7 @@ from letta_nb.errors import AlreadyExistsError, BlockLimitError, InvalidArgument
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
-from letta_nb.runtime.loop_thread import RuntimeThread
+from letta_nb.runtime.loop_thread import Job, RuntimeThread
 from letta_nb.runtime.memory import DEFAULT_SYSTEM
 from letta_nb.runtime.runtime import Runtime
 from letta_nb.runtime.tool_schema import ToolSpec
@@ -105,16 +105,7 @@ class Messages(_Resource):
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         done = object()
 
-        async def produce() -> None:
-            try:
-                await self._create_streaming(agent, input, messages, events.put)
-            except BaseException as e:
-                events.put(e)
-                raise
-            finally:
-                events.put(done)
-
-        job = self._thread.submit(produce())
+        job = self._start_stream(agent, input, messages, events.put, done)
         try:
             while True:
                 item = events.get()
@@ -130,7 +121,7 @@ class Messages(_Resource):
                 job.cancel_and_wait()  # closing the iterator early stops the turn; its partial reply is kept
 
     async def astream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> AsyncIterator[StreamEvent]:
-        """Async twin of :meth:`stream`."""
+        """Yield events as the turn runs. Closing the iterator early (or Ctrl-C) cancels the turn."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
@@ -138,16 +129,7 @@ class Messages(_Resource):
         def put(item: Any) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
-        async def produce() -> None:
-            try:
-                await self._create_streaming(agent, input, messages, put)
-            except BaseException as e:
-                put(e)
-                raise
-            finally:
-                put(done)
-
-        job = self._thread.submit(produce())
+        job = self._start_stream(agent, input, messages, put, done)
         try:
             while True:
                 item = await events.get()
@@ -161,6 +143,20 @@ class Messages(_Resource):
         finally:
             if not job.done():
                 job.cancel()
+
+    def _start_stream(self, agent: Any, input: Any, messages: Any, put: Callable[[Any], None], done: object) -> Job:
+        """Run a turn on the runtime loop, putting its events, then an exception if any, then ``done``."""
+
+        async def produce() -> None:
+            try:
+                await self._create_streaming(agent, input, messages, put)
+            except BaseException as e:
+                put(e)
+                raise
+            finally:
+                put(done)
+
+        return self._thread.submit(produce())
 
     async def _create_streaming(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None]) -> Response:
         text = _input_text(input, messages)
@@ -293,13 +289,18 @@ class Agents(_Resource):
         self._rt.llm(model)  # validates the model name before anything is written
         self._rt.embedder(embedding)
         blocks = _blocks(memory_blocks)
+        if name in await self._rt.store.agent_names():
+            raise AlreadyExistsError(f"An agent named {name!r} already exists. Pick another name or delete it first.")
+        for tool in tools:  # check every named tool before registering any function: all or nothing
+            if isinstance(tool, str):
+                await self._rt.tool_spec(tool)
+            elif not callable(tool):
+                raise InvalidArgumentError(f"a tool must be a function, a ToolSpec or a tool name, got {tool!r}")
         tool_names = list(BASE_TOOL_NAMES) if include_base_tools else []
         for tool in tools:
             tool_name = await self._client.tools._resolve(tool)
             if tool_name not in tool_names:
                 tool_names.append(tool_name)
-        if name in await self._rt.store.agent_names():
-            raise AlreadyExistsError(f"An agent named {name!r} already exists. Pick another name or delete it first.")
         state = AgentState(
             id=new_id("agent"), name=name, model=model, embedding=embedding, system=system or DEFAULT_SYSTEM,
             blocks=blocks, tools=tool_names, max_steps=max_steps, created_at=utcnow(), metadata=dict(metadata or {}),

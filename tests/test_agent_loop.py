@@ -13,8 +13,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ from letta_nb.runtime.events import (
     ToolCallEvent,
     ToolReturnEvent,
 )
+from letta_nb.store.sqlite_driver import sqlite_module
 
 SMALL = "offline?context_window=2000"
 SLOW = "offline?latency_ms=300&tps=20"
@@ -71,16 +70,18 @@ def tool_messages(messages: list[letta_nb.Message], name: str | None = None) -> 
     return [m for m in messages if m.role == "tool" and m.name != "send_message" and (name is None or m.name == name)]
 
 
-def sql(db: Path, query: str, *params: Any) -> list[tuple]:
-    conn = sqlite3.connect(db)
+def sql(db: Path | str, query: str, *params: Any) -> list[tuple]:
+    # The store's own sqlite module: another SQLite copy in this process would break the store's locks.
+    conn = sqlite_module().connect(str(db))
     try:
         return conn.execute(query, params).fetchall()
     finally:
         conn.close()
 
 
-def assert_consistent(client: letta_nb.Client, agent_id: str) -> list[letta_nb.Message]:
+def assert_consistent(client: letta_nb.Client, agent: Any) -> list[letta_nb.Message]:
     """Recall, step rows, the agent row and the cached session all tell the same story."""
+    agent_id = on_loop(client, client.runtime.resolve_agent(agent))
     msgs = client.agents.messages.list(agent_id)
     assert [m.seq for m in msgs] == list(range(1, len(msgs) + 1)), "seq must be contiguous from 1"
     stored = on_loop(client, client.runtime.store.load_agent(agent_id))
@@ -403,7 +404,7 @@ def test_archival_insert_and_search_tools(client: letta_nb.Client) -> None:
     assert json.loads(tool_messages(r.messages)[0].content) == []
     r = client.agents.messages.create(agent, call("archival_memory_search", query="x", tag_match_mode="most"))
     first = tool_messages(r.messages)[0]
-    assert first.status == "error" and "'any' or 'all'" in first.content
+    assert first.status == "error" and "'tag_match_mode'" in first.content and '"most"' in first.content
     assert_consistent(client, agent.id)
 
 
@@ -415,8 +416,7 @@ def test_conversation_search_and_send_message_tools(client: letta_nb.Client) -> 
     [result] = tool_messages(r.messages)
     assert result.status == "success"
     found = json.loads(result.content)
-    assert {"role": "user", "content": "I like green tea."}.items() <= found[-1].items() or any(
-        f["role"] == "user" and f["content"] == "I like green tea." for f in found)
+    assert any(f["role"] == "user" and f["content"] == "I like green tea." for f in found)
     assert all(f["role"] in ("user", "assistant") for f in found)
     assert "/call" not in " ".join(f["content"] for f in found)  # the running turn is not searched
     assert 'You told me earlier: "I like green tea."' in r.text
@@ -426,8 +426,8 @@ def test_conversation_search_and_send_message_tools(client: letta_nb.Client) -> 
     assert len(r.steps) == 1 and r.steps[0].tool_names == ("send_message",) and r.stop_reason == "end_turn"
 
     r = client.agents.messages.create(agent, call("send_message", message="   "))
-    [reply] = [m for m in r.messages if m.role == "tool"][:1]
-    assert reply.status == "error" and "non-empty" in reply.content
+    reply = next(m for m in r.messages if m.role == "tool")
+    assert reply.name == "send_message" and reply.status == "error" and "non-empty" in reply.content
     assert_consistent(client, agent.id)
 
 
@@ -558,7 +558,7 @@ def test_unknown_tool_is_an_error_with_suggestions(client: letta_nb.Client) -> N
 
     r = client.agents.messages.create(agent, "/call core_memory_apend {}")
     [result] = tool_messages(r.messages)
-    assert result.status == "error" and "Did you mean 'core_memory_append'?" in result.content
+    assert result.status == "error" and "Did you mean 'core_memory_append'" in result.content
     assert r.stop_reason == "end_turn"
     assert_consistent(client, agent.id)
 
@@ -609,7 +609,7 @@ def _fill_small_window(client: letta_nb.Client, n: int = 40) -> tuple[letta_nb.A
     agent = client.agents.create("small", model=SMALL)
     client.agents.messages.create(agent, "hello")
     for i in range(n - 1):
-        r = client.agents.messages.create(agent, f"Note {i:02d}: the weather stays fine and I keep writing.")
+        r = client.agents.messages.create(agent, f"Entry {i:02d}: the weather stays fine and I keep writing.")
         assert r.stop_reason == "end_turn"
     return agent, recorder
 
@@ -623,7 +623,7 @@ def test_context_window_evicts_from_the_prompt_but_never_from_recall(client: let
     state = client.agents.retrieve(agent)
     assert state.context_start_seq > 1
     assert state.context_summary and "recall memory" in state.context_summary
-    assert "Note 00" in state.context_summary or "Note 0" in state.context_summary
+    assert "Entry" in state.context_summary
     [(start, summary)] = sql(client.runtime.store.location.sqlite_path,
                              "SELECT context_start_seq, context_summary FROM agents WHERE id = ?", agent.id)
     assert (start, summary) == (state.context_start_seq, state.context_summary)
@@ -640,11 +640,6 @@ def test_context_window_evicts_from_the_prompt_but_never_from_recall(client: let
         assert all(m["tool_call_id"] in ids for m in messages if m["role"] == "tool")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AgentSession._summarise appends a note per eviction and caps the summary at 4000 chars "
-           "(~1000 tokens), not relative to the window, so on a 2000-token model the prompt grows to ~2500 tokens",
-)
 def test_context_window_prompt_stays_under_the_window(client: letta_nb.Client) -> None:
     agent, recorder = _fill_small_window(client)
     sizes = [sum(message_tokens(m) for m in messages) + tools_tokens(tools) for messages, tools in recorder.prompts]
@@ -843,12 +838,13 @@ def test_cancel_a_running_create(client: letta_nb.Client) -> None:
 
 def test_cancel_mid_reply_keeps_the_streamed_part(client: letta_nb.Client) -> None:
     agent = client.agents.create("slow", model=SLOW)
-    events = []
+    events: list[Any] = []
+    cancelled = False
     for event in client.agents.messages.stream(agent, "hello there"):
         events.append(event)
-        if isinstance(event, AssistantDelta) and len(events) and sum(
-                isinstance(e, AssistantDelta) for e in events) == 1:
+        if isinstance(event, AssistantDelta) and not cancelled:
             assert client.agents.messages.cancel(agent) is True
+            cancelled = True
     assert isinstance(events[-1], StopEvent) and events[-1].stop_reason == "cancelled"
     streamed = "".join(e.text for e in events if isinstance(e, AssistantDelta))
     assert streamed

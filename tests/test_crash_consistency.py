@@ -22,6 +22,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -37,8 +38,9 @@ NAME_LINE = re.compile(r"^Name: Ada \d+$")
 
 # The child: two threads, one per agent, sending forever through the blocking client; a line on stdout
 # after each completed send. One agent's model takes 30 ms per call, so a kill also lands between the
-# steps of a turn (its first step committed, its reply not), not only inside a step. slow_tool imports inside its body because a stored tool is re-created from
-# its source alone (the parent calls it after reopening).
+# steps of a turn (its first step committed, its reply not), not only inside a step. slow_tool imports
+# inside its body because a stored tool is re-created from its source alone (the parent calls it after
+# reopening). It is a file, not ``-c``, so that source can be stored.
 CHILD = textwrap.dedent(
     '''
     import itertools
@@ -67,7 +69,8 @@ CHILD = textwrap.dedent(
         for i in itertools.count():
             n = first + i
             client.agents.messages.create(name, MESSAGES[i % len(MESSAGES)].format(n=n))
-            print(f"{name} {n}", flush=True)
+            sys.stdout.write(f"{name} {n}\\n")  # one write: print() from two threads can interleave
+            sys.stdout.flush()
 
     path, round_no = sys.argv[1], int(sys.argv[2])
     client = letta_nb.connect(path)
@@ -113,7 +116,8 @@ def wait_for_lines(proc: subprocess.Popen, count: int, stderr_path: Path, *, han
         chunk = os.read(fd, 4096)
         if not chunk:
             proc.wait()
-            pytest.fail(f"child exited ({proc.returncode}) after {len(lines)} sends; stderr:\n{stderr_path.read_text()}")
+            stderr = stderr_path.read_text()
+            pytest.fail(f"child exited ({proc.returncode}) after {len(lines)} sends; stderr:\n{stderr}")
         buf += chunk
         *complete, buf = buf.split(b"\n")
         lines += [line.decode() for line in complete]
@@ -138,45 +142,58 @@ def query(db: str, sql: str, *params: object) -> list[tuple]:
         conn.close()
 
 
-def committed_human_value(messages: list[tuple]) -> str:
+class Row(NamedTuple):
+    id: str
+    seq: int
+    step_id: str
+    role: str
+    tool_calls: list[dict]  # [{"id", "name", "arguments"}] on assistant messages
+    tool_call_id: str | None
+    status: str | None
+
+
+def message_rows(db: str, agent_id: str) -> list[Row]:
+    rows = query(
+        db,
+        "select id, seq, step_id, role, tool_calls, tool_call_id, status from messages where agent_id = ? order by seq",
+        agent_id,
+    )
+    return [Row(*r[:4], json.loads(r[4]) if r[4] else [], *r[5:]) for r in rows]
+
+
+def committed_human_value(messages: list[Row]) -> str:
     """What the human block must hold: the content of every core_memory_append that succeeded, in order."""
-    results = {(step_id, call_id): status for (_, _, step_id, role, _, call_id, status) in messages if role == "tool"}
+    status = {(m.step_id, m.tool_call_id): m.status for m in messages if m.role == "tool"}
     lines = []
-    for _, _, step_id, role, tool_calls, _, _ in messages:
-        for call in json.loads(tool_calls) if role == "assistant" and tool_calls else ():
+    for m in messages:
+        for call in m.tool_calls:
             args = json.loads(call["arguments"])
-            if call["name"] == "core_memory_append" and args.get("label") == "human":
-                if results[(step_id, call["id"])] == "success":
-                    lines.append(args["content"])
+            appended = call["name"] == "core_memory_append" and args.get("label") == "human"
+            if appended and status[(m.step_id, call["id"])] == "success":
+                lines.append(args["content"])
     return "\n".join(lines)
 
 
 def assert_store_consistent(db: str) -> dict[str, int]:
     """Check every crash-consistency invariant; return each agent's message count."""
-    steps = {sid: n for sid, n in query(db, "select id, n_messages from steps")}
-    agents = {aid: (name, last_seq) for aid, name, last_seq in query(db, "select id, name, last_seq from agents")}
+    steps = dict(query(db, "select id, n_messages from steps"))
     counts = {}
-    for agent_id, (name, last_seq) in agents.items():
-        messages = query(
-            db,
-            "select id, seq, step_id, role, tool_calls, tool_call_id, status from messages "
-            "where agent_id = ? order by seq",
-            agent_id,
-        )
-        ids, seqs = [m[0] for m in messages], [m[1] for m in messages]
-        assert len(set(ids)) == len(ids), f"{name}: duplicate message ids"
+    for agent_id, name, last_seq in query(db, "select id, name, last_seq from agents"):
+        messages = message_rows(db, agent_id)
+        seqs = [m.seq for m in messages]
+        assert len({m.id for m in messages}) == len(messages), f"{name}: duplicate message ids"
         assert seqs == list(range(1, len(seqs) + 1)), f"{name}: seqs not 1..n without gaps: {seqs}"
         assert last_seq == (seqs[-1] if seqs else 0), f"{name}: last_seq {last_seq} != max(seq)"
 
         by_step = collections.defaultdict(list)
         for m in messages:
-            by_step[m[2]].append(m)
+            by_step[m.step_id].append(m)
         for step_id, rows in by_step.items():
-            assert step_id in steps, f"{name}: messages {[r[1] for r in rows]} belong to no committed step"
+            assert step_id in steps, f"{name}: messages {[r.seq for r in rows]} belong to no committed step"
             assert len(rows) == steps[step_id], f"{name}: step {step_id} has {len(rows)}/{steps[step_id]} messages"
-            calls = [c["id"] for r in rows if r[3] == "assistant" and r[4] for c in json.loads(r[4])]
-            answers = [r[5] for r in rows if r[3] == "tool"]
-            assert sorted(calls) == sorted(answers), f"{name}: step {step_id} calls {calls} vs tool results {answers}"
+            calls = sorted(c["id"] for r in rows for c in r.tool_calls)
+            answers = sorted(r.tool_call_id for r in rows if r.role == "tool")
+            assert calls == answers, f"{name}: step {step_id} calls {calls} vs tool results {answers}"
 
         (human,) = query(db, "select value from blocks where agent_id = ? and label = 'human'", agent_id)[0]
         assert human == committed_human_value(messages), f"{name}: human block disagrees with committed steps"
@@ -195,7 +212,7 @@ def assert_usable(db: str) -> None:
             response = client.agents.messages.create(name, "/call slow_tool {}")
             tool_results = [m for m in response.messages if m.role == "tool" and m.name == "slow_tool"]
             assert [(m.status, m.content) for m in tool_results] == [("success", "slept")]
-            response = client.agents.messages.create(name, "My name is Ada 99999.")
+            client.agents.messages.create(name, "My name is Ada 99999.")
             assert "Name: Ada 99999" in client.agents.blocks.retrieve(name, "human").value
             after = client.agents.messages.list(name)
             assert [m.seq for m in after[before:]] == list(range(before + 1, after[-1].seq + 1))
@@ -248,56 +265,63 @@ def _step_write(agent_id: str, seqs: list[int], *, human: str | None = None, pas
                      passages=passages, step=step, agent={"last_seq": max(seqs)})
 
 
+def _rows_of(db: str, agent_id: str) -> dict[str, object]:
+    """Everything a step write can touch for one agent."""
+    return {
+        "seqs": [s for (s,) in query(db, "select seq from messages where agent_id = ? order by seq", agent_id)],
+        "steps": {s for (s,) in query(db, "select id from steps where agent_id = ?", agent_id)},
+        "passages": [t for (t,) in query(db, "select text from passages where agent_id = ?", agent_id)],
+        "human": query(db, "select value from blocks where agent_id = ? and label = 'human'", agent_id)[0][0],
+        "last_seq": query(db, "select last_seq from agents where id = ?", agent_id)[0][0],
+    }
+
+
 def test_a_failing_step_write_leaves_nothing_and_spares_its_group(tmp_path):
     db = str(tmp_path / "writer.db")
     with letta_nb.connect(db) as client:
         bad_id = client.agents.create("bad").id
         good_id = client.agents.create("good").id
+    # Each "bad" write's second message reuses seq 1, which the unique (agent_id, seq) index rejects
+    # after its first message (seq 2) was already inserted in the same transaction.
+    writes = {
+        "bad_setup": _step_write(bad_id, [1]),
+        "good_first": _step_write(good_id, [1]),
+        "bad_in_group": _step_write(bad_id, [2, 1], human="Name: Corrupted", passage="must not land"),
+        "good_second": _step_write(good_id, [2, 3], human="Name: Good", passage="lands"),
+        "bad_alone": _step_write(bad_id, [2, 1], human="Name: Corrupted too", passage="nor this"),
+    }
 
-    async def scenario() -> tuple[list[object], dict[str, StepWrite]]:
+    async def scenario() -> dict[str, object]:
         store = await Store.open(db)
         try:
-            await store.submit_step(_step_write(bad_id, [1]))
-            writes = {
-                "good_first": _step_write(good_id, [1]),
-                # Its second message reuses seq 1: the unique (agent_id, seq) index rejects it, after the
-                # first message (seq 2) has already been inserted in the same transaction.
-                "bad": _step_write(bad_id, [2, 1], human="Name: Corrupted", passage="must not land"),
-                "good_second": _step_write(good_id, [2, 3], human="Name: Good", passage="lands"),
-            }
-            # Hold the write lock while queueing, so the writer cannot commit before all three are
-            # queued: "bad" then shares a group commit with at least one valid write.
+            outcome = {"bad_setup": await store.submit_step(writes["bad_setup"])}
+            # Hold the write lock while queueing, so nothing can commit before all three are queued:
+            # "bad_in_group" then shares a group commit with at least one valid write.
             lock = connect_raw(db, vec=False)
             try:
                 lock.execute("BEGIN IMMEDIATE")
-                futures = [store.submit_step(w) for w in writes.values()]
+                group = {k: store.submit_step(writes[k]) for k in ("good_first", "bad_in_group", "good_second")}
                 lock.execute("ROLLBACK")
             finally:
                 lock.close()
-            return await asyncio.gather(*futures, return_exceptions=True), writes
+            outcome.update(zip(group, await asyncio.gather(*group.values(), return_exceptions=True)))
+            # The same failure in a group of one (no isolation retry involved).
+            outcome.update(zip(["bad_alone"], await asyncio.gather(store.submit_step(writes["bad_alone"]),
+                                                                   return_exceptions=True)))
+            return outcome
         finally:
             await store.close()
 
-    results, writes = asyncio.run(scenario())
-    outcome = dict(zip(writes, results))
-    assert isinstance(outcome["bad"], sqlite_module().IntegrityError), outcome["bad"]
-    assert "UNIQUE" in str(outcome["bad"])
-    assert isinstance(outcome["good_first"], float) and isinstance(outcome["good_second"], float), outcome
+    outcome = asyncio.run(scenario())
+    for key in ("bad_in_group", "bad_alone"):
+        assert isinstance(outcome[key], sqlite_module().IntegrityError), (key, outcome[key])
+        assert "UNIQUE" in str(outcome[key])
+    assert all(isinstance(outcome[k], float) for k in ("bad_setup", "good_first", "good_second")), outcome
 
-    def rows(agent_id: str) -> dict[str, object]:
-        return {
-            "seqs": [s for (s,) in query(db, "select seq from messages where agent_id = ? order by seq", agent_id)],
-            "steps": {s for (s,) in query(db, "select id from steps where agent_id = ?", agent_id)},
-            "passages": [t for (t,) in query(db, "select text from passages where agent_id = ?", agent_id)],
-            "human": query(db, "select value from blocks where agent_id = ? and label = 'human'", agent_id)[0][0],
-            "last_seq": query(db, "select last_seq from agents where id = ?", agent_id)[0][0],
-        }
-
-    bad = rows(bad_id)
-    assert bad == {"seqs": [1], "steps": bad["steps"], "passages": [], "human": "", "last_seq": 1}
-    assert writes["bad"].step["id"] not in bad["steps"]
-    assert len(bad["steps"]) == 1
-    assert rows(good_id) == {
+    assert _rows_of(db, bad_id) == {
+        "seqs": [1], "steps": {writes["bad_setup"].step["id"]}, "passages": [], "human": "", "last_seq": 1,
+    }
+    assert _rows_of(db, good_id) == {
         "seqs": [1, 2, 3],
         "steps": {writes["good_first"].step["id"], writes["good_second"].step["id"]},
         "passages": ["lands"],

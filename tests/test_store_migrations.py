@@ -12,7 +12,10 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import subprocess
 import sys
+import textwrap
+import time
 import types
 
 import pytest
@@ -202,6 +205,61 @@ def test_upgrade_from_version_1_keeps_data_and_the_store_stays_usable(tmp_path):
     assert ledger(path) == list(range(1, SCHEMA_VERSION + 1))
     steps = query(path, "select agent_id from steps")
     assert steps and {a for (a,) in steps} == {agent_id}
+
+
+# ---- several kernels opening one new store at once ----------------------------------------------------
+
+# Each child imports letta_nb, says it is ready, then spins until the parent says go, so all of them
+# reach migrate() within microseconds of each other.
+OPENER = textwrap.dedent(
+    """
+    import os, sys
+    import letta_nb
+
+    path, ready, go = sys.argv[1:]
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        pass
+    try:
+        letta_nb.connect(path).close()
+    except Exception as e:
+        print(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+    else:
+        print("ok")
+    """
+)
+
+
+def open_concurrently(path: str, workdir, n: int) -> list[str]:
+    """What each of ``n`` processes reported after opening ``path`` at the same moment."""
+    go = workdir / "go"
+    ready = [workdir / f"ready{i}" for i in range(n)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", OPENER, path, str(r), str(go)], stdout=subprocess.PIPE, text=True)
+        for r in ready
+    ]
+    try:
+        deadline = time.monotonic() + 120  # only a hang guard
+        while not all(r.exists() for r in ready):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "an opener did not start"
+            time.sleep(0.01)
+        go.touch()
+        return [p.communicate(timeout=120)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+@pytest.mark.slow
+def test_kernels_opening_a_new_store_at_once_all_succeed(tmp_path):
+    for round_no in range(3):
+        workdir = tmp_path / f"round{round_no}"
+        workdir.mkdir()
+        path = str(workdir / "shared.db")
+        assert open_concurrently(path, workdir, 4) == ["ok"] * 4
+        assert ledger(path) == list(range(1, SCHEMA_VERSION + 1))
 
 
 # ---- a store from the future ---------------------------------------------------------------------------

@@ -101,6 +101,7 @@ class _Turn:
         if memory is not None and memory.changed:
             self.agent.blocks = memory.blocks
         self.out.extend(messages)
+        self.partial_text = []  # committed: nothing of this step is left to save if cancelled now
         if cancelled:
             raise asyncio.CancelledError
         return db_ms

@@ -27,7 +27,7 @@ class Archival:
     async def make_row(self, agent: AgentState, text: str, tags: list[str]) -> dict[str, Any]:
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("text must be a non-empty string")
-        if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+        if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
             raise InvalidArgumentError(f"tags must be a list of strings, got {tags!r}")
         embedder = self._embedder_for(agent.embedding)
         vector = (await embedder.embed([text]))[0]
@@ -42,7 +42,7 @@ class Archival:
         }
 
     async def insert(self, agent: AgentState, text: str, tags: list[str] | None = None) -> Passage:
-        row = await self.make_row(agent, text, list(tags or []))
+        row = await self.make_row(agent, text, [] if tags is None else tags)
         await self._store.insert_passages([row])
         return Passage(row["id"], agent.id, text, tuple(row["tags"]), row["created_at"])
 

@@ -124,7 +124,8 @@ class AgentSession:
             note += " The user had said: " + "; ".join(f'"{u}"' for u in users[-5:]) + "."
         previous = self.agent.context_summary
         summary = f"{previous}\n{note}" if previous else note
-        return summary[-4000:]  # the note itself must never crowd out the window
+        # The note must never crowd out the window it summarises: at most a tenth of it (~4 chars/token).
+        return summary[-max(200, self.budget * 4 // 10):]
 
     def apply_eviction(self, eviction: Eviction) -> None:
         keep = [i for i, m in enumerate(self.messages) if m.seq >= eviction.start_seq]

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.store.sqlite_driver import sqlalchemy_dbapi
 
-__all__ = ["StoreLocation", "resolve_location", "default_home", "make_async_engine"]
+__all__ = ["WRITE", "StoreLocation", "resolve_location", "default_home", "make_async_engine"]
 
 
 def default_home() -> Path:
@@ -74,8 +74,13 @@ def resolve_location(where: str | os.PathLike | None) -> StoreLocation:
     return StoreLocation(f"sqlite+aiosqlite:///{path}", str(path))
 
 
+WRITE = {"letta_nb_write": True}
+"""Execution options of a write transaction: it begins IMMEDIATE, taking SQLite's write lock up front, so
+a concurrent writer in another process waits (busy_timeout) instead of failing on lock upgrade."""
+
+
 def _emit_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("letta_nb_write") else "BEGIN")
 
 
 def make_async_engine(location: StoreLocation, *, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:

@@ -186,27 +186,28 @@ def applied_versions(conn: sa.Connection) -> list[int]:
 
 
 def migrate(conn: sa.Connection, *, target: int = SCHEMA_VERSION) -> list[str]:
-    """Apply the missing migrations up to ``target`` in one transaction each; return their names.
+    """Apply the missing migrations up to ``target``, one transaction each; return their names.
 
-    Runs on a sync connection (``await conn.run_sync(migrate)``) so DDL and data moves can use plain
-    SQLAlchemy. The model of tables already applied is rebuilt first so later ``add_column`` calls
-    find their tables.
+    Runs on a sync connection (``await conn.run_sync(migrate)``) whose transactions take the write lock
+    first (see engine.WRITE), and re-reads the ledger inside each transaction, so several processes
+    opening a new store at once apply each migration exactly once. The model of tables already applied
+    is rebuilt as it goes so later ``add_column`` calls find their tables.
     """
-    done = applied_versions(conn)
-    conn.commit()
-    if done and max(done) > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"This store has schema version {max(done)}, newer than this letta_nb understands "
-            f"({SCHEMA_VERSION}). Upgrade letta_nb (`pip install -U letta-nb`) or open another store."
-        )
     metadata = sa.MetaData()
     names = []
     for version, migration in enumerate(MIGRATIONS[:target], start=1):
+        done = applied_versions(conn)
+        if done and max(done) > SCHEMA_VERSION:
+            conn.rollback()
+            raise SchemaVersionError(
+                f"This store has schema version {max(done)}, newer than this letta_nb understands "
+                f"({SCHEMA_VERSION}). Upgrade letta_nb (`pip install -U letta-nb`) or open another store."
+            )
         if version in done:
             migration(_Ops(metadata, None))
-            continue
-        migration(_Ops(metadata, conn))
-        conn.execute(_LEDGER.insert().values(version=version, name=migration.__name__, applied_at=_now()))
+        else:
+            migration(_Ops(metadata, conn))
+            conn.execute(_LEDGER.insert().values(version=version, name=migration.__name__, applied_at=_now()))
+            names.append(migration.__name__)
         conn.commit()
-        names.append(migration.__name__)
     return names

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from letta_nb.errors import AgentNotFoundError, AlreadyExistsError, BlockNotFoundError
 from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
-from letta_nb.store.engine import StoreLocation, make_async_engine, resolve_location
+from letta_nb.store.engine import WRITE, StoreLocation, make_async_engine, resolve_location
 from letta_nb.store.sqlite_driver import connect_raw
 from letta_nb.store.migrations import METADATA, migrate
 from letta_nb.store.step_writer import StepWrite, StepWriter
@@ -94,6 +94,7 @@ class Store:
     def __init__(self, location: StoreLocation, engine: AsyncEngine, writer: StepWriter):
         self.location = location
         self.engine = engine
+        self._writer_engine = engine.execution_options(**WRITE)
         self.writer = writer
         self.applied_migrations: list[str] = []
 
@@ -102,7 +103,7 @@ class Store:
         location = resolve_location(where)
         engine = make_async_engine(location)
         try:
-            async with engine.connect() as conn:
+            async with engine.execution_options(**WRITE).connect() as conn:
                 applied = await conn.run_sync(migrate)
         except BaseException:
             await engine.dispose()
@@ -124,7 +125,7 @@ class Store:
     # ---- agents -------------------------------------------------------------------------------------
     async def insert_agent(self, agent: AgentState) -> None:
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             exists = await conn.scalar(sa.select(T["agents"].c.id).where(T["agents"].c.name == agent.name))
             if exists:
                 raise AlreadyExistsError(
@@ -195,18 +196,18 @@ class Store:
         return [await self.load_agent(i) for i in ids]
 
     async def delete_agent(self, agent_id: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             result = await conn.execute(T["agents"].delete().where(T["agents"].c.id == agent_id))
         if result.rowcount == 0:
             raise AgentNotFoundError(agent_id, list(await self.agent_names()))
 
     async def update_agent(self, agent_id: str, **values: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             await conn.execute(T["agents"].update().where(T["agents"].c.id == agent_id).values(updated_at=utcnow(), **values))
 
     async def set_agent_tools(self, agent_id: str, names: Iterable[str]) -> None:
         at = T["agent_tools"]
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             await conn.execute(at.delete().where(at.c.agent_id == agent_id))
             rows = [dict(agent_id=agent_id, tool_name=n) for n in sorted(set(names))]
             if rows:
@@ -215,7 +216,7 @@ class Store:
     # ---- blocks -------------------------------------------------------------------------------------
     async def update_block(self, agent_id: str, label: str, **values: Any) -> None:
         blocks = T["blocks"]
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             result = await conn.execute(
                 blocks.update()
                 .where(blocks.c.agent_id == agent_id, blocks.c.label == label)
@@ -226,7 +227,7 @@ class Store:
                 raise BlockNotFoundError(label, list(labels))
 
     async def insert_block(self, agent_id: str, block: Block) -> None:
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             await conn.execute(
                 T["blocks"].insert().values(
                     id=block.id, agent_id=agent_id, label=block.label, value=block.value, char_limit=block.limit,
@@ -271,7 +272,7 @@ class Store:
     async def upsert_tool(self, row: dict[str, Any]) -> None:
         tools = T["tools"]
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             existing = await conn.scalar(sa.select(tools.c.id).where(tools.c.name == row["name"]))
             if existing:
                 await conn.execute(tools.update().where(tools.c.id == existing).values(updated_at=now, **row))
@@ -284,7 +285,7 @@ class Store:
 
     # ---- passages -----------------------------------------------------------------------------------
     async def insert_passages(self, rows: list[dict[str, Any]]) -> None:
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             await conn.execute(T["passages"].insert(), rows)
 
     async def passage_rows(self, agent_id: str, *, with_embeddings: bool = False) -> list[Any]:
@@ -297,7 +298,7 @@ class Store:
 
     async def delete_passage(self, agent_id: str, passage_id: str) -> bool:
         p = T["passages"]
-        async with self.engine.begin() as conn:
+        async with self._writer_engine.begin() as conn:
             result = await conn.execute(p.delete().where(p.c.agent_id == agent_id, p.c.id == passage_id))
         return result.rowcount > 0
 

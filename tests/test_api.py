@@ -1,0 +1,523 @@
+"""The public API: its surface (``__all__``, sync/async parity), its errors, and what it keeps in the store.
+
+Errors are checked the way a user meets them: the exception class (always a ``LettaNBError``), a message
+that names the problem and the fix, close-match suggestions, and -- just as important -- that a rejected
+call wrote nothing. The store is inspected with plain ``sqlite3`` on the real file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+import letta_nb
+from letta_nb import client as client_module
+from letta_nb.errors import (
+    AgentNotFoundError,
+    AlreadyExistsError,
+    BlockLimitError,
+    BlockNotFoundError,
+    InvalidArgumentError,
+    LettaNBError,
+    ModelNotFoundError,
+    ToolNotFoundError,
+    ToolSchemaError,
+)
+from letta_nb.store.sqlite_driver import sqlite_module
+
+PUBLIC = [
+    "connect",
+    "Client",
+    "AgentState",
+    "Block",
+    "Message",
+    "Passage",
+    "Response",
+    "StepStats",
+    "LettaNBError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "AgentNotFoundError",
+    "BlockNotFoundError",
+    "ToolNotFoundError",
+    "ModelNotFoundError",
+    "AlreadyExistsError",
+    "BlockLimitError",
+    "ReadOnlyBlockError",
+    "RuntimeClosedError",
+    "MemoryEditError",
+    "ToolSchemaError",
+    "StoreError",
+    "SQLiteExtensionError",
+]
+
+RESOURCES = [client_module.Agents, client_module.Messages, client_module.Blocks, client_module.Passages,
+             client_module.AgentTools, client_module.Tools]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "s.db"
+
+
+@pytest.fixture
+def client(db_path: Path) -> Iterator[letta_nb.Client]:
+    c = letta_nb.connect(db_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def count(db: Path, table: str, agent_id: str | None = None) -> int:
+    # The store's own sqlite module: a second SQLite library in one process (the stdlib's, when the store
+    # uses pysqlite3) does not share POSIX lock state with it, and closing its connection drops the
+    # store's locks -- writes then go missing. Never open the store with another SQLite copy in-process.
+    conn = sqlite_module().connect(str(db))
+    try:
+        if agent_id is None:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM {table} WHERE agent_id = ?", (agent_id,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def snapshot(db: Path) -> dict[str, int]:
+    """Row counts of every user-data table: a rejected call must leave them all unchanged."""
+    return {t: count(db, t) for t in ("agents", "blocks", "messages", "tools", "agent_tools", "passages", "steps")}
+
+
+# ---- tools used by the tests (module level so their source can be stored) --------------------------------
+
+
+def word_count(text: str) -> int:
+    """Count the words of a text.
+
+    Args:
+        text: The text.
+    """
+    return len(text.split())
+
+
+def repeat(text: str, times: int = 2) -> str:
+    """Repeat a text.
+
+    Args:
+        text: The text.
+        times: How often.
+    """
+    return " ".join([text] * times)
+
+
+def takes_a_set(items: set) -> int:
+    """Sets are not JSON."""
+    return len(items)
+
+
+class Point:
+    pass
+
+
+def takes_a_point(p: Point) -> int:
+    """A class that JSON schema cannot describe."""
+    return 0
+
+
+def takes_optional(x: Optional[int] = None) -> int:  # noqa: UP007 - the typing spelling on purpose
+    """Optional is fine."""
+    return x or 0
+
+
+# ---- the public surface ---------------------------------------------------------------------------------
+
+
+def test_all_is_exactly_the_curated_public_list() -> None:
+    assert letta_nb.__all__ == PUBLIC
+    assert len(set(letta_nb.__all__)) == len(letta_nb.__all__)
+    for name in letta_nb.__all__:
+        assert not name.startswith("_")
+        assert getattr(letta_nb, name) is not None
+    namespace: dict[str, Any] = {}
+    exec("from letta_nb import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(PUBLIC)
+    for name in PUBLIC:
+        obj = getattr(letta_nb, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, LettaNBError)
+    assert isinstance(letta_nb.__version__, str)
+
+
+def _public_methods(cls: type) -> dict[str, Any]:
+    return {n: getattr(cls, n) for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
+
+
+def _sync_names(cls: type) -> list[str]:
+    methods = _public_methods(cls)
+    return sorted(n for n in methods if not (n.startswith("a") and n[1:] in methods))
+
+
+@pytest.mark.parametrize("cls", RESOURCES, ids=lambda c: c.__name__)
+def test_every_sync_method_has_an_async_twin_with_the_same_signature(cls: type) -> None:
+    methods = _public_methods(cls)
+    sync_names = _sync_names(cls)
+    assert set(cls._ops) <= set(sync_names)
+    for name in sync_names:
+        twin = methods.get(f"a{name}")
+        assert twin is not None, f"{cls.__name__}.{name} has no async twin a{name}"
+        sync = methods[name]
+        if name == "stream":  # Iterator vs AsyncIterator: only the return annotation may differ
+            assert inspect.signature(twin).parameters == inspect.signature(sync).parameters
+            assert inspect.isgeneratorfunction(sync) and inspect.isasyncgenfunction(twin)
+            continue
+        assert inspect.signature(twin) == inspect.signature(sync), f"{cls.__name__}.a{name}"
+        assert not inspect.iscoroutinefunction(sync), f"{cls.__name__}.{name} must block, not return a coroutine"
+        assert inspect.iscoroutinefunction(twin), f"{cls.__name__}.a{name} must be awaitable"
+        assert twin.__doc__ == sync.__doc__, f"{cls.__name__}.a{name} doc differs"
+        assert twin.__name__ == "a" + sync.__name__  # (modify/amodify are aliases of update/aupdate)
+
+
+def test_stream_and_astream_share_their_doc() -> None:
+    assert client_module.Messages.astream.__doc__ == client_module.Messages.stream.__doc__
+
+
+def test_async_api_gives_the_same_results_as_sync(client: letta_nb.Client) -> None:
+    sync_agent = client.agents.create("sync-agent")
+    sync_r = client.agents.messages.create(sync_agent, "My name is Ada.")
+    sync_q = client.agents.messages.create(sync_agent, "What is my name?")
+    client.agents.passages.create(sync_agent, "Ada studies batching.", tags=["study"])
+
+    async def main() -> dict[str, Any]:
+        a = await client.agents.acreate("async-agent")
+        r1 = await client.agents.messages.acreate(a, "My name is Ada.")
+        r2 = await client.agents.messages.acreate(a.id, "What is my name?")
+        await client.agents.passages.acreate(a, "Ada studies batching.", tags=["study"])
+        # Two agents at once from one asyncio loop.
+        g1, g2 = await asyncio.gather(client.agents.messages.acreate(a, "hello"),
+                                      client.agents.messages.acreate(sync_agent, "hello"))
+        with pytest.raises(AgentNotFoundError):
+            await client.agents.aretrieve("no-such-agent")
+        return {
+            "agent": await client.agents.aretrieve("async-agent"),
+            "agents": await client.agents.alist(),
+            "r1": r1, "r2": r2, "g": (g1, g2),
+            "recall": await client.agents.messages.alist(a),
+            "human": await client.agents.blocks.aretrieve(a, "human"),
+            "blocks": await client.agents.blocks.alist(a),
+            "hits": await client.agents.passages.asearch(a, "batching"),
+            "tools": await client.agents.tools.alist(a),
+            "all_tools": await client.tools.alist(),
+        }
+
+    out = asyncio.run(main())
+    assert out["agent"].name == "async-agent"
+    assert [a.name for a in out["agents"]] == [a.name for a in client.agents.list()] == ["sync-agent", "async-agent"]
+    assert out["r1"].text == sync_r.text and out["r2"].text == sync_q.text
+    assert [m.message_type for m in out["r1"].messages] == [m.message_type for m in sync_r.messages]
+    assert [s.tool_names for s in out["r1"].steps] == [s.tool_names for s in sync_r.steps]
+    assert out["g"][0].text == out["g"][1].text
+    assert [m.text for m in out["recall"]] == [m.text for m in client.agents.messages.list(sync_agent)]
+    assert out["human"].value == client.agents.blocks.retrieve(sync_agent, "human").value == "Name: Ada"
+    assert [b.label for b in out["blocks"]] == [b.label for b in client.agents.blocks.list(sync_agent)]
+    assert [p.text for p in out["hits"]] == [p.text for p in client.agents.passages.search(sync_agent, "batching")]
+    assert out["tools"] == client.agents.tools.list(sync_agent)
+    assert out["all_tools"] == client.tools.list()
+
+
+def test_letta_client_style_messages_argument(client: letta_nb.Client) -> None:
+    agent = client.agents.create("sam")
+    r = client.agents.messages.create(agent, messages=[{"role": "user", "content": "My name is Ada."}])
+    assert r.messages[0].content == "My name is Ada."
+    r = client.agents.messages.create(
+        agent, messages=[{"role": "user", "content": [{"type": "text", "text": "What is my name?"}]}])
+    assert "Name: Ada" in r.text
+
+
+# ---- errors: the right class, a helpful message, nothing written ----------------------------------------
+
+
+def test_unknown_agent_suggests_close_names(client: letta_nb.Client) -> None:
+    client.agents.create("sam")
+    with pytest.raises(AgentNotFoundError) as info:
+        client.agents.retrieve("sma")
+    assert info.value.suggestions == ["sam"]
+    assert "Did you mean 'sam'?" in str(info.value)
+    for call in (lambda: client.agents.messages.create("sma", "hi"), lambda: client.agents.blocks.list("sma"),
+                 lambda: client.agents.passages.search("sma", "x"), lambda: client.agents.delete("sma")):
+        with pytest.raises(AgentNotFoundError, match="Did you mean 'sam'"):
+            call()
+    with pytest.raises(AgentNotFoundError, match="Known agents: 'sam'"):
+        client.agents.retrieve("completely-different")
+    assert isinstance(info.value, LookupError)
+
+
+def test_create_errors_write_nothing(client: letta_nb.Client, db_path: Path) -> None:
+    client.agents.create("sam")
+    before = snapshot(db_path)
+    names_before = [a.name for a in client.agents.list()]
+    cases: list[tuple[type[LettaNBError], str, dict[str, Any]]] = [
+        (AlreadyExistsError, "already exists", {"name": "sam"}),
+        (InvalidArgumentError, "name must be", {"name": ""}),
+        (InvalidArgumentError, "name must be", {"name": "-dash-first"}),
+        (InvalidArgumentError, "name must be", {"name": "a/b"}),
+        (InvalidArgumentError, "name must be", {"name": "x" * 201}),
+        (InvalidArgumentError, "name must be", {"name": 42}),
+        (InvalidArgumentError, "max_steps", {"name": "ok", "max_steps": 0}),
+        (InvalidArgumentError, r"unknown keys \['lable'\]", {"name": "ok", "memory_blocks": [{"lable": "human"}]}),
+        (BlockLimitError, "over its limit of 5", {"name": "ok", "memory_blocks": [
+            {"label": "human", "value": "toolong", "limit": 5}]}),
+        (InvalidArgumentError, "two blocks labelled 'human'", {"name": "ok", "memory_blocks": [
+            {"label": "human", "value": ""}, {"label": "human", "value": "x"}]}),
+        (InvalidArgumentError, "identifier-like", {"name": "ok", "memory_blocks": [{"label": "my block"}]}),
+        (InvalidArgumentError, "must be a string", {"name": "ok", "memory_blocks": [{"label": "h", "value": 3}]}),
+        (InvalidArgumentError, "list of dicts", {"name": "ok", "memory_blocks": "human"}),
+        (ModelNotFoundError, "'offline'", {"name": "ok", "model": "gpt-9"}),
+        (ModelNotFoundError, "Did you mean 'offline'", {"name": "ok", "model": "ofline"}),
+        (InvalidArgumentError, "latncy_ms", {"name": "ok", "model": "offline?latncy_ms=5"}),
+        (InvalidArgumentError, "tps", {"name": "ok", "model": "offline?tps=0"}),
+        (InvalidArgumentError, "context_window", {"name": "ok", "model": "offline?context_window=big"}),
+        (InvalidArgumentError, "hash", {"name": "ok", "embedding": "nope"}),
+        (ToolNotFoundError, "No tool named 'nope'", {"name": "ok", "tools": ["nope"]}),
+        (ToolSchemaError, "takes_a_set", {"name": "ok", "tools": [takes_a_set]}),
+    ]
+    for error, fragment, kwargs in cases:
+        with pytest.raises(error, match=fragment) as info:
+            client.agents.create(**kwargs)
+        assert isinstance(info.value, LettaNBError), kwargs
+        assert snapshot(db_path) == before, f"{kwargs} wrote something"
+    assert [a.name for a in client.agents.list()] == names_before
+    with pytest.raises(ModelNotFoundError) as info:
+        client.agents.create("ok", model="gpt-9")
+    assert "offline" in str(info.value) and "API key" in str(info.value)
+
+
+def test_failed_create_registers_no_tools(client: letta_nb.Client, db_path: Path) -> None:
+    client.agents.create("sam")
+    before = snapshot(db_path)
+    with pytest.raises(AlreadyExistsError):
+        client.agents.create("sam", tools=[word_count])
+    with pytest.raises(ToolNotFoundError):
+        client.agents.create("bob", tools=[repeat, "nope"])
+    assert "word_count" not in client.tools.list() and "repeat" not in client.tools.list()
+    assert snapshot(db_path) == before
+
+
+def test_tool_schema_errors(client: letta_nb.Client, db_path: Path) -> None:
+    before = snapshot(db_path)
+    with pytest.raises(ToolSchemaError, match="items") as info:
+        client.tools.upsert_from_function(takes_a_set)
+    assert isinstance(info.value, LettaNBError) and isinstance(info.value, TypeError)
+    with pytest.raises(ToolSchemaError, match="Point"):
+        client.tools.upsert_from_function(takes_a_point)
+    with pytest.raises(ToolSchemaError, match="lambda"):
+        client.tools.upsert_from_function(lambda x: x)
+    with pytest.raises(InvalidArgumentError, match="base tool"):
+        client.tools.upsert_from_function(word_count, name="send_message")
+    with pytest.raises(InvalidArgumentError, match="must be a Python function"):
+        client.tools.upsert_from_function("word_count")
+    assert snapshot(db_path) == before
+    spec = client.tools.upsert_from_function(takes_optional)
+    assert spec.parameters["properties"]["x"]
+    assert "takes_optional" in client.tools.list()
+
+
+def test_blocks_update_errors_leave_the_block_unchanged(client: letta_nb.Client) -> None:
+    agent = client.agents.create("sam", memory_blocks=[{"label": "human", "value": "Name: Ada", "limit": 20}])
+    with pytest.raises(BlockLimitError) as info:
+        client.agents.blocks.update(agent, "human", value="x" * 21)
+    assert (info.value.label, info.value.length, info.value.limit) == ("human", 21, 20)
+    assert "raise the block's limit" in str(info.value)
+    with pytest.raises(BlockLimitError):
+        client.agents.blocks.update(agent, "human", limit=3)  # the current value no longer fits
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        client.agents.blocks.update(agent, "human", limit=0)
+    with pytest.raises(InvalidArgumentError, match="string"):
+        client.agents.blocks.update(agent, "human", value=5)
+    with pytest.raises(BlockNotFoundError, match="Did you mean 'human'"):
+        client.agents.blocks.update(agent, "humn", value="x")
+    with pytest.raises(BlockNotFoundError, match="Did you mean 'human'"):
+        client.agents.blocks.retrieve(agent, "humam")
+    block = client.agents.blocks.retrieve(agent, "human")
+    assert (block.value, block.limit) == ("Name: Ada", 20)
+
+    # A valid update lands, in the store and in what the agent sees next turn.
+    updated = client.agents.blocks.modify(agent, "human", value="Name: Grace", limit=100, description="Who.")
+    assert (updated.value, updated.limit, updated.description) == ("Name: Grace", 100, "Who.")
+    r = client.agents.messages.create(agent, "What is my name?")
+    assert "Name: Grace" in r.text
+
+
+def test_message_input_errors_write_nothing(client: letta_nb.Client, db_path: Path) -> None:
+    agent = client.agents.create("sam")
+    before = snapshot(db_path)
+    bad: list[dict[str, Any]] = [
+        {"input": ""},
+        {"input": "   \n"},
+        {"input": None},
+        {"input": 42},
+        {"input": "hi", "messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "assistant", "content": "hi"}]},
+        {"messages": []},
+        {"messages": [{"role": "user", "content": ""}]},
+    ]
+    for kwargs in bad:
+        with pytest.raises(InvalidArgumentError):
+            client.agents.messages.create(agent, **kwargs)
+        with pytest.raises(InvalidArgumentError):
+            list(client.agents.messages.stream(agent, **kwargs))
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        client.agents.messages.list(agent, limit=0)
+    assert snapshot(db_path) == before
+    assert client.agents.messages.list(agent) == []
+    assert len(client.runtime.locks) == 0
+
+
+def test_closed_client_refuses_work(db_path: Path) -> None:
+    c = letta_nb.connect(db_path)
+    c.agents.create("sam")
+    c.close()
+    c.close()  # idempotent
+    assert "closed" in repr(c)
+    with pytest.raises(LettaNBError, match="closed"):
+        c.agents.list()
+
+
+# ---- delete, passages, tools across stores, secrets -----------------------------------------------------
+
+
+def test_delete_removes_everything_of_the_agent_and_frees_the_name(client: letta_nb.Client, db_path: Path) -> None:
+    keep = client.agents.create("keep")
+    client.agents.messages.create(keep, "My name is Kim.")
+    agent = client.agents.create("doomed", tools=[word_count])
+    client.agents.messages.create(agent, "My name is Ada.")
+    client.agents.messages.create(agent, "remember that the code is 7")
+    client.agents.passages.create(agent, "A passage.", tags=["t"])
+    tables = ("messages", "blocks", "passages", "steps", "agent_tools")
+    counts = {t: count(db_path, t, agent.id) for t in tables}
+    assert all(counts.values()), counts
+    kept = {t: count(db_path, t, keep.id) for t in tables}
+
+    client.agents.delete("doomed")
+    assert {t: count(db_path, t, agent.id) for t in tables} == dict.fromkeys(tables, 0)
+    assert count(db_path, "agents") == 1
+    assert {t: count(db_path, t, keep.id) for t in tables} == kept  # the other agent is untouched
+    assert "word_count" in client.tools.list()  # tools are shared, not the agent's
+    with pytest.raises(AgentNotFoundError):
+        client.agents.retrieve("doomed")
+    with pytest.raises(AgentNotFoundError):
+        client.agents.retrieve(agent.id)
+
+    again = client.agents.create("doomed")
+    assert again.id != agent.id
+    assert client.agents.messages.list(again) == [] and client.agents.passages.list(again) == []
+    assert client.agents.blocks.retrieve(again, "human").value == ""
+    r = client.agents.messages.create(again, "What is my name?")
+    assert "Ada" not in r.text
+
+
+def test_passages_create_search_filter_delete(client: letta_nb.Client) -> None:
+    agent = client.agents.create("sam")
+    other = client.agents.create("other")
+    texts = {
+        "batch": ("Dynamic batching groups requests to raise GPU throughput.", ["ml", "systems"]),
+        "birds": ("Penguins cannot fly but swim very well.", ["nature"]),
+        "tea": ("Green tea is brewed at eighty degrees.", ["food", "nature"]),
+    }
+    made = {k: client.agents.passages.create(agent, text, tags=tags) for k, (text, tags) in texts.items()}
+    client.agents.passages.create(other, "Dynamic batching groups requests to raise GPU throughput.")
+    assert made["tea"].tags == ("food", "nature") and made["tea"].agent_id == agent.id
+    assert [p.text for p in client.agents.passages.list(agent)] == [t for t, _ in texts.values()]
+
+    hits = client.agents.passages.search(agent, "batching requests GPU throughput", top_k=3)
+    assert hits[0].id == made["batch"].id
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.agent_id == agent.id for h in hits)  # never another agent's passages
+    assert [h.id for h in client.agents.passages.search(agent, "penguins swim", top_k=1)] == [made["birds"].id]
+
+    any_nature = client.agents.passages.search(agent, "x", tags=["nature", "ml"], top_k=10)
+    assert {h.id for h in any_nature} == {made["batch"].id, made["birds"].id, made["tea"].id}
+    all_nature = client.agents.passages.search(agent, "x", tags=["nature", "food"], tag_match_mode="all")
+    assert [h.id for h in all_nature] == [made["tea"].id]
+    assert client.agents.passages.search(agent, "x", tags=["nope"]) == []
+    with pytest.raises(InvalidArgumentError, match="tag_match_mode"):
+        client.agents.passages.search(agent, "x", tag_match_mode="some")
+    with pytest.raises(InvalidArgumentError, match="top_k"):
+        client.agents.passages.search(agent, "x", top_k=0)
+    with pytest.raises(InvalidArgumentError):
+        client.agents.passages.create(agent, "   ")
+    with pytest.raises(InvalidArgumentError, match="tags"):
+        client.agents.passages.create(agent, "text", tags=["ok", 3])
+
+    client.agents.passages.delete(agent, made["birds"].id)
+    assert made["birds"].id not in [p.id for p in client.agents.passages.list(agent)]
+    with pytest.raises(InvalidArgumentError, match="no passage"):
+        client.agents.passages.delete(agent, made["birds"].id)
+    other_passage = client.agents.passages.list(other)[0]
+    with pytest.raises(InvalidArgumentError):
+        client.agents.passages.delete(agent, other_passage.id)  # not this agent's
+    assert len(client.agents.passages.list(other)) == 1
+
+    # The agent finds them too.
+    r = client.agents.messages.create(agent, "What is green tea brewed at?")
+    assert "eighty degrees" in r.text
+
+
+def test_passage_tags_given_as_a_string_are_rejected(client: letta_nb.Client) -> None:
+    agent = client.agents.create("sam")
+    with pytest.raises(InvalidArgumentError, match="tags"):
+        client.agents.passages.create(agent, "text", tags="nature")
+    assert client.agents.passages.list(agent) == []
+
+
+def test_tool_registered_in_one_client_works_after_reopening(db_path: Path) -> None:
+    with letta_nb.connect(db_path) as c:
+        spec = c.tools.upsert_from_function(repeat, parallel_safe=True, timeout=5)
+        assert "def repeat" in spec.source
+        c.agents.create("sam", tools=["repeat", word_count])
+        r = c.agents.messages.create("sam", '/call repeat {"text": "hi"}')
+        assert [m.content for m in r.messages if m.role == "tool" and m.name == "repeat"] == ["hi hi"]
+
+    with letta_nb.connect(db_path) as c:
+        assert {"repeat", "word_count"} <= set(c.tools.list())
+        assert {"repeat", "word_count"} <= set(c.agents.tools.list("sam"))
+        rehydrated = c._thread.run(c.runtime.tool_spec("repeat"))
+        assert rehydrated.func is not repeat  # built from the stored source, not this module
+        assert rehydrated.parallel_safe and rehydrated.timeout == 5
+        r = c.agents.messages.create("sam", '/call repeat {"text": "ho", "times": 3}\n/call word_count {"text": "a b c"}')
+        results = [(m.name, m.status, m.content) for m in r.messages if m.role == "tool" and m.name != "send_message"]
+        assert results == [("repeat", "success", "ho ho ho"), ("word_count", "success", "3")]
+
+        # attach / detach round-trip in the reopened store
+        assert "repeat" not in c.agents.tools.detach("sam", "repeat")
+        with pytest.raises(InvalidArgumentError, match="has no tool 'repeat'"):
+            c.agents.tools.detach("sam", "repeat")
+        assert "repeat" in c.agents.tools.attach("sam", "repeat")
+        with pytest.raises(ToolNotFoundError, match="Did you mean 'repeat'"):
+            c.agents.tools.attach("sam", "repet")
+
+
+def test_api_key_never_reaches_the_store(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = b"sk-test-SECRET"
+    monkeypatch.setenv("OPENAI_API_KEY", secret.decode())
+
+    def store_bytes() -> bytes:
+        return b"".join(p.read_bytes() for p in db_path.parent.iterdir() if p.name.startswith(db_path.name))
+
+    with letta_nb.connect(db_path) as c:
+        agent = c.agents.create("sam", tools=[word_count])
+        c.agents.messages.create(agent, "My name is Ada.")
+        c.agents.messages.create(agent, "remember that the vault opens at noon")
+        c.agents.messages.create(agent, "What is my name?")
+        c.agents.messages.create(agent, '/call word_count {"text": "one two"}')
+        c.agents.passages.create(agent, "A passage about keys.", tags=["keys"])
+        c.agents.blocks.update(agent, "persona", value="I guard secrets.")
+        live = store_bytes()
+        assert b"vault opens at noon" in live  # the grep does see what was stored
+        assert secret not in live
+    closed = store_bytes()
+    assert b"Name: Ada" in closed
+    assert secret not in closed
