@@ -76,7 +76,9 @@ class Message:
             if self.tool_calls[0].name == "send_message":
                 return "assistant_message"
             return "tool_call_message"
-        return "reasoning_message"
+        # Plain content with no call is the reply itself (a model without send_message, or a reply
+        # cut short by cancellation).
+        return "assistant_message"
 
     @property
     def text(self) -> str:
