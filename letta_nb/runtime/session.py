@@ -47,6 +47,7 @@ class AgentSession:
 
     def __post_init__(self) -> None:
         self._msg_tokens = [message_tokens(m.openai) for m in self.messages]
+        self._window_tokens = sum(self._msg_tokens)  # kept current so budgeting a step is O(1)
         self._tools_tokens = tools_tokens(self.tool_schemas)
 
     @property
@@ -76,7 +77,7 @@ class AgentSession:
         return (
             self.system_message()[1]
             + self._tools_tokens
-            + sum(self._msg_tokens)
+            + self._window_tokens
             + sum(message_tokens(m.openai) for m in pending)
         )
 
@@ -86,7 +87,9 @@ class AgentSession:
 
     def append(self, messages: list[Message]) -> None:
         self.messages.extend(messages)
-        self._msg_tokens.extend(message_tokens(m.openai) for m in messages)
+        added = [message_tokens(m.openai) for m in messages]
+        self._msg_tokens.extend(added)
+        self._window_tokens += sum(added)
         if messages:
             self.agent.last_seq = messages[-1].seq
 
@@ -131,6 +134,7 @@ class AgentSession:
         keep = [i for i, m in enumerate(self.messages) if m.seq >= eviction.start_seq]
         self.messages = [self.messages[i] for i in keep]
         self._msg_tokens = [self._msg_tokens[i] for i in keep]
+        self._window_tokens = sum(self._msg_tokens)
         self.agent.context_start_seq = eviction.start_seq
         self.agent.context_summary = eviction.summary
         self._system_cache = None
