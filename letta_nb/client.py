@@ -18,7 +18,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from letta_nb.errors import AlreadyExistsError, BlockLimitError, InvalidArgumentError
+from letta_nb.errors import BlockLimitError, InvalidArgumentError
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
@@ -80,8 +80,7 @@ class Messages(_Resource):
 
     async def _create(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> Response:
         """Send ``input`` (or letta_client-style ``messages=[{"role": "user", "content": ...}]``); returns a Response."""
-        text = _input_text(input, messages)
-        return await run_turn(self._rt, await self._rt.resolve_agent(agent), text)
+        return await self._turn(agent, input, messages)
 
     async def _list(self, agent: Any, *, limit: int | None = None) -> list[Message]:
         """Recall memory, oldest first (the newest ``limit`` when given)."""
@@ -107,14 +106,7 @@ class Messages(_Resource):
 
         job = self._start_stream(agent, input, messages, events.put, done)
         try:
-            while True:
-                item = events.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, asyncio.CancelledError):
-                        break
-                    raise item
+            while not _stream_ended(item := events.get(), done):
                 yield item
         finally:
             if not job.done():
@@ -131,14 +123,7 @@ class Messages(_Resource):
 
         job = self._start_stream(agent, input, messages, put, done)
         try:
-            while True:
-                item = await events.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, asyncio.CancelledError):
-                        break
-                    raise item
+            while not _stream_ended(item := await events.get(), done):
                 yield item
         finally:
             if not job.done():
@@ -149,7 +134,7 @@ class Messages(_Resource):
 
         async def produce() -> None:
             try:
-                await self._create_streaming(agent, input, messages, put)
+                await self._turn(agent, input, messages, put)
             except BaseException as e:
                 put(e)
                 raise
@@ -158,9 +143,18 @@ class Messages(_Resource):
 
         return self._thread.submit(produce())
 
-    async def _create_streaming(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None]) -> Response:
+    async def _turn(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None] | None = None) -> Response:
         text = _input_text(input, messages)
         return await run_turn(self._rt, await self._rt.resolve_agent(agent), text, emit)
+
+
+def _stream_ended(item: Any, done: object) -> bool:
+    """The stream protocol of ``_start_stream``: ``done`` or a cancellation ends it, an error is raised."""
+    if item is done or isinstance(item, asyncio.CancelledError):
+        return True
+    if isinstance(item, BaseException):
+        raise item
+    return False
 
 
 @_twins
@@ -289,8 +283,7 @@ class Agents(_Resource):
         self._rt.llm(model)  # validates the model name before anything is written
         self._rt.embedder(embedding)
         blocks = _blocks(memory_blocks)
-        if name in await self._rt.store.agent_names():
-            raise AlreadyExistsError(f"An agent named {name!r} already exists. Pick another name or delete it first.")
+        await self._rt.store.ensure_name_free(name)
         for tool in tools:  # check every named tool before registering any function: all or nothing
             if isinstance(tool, str):
                 await self._rt.tool_spec(tool)

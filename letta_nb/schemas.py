@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from letta_nb.errors import BlockNotFoundError
 from letta_nb.llm.base import ToolCall, Usage
 
 __all__ = ["Block", "Message", "AgentState", "Passage", "StepStats", "Response", "Role"]
@@ -117,8 +118,6 @@ class AgentState:
         return {b.label: b for b in self.blocks}
 
     def block(self, label: str) -> Block:
-        from letta_nb.errors import BlockNotFoundError
-
         for b in self.blocks:
             if b.label == label:
                 return b

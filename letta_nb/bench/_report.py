@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 __all__ = ["BenchResult", "percentile"]
 
 
 def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))] if q not in (0, 100) else (min(values) if q == 0 else max(values))
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 @dataclass

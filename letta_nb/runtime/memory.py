@@ -9,7 +9,6 @@ changed values together with the step's messages.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 
 from letta_nb.errors import BlockLimitError, BlockNotFoundError, MemoryEditError, ReadOnlyBlockError
@@ -50,7 +49,7 @@ def render_memory(blocks: list[Block]) -> str:
     return "\n".join(parts)
 
 
-def compile_system_prompt(system: str, blocks: list[Block], *, now: dt.datetime | None = None) -> str:
+def compile_system_prompt(system: str, blocks: list[Block]) -> str:
     return f"{system}\n\n{render_memory(blocks)}"
 
 

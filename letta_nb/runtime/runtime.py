@@ -105,7 +105,7 @@ class Runtime:
         self._user_tools[spec.name] = spec
         self.tool_cache.invalidate(spec.name)
         # Sessions hold resolved tools: drop those of agents using this tool so they pick it up.
-        self.agent_cache.invalidate_where(lambda _agent_id: True)
+        self.agent_cache.clear()
         return spec
 
     async def tool_spec(self, name: str) -> ToolSpec:

@@ -20,7 +20,7 @@ from letta_nb.llm.base import LLMClient
 from letta_nb.llm.tokens import estimate_tokens, message_tokens, tools_tokens
 from letta_nb.runtime.memory import compile_system_prompt
 from letta_nb.runtime.tool_schema import ToolSpec
-from letta_nb.schemas import AgentState, Block, Message
+from letta_nb.schemas import AgentState, Message
 
 __all__ = ["AgentSession", "Eviction", "EVICT_AT", "EVICT_TO"]
 
@@ -56,21 +56,19 @@ class AgentSession:
             self._tool_schemas = [t.openai_schema() for t in self.tools.values()]
         return self._tool_schemas
 
-    def system_message(self, blocks: list[Block] | None = None) -> tuple[dict[str, Any], int]:
-        blocks = self.agent.blocks if blocks is None else blocks
-        key = tuple(b.value for b in blocks)
-        if self._system_cache is None or self._system_cache[0] != key or blocks is not self.agent.blocks:
-            text = compile_system_prompt(self.agent.system, blocks)
+    def system_message(self) -> tuple[dict[str, Any], int]:
+        """The system prompt (instructions, rendered blocks, summary note) and its tokens, rebuilt only
+        when a block value changed or an eviction reset it."""
+        key = tuple(b.value for b in self.agent.blocks)
+        if self._system_cache is None or self._system_cache[0] != key:
+            text = compile_system_prompt(self.agent.system, self.agent.blocks)
             if self.agent.context_summary:
                 text += "\n\n<conversation_summary>\n" + self.agent.context_summary + "\n</conversation_summary>"
-            tokens = estimate_tokens(text) + 4
-            if blocks is not self.agent.blocks:
-                return {"role": "system", "content": text}, tokens
-            self._system_cache = (key, text, tokens)
+            self._system_cache = (key, text, estimate_tokens(text) + 4)
         return {"role": "system", "content": self._system_cache[1]}, self._system_cache[2]
 
-    def prompt(self, pending: list[Message], blocks: list[Block] | None = None) -> list[dict[str, Any]]:
-        system, _ = self.system_message(blocks)
+    def prompt(self, pending: list[Message]) -> list[dict[str, Any]]:
+        system, _ = self.system_message()
         return [system, *(m.openai for m in self.messages), *(m.openai for m in pending)]
 
     def prompt_tokens(self, pending: Iterable[Message] = ()) -> int:

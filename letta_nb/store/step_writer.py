@@ -113,11 +113,9 @@ class StepWriter:
     the loop. Must be used from one event loop (the runtime's).
     """
 
-    def __init__(self, connect: Callable[[int], Any], *, on_commit: Callable[[int, float], None] | None = None,
-                 busy_timeout_ms: int = 10_000):
+    def __init__(self, connect: Callable[[int], Any], *, busy_timeout_ms: int = 10_000):
         self._connect = connect
         self._busy_timeout_ms = busy_timeout_ms
-        self._on_commit = on_commit
         self._inline: Any = None
         self._pending: list[tuple[StepWrite, asyncio.Future]] = []
         self._flush_scheduled = False
@@ -209,11 +207,6 @@ class StepWriter:
     def _done(self, batch: list[tuple[StepWrite, asyncio.Future]], ms: float) -> None:
         self.commits += 1
         self.writes += len(batch)
-        if self._on_commit is not None:
-            try:
-                self._on_commit(len(batch), ms)
-            except Exception:
-                pass
         for _, fut in batch:
             _resolve(fut, value=ms)
 

@@ -126,11 +126,7 @@ class Store:
     async def insert_agent(self, agent: AgentState) -> None:
         now = utcnow()
         async with self._writer_engine.begin() as conn:
-            exists = await conn.scalar(sa.select(T["agents"].c.id).where(T["agents"].c.name == agent.name))
-            if exists:
-                raise AlreadyExistsError(
-                    f"An agent named {agent.name!r} already exists ({exists}). Pick another name or delete it first."
-                )
+            await _ensure_name_free(conn, agent.name)  # again, under the write lock
             await conn.execute(
                 T["agents"].insert().values(
                     id=agent.id, name=agent.name, model=agent.model, embedding=agent.embedding, system=agent.system,
@@ -151,6 +147,11 @@ class Store:
             if agent.tools:
                 await conn.execute(T["agent_tools"].insert(), [dict(agent_id=agent.id, tool_name=t) for t in agent.tools])
 
+    async def ensure_name_free(self, name: str) -> None:
+        """AlreadyExistsError if an agent has this name (checked before work that must not half-happen)."""
+        async with self.engine.connect() as conn:
+            await _ensure_name_free(conn, name)
+
     async def agent_names(self) -> dict[str, str]:
         """name -> id of every agent."""
         async with self.engine.connect() as conn:
@@ -169,31 +170,38 @@ class Store:
         raise AgentNotFoundError(name_or_id, list(await self.agent_names()))
 
     async def load_agent(self, agent_id: str) -> AgentState:
-        agents, blocks = T["agents"], T["blocks"]
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(agents).where(agents.c.id == agent_id))).first()
-            if row is None:
-                raise AgentNotFoundError(agent_id, list(await self.agent_names()))
-            block_rows = await conn.execute(sa.select(blocks).where(blocks.c.agent_id == agent_id).order_by(blocks.c.label))
-            tool_rows = await conn.execute(
-                sa.select(T["agent_tools"].c.tool_name).where(T["agent_tools"].c.agent_id == agent_id)
-            )
-            tools = sorted(tool_rows.scalars())
-        return AgentState(
-            id=row.id, name=row.name, model=row.model, embedding=row.embedding, system=row.system,
-            blocks=[
-                Block(label=b.label, value=b.value, limit=b.char_limit, description=b.description,
-                      read_only=b.read_only, id=b.id)
-                for b in block_rows
-            ],
-            tools=tools, max_steps=row.max_steps, created_at=_aware(row.created_at), metadata=row.metadata or {},
-            context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
-        )
+        found = await self._load_agents(T["agents"].c.id == agent_id)
+        if not found:
+            raise AgentNotFoundError(agent_id, list(await self.agent_names()))
+        return found[0]
 
     async def list_agents(self) -> list[AgentState]:
+        return await self._load_agents(sa.true())
+
+    async def _load_agents(self, where: Any) -> list[AgentState]:
+        """Agents matching ``where`` with their blocks and tools: three queries, however many agents."""
+        agents, blocks, tools = T["agents"], T["blocks"], T["agent_tools"]
+        ids = sa.select(agents.c.id).where(where)
         async with self.engine.connect() as conn:
-            ids = (await conn.execute(sa.select(T["agents"].c.id).order_by(T["agents"].c.created_at))).scalars().all()
-        return [await self.load_agent(i) for i in ids]
+            rows = (await conn.execute(sa.select(agents).where(where).order_by(agents.c.created_at))).all()
+            block_rows = await conn.execute(sa.select(blocks).where(blocks.c.agent_id.in_(ids)).order_by(blocks.c.label))
+            tool_rows = await conn.execute(sa.select(tools).where(tools.c.agent_id.in_(ids)).order_by(tools.c.tool_name))
+            by_agent: dict[str, list[Block]] = {r.id: [] for r in rows}
+            for b in block_rows:
+                by_agent[b.agent_id].append(Block(label=b.label, value=b.value, limit=b.char_limit,
+                                                  description=b.description, read_only=b.read_only, id=b.id))
+            names: dict[str, list[str]] = {r.id: [] for r in rows}
+            for t in tool_rows:
+                names[t.agent_id].append(t.tool_name)
+        return [
+            AgentState(
+                id=row.id, name=row.name, model=row.model, embedding=row.embedding, system=row.system,
+                blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
+                created_at=_aware(row.created_at), metadata=row.metadata or {},
+                context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
+            )
+            for row in rows
+        ]
 
     async def delete_agent(self, agent_id: str) -> None:
         async with self._writer_engine.begin() as conn:
@@ -310,6 +318,12 @@ class Store:
             q = q.where(s.c.agent_id == agent_id)
         async with self.engine.connect() as conn:
             return list(await conn.execute(q))
+
+
+async def _ensure_name_free(conn: Any, name: str) -> None:
+    exists = await conn.scalar(sa.select(T["agents"].c.id).where(T["agents"].c.name == name))
+    if exists:
+        raise AlreadyExistsError(f"An agent named {name!r} already exists ({exists}). Pick another name or delete it first.")
 
 
 def _writer_connection(path: str, busy_timeout_ms: int) -> Any:
