@@ -3,8 +3,7 @@
 Everything here is pure and synchronous: no I/O, no clock, no randomness, so the same messages and tools
 always give the same plan. :mod:`letta_nb.llm.offline` turns a plan into a stream of events. The rules
 look only at the last message (a user message or a batch of tool results) plus the core memory parsed
-from the system prompt; that parse is cached by the prompt string because the runtime sends the same
-prompt on every step until memory changes. Invariants: a plan only names tools present in ``tools``
+from the system prompt (reading the text is :mod:`letta_nb.llm._offline_reading`'s job). Invariants: a plan only names tools present in ``tools``
 (``/call`` lines excepted: they are a test hook and are emitted verbatim), and a tool called
 :data:`MAX_SAME_TOOL_CALLS` times since the last user message is not called again.
 """
@@ -14,13 +13,23 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["MAX_SAME_TOOL_CALLS", "Block", "Plan", "decide", "is_question", "keywords", "parse_core_memory"]
+from letta_nb.llm._offline_reading import (
+    _args,
+    _results,
+    _text,
+    _unwrap_status,
+    _user_text,
+    _write_content,
+    is_question,
+    keywords,
+    parse_core_memory,
+)
+
+__all__ = ["MAX_SAME_TOOL_CALLS", "Plan", "decide"]
 
 MAX_SAME_TOOL_CALLS = 3
 CORE_WRITE_TOOLS = frozenset(
@@ -28,30 +37,8 @@ CORE_WRITE_TOOLS = frozenset(
 )
 WRITE_TOOLS = CORE_WRITE_TOOLS | {"archival_memory_insert"}
 # Where each write tool keeps the text it saves, in the order we look for it.
-_WRITE_CONTENT_KEYS = ("content", "new_content", "new_str", "new_memory")
-_RESULT_TEXT_KEYS = ("text", "content", "message", "value")
 
-_STOPWORDS = frozenset(
-    """a an the and or but if of to in on at by for with about as into from up down out over under again then
-    once here there all any both each few more most other some such no nor not only own same so than too very
-    can will just should now i me my myself mine we our ours you your yours he him his she her it its they them
-    their what which who whom whose this that these those am is are was were be been being have has had having
-    do does did doing would could ought when where why how tell remind please know user
-    ll re ve don didn doesn isn aren wasn won""".split()  # contraction pieces: "you're" -> "you", "re"
-)
-_QUESTION_WORDS = frozenset("what who when where why how which do does did is are can could should".split())
 
-_WORD = re.compile(r"[a-z0-9]+")
-_FIRST_WORD = re.compile(r"\s*([a-z]+)")
-_MEMORY_SECTION = re.compile(r"<memory_blocks>(.*?)</memory_blocks>", re.S)
-_BLOCK = re.compile(
-    r"<(?P<label>[A-Za-z0-9_.-]+)>\s*"
-    r"(?:<description>.*?</description>\s*)?"
-    r"(?:<metadata>(?P<meta>.*?)</metadata>\s*)?"
-    r"<value>\n?(?P<value>.*?)\n?</value>\s*</(?P=label)>",
-    re.S,
-)
-_META = re.compile(r"^\s*-?\s*(chars_current|chars_limit|read_only)\s*=\s*(\w+)", re.M)
 _GREETING = re.compile(r"^(?:(?:hi|hello|hey|greetings|good (?:morning|afternoon|evening))\b[\s,!.:;-]*)+", re.I)
 _REMEMBER = re.compile(r"^(?:please\s+)?(?:(?:remember|note)\b(?:\s+that\b)?|fact\s*:)[\s:,-]*(?P<x>.+)$", re.I | re.S)
 _NAME = re.compile(r"\b(?:my name is|call me)\s+(?P<name>[^.,!?;\n]+)", re.I)
@@ -61,7 +48,6 @@ _FACT = re.compile(
     re.I,
 )
 _ERROR_PREFIX = re.compile(r"\s*(?:[\w.]*(?:error|exception)\b|failed\b|edit failed\b)", re.I)
-_NO_RESULTS = re.compile(r"^(?:\[\]|\{\}|none|null|no (?:results|matches|memories)\b.*)?$", re.I | re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,86 +57,6 @@ class Plan:
     reasoning: str
     calls: tuple[tuple[str, str], ...] = ()  # (tool name, arguments JSON text)
     answer: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    label: str
-    value: str
-    chars_current: int
-    chars_limit: int | None
-    read_only: bool
-    lines: tuple[tuple[str, frozenset[str]], ...]  # non-empty lines with their keywords, parsed once
-
-
-def keywords(text: str) -> frozenset[str]:
-    """Content words of ``text``: lowercased, stopwords dropped, a simple plural ``s``/``ies`` stripped."""
-    out = set()
-    for w in _WORD.findall(text.lower().replace("'s", "").replace("\u2019s", "")):
-        if w in _STOPWORDS or len(w) < 2:
-            continue
-        if len(w) > 4 and w.endswith("ies"):
-            w = w[:-3] + "y"
-        elif len(w) > 4 and w.endswith(("sses", "xes", "ches", "shes")):
-            w = w[:-2]
-        elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-            w = w[:-1]
-        out.add(w)
-    return frozenset(out)
-
-
-def is_question(text: str) -> bool:
-    t = text.strip().lower()
-    if t.endswith("?") or t.startswith(("tell me", "remind me")):
-        return True
-    m = _FIRST_WORD.match(t)
-    return bool(m) and m.group(1) in _QUESTION_WORDS
-
-
-@lru_cache(maxsize=128)
-def parse_core_memory(system_prompt: str) -> Mapping[str, Block]:
-    """Blocks rendered in ``<memory_blocks>`` of the system prompt, by label (cached per prompt string)."""
-    section = _MEMORY_SECTION.search(system_prompt)
-    blocks: dict[str, Block] = {}
-    for m in _BLOCK.finditer(section.group(1) if section else system_prompt):
-        value = m.group("value")
-        meta = dict(_META.findall(m.group("meta") or ""))
-        lines = tuple((ln.strip(), keywords(ln)) for ln in value.splitlines() if ln.strip())
-        limit = meta.get("chars_limit")
-        current, read_only = meta.get("chars_current"), meta.get("read_only", "").lower() == "true"
-        blocks[m.group("label")] = Block(
-            m.group("label"),
-            value,
-            int(current) if current else len(value),
-            int(limit) if limit else None,
-            read_only,
-            lines,
-        )
-    return MappingProxyType(blocks)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else json.dumps(content, ensure_ascii=False)
-
-
-def _user_text(message: Mapping[str, Any]) -> str | None:
-    """The user's words, unwrapping Letta's JSON packaging; ``None`` for heartbeats and system alerts."""
-    text = _text(message.get("content"))
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return text
-        if isinstance(data, dict):
-            if data.get("type") in ("heartbeat", "system_alert", "login"):
-                return None
-            if isinstance(data.get("message"), str):
-                return data["message"]
-    return text
 
 
 def _quote(text: str, limit: int) -> str:
@@ -349,42 +255,6 @@ def _failed(content: str, *, write: bool) -> bool:
     return bool(_ERROR_PREFIX.match(content)) or (write and "limit" in content.lower())
 
 
-def _unwrap_status(content: str) -> tuple[str, bool]:
-    """Letta packages tool returns as ``{"status": "OK"|"Failed", "message": ...}``; unwrap that if present."""
-    if content.lstrip().startswith("{") and '"status"' in content:
-        try:
-            data = json.loads(content)
-        except ValueError:
-            return content, False
-        if isinstance(data, dict) and "status" in data:
-            return _text(data.get("message")), str(data["status"]).lower() in ("failed", "error")
-    return content, False
-
-
-def _results(content: str) -> list[tuple[str, str | None]]:
-    """Search results as (text, role or None), best first; ``[]`` when there are none."""
-    s = content.strip()
-    if _NO_RESULTS.match(s):
-        return []
-    if s[0] in "[{":
-        try:
-            data = json.loads(s)
-        except ValueError:
-            return [(s, None)]
-        if isinstance(data, dict):
-            data = data.get("results", [data])
-        out = []
-        for item in data if isinstance(data, list) else [data]:
-            if isinstance(item, dict):
-                text = next((item[k] for k in _RESULT_TEXT_KEYS if isinstance(item.get(k), str)), "")
-                if text:
-                    out.append((text, item.get("role")))
-            elif isinstance(item, str) and item.strip():
-                out.append((item, None))
-        return out
-    return [(s, None)]
-
-
 def _after_tools(ctx: _Ctx, end: int) -> Plan:
     start = end
     while start and ctx.messages[start - 1].get("role") == "tool":
@@ -408,19 +278,6 @@ def _after_tools(ctx: _Ctx, end: int) -> Plan:
         else:
             parts.append(f"{name} returned: {_quote(content, 200)}")
     return ctx.reply(f"{len(batch)} tools returned; summarising their results.", "Done. " + "; ".join(parts) + ".")
-
-
-def _args(arguments: str) -> dict[str, Any]:
-    try:
-        data = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_content(arguments: str) -> str:
-    args = _args(arguments)
-    return next((str(args[k]) for k in _WRITE_CONTENT_KEYS if args.get(k)), "")
 
 
 def _after_tool(ctx: _Ctx, name: str, arguments: str, content: str, status_failed: bool) -> Plan:
