@@ -10,12 +10,12 @@ from typing import Any, Dict, List, Literal, Optional
 import pytest
 
 from letta_nb.errors import InvalidArgumentError, ToolSchemaError
+from letta_nb.runtime.tool_args import validate_arguments
 from letta_nb.runtime.tool_schema import (
     INJECTED_PARAMS,
     ToolSpec,
     function_from_source,
     tool_from_function,
-    validate_arguments,
 )
 
 

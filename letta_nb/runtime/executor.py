@@ -32,7 +32,8 @@ from typing import Any, Literal
 from letta_nb.errors import InvalidArgumentError, RuntimeClosedError, ToolNotFoundError
 from letta_nb.llm.base import ToolCall
 from letta_nb.runtime.sandbox import run_in_sandbox
-from letta_nb.runtime.tool_schema import ToolSpec, function_from_source, validate_arguments
+from letta_nb.runtime.tool_args import validate_arguments
+from letta_nb.runtime.tool_schema import ToolSpec, function_from_source
 
 __all__ = ["ToolResult", "ToolExecutor"]
 

@@ -1,4 +1,4 @@
-"""Turning plain Python functions into tools a model can call, and checking the calls it makes.
+"""Turning plain Python functions into tools a model can call (checking its calls: tool_args.py).
 
 Users give agents ordinary functions; the model only ever sees a JSON schema, so the schema must be
 derived from what the function already says about itself (signature and docstring) rather than from
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import __future__
 import ast
-import difflib
 import enum
 import hashlib
 import inspect
@@ -36,7 +35,6 @@ __all__ = [
     "ToolSpec",
     "tool_from_function",
     "function_from_source",
-    "validate_arguments",
 ]
 
 INJECTED_PARAMS = frozenset({"agent_state"})
@@ -48,8 +46,6 @@ _SUPPORTED = (
     "Literal[...], an enum.Enum subclass, typing.Any"
 )
 _PRIMITIVES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
-_LABELS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean",
-           "array": "an array", "object": "an object", "null": "null"}
 # Annotations stay unevaluated when source is exec'd, so `Optional`, enums etc. imported by the original
 # module need not exist in the fresh namespace (or in the sandbox process).
 _COMPILE_FLAGS = __future__.annotations.compiler_flag
@@ -168,31 +164,6 @@ def function_from_source(source: str, name: str) -> Callable[..., Any]:
     return func
 
 
-def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Check ``arguments`` against the spec's schema; return them ready to pass (enum values become members).
-
-    Raises :class:`InvalidArgumentError` naming the argument and what was expected.
-    """
-    props: dict[str, Any] = spec.parameters.get("properties", {})
-    for key in arguments:
-        if key not in props:
-            close = difflib.get_close_matches(key, list(props), n=1, cutoff=0.6)
-            raise InvalidArgumentError(
-                f"Unexpected argument {key!r} for tool {spec.name!r}."
-                + (f" Did you mean {close[0]!r}?" if close else "")
-                + f" It takes: {', '.join(props) or 'no arguments'}."
-            )
-    missing = [k for k in spec.parameters.get("required", []) if k not in arguments]
-    if missing:
-        wanted = ", ".join(f"{k!r} ({_describe(props.get(k, {}))})" for k in missing)
-        raise InvalidArgumentError(f"Missing required argument(s) for tool {spec.name!r}: {wanted}.")
-    checked = {k: _conform(v, props[k], repr(k), spec.name) for k, v in arguments.items()}
-    for key, enum_type in spec._enums.items():  # type: ignore[attr-defined]
-        if isinstance(checked.get(key), (str, int, float)):
-            checked[key] = enum_type(checked[key])
-    return checked
-
-
 # --- schema from annotations ---------------------------------------------------------------------------
 
 
@@ -297,50 +268,6 @@ def _enum_params(func: Callable[..., Any] | None) -> dict[str, type[enum.Enum]]:
 
 
 # --- argument checking ---------------------------------------------------------------------------------
-
-
-def _conform(value: Any, schema: dict[str, Any], where: str, tool: str) -> Any:
-    kind = schema.get("type")
-    if kind is not None:
-        kinds = [kind] if isinstance(kind, str) else list(kind)
-        matched = next((k for k in kinds if _is_type(value, k)), None)
-        if matched is None:
-            raise InvalidArgumentError(
-                f"Argument {where} of tool {tool!r} must be {_describe(schema)}, "
-                f"got {_LABELS.get(_json_type(value), type(value).__name__)}: {json.dumps(value)[:80]}."
-            )
-        if matched == "integer" and isinstance(value, float):
-            value = int(value)
-        elif matched == "array" and "items" in schema:
-            value = [_conform(v, schema["items"], f"{where}[{i}]", tool) for i, v in enumerate(value)]
-        elif matched == "object" and isinstance(schema.get("additionalProperties"), dict):
-            sub = schema["additionalProperties"]
-            value = {k: _conform(v, sub, f"{where}[{k!r}]", tool) for k, v in value.items()}
-    allowed = schema.get("enum")
-    if allowed is not None and not any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed):
-        raise InvalidArgumentError(
-            f"Argument {where} of tool {tool!r} must be one of {', '.join(json.dumps(a) for a in allowed)}; "
-            f"got {json.dumps(value)[:80]}."
-        )
-    return value
-
-
-def _is_type(value: Any, kind: str) -> bool:
-    if kind == "integer":
-        whole_float = isinstance(value, float) and value.is_integer()  # models often write 3.0 for 3
-        return (isinstance(value, int) and not isinstance(value, bool)) or whole_float
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    python = {"string": str, "boolean": bool, "array": list, "object": dict, "null": type(None)}.get(kind)
-    return python is not None and isinstance(value, python)
-
-
-def _describe(schema: dict[str, Any]) -> str:
-    kind = schema.get("type")
-    if kind is None:
-        return "one of " + ", ".join(json.dumps(a) for a in schema["enum"]) if "enum" in schema else "any JSON value"
-    kinds = [kind] if isinstance(kind, str) else kind
-    return " or ".join(_LABELS.get(k, k) for k in kinds)
 
 
 # --- docstrings and source -----------------------------------------------------------------------------
