@@ -15,7 +15,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +39,6 @@ SLOW = "offline?latency_ms=300&tps=20"
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "s.db"
-
-
-@pytest.fixture
-def client(db_path: Path) -> Iterator[letta_nb.Client]:
-    c = letta_nb.connect(db_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def on_loop(client: letta_nb.Client, coro: Any) -> Any:

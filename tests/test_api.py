@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -58,20 +57,6 @@ PUBLIC = [
 
 RESOURCES = [client_module.Agents, client_module.Messages, client_module.Blocks, client_module.Passages,
              client_module.AgentTools, client_module.Tools]
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "s.db"
-
-
-@pytest.fixture
-def client(db_path: Path) -> Iterator[letta_nb.Client]:
-    c = letta_nb.connect(db_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def count(db: Path, table: str, agent_id: str | None = None) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from store_query import query
 
 import letta_nb
 from letta_nb.store.sqlite_driver import connect_raw, sqlite_module
@@ -132,14 +133,6 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 # ---- checking what a crash left behind ---------------------------------------------------------------
-
-
-def query(db: str, sql: str, *params: object) -> list[tuple]:
-    conn = connect_raw(db, vec=False)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 class Row(NamedTuple):

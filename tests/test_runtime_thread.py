@@ -12,13 +12,6 @@ import pytest
 import letta_nb
 
 
-@pytest.fixture
-def client(tmp_path):
-    c = letta_nb.connect(tmp_path / "s.db")
-    yield c
-    c.close()
-
-
 def _interrupt_when_streaming(client, agent_id: str) -> threading.Thread:
     """Raise KeyboardInterrupt in the main thread once the agent's turn is running (like a kernel interrupt)."""
 

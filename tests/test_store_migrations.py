@@ -20,6 +20,7 @@ import types
 
 import pytest
 import sqlalchemy as sa
+from store_query import query
 
 import letta_nb
 from letta_nb.errors import SchemaVersionError, SQLiteExtensionError
@@ -42,15 +43,6 @@ def sync_engine(path: str) -> sa.Engine:
     )
     sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
     return engine
-
-
-def query(path: str, sql: str, *params: object) -> list[tuple]:
-    """Rows of one read on a fresh raw connection (the way another process would see the file)."""
-    conn = connect_raw(path, vec=False)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def ledger(path: str) -> list[int]:
