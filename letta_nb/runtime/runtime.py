@@ -143,7 +143,7 @@ class Runtime:
             ref = getattr(ref, "id", ref)
         if not isinstance(ref, str) or not ref:
             raise InvalidArgumentError(f"agent must be an agent name, id or AgentState, got {ref!r}")
-        if self.agent_cache.get(ref) is not None:
+        if ref in self.agent_cache:  # a membership test: resolving a name must not count as a cache miss
             return ref
         return await self.store.resolve_agent(ref)
 
