@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from letta_nb.store.migrations import METADATA
 
-__all__ = ["StepWrite", "StepWriter", "apply_writes"]
+__all__ = ["StepWrite", "StepWriter", "apply_writes", "is_busy"]
 
 _T = METADATA.tables
 
@@ -162,7 +162,7 @@ class StepWriter:
         try:
             _transaction(self._inline, [w for w, _ in batch])
         except Exception as e:
-            if _is_busy(e):
+            if is_busy(e):
                 self.deferred += 1
                 self._to_thread(batch)
             else:
@@ -211,7 +211,7 @@ class StepWriter:
             _resolve(fut, value=ms)
 
 
-def _is_busy(error: Exception) -> bool:
+def is_busy(error: Exception) -> bool:
     text = str(error).lower()
     return "locked" in text or "busy" in text
 

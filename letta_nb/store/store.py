@@ -24,13 +24,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from letta_nb.errors import AgentNotFoundError, AlreadyExistsError, BlockNotFoundError
+from letta_nb.errors import AgentNotFoundError, AlreadyExistsError, BlockNotFoundError, StoreError
 from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
 from letta_nb.store.engine import WRITE, StoreLocation, make_async_engine, resolve_location
 from letta_nb.store.sqlite_driver import connect_raw
 from letta_nb.store.migrations import METADATA, migrate
-from letta_nb.store.step_writer import StepWrite, StepWriter
+from letta_nb.store.step_writer import StepWrite, StepWriter, is_busy
 
 __all__ = ["Store", "new_id", "utcnow", "message_row", "row_to_message"]
 
@@ -103,8 +103,7 @@ class Store:
         location = resolve_location(where)
         engine = make_async_engine(location)
         try:
-            async with engine.execution_options(**WRITE).connect() as conn:
-                applied = await conn.run_sync(migrate)
+            applied = await _migrate_when_free(engine)
         except BaseException:
             await engine.dispose()
             raise
@@ -318,6 +317,23 @@ class Store:
             q = q.where(s.c.agent_id == agent_id)
         async with self.engine.connect() as conn:
             return list(await conn.execute(q))
+
+
+async def _migrate_when_free(engine: AsyncEngine, *, attempts: int = 100) -> list[str]:
+    """Apply migrations, waiting out other processes opening the same new store.
+
+    SQLite answers "database is locked" at once, without its busy handler, when two connections could
+    deadlock, as they can while both switch a brand-new file to WAL; so back off and retry (~10 s).
+    """
+    for attempt in range(attempts):
+        try:
+            async with engine.execution_options(**WRITE).connect() as conn:
+                return await conn.run_sync(migrate)
+        except sa.exc.OperationalError as e:
+            if not is_busy(e) or attempt == attempts - 1:
+                raise StoreError(f"could not open the store: {e.orig}") from e
+            await asyncio.sleep(0.02 + 0.08 * random.random())
+    raise AssertionError("unreachable")
 
 
 async def _ensure_name_free(conn: Any, name: str) -> None:
