@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import operator
 import re
 import time
 from collections.abc import AsyncIterator
@@ -146,9 +147,14 @@ class OfflineModel:
         )
 
 
+_CONTENT = operator.methodcaller("get", "content")
+_TOOL_CALLS = operator.methodcaller("get", "tool_calls")
+
+
 def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    chars = sum(len(m.get("content") or "") for m in messages)
-    calls = sum(len(c["function"]["arguments"]) for m in messages if m.get("tool_calls") for c in m["tool_calls"])
+    # Iterated with map/filter (C loops): the whole prompt is scanned on every call.
+    chars = sum(map(len, filter(None, map(_CONTENT, messages))))
+    calls = sum(len(c["function"]["arguments"]) for tc in filter(None, map(_TOOL_CALLS, messages)) for c in tc)
     return (chars + calls) // 4 + MESSAGE_OVERHEAD_TOKENS * len(messages)
 
 

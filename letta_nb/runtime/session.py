@@ -46,7 +46,8 @@ class AgentSession:
     _system_cache: tuple[tuple[str, ...], str, int] | None = None
 
     def __post_init__(self) -> None:
-        self._msg_tokens = [message_tokens(m.openai) for m in self.messages]
+        self._openai = [m.openai for m in self.messages]  # the window as the model sees it, kept in step
+        self._msg_tokens = [message_tokens(d) for d in self._openai]
         self._window_tokens = sum(self._msg_tokens)  # kept current so budgeting a step is O(1)
         self._tools_tokens = tools_tokens(self.tool_schemas)
 
@@ -69,7 +70,7 @@ class AgentSession:
 
     def prompt(self, pending: list[Message]) -> list[dict[str, Any]]:
         system, _ = self.system_message()
-        return [system, *(m.openai for m in self.messages), *(m.openai for m in pending)]
+        return [system, *self._openai, *(m.openai for m in pending)]
 
     def prompt_tokens(self, pending: Iterable[Message] = ()) -> int:
         return (
@@ -85,7 +86,9 @@ class AgentSession:
 
     def append(self, messages: list[Message]) -> None:
         self.messages.extend(messages)
-        added = [message_tokens(m.openai) for m in messages]
+        dicts = [m.openai for m in messages]
+        self._openai.extend(dicts)
+        added = [message_tokens(d) for d in dicts]
         self._msg_tokens.extend(added)
         self._window_tokens += sum(added)
         if messages:
@@ -131,6 +134,7 @@ class AgentSession:
     def apply_eviction(self, eviction: Eviction) -> None:
         keep = [i for i, m in enumerate(self.messages) if m.seq >= eviction.start_seq]
         self.messages = [self.messages[i] for i in keep]
+        self._openai = [self._openai[i] for i in keep]
         self._msg_tokens = [self._msg_tokens[i] for i in keep]
         self._window_tokens = sum(self._msg_tokens)
         self.agent.context_start_seq = eviction.start_seq

@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from letta_nb.store.checkpointer import Checkpointer
 from letta_nb.store.migrations import METADATA
 
 __all__ = ["StepWrite", "StepWriter", "apply_writes", "is_busy"]
@@ -113,8 +114,10 @@ class StepWriter:
     the loop. Must be used from one event loop (the runtime's).
     """
 
-    def __init__(self, connect: Callable[[int], Any], *, busy_timeout_ms: int = 10_000):
+    def __init__(self, connect: Callable[[int], Any], *, busy_timeout_ms: int = 10_000,
+                 checkpointer: Checkpointer | None = None):
         self._connect = connect
+        self.checkpointer = checkpointer  # set: ``connect`` turned automatic checkpoints off
         self._busy_timeout_ms = busy_timeout_ms
         self._inline: Any = None
         self._pending: list[tuple[StepWrite, asyncio.Future]] = []
@@ -150,6 +153,8 @@ class StepWriter:
             self._thread.join(timeout=30)
         if self._inline is not None:
             self._inline.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -207,6 +212,8 @@ class StepWriter:
     def _done(self, batch: list[tuple[StepWrite, asyncio.Future]], ms: float) -> None:
         self.commits += 1
         self.writes += len(batch)
+        if self.checkpointer is not None:
+            self.checkpointer.wrote(sum(len(w.messages) + len(w.passages) + 1 for w, _ in batch))
         for _, fut in batch:
             _resolve(fut, value=ms)
 

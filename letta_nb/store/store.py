@@ -30,6 +30,7 @@ from letta_nb.schemas import AgentState, Block, Message, Passage
 from letta_nb.store.engine import WRITE, StoreLocation, make_async_engine, resolve_location
 from letta_nb.store.sqlite_driver import connect_raw
 from letta_nb.store.migrations import METADATA, migrate
+from letta_nb.store.checkpointer import Checkpointer
 from letta_nb.store.step_writer import StepWrite, StepWriter, is_busy
 
 __all__ = ["Store", "new_id", "utcnow", "message_row", "row_to_message"]
@@ -107,7 +108,9 @@ class Store:
         except BaseException:
             await engine.dispose()
             raise
-        store = cls(location, engine, StepWriter(functools.partial(_writer_connection, location.sqlite_path)))
+        path = location.sqlite_path
+        checkpointer = Checkpointer(functools.partial(connect_raw, path, vec=False))
+        store = cls(location, engine, StepWriter(functools.partial(_writer_connection, path), checkpointer=checkpointer))
         store.applied_migrations = applied
         return store
 
@@ -343,7 +346,9 @@ async def _ensure_name_free(conn: Any, name: str) -> None:
 
 
 def _writer_connection(path: str, busy_timeout_ms: int) -> Any:
-    return connect_raw(path, vec=False, busy_timeout_ms=busy_timeout_ms)
+    conn = connect_raw(path, vec=False, busy_timeout_ms=busy_timeout_ms)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it (no fsync on the loop)
+    return conn
 
 
 def passage_from_row(r: Any, score: float | None = None) -> Passage:
