@@ -27,6 +27,12 @@ __all__ = [
     "SQLiteExtensionError",
     "SchemaVersionError",
     "RuntimeClosedError",
+    "EmbeddingError",
+    "ProviderError",
+    "OptionalDependencyError",
+    "DimensionMismatchError",
+    "FileIngestError",
+    "UploadedFileNotFoundError",
 ]
 
 
@@ -117,3 +123,41 @@ class SchemaVersionError(StoreError):
 
 class RuntimeClosedError(LettaNBError, RuntimeError):
     """The runtime (and its event loop thread) has been shut down."""
+
+
+class ProviderError(LettaNBError):
+    """A model or embedding endpoint failed after retries (HTTP status and URL in the message, never the key)."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        self.status = status
+        super().__init__(message)
+
+
+class EmbeddingError(ProviderError):
+    """Some chunks could not be embedded. ``failed`` maps each failed input index to its reason."""
+
+    def __init__(self, failed: dict[int, str], total: int, *, status: int | None = None):
+        self.failed = dict(sorted(failed.items()))
+        shown = ", ".join(f"#{i}: {why}" for i, why in list(self.failed.items())[:5])
+        more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
+        super().__init__(
+            f"{len(self.failed)} of {total} chunks could not be embedded: {shown}{more}. Use embed_report() to "
+            "keep the vectors that succeeded, or fix the inputs / endpoint and retry.",
+            status=status,
+        )
+
+
+class OptionalDependencyError(LettaNBError, ImportError):
+    """A feature needs an optional package that is not installed; the message has the pip command."""
+
+
+class DimensionMismatchError(InvalidArgumentError):
+    """A query vector's dimension differs from the stored vectors it would be compared with."""
+
+
+class FileIngestError(LettaNBError):
+    """One file could not be uploaded (too large, unreadable, binary, empty); the batch goes on without it."""
+
+
+class UploadedFileNotFoundError(NotFoundError):
+    kind = "uploaded file"

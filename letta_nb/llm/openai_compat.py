@@ -1,0 +1,156 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, the loopback server) as an :class:`LLMClient`.
+
+It speaks through the official ``openai`` SDK over the runtime's one shared ``httpx.AsyncClient`` (one
+connection pool per kernel, proxies and CA bundle from the environment). The SDK retries 429, 5xx and
+connection errors with exponential backoff and honours ``Retry-After`` / ``retry-after-ms``; once a token
+has been streamed a failure is not retried (the tokens are already shown), it becomes a
+:class:`~letta_nb.errors.ProviderError` carrying the status and URL.
+
+Invariants: the API key lives only on this object and the SDK client (never in ``spec``, ``repr``, the
+store or an error message); the stream yields text and tool-call deltas as they arrive and ends with one
+:class:`Completion` whose ``ttft_ms`` is the time to the first delta and whose ``usage`` is the
+server's count (``stream_options.include_usage``), estimated only when the server sends none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
+
+import httpx
+
+from letta_nb.errors import ProviderError
+from letta_nb.llm.base import Completion, LLMEvent, TextDelta, ToolCall, ToolCallDelta, Usage
+from letta_nb.llm.tokens import estimate_tokens, message_tokens
+
+__all__ = ["OpenAICompatModel", "make_http_client"]
+
+
+def make_http_client() -> httpx.AsyncClient:
+    """The shared client: generous pool, finite timeouts, proxies and CA bundle from the environment."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0, connect=10.0),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        trust_env=True,
+    )
+
+
+class OpenAICompatModel:
+    """A chat model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    supports_parallel_tool_calls: ClassVar[bool] = True
+
+    def __init__(self, *, provider: str, model: str, base_url: str, api_key: str, spec: str,
+                 http: Callable[[], httpx.AsyncClient] | None = None, context_window: int = 128_000,
+                 max_retries: int = 3, timeout: float = 120.0, temperature: float | None = None):
+        self.provider, self.model, self.base_url = provider, model, base_url.rstrip("/")
+        self.name = f"{provider}/{model}"
+        self.spec = spec  # what the agent stores: never holds the key
+        self.context_window = context_window
+        self.max_retries, self.timeout, self.temperature = max_retries, timeout, temperature
+        self._api_key = api_key
+        self._http = http
+        self._own_http: httpx.AsyncClient | None = None
+        self._sdk: Any = None
+        self._sdk_http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatModel({self.spec!r}, base_url={self.base_url!r})"
+
+    def _client(self) -> Any:
+        import openai
+
+        http = self._http() if self._http is not None else self._own_http
+        if http is None:
+            http = self._own_http = make_http_client()
+        if self._sdk is None or self._sdk_http is not http:
+            self._sdk = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, http_client=http,
+                                           max_retries=self.max_retries, timeout=self.timeout)
+            self._sdk_http = http
+        return self._sdk
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this model made itself (the runtime's shared one is closed by the runtime)."""
+        if self._own_http is not None:
+            await self._own_http.aclose()
+            self._own_http = None
+
+    def _error(self, e: Exception) -> ProviderError:
+        import openai
+
+        where = f"model {self.name!r} at {self.base_url}"
+        if isinstance(e, openai.APIStatusError):
+            hint = {401: " Check the API key (OPENAI_API_KEY) for this endpoint.",
+                    404: " Check the model name and base_url.",
+                    429: " The endpoint is rate limiting; retries were exhausted. Try again later."}.get(e.status_code, "")
+            return ProviderError(f"{where} answered HTTP {e.status_code}: {_message(e)}.{hint}", status=e.status_code)
+        if isinstance(e, openai.APITimeoutError):
+            return ProviderError(f"{where} timed out after {self.timeout:g} s (after {self.max_retries} retries).")
+        if isinstance(e, openai.APIConnectionError):
+            return ProviderError(f"cannot reach {where}: {e.__cause__ or e}. Is the server running?")
+        return ProviderError(f"{where} sent a reply letta_nb could not read ({type(e).__name__}: {e}).")
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+        import openai
+
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
+                                  "stream_options": {"include_usage": True}}
+        if tools:
+            kwargs["tools"] = tools
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        start = time.perf_counter()
+        ttft_ms: float | None = None
+        text: list[str] = []
+        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        usage: Usage | None = None
+        finish = "stop"
+        try:
+            stream = await self._client().chat.completions.create(**kwargs)
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                    for choice in chunk.choices[:1]:
+                        delta = choice.delta
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+                        if delta is None:
+                            continue
+                        if delta.content:
+                            ttft_ms = ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000
+                            text.append(delta.content)
+                            yield TextDelta(delta.content)
+                        for tc in delta.tool_calls or ():
+                            ttft_ms = ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000
+                            fn = tc.function
+                            slot = calls.setdefault(tc.index, ["", "", ""])
+                            new_id = tc.id if tc.id and not slot[0] else None
+                            new_name = fn.name if fn is not None and fn.name and not slot[1] else None
+                            piece = (fn.arguments or "") if fn is not None else ""
+                            slot[0] = slot[0] or (tc.id or "")
+                            slot[1] = slot[1] or (new_name or "")
+                            slot[2] += piece
+                            if new_id or new_name or piece:
+                                yield ToolCallDelta(tc.index, new_id, new_name, piece)
+        except (openai.OpenAIError, ValueError) as e:
+            raise self._error(e) from None
+        tool_calls = tuple(ToolCall(c[0] or f"call_{i}", c[1], c[2] or "{}") for i, c in sorted(calls.items()))
+        content = "".join(text) or None
+        if usage is None:  # the server sent no usage: estimate, as the context budget does
+            usage = Usage(sum(message_tokens(m) for m in messages),
+                          estimate_tokens(content) + sum(estimate_tokens(c.arguments) + 3 for c in tool_calls))
+        if tool_calls and finish == "stop":
+            finish = "tool_calls"
+        yield Completion(content, tool_calls, usage, finish,
+                         ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000)
+
+
+def _message(e: Any) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return str(getattr(e, "message", e))

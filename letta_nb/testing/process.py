@@ -1,0 +1,59 @@
+"""The loopback server in a child process (``python -m letta_nb.testing``), for benchmarks.
+
+In a thread, the server's JSON and vector work shares the GIL with the client being measured; a real
+provider runs elsewhere, so the embed benchmark runs the server as a child. Closing stdin stops it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+
+from letta_nb.testing.loopback import Faults, Latency, Limits
+
+__all__ = ["LoopbackProcess"]
+
+
+class LoopbackProcess:
+    def __init__(self, *, latency: Latency | None = None, limits: Limits | None = None, faults: Faults | None = None,
+                 vectors: str = "hash", dim: int = 384):
+        self.latency, self.limits, self.faults = latency or Latency(), limits or Limits(), faults or Faults()
+        self._config = {"latency": dataclasses.asdict(self.latency), "limits": dataclasses.asdict(self.limits),
+                        "faults": dataclasses.asdict(self.faults), "vectors": vectors, "dim": dim}
+        self._proc: subprocess.Popen[str] | None = None
+        self.base_url = ""
+
+    def __enter__(self) -> LoopbackProcess:
+        self._proc = subprocess.Popen([sys.executable, "-m", "letta_nb.testing", "--config", json.dumps(self._config)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.close()
+            raise RuntimeError(f"the loopback server process did not start (printed {line!r})")
+        self.base_url = line
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(self.base_url.rsplit("/v1", 1)[0] + "/_loopback/stats", timeout=10).json()
+
+    def close(self) -> None:
+        if self._proc is not None:
+            if self._proc.stdin:
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            if self._proc.stdout:
+                self._proc.stdout.close()
+            self._proc = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

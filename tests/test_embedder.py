@@ -1,0 +1,249 @@
+"""The production embedder against the loopback server over real HTTP (the openai SDK's transport).
+
+Every test checks the embedder's promise: each non-empty chunk gets exactly one vector, in input order,
+or one per-chunk error; the server's ``digest`` vectors let us check each row is its own chunk's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from letta_nb.embeddings.concurrency import ConcurrencyLimit
+from letta_nb.embeddings.hash import HashEmbedder
+from letta_nb.embeddings.openai import OpenAIEmbedder
+from letta_nb.embeddings.registry import resolve_embedder
+from letta_nb.errors import EmbeddingError, InvalidArgumentError
+from letta_nb.testing import Latency, Limits, LoopbackServer
+from letta_nb.testing._api import digest_vectors
+
+DIM = 64
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def make(srv: LoopbackServer, **kw) -> OpenAIEmbedder:
+    kw.setdefault("limit", ConcurrencyLimit(kw.pop("concurrency", 3), adaptive=kw.pop("adaptive", False)))
+    kw.setdefault("backoff_s", 0.01)
+    return OpenAIEmbedder("test-embed", base_url=srv.base_url, api_key="k", dimensions=DIM, **kw)
+
+
+async def embed_report(emb: OpenAIEmbedder, texts):
+    try:
+        return await emb.embed_report(texts)
+    finally:
+        await emb.aclose()
+
+
+def assert_own_vectors(texts, report):
+    """Each returned row is exactly the digest vector of its own (unsplit) text."""
+    plain = [i for i in report.indexes if i not in report.split and i not in report.truncated]
+    got = np.stack([report.vector(i) for i in plain])
+    np.testing.assert_allclose(got, digest_vectors([texts[i] for i in plain], DIM), atol=1e-5)
+    assert np.allclose(np.linalg.norm(report.vectors, axis=1), 1, atol=1e-5)
+    assert report.vectors.dtype == np.float32
+
+
+@pytest.fixture
+def srv():
+    with LoopbackServer(vectors="digest", dim=DIM, limits=Limits(max_concurrent=8)) as s:
+        yield s
+
+
+TEXTS = [f"chunk number {i} about topic {i % 7}" for i in range(300)]
+
+
+def test_many_batches_come_back_in_input_order(srv):
+    emb = make(srv, max_inputs=16)
+    report = run(embed_report(emb, TEXTS))
+    assert report.indexes == list(range(300)) and report.ok
+    assert_own_vectors(TEXTS, report)
+    assert emb.stats.requests >= 300 // 16 and emb.stats.inputs == 300
+    assert srv.stats()["max_in_flight"] <= 3  # the process-wide default limit is respected
+
+
+def test_empty_inputs_are_refused_by_embed_and_listed_by_report(srv):
+    texts = ["alpha", "", "beta", "   \n", "gamma"]
+    with pytest.raises(InvalidArgumentError, match=r"input indexes 1, 3"):
+        run(make(srv).embed(texts))
+    report = run(embed_report(make(srv), texts))
+    assert report.empty == [1, 3] and report.indexes == [0, 2, 4]
+    assert report.vector(1) is None
+    assert_own_vectors(texts, report)
+    with pytest.raises(InvalidArgumentError, match="input indexes 1"):
+        run(HashEmbedder().embed(["a", " "]))
+    with pytest.raises(InvalidArgumentError, match="one str"):
+        run(make(srv).embed("not a list"))
+
+
+def test_429_then_success_honours_retry_after(srv):
+    srv.inject("429", "429")
+    emb = make(srv)
+    report = run(embed_report(emb, TEXTS[:10]))
+    assert report.ok and emb.stats.throttled == 2 and emb.stats.retries == 0
+    assert [r["status"] for r in srv.requests] == [429, 429, 200]
+    assert_own_vectors(TEXTS, report)
+
+
+def test_a_5xx_storm_is_retried_with_backoff(srv):
+    srv.inject("500", "502", "503", "500")
+    records = []
+    emb = make(srv, max_retries=4, on_batch=records.append, concurrency=1)  # one batch
+    report = run(embed_report(emb, TEXTS[:50]))
+    assert report.ok and report.indexes == list(range(50))
+    assert emb.stats.retries == 4
+    assert [r.http_status for r in records] == [500, 502, 503, 500, 200]
+    assert [r.retries for r in records] == [0, 1, 2, 3, 4] and records[-1].status == "ok"
+
+
+def test_a_storm_longer_than_the_retries_fails_per_chunk_and_embed_raises(srv):
+    srv.inject(*["503"] * 3)
+    emb = make(srv, max_retries=2)
+    report = run(embed_report(emb, TEXTS[:10]))  # one batch: three 503s exhaust its retries
+    assert sorted(report.failed) == list(range(10)) and report.indexes == []
+    assert "HTTP 503" in report.failed[0] and "gave up after 3 attempts" in report.failed[0]
+    srv.inject("503")  # the first of three batches fails for good, the others go through
+    with pytest.raises(EmbeddingError) as e:
+        run(make(srv, max_inputs=10, max_retries=0, concurrency=1).embed(TEXTS[:30]))
+    assert sorted(e.value.failed) == list(range(10)) and "10 of 30 chunks" in str(e.value)
+    srv.inject("503")
+    report = run(embed_report(make(srv, max_inputs=10, max_retries=0, concurrency=1), TEXTS[:30]))
+    assert sorted(report.failed) == list(range(10)) and report.indexes == list(range(10, 30))
+    assert_own_vectors(TEXTS, report)
+
+
+def test_token_limit_error_forces_splitting(srv):
+    # The embedder believes the usual 300k-token limit; this server allows 200 tokens a request.
+    with LoopbackServer(vectors="digest", dim=DIM, limits=Limits(max_request_tokens=200)) as small:
+        emb = make(small)
+        texts = [f"sentence {i} " + "word " * 20 for i in range(40)]
+        report = run(embed_report(emb, texts))
+    assert report.ok and report.indexes == list(range(40))
+    assert emb.stats.splits > 0
+    assert_own_vectors(texts, report)
+
+
+def test_oversized_single_input_is_split_by_tokens_or_truncated(srv):
+    long = " ".join(f"w{i}" for i in range(400))  # well over 50 tokens
+    texts = ["short one", long, "short two"]
+    with LoopbackServer(vectors="digest", dim=DIM, limits=Limits(max_input_tokens=50)) as s:
+        split = run(embed_report(make(s, max_input_tokens=50), texts))
+        # The embedder thinks inputs may be 8191 tokens: the server's 400 on the lone input makes it split.
+        late = run(embed_report(make(s), texts))
+        cut = run(embed_report(make(s, max_input_tokens=50, oversize="truncate"), texts))
+    assert split.split == [1] and split.indexes == [0, 1, 2]
+    assert late.indexes == [0, 1, 2] and late.ok
+    assert cut.truncated == [1] and cut.indexes == [0, 1, 2]
+    for report in (split, late, cut):
+        assert_own_vectors(texts, report)
+        assert report.vector(1) is not None
+    assert not np.allclose(split.vector(1), cut.vector(1))  # a mean of pieces vs the first piece
+
+
+def test_an_input_no_split_can_fix_fails_alone(srv):
+    with LoopbackServer(vectors="digest", dim=DIM, limits=Limits(max_input_tokens=2)) as s:
+        texts = ["a", "b", "x " * 200, "c"]
+        report = run(embed_report(make(s), texts))
+    assert list(report.failed) == [2] and "maximum context length" in report.failed[2]
+    assert report.indexes == [0, 1, 3]
+    assert_own_vectors(texts, report)
+
+
+@pytest.mark.parametrize("fault", ["malformed", "short", "disconnect"])
+def test_malformed_short_or_dropped_responses_are_retried(srv, fault):
+    srv.inject(fault)
+    emb = make(srv)
+    report = run(embed_report(emb, TEXTS[:20]))
+    assert report.ok and emb.stats.retries == 1
+    assert_own_vectors(TEXTS, report)
+
+
+def test_adaptive_concurrency_rises_to_the_server_limit_and_backs_off_on_429():
+    with LoopbackServer(vectors="digest", dim=DIM, latency=Latency(base_ms=30),
+                        limits=Limits(max_concurrent=4, retry_after_s=0.01)) as s:
+        limit = ConcurrencyLimit(2, adaptive=True)
+        emb = make(s, limit=limit, max_inputs=4)
+        report = run(embed_report(emb, TEXTS[:200]))
+        assert report.ok and report.indexes == list(range(200))
+        assert emb.stats.throttled >= 1 and s.stats()["throttled"] == emb.stats.throttled
+        assert 2 < limit.peak and limit.limit < limit.peak  # it grew past the server's 4, then backed off
+        fixed = ConcurrencyLimit(2)
+        run(embed_report(make(s, limit=fixed, max_inputs=4), TEXTS[:40]))
+        assert fixed.peak == 2 and fixed.limit == 2
+
+
+def test_registry_specs_and_no_key_in_reprs(srv, monkeypatch):
+    spec = f"openai/text-embedding-3-small?base_url={srv.base_url}&dimensions={DIM}&concurrency=5"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
+    emb = resolve_embedder(spec)
+    assert emb.dim == DIM and emb.name == spec and "sk-very-secret" not in repr(emb)
+    assert run(emb.embed(["hello"])).shape == (1, DIM)
+    assert resolve_embedder("hash?dim=32").dim == 32
+    with pytest.raises(InvalidArgumentError, match="do not put an API key"):
+        resolve_embedder("openai/x?api_key=sk-1")
+    with pytest.raises(InvalidArgumentError, match="valid options"):
+        resolve_embedder("openai/x?bogus=1")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(InvalidArgumentError, match="OPENAI_API_KEY"):
+        resolve_embedder("openai/text-embedding-3-small")
+    with pytest.raises(InvalidArgumentError, match="known embedders"):
+        resolve_embedder("nope")
+
+
+def test_local_embedder_runs_minilm_in_a_thread_or_says_how_to_install():
+    from letta_nb.embeddings.local import LocalEmbedder, local_available
+    from letta_nb.errors import OptionalDependencyError
+
+    if not local_available():
+        with pytest.raises(OptionalDependencyError, match=r"pip install 'letta-nb\[local\]'"):
+            LocalEmbedder()
+        return
+    emb = resolve_embedder("local")
+    v = run(emb.embed(["The cat sat on the mat.", "A kitten rests on a rug.", "Quarterly revenue grew 8%."]))
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2  # semantic, not lexical
+    report = run(emb.embed_report(["x", " "]))
+    assert report.empty == [1] and report.indexes == [0]
+
+
+def test_a_request_that_hangs_times_out_and_is_retried(srv):
+    srv.inject("timeout")
+    emb = make(srv, timeout=0.3)
+    report = run(embed_report(emb, TEXTS[:5]))
+    assert report.ok and emb.stats.retries == 1
+    assert_own_vectors(TEXTS, report)
+
+
+def _reference_hash_vector(text: str, dim: int = 384) -> np.ndarray:
+    """The hash embedder's definition, one word and trigram at a time (what the cached version must equal)."""
+    import re
+    import zlib
+
+    v = np.zeros(dim, dtype=np.float64)
+    for w in re.findall(r"[a-z0-9]+", text.lower()):
+        h = zlib.crc32(w.encode())
+        v[h % dim] += 1.0 if (h >> 31) & 1 else -1.0
+        padded = f"#{w}#"
+        for i in range(len(padded) - 2):
+            g = zlib.crc32(padded[i : i + 3].encode())
+            v[g % dim] += 0.3 if (g >> 31) & 1 else -0.3
+    n = np.linalg.norm(v)
+    return (v / n if n else v).astype(np.float32)
+
+
+def test_hash_vectors_equal_the_word_by_word_definition_across_batches_and_cache_resets():
+    from letta_nb.embeddings import hash as hash_module
+
+    texts = ["The kettle is on the shelf.", "", "kettle kettle KETTLE", "Ünïcode wörds & 42 numbers",
+             "a", "!!!", "def f(x):\n    return x * 2  # code too"] * 3
+    expected = np.stack([_reference_hash_vector(t) for t in texts])
+    np.testing.assert_allclose(hash_module.hash_vectors(texts), expected, atol=1e-6)
+    np.testing.assert_allclose(hash_module.hash_vectors(texts[::-1]), expected[::-1], atol=1e-6)  # cache warm
+    small = hash_module._Features(384, max_words=3)  # forces the vocabulary to be cleared between batches
+    for i in range(0, len(texts), 2):
+        np.testing.assert_allclose(small.vectors(texts[i:i + 2]), expected[i:i + 2], atol=1e-6)
+    assert not hash_module.hash_vectors(["", "   "]).any()  # no words: zero rows, never NaN

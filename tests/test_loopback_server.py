@@ -1,0 +1,148 @@
+"""The loopback server, driven by the real ``openai`` SDK and raw HTTP: shapes, limits, faults, concurrency."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from letta_nb.embeddings.hash import hash_vectors
+from letta_nb.errors import InvalidArgumentError
+from letta_nb.testing import Latency, Limits, LoopbackServer
+from letta_nb.testing._api import digest_vectors
+
+
+@pytest.fixture
+def srv():
+    with LoopbackServer() as s:
+        yield s
+
+
+def sdk(s: LoopbackServer, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=s.base_url, api_key="test-key", max_retries=kw.pop("max_retries", 0), **kw)
+
+
+def test_models_and_embeddings_float_and_base64(srv):
+    c = sdk(srv)
+    assert {m.id for m in c.models.list().data} == {"loopback-chat", "text-embedding-3-small"}
+    texts = ["the cat sat on the mat", "a cat on a mat", "quarterly revenue grew"]
+    floats = c.embeddings.create(model="m", input=texts, encoding_format="float")
+    b64 = c.embeddings.create(model="m", input=texts, encoding_format="base64", dimensions=384)
+    got = np.array([d.embedding for d in floats.data], dtype=np.float32)
+    raw = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype=np.float32) for d in b64.data])
+    np.testing.assert_allclose(got, hash_vectors(texts), atol=1e-6)
+    np.testing.assert_array_equal(raw, hash_vectors(texts))
+    assert [d.index for d in b64.data] == [0, 1, 2] and floats.usage.prompt_tokens > 0
+    native = c.embeddings.create(model="text-embedding-3-small", input="x", encoding_format="float")
+    assert len(native.data[0].embedding) == 1536  # like OpenAI: the model's native size unless asked
+
+
+def test_digest_vectors_tell_every_text_apart():
+    texts = [f"chunk {i}" for i in range(500)] + ["chunk 1"]
+    v = digest_vectors(texts, 384)
+    sims = v @ v.T
+    np.fill_diagonal(sims, 0)
+    assert np.isclose(np.linalg.norm(v, axis=1), 1).all()
+    assert sims[1, 500] > 0.9999 and np.sort(sims[:500, :500].ravel())[-1] < 0.9
+
+
+def test_chat_streaming_tool_calls_and_usage(srv):
+    srv.reply("Let me note that.", [("core_memory_append", {"label": "human", "content": "Name: Ada, a long value"})])
+    chunks = list(sdk(srv).chat.completions.create(
+        model="loopback-chat", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or ())]
+    assert text == "Let me note that."
+    assert calls[0].id and calls[0].function.name == "core_memory_append" and len(calls) > 2  # args in pieces
+    args = "".join(tc.function.arguments or "" for tc in calls)
+    assert json.loads(args) == {"label": "human", "content": "Name: Ada, a long value"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
+
+
+def test_chat_without_script_runs_the_offline_rules(srv):
+    r = sdk(srv).chat.completions.create(model="loopback-chat", messages=[{"role": "user", "content": "hello"}])
+    assert "offline model" in r.choices[0].message.content and r.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize(("payload", "needle"), [
+    ({"model": "m", "input": ["ok", "  "]}, "input[1]' is invalid"),
+    ({"model": "m", "input": []}, "non-empty"),
+    ({"model": "m", "input": ["w"] * 5}, "at most 4 inputs"),
+    ({"model": "m", "input": ["word " * 40]}, "maximum context length is 30 tokens"),
+    ({"model": "m", "input": ["word " * 28, "word " * 28]}, "max 50 tokens per request"),
+])
+def test_embedding_limits_answer_openai_shaped_400s(payload, needle):
+    with LoopbackServer(limits=Limits(max_inputs=4, max_input_tokens=30, max_request_tokens=50)) as s:
+        with pytest.raises(openai.BadRequestError) as e:
+            sdk(s).embeddings.create(**payload)
+    assert needle in e.value.message
+
+
+def test_malformed_request_body_and_unknown_route(srv):
+    root = srv.base_url
+    r = httpx.post(f"{root}/embeddings", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "could not parse the JSON body" in r.json()["error"]["message"]
+    assert httpx.post(f"{root}/nope", json={}).status_code == 404
+
+
+def test_injected_faults_reach_the_sdk(srv):
+    c = sdk(srv)
+    srv.inject("503", "malformed", "disconnect", "short")
+    with pytest.raises(openai.InternalServerError):
+        c.embeddings.create(model="m", input=["a"])
+    with pytest.raises(Exception) as bad:  # half a JSON body
+        c.embeddings.create(model="m", input=["a"])
+    assert not isinstance(bad.value, openai.APIStatusError)
+    with pytest.raises(openai.APIConnectionError):
+        c.embeddings.create(model="m", input=["a"])
+    short = c.embeddings.create(model="m", input=["a", "b"], encoding_format="float")
+    assert len(short.data) == 1
+    assert len(c.embeddings.create(model="m", input=["a", "b"]).data) == 2  # faults used up
+    with pytest.raises(InvalidArgumentError, match="unknown fault"):
+        srv.inject("418")
+
+
+def test_429_then_success_with_the_sdk_honouring_retry_after():
+    with LoopbackServer(limits=Limits(retry_after_s=0.2)) as s:
+        s.inject("429")
+        r = sdk(s, max_retries=2).embeddings.create(model="m", input=["a"])
+        assert len(r.data) == 1
+        assert [q["status"] for q in s.requests] == [429, 200]
+
+
+def test_api_key_is_checked_when_configured():
+    with LoopbackServer(api_key="sk-right") as s:
+        with pytest.raises(openai.AuthenticationError):
+            sdk(s).embeddings.create(model="m", input=["a"])
+        assert openai.OpenAI(base_url=s.base_url, api_key="sk-right").embeddings.create(model="m", input="a").data
+
+
+def test_sixteen_concurrent_requests_eight_served_eight_throttled():
+    with LoopbackServer(latency=Latency(base_ms=1000), limits=Limits(max_concurrent=8)) as s:
+        c = sdk(s)
+        start = threading.Barrier(16)
+        results: list[str] = []
+
+        def call() -> None:
+            start.wait()
+            try:
+                c.embeddings.create(model="m", input=["x"])
+                results.append("ok")
+            except openai.RateLimitError as e:
+                assert e.response.headers["retry-after-ms"] == "50"
+                results.append("429")
+
+        threads = [threading.Thread(target=call) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == ["429"] * 8 + ["ok"] * 8
+        assert s.stats()["max_in_flight"] == 8
