@@ -11,14 +11,19 @@ Agents can be named by id, by name or by the AgentState itself.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import inspect
 import queue
 import re
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from letta_nb.errors import BlockLimitError, InvalidArgumentError
+from letta_nb.embeddings.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, ChunkSettings
+from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB, ingest
+from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
+from letta_nb.errors import BlockLimitError, InvalidArgumentError, UploadedFileNotFoundError
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
@@ -28,6 +33,7 @@ from letta_nb.runtime.runtime import Runtime
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, AgentState, Block, Message, Passage, Response
 from letta_nb.store.store import new_id, passage_from_row, utcnow
+from letta_nb.store.files import delete_file, file_records
 
 __all__ = ["Client", "connect"]
 
@@ -210,14 +216,51 @@ class Passages(_Resource):
         return [passage_from_row(r) for r in await self._rt.store.passage_rows(state.id)]
 
     async def _search(self, agent: Any, query: str, *, top_k: int = 5, tags: list[str] | None = None,
-                      tag_match_mode: str = "any") -> list[Passage]:
+                      tag_match_mode: str = "any", start_datetime: Any = None,
+                      end_datetime: Any = None) -> list[Passage]:
+        """Closest passages by meaning; ``start_datetime``/``end_datetime`` (datetime or ISO string) bound creation time."""
         return await self._rt.archival.search(await self._agent(agent), query, top_k=top_k, tags=tags,
-                                              tag_match_mode=tag_match_mode)
+                                              tag_match_mode=tag_match_mode, start_datetime=start_datetime,
+                                              end_datetime=end_datetime)
 
     async def _delete(self, agent: Any, passage_id: str) -> None:
         state = await self._agent(agent)
         if not await self._rt.store.delete_passage(state.id, passage_id):
             raise InvalidArgumentError(f"agent {state.name!r} has no passage {passage_id!r}")
+
+
+@_twins
+class Files(_Resource):
+    """Files uploaded to an agent's archival memory: chunked by type, embedded, stored; re-uploads are idempotent."""
+
+    _ops = ("upload", "list", "delete")
+
+    async def _upload(self, agent: Any, path_or_paths: Any, *, chunk_size: int | None = None,
+                      chunk_overlap: int | None = None, progress: bool = True,
+                      max_file_mb: float = DEFAULT_MAX_FILE_MB) -> IngestReport:
+        """Upload files and directories (walked for known file types). Unchanged files are skipped, changed
+        ones replaced; a file that fails is an ``error`` row of the report and the rest go on."""
+        state = await self._agent(agent)
+        settings = ChunkSettings(DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
+                                 DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap)
+        return await ingest(self._rt.store, self._rt.embedder(state.embedding), state, path_or_paths,
+                            settings=settings, progress=progress, max_file_mb=max_file_mb)
+
+    async def _list(self, agent: Any) -> list[UploadedFile]:
+        state = await self._agent(agent)
+        return [UploadedFile(r.path, r.content_hash, r.size_bytes, r.chunks, r.chunking,
+                             r.updated_at.replace(tzinfo=r.updated_at.tzinfo or dt.timezone.utc))
+                for r in (await file_records(self._rt.store, state.id)).values()]
+
+    async def _delete(self, agent: Any, path: str) -> int:
+        """Remove a file's passages and record; returns how many passages were removed."""
+        state = await self._agent(agent)
+        known = list(await file_records(self._rt.store, state.id))
+        wanted = path if path in known else str(Path(path).expanduser().resolve())
+        removed = await delete_file(self._rt.store, state.id, wanted)
+        if removed is None:
+            raise UploadedFileNotFoundError(path, known, hint="See client.agents.files.list(agent).")
+        return removed
 
 
 @_twins
@@ -257,6 +300,7 @@ class Agents(_Resource):
         self.blocks = Blocks(client)
         self.passages = Passages(client)
         self.tools = AgentTools(client)
+        self.files = Files(client)
 
     async def _create(
         self,

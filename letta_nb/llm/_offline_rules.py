@@ -64,6 +64,25 @@ def _quote(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*[-*#|])")
+
+
+def _excerpt(texts: list[str], wanted: frozenset[str], limit: int) -> str:
+    """The passage sentence sharing most words with the question (earlier results win ties), quoted.
+
+    Uploaded files are cut into ~1500-character passages; the fact asked about can sit anywhere in one,
+    so a long passage is quoted by its best sentence rather than by its first ``limit`` characters.
+    """
+    best, best_score = texts[0], -1
+    for text in texts:
+        parts = [text] if len(" ".join(text.split())) <= limit else [p for p in _SENTENCE_END.split(text) if p.strip()]
+        for part in parts:
+            score = len(wanted & keywords(part))
+            if score > best_score:
+                best, best_score = part, score
+    return _quote(best, limit)
+
+
 def _dumps(**args: Any) -> str:
     return json.dumps(args, ensure_ascii=False)
 
@@ -311,7 +330,7 @@ def _after_tool(ctx: _Ctx, name: str, arguments: str, content: str, status_faile
         if results:
             return ctx.reply(
                 "Archival memory has a match; quoting the top result.",
-                f'From my archival memory: "{_quote(results[0][0], 300)}"',
+                f'From my archival memory: "{_excerpt([r[0] for r in results], wanted, 300)}"',
             )
         if ctx.has("conversation_search"):
             return ctx.call(

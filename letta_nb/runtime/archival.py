@@ -1,12 +1,16 @@
 """Archival memory: embed passages on insert, find them by meaning on search.
 
-This version searches exactly (a numpy matmul over the agent's passages, which are already
-L2-normalised), filtered by tags. It is correct and simple; the vector-store work replaces the scan
-with sqlite-vec without changing this interface. Passages of one agent are never compared with another's.
+Passages are rows of the store; the vector index behind search (``store.vectors``, see
+letta_nb/store/vector.py) follows those rows in the same transaction, whoever writes them, so this
+module never writes the index itself. Before a vector of a new dimension is written, the index for that
+dimension is prepared (so the row's trigger exists). Search embeds the query with the agent's embedder
+and asks the vector store, which only ever compares the agent's own passages, exactly, and refuses a
+query of another dimension than the stored vectors.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +19,28 @@ import numpy as np
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.schemas import AgentState, Passage
 from letta_nb.store.store import Store, new_id, passage_from_row, utcnow
+from letta_nb.store.vector import VectorQuery
 
-__all__ = ["Archival"]
+__all__ = ["Archival", "parse_time"]
+
+
+def parse_time(value: Any, name: str) -> dt.datetime | None:
+    """None, a datetime or an ISO-8601 string (as a model writes it) -> an aware UTC datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"{name}={value!r} is not an ISO-8601 date or datetime; expected e.g. '2024-05-01' or "
+                "'2024-05-01T12:30:00Z'"
+            ) from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if not isinstance(value, dt.datetime):
+        raise InvalidArgumentError(f"{name} must be a datetime or an ISO-8601 string, got {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 class Archival:
@@ -25,17 +49,19 @@ class Archival:
         self._embedder_for = embedder_for
 
     async def make_row(self, agent: AgentState, text: str, tags: list[str]) -> dict[str, Any]:
+        """A passage row, embedded, ready for the step writer (its vector index is prepared first)."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("text must be a non-empty string")
         if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
             raise InvalidArgumentError(f"tags must be a list of strings, got {tags!r}")
         embedder = self._embedder_for(agent.embedding)
-        vector = (await embedder.embed([text]))[0]
+        vector = np.asarray((await embedder.embed([text]))[0], dtype=np.float32)
+        await self._store.vectors.prepare(int(vector.shape[0]))
         return {
             "id": new_id("passage"),
             "agent_id": agent.id,
             "text": text,
-            "embedding": np.asarray(vector, dtype=np.float32).tobytes(),
+            "embedding": vector.tobytes(),
             "embedding_model": agent.embedding,
             "tags": sorted(set(tags)),
             "created_at": utcnow(),
@@ -47,27 +73,29 @@ class Archival:
         return Passage(row["id"], agent.id, text, tuple(row["tags"]), row["created_at"])
 
     async def search(
-        self, agent: AgentState, query: str, *, top_k: int = 5, tags: list[str] | None = None, tag_match_mode: str = "any"
+        self,
+        agent: AgentState,
+        query: str,
+        *,
+        top_k: int = 5,
+        tags: list[str] | None = None,
+        tag_match_mode: str = "any",
+        start_datetime: Any = None,
+        end_datetime: Any = None,
     ) -> list[Passage]:
-        if tag_match_mode not in ("any", "all"):
-            raise InvalidArgumentError(f"tag_match_mode must be 'any' or 'all', got {tag_match_mode!r}")
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InvalidArgumentError(f"top_k must be a positive integer, got {top_k!r}")
-        rows = await self._store.passage_rows(agent.id, with_embeddings=True)
-        if tags:
-            wanted = set(tags)
-            match = (lambda have: wanted <= have) if tag_match_mode == "all" else (lambda have: bool(wanted & have))
-            rows = [r for r in rows if match(set(r.tags or ()))]
-        if not rows:
-            return []
+        """The agent's ``top_k`` passages closest to ``query`` (cosine), filtered by tags and creation time."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidArgumentError(f"query must be a non-empty string, got {query!r}")
+        if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
+            raise InvalidArgumentError(f"tags must be a list of strings, got {tags!r}")
+        start, end = parse_time(start_datetime, "start_datetime"), parse_time(end_datetime, "end_datetime")
         embedder = self._embedder_for(agent.embedding)
-        q = np.asarray((await embedder.embed([query]))[0], dtype=np.float32)
-        matrix = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32).reshape(len(rows), -1)
-        if matrix.shape[1] != q.shape[0]:
-            raise InvalidArgumentError(
-                f"archival passages of agent {agent.name!r} have dimension {matrix.shape[1]} but the query "
-                f"embedding from {agent.embedding!r} has {q.shape[0]}; re-embed the passages or use the same embedder."
-            )
-        scores = matrix @ q
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        return [passage_from_row(rows[i], float(scores[i])) for i in order]
+        vector = np.asarray((await embedder.embed([query]))[0], dtype=np.float32)
+        hits = await self._store.vectors.search(VectorQuery(
+            agent.id, vector, top_k=top_k, tags=tuple(tags or ()), tag_match_mode=tag_match_mode, start=start, end=end,
+        ))
+        if not hits:
+            return []
+        rows = await self._store.passages_by_id(agent.id, [h.passage_id for h in hits])
+        # A passage deleted between the index read and this one is simply not returned.
+        return [passage_from_row(rows[h.passage_id], h.score) for h in hits if h.passage_id in rows]

@@ -91,6 +91,8 @@ async def archival_memory_search(
     tags: list[str] | None = None,
     tag_match_mode: Literal["any", "all"] = "any",
     top_k: int = 5,
+    start_datetime: str | None = None,
+    end_datetime: str | None = None,
 ) -> str:
     """Search archival memory by meaning.
 
@@ -99,9 +101,12 @@ async def archival_memory_search(
         tags: Only passages with these tags.
         tag_match_mode: "any" (at least one tag) or "all" (every tag).
         top_k: How many results to return.
+        start_datetime: Only passages created at or after this ISO-8601 time (e.g. "2024-05-01T00:00:00Z").
+        end_datetime: Only passages created before this ISO-8601 time.
     """
     hits = await agent_state.archival.search(
-        agent_state.agent, query, top_k=top_k, tags=tags, tag_match_mode=tag_match_mode
+        agent_state.agent, query, top_k=top_k, tags=tags, tag_match_mode=tag_match_mode,
+        start_datetime=start_datetime, end_datetime=end_datetime,
     )
     return json.dumps(
         [{"text": p.text, "tags": list(p.tags), "timestamp": p.created_at.isoformat(timespec="seconds"),

@@ -157,7 +157,27 @@ def m0002_archival_steps_context(op: _Ops) -> None:
     op.add_column("agents", sa.Column("context_summary", sa.Text, nullable=True))
 
 
-MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (m0001_core, m0002_archival_steps_context)
+def m0003_files(op: _Ops) -> None:
+    """Uploaded files per agent (content hash for idempotent re-uploads) and the passages cut from them."""
+    op.create_table(
+        "files",
+        sa.Column("id", sa.String(64), primary_key=True),
+        _fk_agent(),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("content_hash", sa.String(64), nullable=False),
+        sa.Column("size_bytes", sa.Integer, nullable=False),
+        sa.Column("chunks", sa.Integer, nullable=False),
+        # Splitter, chunk size/overlap and embedder: re-uploading with other settings replaces the file.
+        sa.Column("chunking", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("agent_id", "path", name="uq_files_agent_path"),
+    )
+    op.add_column("passages", sa.Column("file_id", sa.String(64), nullable=True))
+    op.create_index("ix_passages_file", "passages", "file_id")
+
+
+MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (m0001_core, m0002_archival_steps_context, m0003_files)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _LEDGER = sa.Table(

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from letta_nb.store.checkpointer import Checkpointer
 from letta_nb.store.migrations import METADATA
 
-__all__ = ["StepWrite", "StepWriter", "apply_writes", "is_busy"]
+__all__ = ["StepWrite", "StepWriter", "apply_writes", "insert_rows", "is_busy"]
 
 _T = METADATA.tables
 
@@ -72,7 +72,13 @@ def _converters(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
     return out
 
 
-_INSERTS = {name: (*_insert_sql(_T[name]), _converters(_T[name])) for name in ("messages", "passages", "steps")}
+_INSERTS = {name: (*_insert_sql(_T[name]), _converters(_T[name])) for name in ("messages", "passages", "steps", "files")}
+
+
+def insert_rows(cursor: Any, name: str, dicts: list[dict[str, Any]]) -> None:
+    """``executemany`` an INSERT of ``dicts`` (keyed by column) into table ``name``, in the caller's transaction."""
+    if dicts:
+        cursor.executemany(*_rows(name, dicts))
 
 
 def _rows(name: str, dicts: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:

@@ -17,7 +17,6 @@ import datetime as dt
 import functools
 import os
 import random
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,10 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from letta_nb.errors import AgentNotFoundError, AlreadyExistsError, BlockNotFoundError, StoreError
 from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
-from letta_nb.store.engine import WRITE, StoreLocation, make_async_engine, resolve_location
-from letta_nb.store.sqlite_driver import connect_raw
-from letta_nb.store.migrations import METADATA, migrate
 from letta_nb.store.checkpointer import Checkpointer
+from letta_nb.store.engine import WRITE, StoreLocation, make_async_engine, resolve_location
+from letta_nb.store.files import FileWriter
+from letta_nb.store.migrations import METADATA, migrate
+from letta_nb.store.sqlite_driver import connect_raw
+from letta_nb.store.sqlite_vec import SqliteVecStore
 from letta_nb.store.step_writer import StepWrite, StepWriter, is_busy
 
 __all__ = ["Store", "new_id", "utcnow", "message_row", "row_to_message"]
@@ -44,8 +45,14 @@ _ids = random.Random(int.from_bytes(os.urandom(16), "big"))
 os.register_at_fork(after_in_child=lambda: _ids.seed(int.from_bytes(os.urandom(16), "big")))
 
 
+_UUID4_MASK = ~((0xF << 76) | (0x3 << 62))  # clears the version and variant fields ...
+_UUID4_BITS = (4 << 76) | (2 << 62)  # ... which say "version 4, RFC 4122"
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.UUID(int=_ids.getrandbits(128), version=4)}"
+    """``prefix-<uuid4>`` like Letta's ids, formatted by hand (uuid.UUID costs more than the step's SQL)."""
+    h = f"{_ids.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+    return f"{prefix}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def utcnow() -> dt.datetime:
@@ -98,6 +105,8 @@ class Store:
         self._writer_engine = engine.execution_options(**WRITE)
         self.writer = writer
         self.applied_migrations: list[str] = []
+        self.vectors = SqliteVecStore(location.sqlite_path)  # archival search; see store/vector.py
+        self.file_writer = FileWriter(location.sqlite_path)  # uploads' bulk writes; see store/files.py
 
     @classmethod
     async def open(cls, where: Any = None) -> Store:
@@ -116,6 +125,8 @@ class Store:
 
     async def close(self) -> None:
         self.writer.close()
+        await self.vectors.close()
+        self.file_writer.close()
         await self.engine.dispose()
         if self.location.temporary is not None:
             self.location.temporary.cleanup()
@@ -306,6 +317,14 @@ class Store:
         async with self.engine.connect() as conn:
             return list(await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id).order_by(p.c.created_at)))
 
+    async def passages_by_id(self, agent_id: str, ids: Sequence[str]) -> dict[str, Any]:
+        """id -> row (id, agent_id, text, tags, created_at) of the agent's passages among ``ids``."""
+        p = T["passages"]
+        cols = [p.c.id, p.c.agent_id, p.c.text, p.c.tags, p.c.created_at]
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id, p.c.id.in_(list(ids))))
+            return {r.id: r for r in rows}
+
     async def delete_passage(self, agent_id: str, passage_id: str) -> bool:
         p = T["passages"]
         async with self._writer_engine.begin() as conn:
@@ -346,7 +365,8 @@ async def _ensure_name_free(conn: Any, name: str) -> None:
 
 
 def _writer_connection(path: str, busy_timeout_ms: int) -> Any:
-    conn = connect_raw(path, vec=False, busy_timeout_ms=busy_timeout_ms)
+    # sqlite-vec is loaded: triggers on passages write its vec0 tables in the step's transaction.
+    conn = connect_raw(path, busy_timeout_ms=busy_timeout_ms)
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it (no fsync on the loop)
     return conn
 

@@ -1,0 +1,102 @@
+"""``bench ingest``: upload throughput end to end against chunking alone.
+
+Workload: the Python standard library's own source tree (real code and text present on every machine;
+files of the types we chunk, site-packages and caches excluded), up to a byte budget, uploaded to one
+agent: chunked per file type, embedded with ``hash``, stored in a real store file. Baseline in the same
+run: the same chunking of the same files through the same warm worker pool, and nothing else. The
+ratio shows how much of embedding and storing the pipeline hides behind chunking (1.0 = all of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from letta_nb.bench._report import BenchResult
+
+__all__ = ["run", "stdlib_files"]
+
+
+def stdlib_files(budget_bytes: int) -> list[str]:
+    from letta_nb.embeddings.chunking import KNOWN_SUFFIXES
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    picked, total = [], 0
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in ("site-packages", "__pycache__", "dist-packages")
+                         and not d.startswith("."))
+        for name in sorted(names):
+            path = os.path.join(dirpath, name)
+            if Path(name).suffix.lower() not in KNOWN_SUFFIXES or not os.path.isfile(path):
+                continue
+            size = os.path.getsize(path)
+            if size > 1_000_000:
+                continue
+            picked.append(path)
+            total += size
+            if total >= budget_bytes:
+                return picked
+    return picked
+
+
+def _chunk_alone(pool, files: list[str], settings) -> tuple[float, int]:
+    from letta_nb.embeddings.chunking import chunk_file
+
+    t = time.perf_counter()
+    futures = [pool.submit(chunk_file, f, settings, None) for f in files]
+    chunks = 0
+    for fut in futures:
+        try:
+            chunks += len(fut.result().chunks)
+        except Exception:  # noqa: BLE001 - the upload reports these files as errors too
+            pass
+    return time.perf_counter() - t, chunks
+
+
+def run(quick: bool = False) -> BenchResult:
+    import letta_nb
+    from letta_nb.embeddings.chunking import ChunkSettings, chunk_file
+    from letta_nb.embeddings.ingest import chunk_pool, ingest
+
+    files = stdlib_files(2_000_000 if quick else 12_000_000)
+    total_mb = sum(os.path.getsize(f) for f in files) / 1e6
+    settings = ChunkSettings()
+    pool = chunk_pool()
+    try:
+        # Warm the workers (llama-index and the grammars imported, splitters built) for both runs.
+        list(pool.map(chunk_file, files[: 4 * pool._max_workers], [settings] * (4 * pool._max_workers)))
+        chunk_s, chunk_count = _chunk_alone(pool, files, settings)
+        with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
+            with letta_nb.connect(os.path.join(tmp, "ingest.db")) as client:
+                agent = client.agents.create("bench-ingest", embedding="hash")
+                rt = client.runtime
+                report = client._thread.run(
+                    ingest(rt.store, rt.embedder("hash"), agent, files, settings=settings, pool=pool, progress=False)
+                )
+                stored = len(client.agents.passages.list(agent))
+    finally:
+        pool.shutdown()
+    chunking_mb_s = total_mb / chunk_s
+    mb_s = total_mb / report.seconds
+    ratio = mb_s / chunking_mb_s
+    return BenchResult(
+        "ingest",
+        {
+            "files": len(files), "mb": total_mb, "workers": pool._max_workers,
+            "mb_per_s": mb_s, "chunking_only_mb_per_s": chunking_mb_s, "ratio": ratio,
+            "chunks": report.chunks, "chunks_per_s": report.chunks / report.seconds,
+            "chunking_only_chunks": chunk_count, "stored_passages": stored, "file_errors": len(report.errors),
+            "seconds": report.seconds, "chunking_only_seconds": chunk_s,
+        },
+        goals={"end to end >= 0.8x chunking alone": ratio >= 0.8, "every chunk stored": stored == report.chunks == chunk_count},
+        notes=[f"chunking runs in {pool._max_workers} worker process(es); embedding (hash) and storing run in this "
+               "process, overlapped with it"],
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(asyncio.run(asyncio.to_thread(run, True)).table())

@@ -1,0 +1,295 @@
+"""Cutting a file into passages, with the llama-index splitter that fits its type.
+
+Each file type gets a splitter that respects its structure: code by syntax tree (llama-index's
+``CodeSplitter`` over tree-sitter grammars shipped as dependencies; Letta's call to it fails silently
+without them, so here a missing grammar is visible in :attr:`ChunkedFile.splitter`), Markdown by
+headings, HTML by block elements, JSON by key paths, JSONL and CSV by records, PDF by extracted page
+text, anything else with ``SentenceSplitter`` (384 tokens, 25 overlap by default). Structure-aware
+nodes longer than the chunk size are cut again with the sentence splitter, so no passage is oversized.
+
+This module is pure CPU work with no I/O besides reading the one file, and everything it returns
+pickles, so ingestion can run it in worker processes (see ingest.py). llama-index and tree-sitter are
+imported on first use only, and each splitter is built once per process.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from letta_nb.errors import FileIngestError, InvalidArgumentError, OptionalDependencyError
+
+__all__ = ["ChunkSettings", "ChunkedFile", "chunk_file", "chunk_text", "file_kind", "KNOWN_SUFFIXES"]
+
+DEFAULT_CHUNK_SIZE = 384  # tokens, as Letta
+DEFAULT_CHUNK_OVERLAP = 25
+
+# suffix -> (language, grammar module); grammars are separate, well-kept tree-sitter packages.
+_CODE = {
+    ".py": ("python", "tree_sitter_python"), ".pyi": ("python", "tree_sitter_python"),
+    ".js": ("javascript", "tree_sitter_javascript"), ".mjs": ("javascript", "tree_sitter_javascript"),
+    ".cjs": ("javascript", "tree_sitter_javascript"), ".jsx": ("javascript", "tree_sitter_javascript"),
+    ".ts": ("typescript", "tree_sitter_typescript"), ".c": ("c", "tree_sitter_c"), ".h": ("c", "tree_sitter_c"),
+    ".cpp": ("cpp", "tree_sitter_cpp"), ".java": ("java", "tree_sitter_java"), ".go": ("go", "tree_sitter_go"),
+    ".rs": ("rust", "tree_sitter_rust"), ".rb": ("ruby", "tree_sitter_ruby"), ".sh": ("bash", "tree_sitter_bash"),
+}
+_KINDS = {
+    ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv", ".pdf": "pdf",
+    ".txt": "text", ".rst": "text", ".text": "text", ".log": "text", ".toml": "text", ".cfg": "text",
+    ".ini": "text", ".yaml": "text", ".yml": "text", ".xml": "text", ".css": "text", ".tex": "text",
+}
+KNOWN_SUFFIXES = frozenset(_CODE) | frozenset(_KINDS)
+_HTML_TAGS = ["title", "h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "th", "dt", "dd", "blockquote"]
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    chunk_size: int = DEFAULT_CHUNK_SIZE  # tokens
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_size", "chunk_overlap"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.chunk_size < 16:
+            raise InvalidArgumentError(f"chunk_size must be at least 16 tokens, got {self.chunk_size}")
+        if self.chunk_overlap >= self.chunk_size:
+            raise InvalidArgumentError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+
+    @property
+    def max_chars(self) -> int:
+        return 4 * self.chunk_size  # ~4 characters a token: the bound for record packing and code chunks
+
+
+@dataclass
+class ChunkedFile:
+    path: str
+    kind: str
+    splitter: str  # what really cut it, e.g. "code:python" or "sentence (no grammar for rust)"
+    sha256: str
+    size: int
+    chunks: list[str] = field(default_factory=list)
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in _CODE:
+        return "code:" + _CODE[suffix][0]
+    return _KINDS.get(suffix, "text")
+
+
+def chunk_file(path: str, settings: ChunkSettings = ChunkSettings(), max_bytes: int | None = None) -> ChunkedFile:
+    """Read, hash and chunk one file. FileIngestError if it is too large, binary or unreadable."""
+    try:
+        size = os.path.getsize(path)
+        if max_bytes is not None and size > max_bytes:
+            raise FileIngestError(
+                f"{path} is {size / 1e6:.1f} MB, over the upload limit of {max_bytes / 1e6:.1f} MB; split it or "
+                "pass a larger max_file_mb."
+            )
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FileIngestError(f"cannot read {path}: {e.strerror or e}") from None
+    kind = file_kind(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "pdf":
+        text = _pdf_text(path, data)
+    else:
+        if b"\x00" in data[:8192]:
+            raise FileIngestError(
+                f"{path} looks binary (it has NUL bytes); only text, code, Markdown, HTML, JSON, CSV and PDF "
+                "files can be uploaded."
+            )
+        text = _decode(data)
+    splitter, chunks = chunk_text(text, kind, settings)
+    return ChunkedFile(path, kind, splitter, digest, len(data), chunks)
+
+
+def chunk_text(text: str, kind: str, settings: ChunkSettings = ChunkSettings()) -> tuple[str, list[str]]:
+    """(splitter used, non-empty chunks) for ``text`` of a ``file_kind``."""
+    if not text.strip():
+        return "empty", []
+    if kind.startswith("code:"):
+        splitter, pieces = _code(text, kind[5:], settings)
+    elif kind == "markdown":
+        splitter, pieces = "markdown", _nodes(_markdown_parser(), text)
+    elif kind == "html":
+        splitter, pieces = "html", _nodes(_html_parser(), text)
+    elif kind == "json":
+        splitter, pieces = "json", _json(text)
+    elif kind == "jsonl":
+        splitter, pieces = "jsonl", _pack(_jsonl_records(text), settings.max_chars)
+    elif kind == "csv":
+        splitter, pieces = "csv", _pack(_csv_records(text), settings.max_chars)
+    else:
+        # PDFs arrive as extracted page text: sentences are their only reliable structure.
+        return "pdf" if kind == "pdf" else "sentence", [c for c in _sentence(settings).split_text(text) if c.strip()]
+    return splitter, _bounded(pieces, settings)
+
+
+# ---- per type --------------------------------------------------------------------------------------------
+
+
+def _code(text: str, language: str, settings: ChunkSettings) -> tuple[str, list[str]]:
+    module = next((m for lang, m in _CODE.values() if lang == language), None)
+    try:
+        splitter = _code_splitter(language, module, settings.max_chars)
+    except ImportError:
+        return f"sentence (no tree-sitter grammar for {language}: pip install {module.replace('_', '-')})", \
+            _sentence(settings).split_text(text)
+    try:
+        return f"code:{language}", splitter.split_text(text)
+    except ValueError:  # CodeSplitter's "Could not parse code": a syntax error or another language's file
+        return f"sentence ({language} parse error)", _sentence(settings).split_text(text)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_splitter(language: str, module: str | None, max_chars: int) -> Any:
+    import importlib
+
+    import tree_sitter
+    from llama_index.core.node_parser import CodeSplitter
+
+    if module is None:
+        raise ImportError(language)
+    grammar = importlib.import_module(module)
+    language_fn = getattr(grammar, "language", None) or getattr(grammar, f"language_{language}")
+    parser = tree_sitter.Parser(tree_sitter.Language(language_fn()))
+    return CodeSplitter(language=language, parser=parser, max_chars=max_chars)
+
+
+@functools.lru_cache(maxsize=None)
+def _sentence(settings: ChunkSettings) -> Any:
+    from llama_index.core.node_parser import SentenceSplitter
+
+    return SentenceSplitter(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+
+
+@functools.lru_cache(maxsize=None)
+def _markdown_parser() -> Any:
+    from llama_index.core.node_parser import MarkdownNodeParser
+
+    return MarkdownNodeParser(include_prev_next_rel=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _html_parser() -> Any:
+    try:
+        import bs4  # noqa: F401 - HTMLNodeParser needs it
+    except ImportError:
+        raise OptionalDependencyError("HTML files need beautifulsoup4: `pip install beautifulsoup4`.") from None
+    from llama_index.core.node_parser import HTMLNodeParser
+
+    return HTMLNodeParser(tags=_HTML_TAGS, include_prev_next_rel=False)
+
+
+def _nodes(parser: Any, text: str) -> list[str]:
+    from llama_index.core import Document
+
+    return [n.get_content() for n in parser.get_nodes_from_documents([Document(text=text)])]
+
+
+def _json(text: str) -> list[str]:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FileIngestError(f"not valid JSON ({e}); fix it, or give it a .txt name to upload it as text") from None
+    from llama_index.core.node_parser import JSONNodeParser
+
+    return _nodes(JSONNodeParser(include_prev_next_rel=False), text)
+
+
+def _jsonl_records(text: str) -> list[str]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FileIngestError(f"line {number} is not valid JSON ({e}); JSONL needs one JSON value per line") from None
+        records.append(" ".join(_flatten(value)))
+    return records
+
+
+def _flatten(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _flatten(v, f"{prefix}{k}: " if not prefix else f"{prefix}{k}.")]
+    if isinstance(value, list):
+        return [item for v in value for item in _flatten(v, prefix)]
+    return [f"{prefix}{value}"]
+
+
+def _csv_records(text: str) -> list[str]:
+    sample = text[:4096]
+    delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
+    if not rows:
+        return []
+    header, body = rows[0], rows[1:]
+    if not body:
+        return [", ".join(header)]
+    return ["; ".join(f"{h}: {v}" if h else v for h, v in zip(header, row)) for row in body]
+
+
+def _pdf_text(path: str, data: bytes) -> str:
+    try:
+        import pypdf
+    except ImportError:
+        raise OptionalDependencyError("PDF files need pypdf: `pip install pypdf`.") from None
+    try:
+        with warnings.catch_warnings():  # pypdf warns about every quirk of real-world PDFs
+            warnings.simplefilter("ignore")
+            reader = pypdf.PdfReader(io.BytesIO(data))
+            return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except Exception as e:  # pypdf raises many types for damaged files
+        raise FileIngestError(f"{path} could not be read as a PDF: {e}") from None
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")  # never fails; right for most legacy text
+
+
+# ---- sizing ----------------------------------------------------------------------------------------------
+
+
+def _pack(records: list[str], max_chars: int) -> list[str]:
+    """Consecutive records joined by newlines into chunks of at most ``max_chars`` (longer records alone)."""
+    chunks, current, size = [], [], 0
+    for record in records:
+        if current and size + len(record) + 1 > max_chars:
+            chunks.append("\n".join(current))
+            current, size = [], 0
+        current.append(record)
+        size += len(record) + 1
+    if current:
+        chunks.append("\n".join(current))
+    return chunks
+
+
+def _bounded(pieces: list[str], settings: ChunkSettings) -> list[str]:
+    out = []
+    for piece in pieces:
+        if not piece.strip():
+            continue
+        if len(piece) > settings.max_chars:
+            out.extend(c for c in _sentence(settings).split_text(piece) if c.strip())
+        else:
+            out.append(piece)
+    return out

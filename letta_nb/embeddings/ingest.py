@@ -1,0 +1,231 @@
+"""File ingestion: chunk -> embed -> store, pipelined, idempotent, resumable.
+
+The pipeline has three stages that overlap: chunking (CPU, in worker processes for large uploads so it
+really runs beside the event loop, in a thread for small ones) runs up to a few files ahead; the
+runtime loop embeds the file in front of it; the store commits the previous file meanwhile. Files
+come out in input order.
+
+Invariants:
+- **Idempotent.** A file's record holds its content hash and chunking settings (``files`` table); an
+  upload of the same bytes with the same settings and embedder is ``unchanged`` and writes nothing, a
+  changed one is ``replaced`` (old passages out, new in).
+- **Resumable.** Each file is committed in one transaction (store/files.py), so after a crash, even
+  SIGKILL, re-running the upload skips the files that committed and redoes the rest; no file is half
+  stored or duplicated.
+- **Per-file errors.** A file that is too large, binary, malformed or fails to embed becomes an
+  ``error`` row of the report; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
+import hashlib
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from letta_nb.embeddings.chunking import KNOWN_SUFFIXES, ChunkedFile, ChunkSettings, chunk_file
+from letta_nb.embeddings.ingest_report import FileResult, IngestReport
+from letta_nb.errors import InvalidArgumentError, LettaNBError
+from letta_nb.store.files import file_records, replace_file
+from letta_nb.store.store import new_id, utcnow
+
+__all__ = ["ingest", "discover", "chunk_pool", "DEFAULT_MAX_FILE_MB"]
+
+DEFAULT_MAX_FILE_MB = 25.0
+EMBED_BATCH = 256
+PROCESS_POOL_MIN_BYTES = 2_000_000  # below this, starting worker processes costs more than it saves
+_SKIP_DIRS = {"__pycache__", "node_modules", ".git", ".hg", ".svn", ".ipynb_checkpoints"}
+
+
+def discover(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """(absolute path, error or None) for each file to upload: named files as given, directories
+    walked (sorted, hidden entries skipped) for files of a known type."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[tuple[str, str | None]] = []
+    for raw in paths:
+        if not isinstance(raw, (str, os.PathLike)):
+            raise InvalidArgumentError(f"paths must be file or directory paths, got {raw!r}")
+        path = Path(raw).expanduser().resolve()
+        if path.is_dir():
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+                out += [(os.path.join(root, n), None) for n in sorted(names)
+                        if not n.startswith(".") and Path(n).suffix.lower() in KNOWN_SUFFIXES]
+        elif path.is_file():
+            out.append((str(path), None))
+        else:
+            out.append((str(path), "no such file or directory"))
+    seen: set[str] = set()
+    return [(p, e) for p, e in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+
+
+def chunk_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
+    """Worker processes for chunking. forkserver/spawn, never fork: the kernel process has threads.
+    One fewer than the cores (the embedder and the store run in this process), 1 to 4."""
+    forced = os.environ.get("LETTA_NB_CHUNK_WORKERS", "").strip()
+    if workers is None and forced.isdigit() and int(forced) > 0:
+        workers = int(forced)
+    workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+
+def _processes_are_safe() -> bool:
+    """Worker processes (forkserver/spawn) re-import ``__main__``: harmless in a notebook, a REPL or
+    ``python -c``/``-m``, but a plain script without an ``if __name__ == "__main__"`` guard would run
+    again in each worker. So scripts chunk in a thread unless LETTA_NB_CHUNK_WORKERS asks for processes."""
+    forced = os.environ.get("LETTA_NB_CHUNK_WORKERS", "").strip()
+    if forced:
+        return forced != "0"
+    main = sys.modules.get("__main__")
+    interactive = getattr(main, "__file__", None) is None or getattr(main, "__spec__", None) is not None
+    return interactive and (os.cpu_count() or 1) > 1
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    from tqdm.auto import tqdm  # a widget in notebooks, text on stderr elsewhere
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc="upload", file=sys.stderr, disable=not enabled,
+                leave=True, dynamic_ncols=True)
+
+
+async def ingest(
+    store: Any,
+    embedder: Any,
+    agent: Any,
+    paths: Any,
+    *,
+    settings: ChunkSettings = ChunkSettings(),
+    progress: bool = True,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    pool: concurrent.futures.Executor | None = None,
+) -> IngestReport:
+    """Upload files to ``agent``'s archival memory (see the module docstring). ``pool``: an executor to
+    chunk in (the benchmark passes a warm one); by default processes for large uploads, else a thread."""
+    if not isinstance(max_file_mb, (int, float)) or max_file_mb <= 0:
+        raise InvalidArgumentError(f"max_file_mb must be a positive number, got {max_file_mb!r}")
+    max_bytes = int(max_file_mb * 1e6)
+    started = time.perf_counter()
+    found = discover(paths)
+    report = IngestReport(agent.id)
+    chunking = f"size={settings.chunk_size} overlap={settings.chunk_overlap} embedding={agent.embedding}"
+    known = await file_records(store, agent.id, [p for p, e in found if e is None])
+    sizes = {p: os.path.getsize(p) for p, e in found if e is None}
+
+    # What needs chunking: new files, and known files whose size, settings or hash changed.
+    results: dict[str, FileResult] = {}
+    todo: list[str] = []
+    for path, error in found:
+        row = known.get(path)
+        if error is not None:
+            results[path] = FileResult(path, "error", error=error)
+        elif row is not None and row.chunking == chunking and row.size_bytes == sizes[path] \
+                and row.content_hash == await asyncio.to_thread(_sha256, path):
+            results[path] = FileResult(path, "unchanged", row.chunks, sizes[path])
+        else:
+            todo.append(path)
+
+    own_pool = None
+    if pool is None and sum(sizes[p] for p in todo) >= PROCESS_POOL_MIN_BYTES and _processes_are_safe():
+        pool = own_pool = chunk_pool()
+    report.workers = "thread" if pool is None else f"{getattr(pool, '_max_workers', '?')} worker(s)"
+    loop = asyncio.get_running_loop()
+    ahead = 2 * getattr(pool, "_max_workers", 1) if pool is not None else 2
+    bar = _progress(progress, sum(sizes[p] for p in todo))
+    pending: dict[str, asyncio.Future] = {}
+    previous_write: asyncio.Task | None = None
+    try:
+        queue = iter(todo)
+
+        def submit(path: str) -> asyncio.Future:
+            nonlocal pool
+            try:
+                return loop.run_in_executor(pool, chunk_file, path, settings, max_bytes)
+            except BrokenProcessPool:  # a worker died (killed, out of memory): go on in a thread
+                pool = None
+                return loop.run_in_executor(None, chunk_file, path, settings, max_bytes)
+
+        def fill() -> None:
+            while len(pending) < ahead and (path := next(queue, None)) is not None:
+                pending[path] = submit(path)
+
+        fill()
+        for path in todo:
+            fut = pending.pop(path)
+            fill()  # keep the workers busy while this file is embedded and stored
+            try:
+                try:
+                    chunked: ChunkedFile = await fut
+                except BrokenProcessPool:
+                    chunked = await submit(path)
+                rows, file_row = await _embed_rows(store, embedder, agent, chunked, chunking, known.get(path))
+            except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
+                why = str(e) if isinstance(e, (LettaNBError, OSError)) else f"{type(e).__name__}: {e}"
+                results[path] = FileResult(path, "error", bytes=sizes[path], error=why)
+                bar.update(sizes[path])
+                continue
+            if previous_write is not None:
+                await previous_write  # commits stay in input order, one file per transaction
+            previous_write = asyncio.ensure_future(replace_file(store, file_row, rows))
+            status = "replaced" if path in known else "added"
+            results[path] = FileResult(path, status, len(rows), chunked.size, splitter=chunked.splitter)
+            bar.update(sizes[path])
+            bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=sum(r.chunks for r in results.values()),
+                            refresh=False)
+        if previous_write is not None:
+            await previous_write
+    finally:
+        for fut in pending.values():
+            fut.cancel()
+        if previous_write is not None and not previous_write.done():
+            # Cancelled mid-upload: let the write in flight finish (it is one transaction either way).
+            await asyncio.shield(previous_write)
+        bar.close()
+        if own_pool is not None:
+            own_pool.shutdown(wait=False, cancel_futures=True)
+    report.files = [results[p] for p, _ in found]
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _embed_rows(store: Any, embedder: Any, agent: Any, chunked: ChunkedFile, chunking: str,
+                      old: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    now = utcnow()
+    vectors = []
+    for i in range(0, len(chunked.chunks), EMBED_BATCH):
+        vectors.append(np.asarray(await embedder.embed(chunked.chunks[i : i + EMBED_BATCH]), dtype=np.float32))
+    file_id = new_id("file")
+    tags = [f"file:{Path(chunked.path).name}"]
+    rows = []
+    if vectors:
+        matrix = np.concatenate(vectors)
+        await store.vectors.prepare(int(matrix.shape[1]))
+        rows = [
+            {"id": new_id("passage"), "agent_id": agent.id, "text": text, "embedding": matrix[i].tobytes(),
+             "embedding_model": agent.embedding, "tags": tags, "created_at": now, "file_id": file_id}
+            for i, text in enumerate(chunked.chunks)
+        ]
+    file_row = {
+        "id": file_id, "agent_id": agent.id, "path": chunked.path, "content_hash": chunked.sha256,
+        "size_bytes": chunked.size, "chunks": len(rows), "chunking": chunking,
+        "created_at": old.created_at if old is not None else now, "updated_at": now,
+    }
+    return rows, file_row

@@ -1,0 +1,222 @@
+"""File upload end to end: real files chunked, embedded (hash), stored in a real store file.
+
+Covers idempotent re-uploads, replacement of changed files, per-file errors that do not stop the batch,
+the progress bar, worker-process chunking, the offline model answering from an uploaded document, and
+a real child process SIGKILLed mid-upload, after which every file is complete or absent and a resume
+finishes the job without duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from store_query import query
+
+import letta_nb
+from letta_nb.embeddings.chunking import ChunkSettings, chunk_file
+from letta_nb.embeddings.ingest import chunk_pool, ingest
+from letta_nb.errors import InvalidArgumentError, UploadedFileNotFoundError
+from letta_nb.store.sqlite_driver import connect_raw
+
+DATA = Path(__file__).parent / "data"
+SAMPLES = sorted(p.name for p in DATA.iterdir())
+
+
+def passages_by_file(db: str) -> dict[str, list[str]]:
+    rows = query(db, "select f.path, p.text from passages p join files f on f.id = p.file_id order by p.rowid")
+    out: dict[str, list[str]] = {}
+    for path, text in rows:
+        out.setdefault(path, []).append(text)
+    return out
+
+
+def assert_files_whole(db: str) -> dict[str, int]:
+    """Every file row has exactly its chunks; no passage points at a missing file; index == rows."""
+    files = {path: (fid, chunks) for fid, path, chunks in query(db, "select id, path, chunks from files")}
+    for path, (fid, chunks) in files.items():
+        (n,) = query(db, "select count(*) from passages where file_id = ?", fid)[0]
+        assert n == chunks, f"{path}: {n} passages, record says {chunks}"
+    orphans = query(db, "select count(*) from passages where file_id is not null and file_id not in (select id from files)")
+    assert orphans == [(0,)]
+    conn = connect_raw(db)
+    try:
+        indexed = conn.execute("select count(*) from passages_vec_384").fetchone()[0] if files else 0
+        stored = conn.execute("select count(*) from passages").fetchone()[0]
+    finally:
+        conn.close()
+    assert not files or indexed == stored
+    return {path: chunks for path, (_, chunks) in files.items()}
+
+
+def test_upload_a_directory_then_reupload_adds_nothing(client, db_path, tmp_path):
+    docs = shutil.copytree(DATA, tmp_path / "docs")
+    agent = client.agents.create("reader")
+    report = client.agents.files.upload(agent, docs, progress=False)
+    assert [Path(f.path).name for f in report.files] == SAMPLES
+    assert {f.status for f in report.files} == {"added"}, report
+    assert report.chunks == sum(f.chunks for f in report.files) > len(SAMPLES)
+    splitters = {Path(f.path).suffix: f.splitter for f in report.files}
+    assert splitters[".py"] == "code:python" and splitters[".md"] == "markdown" and splitters[".pdf"] == "pdf"
+    stored = passages_by_file(str(db_path))
+    for f in report.files:  # what was stored is what the chunker produces, in order
+        assert stored[f.path] == chunk_file(f.path).chunks
+    assert len(client.agents.passages.list(agent)) == report.chunks
+    listed = client.agents.files.list(agent)
+    assert [Path(u.path).name for u in listed] == SAMPLES and listed[0].updated_at.tzinfo is not None
+
+    again = client.agents.files.upload(agent, docs, progress=False)
+    assert {f.status for f in again.files} == {"unchanged"}
+    assert len(client.agents.passages.list(agent)) == report.chunks
+    assert again.chunks == 0 and "unchanged" in again.summary()
+
+    # Other chunk settings are another upload: the file is replaced, not duplicated.
+    small = client.agents.files.upload(agent, docs / "sample.txt", chunk_size=64, chunk_overlap=8, progress=False)
+    assert small.files[0].status == "replaced"
+    assert stored[str(docs / "sample.txt")] != passages_by_file(str(db_path))[str(docs / "sample.txt")]
+    assert_files_whole(str(db_path))
+    frame = report.to_dataframe()
+    assert list(frame.columns) == ["path", "status", "chunks", "bytes", "error", "splitter"] and len(frame) == len(SAMPLES)
+    assert "sample.md" in report._repr_html_()
+
+
+def test_changed_file_replaces_its_passages_and_delete_removes_them(client, db_path, tmp_path):
+    agent = client.agents.create("reader")
+    note = tmp_path / "note.md"
+    note.write_text("# Plan\n\nThe meeting is on Tuesday in room 4.\n")
+    client.agents.files.upload(agent, note, progress=False)
+    note.write_text("# Plan\n\nThe meeting moved to Thursday in room 9.\n\n## Later\n\nBring the slides.\n")
+    report = client.agents.files.upload(agent, note, progress=False)
+    assert report.files[0].status == "replaced" and report.files[0].chunks == 2
+    texts = [p.text for p in client.agents.passages.list(agent)]
+    assert len(texts) == 2 and not any("Tuesday" in t for t in texts)
+    hits = client.agents.passages.search(agent, "meeting room", tags=["file:note.md"])
+    assert "Thursday" in hits[0].text
+    assert client.agents.files.delete(agent, str(note)) == 2
+    assert client.agents.passages.list(agent) == [] and client.agents.files.list(agent) == []
+    with pytest.raises(UploadedFileNotFoundError, match="No uploaded file named"):
+        client.agents.files.delete(agent, str(note))
+
+
+def test_bad_files_are_reported_and_the_batch_goes_on(client, db_path, tmp_path):
+    agent = client.agents.create("reader")
+    good = tmp_path / "good.txt"
+    good.write_text("Otters hold hands while they sleep.")
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\x00\x00" * 50)
+    bad_json = tmp_path / "broken.json"
+    bad_json.write_text("{'single': 'quotes'}")
+    big = tmp_path / "big.txt"
+    big.write_text("x " * 600_000)
+    report = client.agents.files.upload(agent, [binary, bad_json, tmp_path / "missing.md", big, good],
+                                        max_file_mb=1, progress=False)
+    status = {Path(f.path).name: (f.status, f.error) for f in report.files}
+    assert status["good.txt"] == ("added", None)
+    assert status["image.txt"][0] == "error" and "looks binary" in status["image.txt"][1]
+    assert "not valid JSON" in status["broken.json"][1]
+    assert status["missing.md"] == ("error", "no such file or directory")
+    assert "over the upload limit of 1.0 MB" in status["big.txt"][1]
+    assert len(report.errors) == 4 and "4 error" in report.summary() and "image.txt" in repr(report)
+    assert [p.text for p in client.agents.passages.list(agent)] == ["Otters hold hands while they sleep."]
+    with pytest.raises(InvalidArgumentError, match="max_file_mb"):
+        client.agents.files.upload(agent, good, max_file_mb=0)
+
+
+def test_progress_bar_on_stderr(client, tmp_path, capfd):
+    agent = client.agents.create("reader")
+    client.agents.files.upload(agent, DATA / "sample.md", progress=True)
+    err = capfd.readouterr().err
+    assert "upload" in err and "100%" in err
+
+
+def test_chunking_in_worker_processes_gives_the_same_passages(client, tmp_path):
+    first = client.agents.create("threads")
+    second = client.agents.create("processes")
+    rt = client.runtime
+    in_thread = client.agents.files.upload(first, DATA, progress=False)
+    assert in_thread.workers == "thread"
+    pool = chunk_pool(1)
+    try:
+        state = client.agents.retrieve(second)
+        in_pool = client._thread.run(ingest(rt.store, rt.embedder("hash"), state, DATA, pool=pool, progress=False))
+    finally:
+        pool.shutdown()
+    assert in_pool.workers == "1 worker(s)"
+    assert [(f.status, f.chunks, f.splitter) for f in in_pool.files] == [(f.status, f.chunks, f.splitter) for f in in_thread.files]
+    assert sorted(p.text for p in client.agents.passages.list(first)) == sorted(p.text for p in client.agents.passages.list(second))
+
+
+def test_offline_model_answers_from_an_uploaded_document(client, tmp_path):
+    agent = client.agents.create("reader")
+    client.agents.files.upload(agent, DATA, progress=False)
+    answer = client.agents.messages.create(agent, "Where is the spare key kept?").text
+    assert "From my archival memory" in answer
+    assert "The spare key is kept under the blue pot by the door." in answer
+    answer = client.agents.messages.create(agent, "When was the lighthouse at Skerry Point automated?").text
+    assert "Skerry Point was automated in 1987" in answer
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import letta_nb
+
+    db, docs = sys.argv[1:]
+    client = letta_nb.connect(db)
+    print("uploading", flush=True)
+    client.agents.files.upload("reader", docs, chunk_size=64, chunk_overlap=8, progress=False)
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_upload_then_resume_leaves_every_file_whole(tmp_path):
+    db = str(tmp_path / "crash.db")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sentence = "The {n}th survey of the northern marsh counted {m} herons near the old mill. "
+    for i in range(60):
+        (docs / f"report_{i:02d}.txt").write_text("".join(sentence.format(n=i, m=j) for j in range(400)))
+    with letta_nb.connect(db) as client:
+        client.agents.create("reader")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, db, str(docs)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120  # only a hang guard
+        committed = 0
+        while committed < 3:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the child never committed a file"
+            time.sleep(0.01)
+            committed = query(db, "select count(*) from files")[0][0]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    after_crash = assert_files_whole(db)
+    assert 3 <= len(after_crash) < 60, f"the kill should land mid-upload; {len(after_crash)} files were done"
+
+    settings = ChunkSettings(64, 8)
+    with letta_nb.connect(db) as client:
+        report = client.agents.files.upload("reader", docs, chunk_size=64, chunk_overlap=8, progress=False)
+    status = {f.path: f.status for f in report.files}
+    assert {p for p, s in status.items() if s == "unchanged"} == set(after_crash)
+    assert {s for p, s in status.items() if p not in after_crash} == {"added"}
+    final = assert_files_whole(db)
+    stored = passages_by_file(db)
+    assert len(final) == 60
+    for path in final:  # complete and unduplicated: exactly the chunker's output, once
+        assert stored[path] == chunk_file(path, settings).chunks, os.path.basename(path)
