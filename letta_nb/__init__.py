@@ -24,12 +24,34 @@ from letta_nb.errors import (
     ToolSchemaError,
 )
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
+from letta_nb import probes  # the submodule: letta_nb.probes.tools(), .steps(), ... (pandas loaded on use)
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):  # ``%load_ext letta_nb``; IPython is imported only here
+    from letta_nb.notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from letta_nb.notebook import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+def __getattr__(name):  # ChatWidget imports ipywidgets, so only when asked for
+    if name == "ChatWidget":
+        from letta_nb.notebook.widget import ChatWidget
+
+        return ChatWidget
+    raise AttributeError(f"module 'letta_nb' has no attribute {name!r}")
 
 __all__ = [
     "connect",
     "Client",
+    "ChatWidget",
     "AgentState",
     "Block",
     "Message",

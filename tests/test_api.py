@@ -32,6 +32,7 @@ from letta_nb.store.sqlite_driver import sqlite_module
 PUBLIC = [
     "connect",
     "Client",
+    "ChatWidget",
     "AgentState",
     "Block",
     "Message",

@@ -8,7 +8,9 @@ import sys
 
 from letta_nb.bench._report import dump
 
-BENCHMARKS = {"step": "letta_nb.bench.step", "concurrency": "letta_nb.bench.concurrency"}
+BENCHMARKS = {"step": "letta_nb.bench.step", "concurrency": "letta_nb.bench.concurrency", "embed": "letta_nb.bench.embed",
+              "vector": "letta_nb.bench.vector", "ingest": "letta_nb.bench.ingest"}
+BENCHMARKS["startup"] = "letta_nb.bench.startup"  # %load_ext letta_nb in a fresh interpreter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,107 @@
+"""``%letta load | stats | models | config | chat``: ingestion, probes, configuration and the chat widget.
+
+Thin shells over the Python API: ``load`` is ``client.agents.files.upload`` (its report as a DataFrame),
+``stats`` is ``letta_nb.probes``, ``chat`` is :class:`~letta_nb.notebook.widget.ChatWidget`. Paths are
+checked here so a typo gets a message naming the directory relative paths start from.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from letta_nb.notebook._commands import command
+from letta_nb.notebook.display import Notice, records_frame
+
+STATS_KINDS = ("pool", "cache", "tools", "locks", "embedder", "steps", "spans", "metrics")
+_PROVIDERS = {  # what `%letta models` says about providers it knows; others get a generic line
+    "offline": ("offline, 'offline?latency_ms=50&tps=200'", "", "built in: deterministic, tool-calling, no key"),
+    "openai": ("openai/gpt-4o-mini", "OPENAI_API_KEY", "OpenAI or any compatible endpoint (OPENAI_BASE_URL)"),
+    "ollama": ("ollama/llama3.1", "", "a local Ollama server (OLLAMA_BASE_URL, default localhost:11434)"),
+}
+
+
+@command("load", "ingest files or folders into archival memory")
+@magic_arguments("letta load")
+@argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
+@argument("--agent", help="agent whose archival memory receives them (default: the current agent)")
+def load(args: Any, session: Any, shell: Any) -> Any:
+    """Chunk, embed and store PATH... in the agent's archival memory, with a progress bar; re-running adds
+    only what changed. Returns the ingestion report as a DataFrame."""
+    missing = [p for p in args.paths if not os.path.exists(os.path.expanduser(p))]
+    if missing:
+        raise UsageError(f"No such file or directory: {', '.join(repr(p) for p in missing)} "
+                         f"(relative paths start at {os.getcwd()!r}).")
+    name = session.agent_or_current(args.agent)
+    report = session.client.agents.files.upload(name, [os.path.expanduser(p) for p in args.paths], progress=True)
+    return report.to_dataframe()
+
+
+@command("stats", "runtime statistics (DataFrame)")
+@magic_arguments("letta stats")
+@argument("kind", choices=STATS_KINDS, help="what to measure: " + ", ".join(STATS_KINDS))
+def stats(args: Any, session: Any, shell: Any) -> Any:
+    """One DataFrame of runtime statistics: letta_nb.probes.KIND(client) for this notebook's client
+    (letta_nb.probes also has the plots)."""
+    from letta_nb import probes
+
+    return getattr(probes, args.kind)(session.client)
+
+
+@command("models", "list model providers (DataFrame)")
+@magic_arguments("letta models")
+def models(args: Any, session: Any, shell: Any) -> Any:
+    """List the model providers this build knows, an example spec for each and whether it is ready to use."""
+    from letta_nb.llm.registry import KNOWN_PROVIDERS
+
+    rows = []
+    for provider in KNOWN_PROVIDERS:
+        example, key, about = _PROVIDERS.get(provider, (provider, "", ""))
+        rows.append({"provider": provider, "example": example, "needs": key or "-",
+                     "ready": not key or bool(os.environ.get(key)), "about": about})
+    return records_frame(rows, ["provider", "example", "needs", "ready", "about"])
+
+
+@command("config", "show or set notebook defaults")
+@magic_arguments("letta config")
+@argument("key", nargs="?", choices=("model", "embedding"), help="a default to set: model or embedding")
+@argument("value", nargs="?", help="its new value, e.g. 'offline?latency_ms=50'")
+def config(args: Any, session: Any, shell: Any) -> Any:
+    """Without arguments, show the store, the defaults and the current agent. With KEY VALUE, set the
+    default model or embedding that %letta create uses."""
+    if args.key is not None:
+        if args.value is None:
+            raise UsageError(f"%letta config {args.key} needs a value, e.g. %letta config {args.key} "
+                             f"{session.defaults[args.key]}")
+        if args.key == "model":
+            from letta_nb.llm.registry import resolve_model as resolve
+        else:
+            from letta_nb.embeddings.registry import resolve_embedder as resolve
+        resolve(args.value)  # an unknown name raises with the known ones listed
+        session.defaults[args.key] = args.value
+        return Notice(f"Default {args.key} is now {args.value!r}.")
+    import letta_nb
+
+    rows = [
+        {"setting": "version", "value": letta_nb.__version__},
+        {"setting": "store", "value": session.client.store_location},
+        {"setting": "current agent", "value": session.agent or "(none)"},
+        {"setting": "default model", "value": session.defaults["model"]},
+        {"setting": "default embedding", "value": session.defaults["embedding"]},
+        {"setting": "LETTA_NB_HOME", "value": os.environ.get("LETTA_NB_HOME", "~/.letta_nb (default)")},
+    ]
+    return records_frame(rows, ["setting", "value"]).set_index("setting")
+
+
+@command("chat", "open the chat widget")
+@magic_arguments("letta chat")
+@argument("agent", nargs="?", help="agent name (default: the current agent)")
+def chat(args: Any, session: Any, shell: Any) -> Any:
+    """Open a ChatWidget on AGENT: streamed replies, tool-call steps, live core memory, a Stop button."""
+    from letta_nb.notebook.widget import ChatWidget
+
+    name = session.agent_or_current(args.agent)
+    return ChatWidget(name, client=session.client)

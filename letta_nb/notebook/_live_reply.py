@@ -1,0 +1,104 @@
+"""A reply that grows in the output area while ``%%letta`` streams it.
+
+The stream runs in the cell's own thread (a kernel interrupt lands there, so Ctrl-C stops the turn); each
+event updates one display handle, throttled so a fast model does not flood the frontend with messages.
+Tool calls appear as compact lines (``⚙ core_memory_append(label='human', …) → success · 0.4 ms``) above
+the reply text. The last update always happens, whatever the throttle, so the final state is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from letta_nb import _repr
+
+__all__ = ["FORMATS", "LiveReply", "call_line"]
+
+FORMATS = ("md", "text", "json")
+_MIN_INTERVAL_S = 0.05
+
+
+def call_line(name: str, arguments: str, width: int = 80) -> str:
+    """``name(k='v', …)`` from JSON arguments, shortened to ``width`` characters."""
+    try:
+        parsed = json.loads(arguments) if arguments else {}
+        inner = ", ".join(f"{k}={v!r}" for k, v in parsed.items()) if isinstance(parsed, dict) else arguments
+    except ValueError:
+        inner = arguments
+    return f"{name}({_repr.short(inner, width)})"
+
+
+class LiveReply:
+    """Accumulates one turn's events and renders them as a mime bundle in the requested format."""
+
+    def __init__(self, agent: str, fmt: str = "md"):
+        self.agent, self.fmt = agent, fmt
+        self.text = ""
+        self.calls: dict[str, list[str]] = {}  # call_id -> [line, outcome]
+        self.status = "streaming"
+        self.error: str | None = None
+        self._last = 0.0
+
+    def feed(self, event: Any) -> None:
+        kind = event.message_type
+        if kind == "assistant_message":
+            self.text += event.text
+        elif kind == "tool_call_message":
+            self.calls[event.call_id] = [call_line(event.name, event.arguments), "…"]
+        elif kind == "tool_return_message":
+            line = self.calls.setdefault(event.call_id, [f"{event.name}(…)", ""])
+            line[1] = f"→ {event.status} · {event.duration_ms:.1f} ms"
+        elif kind == "stop_reason" and event.stop_reason != "end_turn":
+            self.status = event.stop_reason
+
+    def due(self) -> bool:
+        """True when enough time passed since the last render to show another."""
+        now = time.monotonic()
+        if now - self._last >= _MIN_INTERVAL_S:
+            self._last = now
+            return True
+        return False
+
+    def _tool_lines(self) -> list[str]:
+        return [f"⚙ {line} {outcome}".rstrip() for line, outcome in self.calls.values()]
+
+    def _footer(self) -> str:
+        if self.error:
+            return f"error: {self.error}"
+        if self.status not in ("streaming", "done"):
+            return f"[{self.status}: the partial answer above was kept]"
+        return ""
+
+    def plain(self) -> str:
+        parts = self._tool_lines() + [self.text or ("…" if self.status == "streaming" else "")]
+        footer = self._footer()
+        return "\n".join(p for p in [*parts, footer] if p)
+
+    def markdown(self) -> str:
+        tools = "".join(f"<div style='color:#8250df;font-family:monospace;font-size:85%'>{_repr.esc(t)}</div>"
+                        for t in self._tool_lines())
+        body = _repr.md_text(self.text).replace("\n", "  \n") if self.text else ("*…*" if self.status == "streaming" else "")
+        footer = self._footer()
+        footer = f"\n\n<span style='color:#cf222e'>{_repr.esc(footer)}</span>" if footer else ""
+        return f"{tools}\n\n{body}{footer}" if tools else f"{body}{footer}"
+
+    def bundle(self, response: Any = None) -> dict[str, Any]:
+        data: dict[str, Any] = {"text/plain": self.plain()}
+        if self.fmt == "md":
+            data["text/markdown"] = self.markdown()
+        elif self.fmt == "json" and self.status != "streaming":
+            data["application/json"] = self.as_json(response)
+        return data
+
+    def as_json(self, response: Any = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"agent": self.agent, "text": self.text, "status": self.status,
+                               "tool_calls": [{"call": c[0], "outcome": c[1]} for c in self.calls.values()]}
+        if self.error:
+            out["error"] = self.error
+        if response is not None:
+            out["usage"] = {"prompt_tokens": response.usage.prompt_tokens,
+                            "completion_tokens": response.usage.completion_tokens}
+            out["timings_ms"] = response.timings
+        return out

@@ -1,0 +1,93 @@
+"""The pieces a :class:`~letta_nb.notebook.widget.ChatWidget` is made of: message bubbles and tool-call steps.
+
+A bubble is an ``Output`` widget holding one ``text/markdown`` output, so the frontend's own Markdown
+renderer draws it (JupyterLab, Notebook 7 and VS Code alike) with no Markdown library in the kernel. A
+step is a collapsed ``Accordion`` whose title carries tool, status and milliseconds and whose body holds
+the arguments and the result. Both are updated by assigning traits, which ipywidgets 8 syncs from any
+thread; each view throttles its own updates so a fast stream does not flood the frontend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import ipywidgets as widgets
+
+from letta_nb import _repr
+
+__all__ = ["MessageView", "StepView", "memory_html"]
+
+_MIN_INTERVAL_S = 0.05
+_MARGIN = {"user": "2px 0 2px 15%", "assistant": "2px 15% 2px 0"}  # user on the right, agent on the left
+_BORDER = {"user": "1px solid #54aeff", "assistant": "1px solid #d0d7de"}
+
+
+class MessageView:
+    """One chat bubble whose text can grow (streamed tokens) and be finished with a note."""
+
+    def __init__(self, role: str, text: str = "", note: str = ""):
+        self.role, self.text, self.note = role, text, note
+        self.widget = widgets.Output(layout=widgets.Layout(border=_BORDER.get(role, _BORDER["assistant"]),
+                                                           margin=_MARGIN.get(role, ""), padding="0 8px"))
+        self.widget.add_class("letta-msg")
+        self.widget.add_class(f"letta-msg-{role}")
+        self._last = 0.0
+        self.render()
+
+    def append(self, text: str) -> None:
+        self.text += text
+        now = time.monotonic()
+        if now - self._last >= _MIN_INTERVAL_S:
+            self.render()
+
+    def finish(self, note: str = "") -> None:
+        self.note = note
+        self.render()
+
+    def render(self) -> None:
+        self._last = time.monotonic()
+        body = _repr.md_text(self.text).replace("\n", "  \n") or "…"
+        if self.note:
+            body += f"\n\n*{_repr.md_text(self.note)}*"
+        self.widget.outputs = ({"output_type": "display_data", "metadata": {},
+                                "data": {"text/markdown": body, "text/plain": self.text}},)
+
+
+class StepView:
+    """One tool call: collapsed by default, titled ``⚙ name · status · ms``; arguments and result inside."""
+
+    def __init__(self, call_id: str, name: str, arguments: str):
+        self.call_id, self.name, self.arguments = call_id, name, arguments
+        self.status, self.result, self.ms = "running", "", None
+        self.body = widgets.HTML()
+        self.widget = widgets.Accordion(children=[self.body], selected_index=None)
+        self.widget.add_class("letta-step")
+        self.render()
+
+    def finish(self, status: str, result: str, ms: float | None) -> None:
+        self.status, self.result, self.ms = status, result, ms
+        self.render()
+
+    @property
+    def title(self) -> str:
+        ms = f" · {self.ms:.1f} ms" if self.ms is not None else ""
+        return f"⚙ {self.name} · {self.status}{ms}"
+
+    def render(self) -> None:
+        try:
+            args = json.dumps(json.loads(self.arguments), indent=2, ensure_ascii=False)
+        except ValueError:
+            args = self.arguments
+        color = {"success": "#2da44e", "running": "#6e7781"}.get(self.status, "#cf222e")
+        result = _repr.esc(_repr.short(self.result, 4000)) if self.result else "<i>(waiting)</i>"
+        self.body.value = (f"<div style='font-size:90%'><b>arguments</b><pre style='white-space:pre-wrap'>"
+                           f"{_repr.esc(args)}</pre><b>result</b> <span style='color:{color}'>{_repr.esc(self.status)}"
+                           f"</span><pre style='white-space:pre-wrap'>{result}</pre></div>")
+        self.widget.titles = (self.title,)
+
+
+def memory_html(agent_name: str, blocks: list[Any]) -> str:
+    cards = "".join(_repr.block_html(b) for b in blocks)
+    return f"<div style='font-size:90%'><b>Core memory · {_repr.esc(agent_name)}</b>{cards}</div>"

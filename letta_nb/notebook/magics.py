@@ -1,0 +1,140 @@
+"""The ``%letta`` and ``%%letta`` magics.
+
+Two ``Magics`` classes, one per topic: :class:`LettaCommandMagics` owns the ``%letta SUBCOMMAND`` line
+magic (a thin dispatcher over the subcommand modules ``_cmd_*``) and :class:`LettaChatMagics` owns the
+``%%letta`` cell magic that sends the cell to an agent and streams the reply. Both read the kernel's
+:class:`~letta_nb.notebook._session.NotebookSession`; neither keeps state of its own, so ``%reload_ext``
+can replace them freely.
+
+Invariants of ``%%letta``: the stream is consumed in the cell's thread, so a kernel interrupt (Ctrl-C)
+lands in it; the stream is always closed (which cancels the turn if it is still running), and what the
+agent had said by then stays on screen and in recall memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+
+from letta_nb.errors import LettaNBError
+from letta_nb.notebook import _cmd_agents, _cmd_info, _cmd_memory, _cmd_tools  # noqa: F401  (registers subcommands)
+from letta_nb.notebook._commands import dispatch, help_text, parse
+from letta_nb.notebook._live_reply import FORMATS, LiveReply
+from letta_nb.notebook._session import current_session
+
+__all__ = ["LettaChatMagics", "LettaCommandMagics", "interpolate"]
+
+_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_IDENT = re.compile(r"^[A-Za-z_]\w*$")
+
+
+@magics_class
+class LettaCommandMagics(Magics):
+    @line_magic
+    def letta(self, line: str) -> Any:
+        return dispatch(line, current_session(), self.shell)
+
+    letta.__doc__ = help_text()
+
+
+@magics_class
+class LettaChatMagics(Magics):
+    @magic_arguments("%letta")
+    @argument("agent", nargs="?", help="agent name (default: the current agent, see %%letta use)")
+    @argument("-o", "--output", metavar="VAR", help="store the Response in this notebook variable")
+    @argument("--format", choices=FORMATS, default="md",
+              help="md (rendered markdown, default), text (plain) or json (the reply as JSON)")
+    @cell_magic
+    def letta(self, line: str, cell: str) -> None:
+        """Send the cell to an agent and stream its reply into the output area.
+
+        ``{name}`` or ``{obj.attr}`` in the cell is replaced by that notebook variable (``{{`` and ``}}`` are
+        literal braces). Tool calls show as compact lines above the reply. Interrupt the kernel (Ctrl-C,
+        or the stop button) to stop: the partial answer is kept, on screen and in recall memory.
+        """
+        args = parse(self.letta, line)
+        if args.output is not None and not _IDENT.match(args.output):
+            raise UsageError(f"-o needs a Python variable name, got {args.output!r}.")
+        text = interpolate(cell, self.shell.user_ns).strip()
+        if not text:
+            raise UsageError("%%letta needs a message in the cell body, e.g.\n%%letta sam\nWhat did we discuss?")
+        session = current_session()
+        try:
+            agent = session.client.agents.retrieve(session.agent_or_current(args.agent))
+            live, response = _stream_reply(session.client, agent, text, args.format)
+        except LettaNBError as e:
+            raise UsageError(str(e)) from None
+        if args.output:
+            self.shell.user_ns[args.output] = response
+        if live.error:
+            raise UsageError(f"agent {agent.name!r} failed: {live.error}")
+
+
+def _stream_reply(client: Any, agent: Any, text: str, fmt: str) -> tuple[LiveReply, Any]:
+    live = LiveReply(agent.name, fmt)
+    before = agent.last_seq  # read now: the AgentState is the live session's and moves with the turn
+    handle = display(live.bundle(), raw=True, display_id=True)
+    steps: list[Any] = []
+    usage = None
+    with contextlib.closing(client.agents.messages.stream(agent.id, text)) as stream:
+        try:
+            for event in stream:
+                live.feed(event)
+                if event.message_type == "step":
+                    steps.append(event.step)
+                elif event.message_type == "stop_reason":
+                    usage = event.usage
+                if live.due():
+                    handle.update(live.bundle(), raw=True)
+            if live.status == "streaming":
+                live.status = "done"
+        except KeyboardInterrupt:
+            live.status = "cancelled"
+        except LettaNBError as e:
+            live.status, live.error = "error", str(e)
+    response = _response(client, agent, before, steps, usage, live)
+    handle.update(live.bundle(response), raw=True)
+    return live, response
+
+
+def _response(client: Any, agent: Any, before: int, steps: list[Any], usage: Any, live: LiveReply) -> Any:
+    """The turn as a Response: its messages are those recall memory gained since the turn began."""
+    from letta_nb.llm.base import Usage
+    from letta_nb.schemas import Response
+
+    recent = client.agents.messages.list(agent.id, limit=4 * agent.max_steps + 4)
+    messages = [m for m in recent if m.seq > before]
+    stop = {"done": "end_turn", "streaming": "end_turn"}.get(live.status, live.status)
+    return Response(messages, usage or Usage(), steps, stop)
+
+
+def interpolate(cell: str, namespace: dict[str, Any]) -> str:
+    """Replace ``{name}`` / ``{name.attr}`` with notebook values; ``{{``/``}}`` are literal braces."""
+
+    def field(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        expr = m.group(1).strip()
+        if not _DOTTED.match(expr):
+            return token  # JSON, code, set literals: not a variable reference, leave it alone
+        head, *attrs = expr.split(".")
+        if head not in namespace:
+            raise UsageError(f"The cell refers to {{{expr}}} but no variable {head!r} is defined in the notebook. "
+                             f"Define it first, or write {{{{{expr}}}}} for literal braces.")
+        value = namespace[head]
+        for attr in attrs:
+            try:
+                value = getattr(value, attr)
+            except AttributeError:
+                raise UsageError(f"{{{expr}}}: {type(value).__name__} object has no attribute {attr!r}.") from None
+        return str(value)
+
+    return _FIELD.sub(field, cell)

@@ -1,0 +1,177 @@
+"""ChatWidget without a browser: its synced state (traitlets) and the comm messages it sends.
+
+Every widget gets a recording comm (``comm.create_comm`` is swapped for one that keeps what would go to the
+frontend, and from which thread), so the tests see what a browser would receive: the reply growing in
+several updates sent from the widget's worker thread, steps, the memory panel, disabled controls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import comm
+import pytest
+
+import letta_nb
+from letta_nb.notebook.widget import ChatWidget
+
+INTRO = "Hello! I'm letta_nb's offline model: deterministic and needing no API key."
+
+
+class RecordingComm:
+    """Stands in for a kernel comm: records every message a widget sends, with the sending thread."""
+
+    sent: ClassVar[list[tuple[str, dict[str, Any], str]]] = []
+    kernel = "recording"
+
+    def __init__(self, **kwargs: Any):
+        self.comm_id = kwargs.get("comm_id") or uuid.uuid4().hex
+        self.open_data = kwargs.get("data")
+
+    def send(self, data: Any = None, buffers: Any = None, **kwargs: Any) -> None:
+        RecordingComm.sent.append((self.comm_id, data, threading.current_thread().name))
+
+    def on_msg(self, callback: Any) -> None:
+        pass
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def recording_comm(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[RecordingComm]]:
+    RecordingComm.sent = []
+    monkeypatch.setattr(comm, "create_comm", lambda **kwargs: RecordingComm(**kwargs))
+    yield RecordingComm
+
+
+def updates_of(widget: Any, key: str) -> list[tuple[Any, str]]:
+    """(value, thread name) of each synced update of ``key`` sent for ``widget``."""
+    return [(data["state"][key], thread) for comm_id, data, thread in RecordingComm.sent
+            if comm_id == widget.comm.comm_id and data.get("method") == "update" and key in data["state"]]
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_history_is_rebuilt_from_the_store(client: letta_nb.Client) -> None:
+    client.agents.create("sam")
+    client.agents.messages.create("sam", "My name is Ada.")
+    client.agents.messages.create("sam", "Remember that the MemGPT paper pages memory.")
+    w = ChatWidget("sam", client=client)
+    assert w.messages[0] == ("user", "My name is Ada.")
+    assert ("assistant", 'Got it - I saved "Name: Ada" to my core memory (human).') in w.messages
+    assert [s.name for s in w.steps] == ["core_memory_append", "archival_memory_insert"]
+    assert all(s.status == "success" for s in w.steps)
+    assert w.steps[0].widget.titles == ("⚙ core_memory_append · success",)
+    assert w.steps[0].widget.selected_index is None  # steps start collapsed
+    assert "&quot;label&quot;: &quot;human&quot;" in w.steps[0].body.value  # arguments, pretty-printed and escaped
+    assert "Name: Ada" in w.memory_panel.value
+    assert len(w.conversation.children) == len(w.messages) + len(w.steps)
+
+
+def test_send_streams_the_reply_from_a_worker_thread(client: letta_nb.Client) -> None:
+    client.agents.create("sam", model="offline?tps=60")
+    w = ChatWidget("sam", client=client)
+    assert w.input.disabled is False and w.stop_button.disabled is True
+    w.input.value = "My name is Ada."
+    w.send_button.click()
+    # The click returned at once (the kernel is free) and the controls say a turn is running.
+    assert w.busy and w.input.disabled and w.send_button.disabled and not w.stop_button.disabled
+    assert w.input.value == ""
+    assert w.wait(timeout=60)
+    assert not w.busy and not w.input.disabled and w.stop_button.disabled
+    reply = 'Got it - I saved "Name: Ada" to my core memory (human).'
+    assert w.messages == [("user", "My name is Ada."), ("assistant", reply)]
+    bubble = w._views[-1].widget
+    assert bubble.outputs[0]["data"]["text/markdown"] == reply
+    texts = [outputs[0]["data"]["text/plain"] for outputs, _ in updates_of(bubble, "outputs")]
+    assert len(texts) >= 2 and texts[-1] == reply  # it grew in several synced updates ...
+    assert all(reply.startswith(t) for t in texts)  # ... each a prefix of the reply
+    assert {thread for _, thread in updates_of(bubble, "outputs")} == {"letta_nb-chat"}
+    (step,) = w.steps
+    assert step.name == "core_memory_append" and step.status == "success" and step.ms is not None
+    assert step.widget.titles[0].startswith("⚙ core_memory_append · success · ")
+    assert "Name: Ada" in w.memory_panel.value  # the live memory panel followed the edit
+    assert any("Name: Ada" in v for v, _ in updates_of(w.memory_panel, "value"))
+
+
+def test_stop_keeps_the_partial_answer_on_screen_and_in_recall(client: letta_nb.Client) -> None:
+    client.agents.create("slow", model="offline?tps=20")
+    w = ChatWidget("slow", client=client)
+    assert w.send("Hi!")
+    wait_until(lambda: len(w.messages) == 2 and len(w.messages[1][1]) > 15, "the first words of the reply")
+    w.stop_button.click()
+    assert w.wait(timeout=60)
+    assert w.status == "stopped" and not w.busy and not w.input.disabled
+    partial = w.messages[-1][1]
+    assert INTRO.startswith(partial[:40]) and len(partial) < 150
+    assert "stopped - partial answer kept" in w._views[-1].widget.outputs[0]["data"]["text/markdown"]
+    stored = client.agents.messages.list("slow")[-1]
+    assert stored.message_type == "assistant_message" and stored.status == "cancelled"
+    assert stored.text == partial
+    reopened = ChatWidget("slow", client=client)
+    assert reopened.messages[-1] == ("assistant", partial)
+    assert "cancelled: partial answer" in reopened._views[-1].widget.outputs[0]["data"]["text/markdown"]
+
+
+def test_markdown_is_rendered_by_the_frontend_and_html_is_escaped(client: letta_nb.Client) -> None:
+    client.agents.create("sam")
+    w = ChatWidget("sam", client=client)
+    w.send("Remember that **bold** and <script>alert(1)</script> are fine.")
+    assert w.wait(timeout=60)
+    user = w._views[0].widget.outputs[0]["data"]["text/markdown"]
+    assert "**bold**" in user and "<script>" not in user and "&lt;script&gt;" in user
+
+
+def test_errors_show_inline_and_free_the_input(client: letta_nb.Client) -> None:
+    client.agents.create("sam")
+    w = ChatWidget("sam", client=client)
+    client.agents.delete("sam")
+    assert w.send("hello?")
+    assert w.wait(timeout=60)
+    assert "No agent named" in w.error
+    assert w.error_box.layout.display == "block" and "No agent named" in w.error_box.value
+    assert not w.busy and not w.input.disabled
+    client.agents.create("sam2")
+    w2 = ChatWidget("sam2", client=client)
+    assert w2.error_box.layout.display == "none"
+
+
+def test_send_ignores_empty_input_and_a_second_message_while_busy(client: letta_nb.Client) -> None:
+    client.agents.create("slow", model="offline?tps=20")
+    w = ChatWidget("slow", client=client)
+    assert w.send("   ") is False and w.messages == []
+    assert w.send("Hi!")
+    assert w.send("again") is False
+    w.stop()
+    assert w.wait(timeout=60)
+    assert [role for role, _ in w.messages] == ["user", "assistant"]
+
+
+def test_unknown_agent_fails_at_construction(client: letta_nb.Client) -> None:
+    with pytest.raises(letta_nb.AgentNotFoundError, match="No agent named 'nobody'"):
+        ChatWidget("nobody", client=client)
+
+
+def test_top_level_chatwidget_uses_the_notebook_session(letta_home: Any) -> None:
+    from letta_nb.notebook._session import NotebookSession, set_session
+
+    session = NotebookSession()
+    old = set_session(session)
+    try:
+        session.client.agents.create("sam")
+        w = letta_nb.ChatWidget("sam")
+        assert w.client is session.client
+    finally:
+        set_session(old)
+        session.close()
