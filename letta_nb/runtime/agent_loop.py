@@ -67,7 +67,11 @@ class _Turn:
         self.out: list[Message] = []  # committed messages of this turn
         self.steps: list[StepStats] = []
         self.usage = Usage()
-        self.partial_text: list[str] = []
+        # Events are built only when someone watches the stream (a hundred busy agents feel every
+        # allocation: the garbage collector's passes grow with them). The reply's argument pieces of
+        # this step are kept raw and decoded as they arrive only then, else once if a cancel saves them.
+        self.reply_args: dict[int, list[str]] = {}
+        self.streaming = emit is not _noop
         self.user_text = text
         self.step_id = ""
 
@@ -101,7 +105,7 @@ class _Turn:
         if memory is not None and memory.changed:
             self.agent.blocks = memory.blocks
         self.out.extend(messages)
-        self.partial_text = []  # committed: nothing of this step is left to save if cancelled now
+        self.reply_args = {}  # committed: nothing of this step is left to save if cancelled now
         if cancelled:
             raise asyncio.CancelledError
         return db_ms
@@ -121,7 +125,7 @@ class _Turn:
         for index in range(self.agent.max_steps):
             t0 = time.perf_counter()
             self.step_id = new_id("step")
-            self.partial_text = []
+            self.reply_args = {}
             if index == 0:
                 self.pending = [self.new_message(role="user", content=self.user_text)]
             eviction_fields: dict[str, Any] = {}
@@ -137,9 +141,10 @@ class _Turn:
             assistant = self.new_message(role="assistant", content=completion.content,
                                          tool_calls=completion.tool_calls)
             self.pending.append(assistant)
-            for call in completion.tool_calls:
-                if call.name not in TERMINAL_TOOLS:
-                    self.emit(ToolCallEvent(call.id, call.name, call.arguments))
+            if self.streaming:
+                for call in completion.tool_calls:
+                    if call.name not in TERMINAL_TOOLS:
+                        self.emit(ToolCallEvent(call.id, call.name, call.arguments))
 
             t_tools = time.perf_counter()
             ctx = ToolContext(agent=self.agent, memory=memory, store=rt.store, archival=rt.archival)
@@ -148,7 +153,7 @@ class _Turn:
             for r in results:
                 self.pending.append(self.new_message(role="tool", content=r.content, tool_call_id=r.call_id,
                                                      name=r.name, status=r.status))
-                if r.name not in TERMINAL_TOOLS or r.status != "success":
+                if self.streaming and (r.name not in TERMINAL_TOOLS or r.status != "success"):
                     self.emit(ToolReturnEvent(r.call_id, r.name, r.status, r.content, r.duration_ms))
             replied = any(r.name in TERMINAL_TOOLS and r.status == "success" for r in results)
             finished = replied or not completion.tool_calls
@@ -161,16 +166,19 @@ class _Turn:
                               completion.usage.prompt_tokens, completion.usage.completion_tokens, stop,
                               tuple(r.name for r in results))
             self.steps.append(stats)
-            rt.record_step(self.agent, stats)
-            self.emit(StepEvent(stats))
+            rt.record_step(self.agent, stats, completion.ttft_ms)
+            if self.streaming:
+                self.emit(StepEvent(stats))
             if finished:
                 stop_reason = "end_turn"
                 break
-        self.emit(StopEvent(stop_reason, self.usage))
+        if self.streaming:
+            self.emit(StopEvent(stop_reason, self.usage))
         return Response(self.out, self.usage, self.steps, stop_reason, self.run_id)
 
     async def _call_model(self, prompt: list[dict[str, Any]]) -> Completion:
         parsers: dict[int, SendMessageParser] = {}
+        streaming = self.streaming
         names: dict[int, str] = {}
         completion: Completion | None = None
         async for event in self.session.llm.stream(prompt, self.session.tool_schemas):
@@ -178,12 +186,14 @@ class _Turn:
                 if event.name:
                     names[event.index] = event.name
                 if names.get(event.index) in TERMINAL_TOOLS and event.arguments:
-                    text = parsers.setdefault(event.index, SendMessageParser()).feed(event.arguments)
-                    if text:
-                        self.partial_text.append(text)
-                        self.emit(AssistantDelta(text))
+                    self.reply_args.setdefault(event.index, []).append(event.arguments)
+                    if streaming:
+                        text = parsers.setdefault(event.index, SendMessageParser()).feed(event.arguments)
+                        if text:
+                            self.emit(AssistantDelta(text))
             elif isinstance(event, TextDelta):
-                self.emit(ReasoningDelta(event.text))
+                if streaming:
+                    self.emit(ReasoningDelta(event.text))
             elif isinstance(event, Completion):
                 completion = event
         if completion is None:
@@ -193,8 +203,9 @@ class _Turn:
     async def save_interrupted(self, reason: str) -> None:
         """Commit the user message and any streamed reply text of an interrupted step."""
         keep = [m for m in self.pending if m.role == "user"]
-        if self.partial_text:
-            keep.append(self.new_message(role="assistant", content="".join(self.partial_text), status=reason))
+        partial = "".join(SendMessageParser().feed("".join(pieces)) for _, pieces in sorted(self.reply_args.items()))
+        if partial:
+            keep.append(self.new_message(role="assistant", content=partial, status=reason))
         if not keep:
             return
         base = self.agent.last_seq + 1  # the last committed seq: close any gap left by dropped messages

@@ -8,6 +8,7 @@ its result when the tool returns, a step summary after each commit, and one ``st
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,7 @@ class SendMessageParser:
         return text
 
 
+_PLAIN = re.compile(r'[^"\\]+')  # a run of characters that need no decoding
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -119,9 +121,8 @@ def _decode_from(buf: str, i: int) -> tuple[str, int, bool]:
     out = []
     n = len(buf)
     while i < n:
-        j = i
-        while j < n and buf[j] not in '"\\':
-            j += 1
+        m = _PLAIN.match(buf, i)
+        j = m.end() if m else i
         out.append(buf[i:j])
         i = j
         if i >= n:
