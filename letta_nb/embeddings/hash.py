@@ -39,25 +39,35 @@ class _Features:
 
     def _clear(self) -> None:
         self.ids: dict[str, int] = {}
-        self.offsets = [0]
-        self.index: list[int] = []
-        self.weight: list[float] = []
-        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # CSR arrays with spare capacity (doubling), so a batch's new words are appended, not re-copied.
+        self.offsets = np.zeros(1024, np.int64)  # offsets[j]..offsets[j+1]: word j's entries
+        self.index = np.zeros(8192, np.int64)
+        self.weight = np.zeros(8192, np.float64)
+        self.entries = 0
 
-    def _add(self, word: str) -> int:
-        dim = self.dim
-        h = zlib.crc32(word.encode())
-        self.index.append(h % dim)
-        self.weight.append(1.0 if (h >> 31) & 1 else -1.0)
-        padded = f"#{word}#"
-        for i in range(len(padded) - 2):
-            g = zlib.crc32(padded[i : i + 3].encode())
-            self.index.append(g % dim)
-            self.weight.append(0.3 if (g >> 31) & 1 else -0.3)
-        self.offsets.append(len(self.index))
-        self.ids[word] = len(self.ids)
-        self._arrays = None
-        return self.ids[word]
+    def _append(self, words: list[str]) -> None:
+        index: list[int] = []
+        weight: list[float] = []
+        ends: list[int] = []
+        dim, base = self.dim, self.entries
+        for word in words:
+            h = zlib.crc32(word.encode())
+            index.append(h % dim)
+            weight.append(1.0 if (h >> 31) & 1 else -1.0)
+            padded = f"#{word}#"
+            for i in range(len(padded) - 2):
+                g = zlib.crc32(padded[i : i + 3].encode())
+                index.append(g % dim)
+                weight.append(0.3 if (g >> 31) & 1 else -0.3)
+            ends.append(base + len(index))
+        first, n_words = len(self.ids), len(words)
+        self.offsets = _fit(self.offsets, first + n_words + 1)
+        self.offsets[first + 1 : first + n_words + 1] = ends
+        self.index, self.weight = _fit(self.index, base + len(index)), _fit(self.weight, base + len(index))
+        self.index[base : base + len(index)] = index
+        self.weight[base : base + len(index)] = weight
+        self.entries = base + len(index)
+        self.ids.update(zip(words, range(first, first + n_words)))
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         words = [_WORD.findall(t.lower()) for t in texts]
@@ -65,11 +75,11 @@ class _Features:
             if len(self.ids) > self.max_words:
                 self._clear()
             ids = self.ids
-            flat = [ids[w] if w in ids else self._add(w) for ws in words for w in ws]
-            if self._arrays is None:
-                self._arrays = (np.asarray(self.offsets, np.int64), np.asarray(self.index, np.int64),
-                                np.asarray(self.weight, np.float64))
-            offsets, index, weight = self._arrays
+            new = list(dict.fromkeys(w for ws in words for w in ws if w not in ids))
+            if new:
+                self._append(new)
+            flat = [ids[w] for ws in words for w in ws]
+            offsets, index, weight = self.offsets, self.index, self.weight
         n, dim = len(texts), self.dim
         wid = np.asarray(flat, np.int64)
         text_of_word = np.repeat(np.arange(n, dtype=np.int64), [len(ws) for ws in words])
@@ -82,6 +92,15 @@ class _Features:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out.astype(np.float32)
+
+
+def _fit(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` if it holds ``size`` items, else a copy with double the room."""
+    if size <= len(array):
+        return array
+    grown = np.zeros(max(size, 2 * len(array)), array.dtype)
+    grown[: len(array)] = array
+    return grown
 
 
 _FEATURES: dict[int, _Features] = {}

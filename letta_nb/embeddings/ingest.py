@@ -9,7 +9,8 @@ Invariants:
 - **Idempotent.** A file's record holds its content hash and chunking settings (``files`` table); an
   upload of the same bytes with the same settings and embedder is ``unchanged`` and writes nothing, a
   changed one is ``replaced`` (old passages out, new in).
-- **Resumable.** Each file is committed in one transaction (store/files.py), so after a crash, even
+- **Resumable.** A file's row and passages commit in one transaction (store/files.py; files embedded
+  while the previous commit ran share the next one), so after a crash, even
   SIGKILL, re-running the upload skips the files that committed and redoes the rest; no file is half
   stored or duplicated.
 - **Per-file errors.** A file that is too large, binary, malformed or fails to embed becomes an
@@ -35,7 +36,7 @@ import numpy as np
 from letta_nb.embeddings.chunking import KNOWN_SUFFIXES, ChunkedFile, ChunkSettings, chunk_file
 from letta_nb.embeddings.ingest_report import FileResult, IngestReport
 from letta_nb.errors import InvalidArgumentError, LettaNBError
-from letta_nb.store.files import file_records, replace_file
+from letta_nb.store.files import FilePassages, FileUpdate, file_records, replace_files
 from letta_nb.store.store import new_id, utcnow
 
 __all__ = ["ingest", "discover", "chunk_pool", "DEFAULT_MAX_FILE_MB"]
@@ -152,6 +153,8 @@ async def ingest(
     bar = _progress(progress, sum(sizes[p] for p in todo))
     pending: dict[str, asyncio.Future] = {}
     previous_write: asyncio.Task | None = None
+    total_chunks = 0
+    unwritten: list[FileUpdate] = []
     try:
         queue = iter(todo)
 
@@ -176,22 +179,27 @@ async def ingest(
                     chunked: ChunkedFile = await fut
                 except BrokenProcessPool:
                     chunked = await submit(path)
-                rows, file_row = await _embed_rows(store, embedder, agent, chunked, chunking, known.get(path))
+                passages, file_row = await _embed_rows(store, embedder, agent, chunked, chunking, known.get(path))
             except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
                 why = str(e) if isinstance(e, (LettaNBError, OSError)) else f"{type(e).__name__}: {e}"
                 results[path] = FileResult(path, "error", bytes=sizes[path], error=why)
                 bar.update(sizes[path])
                 continue
-            if previous_write is not None:
-                await previous_write  # commits stay in input order, one file per transaction
-            previous_write = asyncio.ensure_future(replace_file(store, file_row, rows))
+            # Commits stay in input order; files embedded while a commit runs share the next one.
+            unwritten.append((file_row, passages))
+            if previous_write is None or previous_write.done():
+                if previous_write is not None:
+                    await previous_write  # its error, if any, stops the upload here
+                previous_write, unwritten = asyncio.ensure_future(replace_files(store, unwritten)), []
             status = "replaced" if path in known else "added"
-            results[path] = FileResult(path, status, len(rows), chunked.size, splitter=chunked.splitter)
+            results[path] = FileResult(path, status, file_row["chunks"], chunked.size, splitter=chunked.splitter)
+            total_chunks += file_row["chunks"]
             bar.update(sizes[path])
-            bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=sum(r.chunks for r in results.values()),
-                            refresh=False)
+            bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=total_chunks, refresh=False)
         if previous_write is not None:
             await previous_write
+        if unwritten:
+            await replace_files(store, unwritten)
     finally:
         for fut in pending.values():
             fut.cancel()
@@ -207,25 +215,22 @@ async def ingest(
 
 
 async def _embed_rows(store: Any, embedder: Any, agent: Any, chunked: ChunkedFile, chunking: str,
-                      old: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                      old: Any) -> tuple[FilePassages | None, dict[str, Any]]:
     now = utcnow()
     vectors = []
     for i in range(0, len(chunked.chunks), EMBED_BATCH):
         vectors.append(np.asarray(await embedder.embed(chunked.chunks[i : i + EMBED_BATCH]), dtype=np.float32))
     file_id = new_id("file")
-    tags = [f"file:{Path(chunked.path).name}"]
-    rows = []
+    passages = None
     if vectors:
         matrix = np.concatenate(vectors)
         await store.vectors.prepare(int(matrix.shape[1]))
-        rows = [
-            {"id": new_id("passage"), "agent_id": agent.id, "text": text, "embedding": matrix[i].tobytes(),
-             "embedding_model": agent.embedding, "tags": tags, "created_at": now, "file_id": file_id}
-            for i, text in enumerate(chunked.chunks)
-        ]
+        passages = FilePassages(ids=[new_id("passage") for _ in chunked.chunks], texts=list(chunked.chunks),
+                                vectors=matrix, agent_id=agent.id, embedding_model=agent.embedding,
+                                tags=[f"file:{Path(chunked.path).name}"], created_at=now)
     file_row = {
         "id": file_id, "agent_id": agent.id, "path": chunked.path, "content_hash": chunked.sha256,
-        "size_bytes": chunked.size, "chunks": len(rows), "chunking": chunking,
+        "size_bytes": chunked.size, "chunks": len(passages.ids) if passages else 0, "chunking": chunking,
         "created_at": old.created_at if old is not None else now, "updated_at": now,
     }
-    return rows, file_row
+    return passages, file_row

@@ -25,6 +25,7 @@ class Checkpointer:
         self.every_rows = every_rows
         self._rows = 0
         self._wake = threading.Event()
+        self._start_lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
         self.checkpoints = 0
@@ -32,16 +33,18 @@ class Checkpointer:
 
     def wrote(self, rows: int) -> None:
         """Count rows committed; past the threshold, ask the thread for a checkpoint (never blocks)."""
-        self._rows += rows
+        self._rows += rows  # called from the loop and the upload thread: a lost count only delays a checkpoint
         if self._rows >= self.every_rows:
             self._rows = 0
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="letta_nb-checkpointer", daemon=True)
-                self._thread.start()
+            with self._start_lock:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(target=self._run, name="letta_nb-checkpointer", daemon=True)
+                    self._thread.start()
             self._wake.set()
 
     def close(self, timeout: float = 30) -> None:
-        self._closed = True
+        with self._start_lock:
+            self._closed = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)

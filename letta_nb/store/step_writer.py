@@ -54,7 +54,7 @@ class StepWrite:
     agent: dict[str, Any] = field(default_factory=dict)  # columns of the agent row to update
 
 
-_DT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format, so reads parse it
+DT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format, so reads parse it
 
 
 def _insert_sql(table: sa.Table) -> tuple[str, tuple[str, ...]]:
@@ -66,7 +66,7 @@ def _converters(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
     out: dict[str, Callable[[Any], Any]] = {}
     for c in table.columns:
         if isinstance(c.type, sa.DateTime):
-            out[c.name] = lambda v: v.strftime(_DT_FORMAT) if v is not None else None
+            out[c.name] = lambda v: v.strftime(DT_FORMAT) if v is not None else None
         elif isinstance(c.type, sa.JSON):
             out[c.name] = lambda v: json.dumps(v) if v is not None else None
     return out

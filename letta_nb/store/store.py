@@ -106,7 +106,7 @@ class Store:
         self.writer = writer
         self.applied_migrations: list[str] = []
         self.vectors = SqliteVecStore(location.sqlite_path)  # archival search; see store/vector.py
-        self.file_writer = FileWriter(location.sqlite_path)  # uploads' bulk writes; see store/files.py
+        self.file_writer = FileWriter(location.sqlite_path, writer.checkpointer)  # uploads' bulk writes; see store/files.py
 
     @classmethod
     async def open(cls, where: Any = None) -> Store:
