@@ -100,7 +100,6 @@ def reset(client: Any = None) -> None:
     """Forget every record, counter, metric and span so far (cached data itself is kept)."""
     rt = runtime(client)
     rt.tool_calls.clear()
-    rt.step_log.clear()
     rt.locks.waits.clear()
     rt.telemetry.reset()
 

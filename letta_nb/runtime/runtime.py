@@ -28,7 +28,11 @@ from letta_nb.runtime.cache import CacheRegistry
 from letta_nb.runtime.executor import ToolExecutor, ToolResult
 from letta_nb.runtime.locks import AgentLocks
 from letta_nb.runtime.session import AgentSession
-from letta_nb.runtime.tool_schema import ToolSpec, function_from_source, tool_from_function
+from letta_nb.runtime.tool_schema import (
+    ToolSpec,
+    function_from_source,
+    tool_from_function,
+)
 from letta_nb.schemas import AgentState, StepStats
 from letta_nb.store.store import Store
 from letta_nb.telemetry import Telemetry
@@ -64,7 +68,6 @@ class Runtime:
         self.telemetry.watch_caches(self.caches)
         self.locks = AgentLocks(on_wait=self.telemetry.on_lock_wait)
         self.tool_calls: collections.deque[ToolCallRecord] = collections.deque(maxlen=history)
-        self.step_log: collections.deque[tuple[str, StepStats]] = collections.deque(maxlen=history)
         self.executor = ToolExecutor(max_parallel=max_parallel_tools, on_result=self._record_tool)
         self.archival = Archival(store, self.embedder)
         self.running: dict[str, asyncio.Task] = {}
@@ -159,7 +162,6 @@ class Runtime:
         self.telemetry.on_tool(record)
 
     def record_step(self, agent: AgentState, stats: StepStats, ttft_ms: float | None = None) -> None:
-        self.step_log.append((agent.id, stats))
         self.telemetry.on_step(agent.id, agent.model, stats, ttft_ms)
 
     # ---- agents -----------------------------------------------------------------------------------
