@@ -134,6 +134,6 @@ def test_agent_on_openai_model_holds_a_conversation_with_tool_calls_over_http(cl
     assert any("MemGPT" in json.dumps(getattr(e, "__dict__", {}), default=str) for e in events), kinds
     rt = client.runtime
     shared = rt._http
-    assert rt.llm(model)._sdk_http is shared is rt.embedder(embedding)._sdk_http  # one shared httpx client
+    assert rt.llm(model)._sdk._sdk_http is shared is rt.embedder(embedding)._sdk._sdk_http  # one shared httpx client
     client.close()
     assert shared.is_closed and rt._http is None  # closed with the runtime

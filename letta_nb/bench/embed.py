@@ -156,7 +156,7 @@ def _check(texts: list[str], report: object, counter: object) -> tuple[int, int]
 def run(quick: bool = False) -> BenchResult:
     import openai  # noqa: F401  (imports are a process's one-time cost, not embedding throughput)
 
-    from letta_nb.llm.openai_compat import make_http_client
+    from letta_nb._http import make_http_client
     from letta_nb.testing.loopback import Faults, Latency, Limits, ideal_embed_seconds
     from letta_nb.testing.process import LoopbackProcess
 

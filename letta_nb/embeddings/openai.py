@@ -30,12 +30,19 @@ from typing import Any
 import httpx
 import numpy as np
 
-from letta_nb.embeddings.base import BatchRecord, EmbedderStats, EmbedReport, blank_indexes, check_texts
+from letta_nb._http import SdkClient
+from letta_nb.embeddings.base import (
+    BatchRecord,
+    EmbedderStats,
+    EmbedReport,
+    blank_indexes,
+    check_texts,
+)
 from letta_nb.embeddings.batching import Piece, pack, plan_batches, split_deferred
 from letta_nb.embeddings.concurrency import ConcurrencyLimit, limit_for
 from letta_nb.embeddings.tokens import TokenCounter
 
-__all__ = ["OpenAIEmbedder", "NATIVE_DIMS"]
+__all__ = ["NATIVE_DIMS", "OpenAIEmbedder"]
 
 NATIVE_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 _TOKEN_WORDS = ("maximum context length", "tokens per request", "too many tokens", "context_length_exceeded",
@@ -69,11 +76,7 @@ class OpenAIEmbedder:
         self.stats = EmbedderStats()
         self.counter = TokenCounter("cl100k_base")
         self._concurrency, self._adaptive, self._limit = concurrency, adaptive, limit
-        self._api_key = api_key
-        self._http = http
-        self._own_http: httpx.AsyncClient | None = None
-        self._sdk: Any = None
-        self._sdk_http: Any = None
+        self._sdk = SdkClient(self.base_url, api_key, http, max_retries=0, timeout=timeout)  # retries are ours
 
     def __repr__(self) -> str:
         return f"OpenAIEmbedder({self.name!r}, base_url={self.base_url!r}, dim={self.dim})"
@@ -84,24 +87,8 @@ class OpenAIEmbedder:
             self._limit = limit_for(self.base_url, self._concurrency, self._adaptive)
         return self._limit
 
-    def _client(self) -> Any:
-        import openai
-
-        from letta_nb.llm.openai_compat import make_http_client
-
-        http = self._http() if self._http is not None else self._own_http
-        if http is None:
-            http = self._own_http = make_http_client()
-        if self._sdk is None or self._sdk_http is not http:
-            self._sdk = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, http_client=http,
-                                           max_retries=0, timeout=self.timeout)
-            self._sdk_http = http
-        return self._sdk
-
     async def aclose(self) -> None:
-        if self._own_http is not None:
-            await self._own_http.aclose()
-            self._own_http = None
+        await self._sdk.aclose()
 
     # ---- the protocol ---------------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -268,7 +255,7 @@ class OpenAIEmbedder:
         try:
             # The SDK's low-level post: its auth, URL, headers and error types, without building a pydantic
             # object per vector (that costs more CPU than the server's per-input time).
-            response = await self._client().post("/embeddings", body=kwargs, cast_to=httpx.Response)
+            response = await self._sdk.get().post("/embeddings", body=kwargs, cast_to=httpx.Response)
         except openai.RateLimitError as e:
             raise _Attempt("throttle", f"HTTP 429: {_message(e)}", 429, _retry_after(e.response.headers)) from None
         except openai.APIStatusError as e:

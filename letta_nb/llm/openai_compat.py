@@ -20,20 +20,19 @@ from typing import Any, ClassVar
 
 import httpx
 
+from letta_nb._http import SdkClient
 from letta_nb.errors import ProviderError
-from letta_nb.llm.base import Completion, LLMEvent, TextDelta, ToolCall, ToolCallDelta, Usage
+from letta_nb.llm.base import (
+    Completion,
+    LLMEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from letta_nb.llm.tokens import estimate_tokens, message_tokens
 
-__all__ = ["OpenAICompatModel", "make_http_client"]
-
-
-def make_http_client() -> httpx.AsyncClient:
-    """The shared client: generous pool, finite timeouts, proxies and CA bundle from the environment."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(120.0, connect=10.0),
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        trust_env=True,
-    )
+__all__ = ["OpenAICompatModel"]
 
 
 class OpenAICompatModel:
@@ -49,32 +48,14 @@ class OpenAICompatModel:
         self.spec = spec  # what the agent stores: never holds the key
         self.context_window = context_window
         self.max_retries, self.timeout, self.temperature = max_retries, timeout, temperature
-        self._api_key = api_key
-        self._http = http
-        self._own_http: httpx.AsyncClient | None = None
-        self._sdk: Any = None
-        self._sdk_http: httpx.AsyncClient | None = None
+        self._sdk = SdkClient(self.base_url, api_key, http, max_retries=max_retries, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"OpenAICompatModel({self.spec!r}, base_url={self.base_url!r})"
 
-    def _client(self) -> Any:
-        import openai
-
-        http = self._http() if self._http is not None else self._own_http
-        if http is None:
-            http = self._own_http = make_http_client()
-        if self._sdk is None or self._sdk_http is not http:
-            self._sdk = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, http_client=http,
-                                           max_retries=self.max_retries, timeout=self.timeout)
-            self._sdk_http = http
-        return self._sdk
-
     async def aclose(self) -> None:
         """Close the HTTP client this model made itself (the runtime's shared one is closed by the runtime)."""
-        if self._own_http is not None:
-            await self._own_http.aclose()
-            self._own_http = None
+        await self._sdk.aclose()
 
     def _error(self, e: Exception) -> ProviderError:
         import openai
@@ -107,7 +88,7 @@ class OpenAICompatModel:
         usage: Usage | None = None
         finish = "stop"
         try:
-            stream = await self._client().chat.completions.create(**kwargs)
+            stream = await self._sdk.get().chat.completions.create(**kwargs)
             async with stream:
                 async for chunk in stream:
                     if chunk.usage is not None:

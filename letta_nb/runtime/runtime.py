@@ -96,7 +96,7 @@ class Runtime:
     def http_client(self) -> Any:
         """The shared ``httpx.AsyncClient``, made on first use (on the runtime loop), closed by :meth:`close`."""
         if self._http is None:
-            from letta_nb.llm.openai_compat import make_http_client
+            from letta_nb._http import make_http_client
 
             self._http = make_http_client()
         return self._http

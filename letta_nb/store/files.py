@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from letta_nb.store.checkpointer import Checkpointer
 from letta_nb.store.engine import WRITE
 from letta_nb.store.migrations import METADATA
-from letta_nb.store.sqlite_driver import connect_raw
+from letta_nb.store.sqlite_driver import connect_raw, write_transaction
 from letta_nb.store.step_writer import DT_FORMAT, insert_rows
 
 __all__ = ["file_records", "replace_files", "delete_file", "FilePassages", "FileUpdate", "FileWriter"]
@@ -87,17 +87,9 @@ async def replace_files(store: Any, updates: list[FileUpdate]) -> None:
 
 
 def _replace_files(conn: Any, updates: list[FileUpdate]) -> None:
-    cursor = conn.cursor()
-    cursor.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn) as cursor:
         for file_row, passages in updates:
             _replace_file(cursor, file_row, passages)
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    finally:
-        cursor.close()
 
 
 def _replace_file(cursor: Any, file_row: dict[str, Any], passages: FilePassages | None) -> None:

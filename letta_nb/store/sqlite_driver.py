@@ -13,17 +13,18 @@ raw driver error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiosqlite
 
 from letta_nb.errors import SQLiteExtensionError
 
-__all__ = ["sqlite_module", "sqlalchemy_dbapi", "connect_raw", "vec_available"]
+__all__ = ["sqlite_module", "sqlalchemy_dbapi", "connect_raw", "vec_available", "write_transaction"]
 
 _ERROR_NAMES = (
     "Warning",
@@ -129,3 +130,21 @@ def sqlalchemy_dbapi(path: str, *, busy_timeout_ms: int = 10_000) -> tuple[Any, 
         return await conn
 
     return dbapi, creator
+
+
+@contextlib.contextmanager
+def write_transaction(conn: Any) -> Iterator[Any]:
+    """A cursor in a ``BEGIN IMMEDIATE`` transaction on a raw connection: committed when the block ends,
+    rolled back if it raises. IMMEDIATE takes the write lock up front, so another process waits
+    (busy_timeout) instead of failing halfway through."""
+    cursor = conn.cursor()
+    cursor.execute("BEGIN IMMEDIATE")
+    try:
+        yield cursor
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.close()
+

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from letta_nb.store.checkpointer import Checkpointer
 from letta_nb.store.migrations import METADATA
+from letta_nb.store.sqlite_driver import write_transaction
 
 __all__ = ["StepWrite", "StepWriter", "apply_writes", "insert_rows", "is_busy"]
 
@@ -230,16 +231,8 @@ def is_busy(error: Exception) -> bool:
 
 
 def _transaction(conn: Any, writes: list[StepWrite]) -> None:
-    cursor = conn.cursor()
-    cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front: another process waits (busy_timeout)
-    try:
+    with write_transaction(conn) as cursor:
         apply_writes(cursor, writes)
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    finally:
-        cursor.close()
 
 
 def _resolve(fut: asyncio.Future, *, value: float | None = None, error: BaseException | None = None) -> None:

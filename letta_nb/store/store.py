@@ -23,11 +23,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from letta_nb.errors import AgentNotFoundError, AlreadyExistsError, BlockNotFoundError, StoreError
+from letta_nb.errors import (
+    AgentNotFoundError,
+    AlreadyExistsError,
+    BlockNotFoundError,
+    StoreError,
+)
 from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
 from letta_nb.store.checkpointer import Checkpointer
-from letta_nb.store.engine import WRITE, StoreLocation, make_async_engine, resolve_location
+from letta_nb.store.engine import (
+    WRITE,
+    StoreLocation,
+    make_async_engine,
+    resolve_location,
+)
 from letta_nb.store.files import FileWriter
 from letta_nb.store.migrations import METADATA, migrate
 from letta_nb.store.sqlite_driver import connect_raw

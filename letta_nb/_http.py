@@ -1,0 +1,60 @@
+"""HTTP to OpenAI-compatible endpoints: the runtime's one shared httpx client and the SDK client over it.
+
+Models (letta_nb.llm) and embedders (letta_nb.embeddings) both call endpoints through these, so they
+live below both layers. One ``httpx.AsyncClient`` per runtime means one connection pool, one set of
+timeouts, and proxies / CA bundles taken from the environment in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+__all__ = ["SdkClient", "make_http_client"]
+
+
+def make_http_client() -> httpx.AsyncClient:
+    """The shared client: generous pool, finite timeouts, proxies and CA bundle from the environment."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0, connect=10.0),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        trust_env=True,
+    )
+
+
+class SdkClient:
+    """The ``openai.AsyncOpenAI`` a model or embedder talks through, holding the key (never in a repr).
+
+    It rides the runtime's shared httpx client (``http`` returns it; rebuilt if the runtime replaced it)
+    or, used alone, one of its own that :meth:`aclose` closes.
+    """
+
+    def __init__(self, base_url: str, api_key: str, http: Callable[[], httpx.AsyncClient] | None, *,
+                 max_retries: int, timeout: float):
+        self.base_url, self.max_retries, self.timeout = base_url, max_retries, timeout
+        self._api_key, self._http = api_key, http
+        self._own_http: httpx.AsyncClient | None = None
+        self._sdk: Any = None
+        self._sdk_http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"SdkClient(base_url={self.base_url!r})"
+
+    def get(self) -> Any:
+        import openai
+
+        http = self._http() if self._http is not None else self._own_http
+        if http is None:
+            http = self._own_http = make_http_client()
+        if self._sdk is None or self._sdk_http is not http:
+            self._sdk = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, http_client=http,
+                                           max_retries=self.max_retries, timeout=self.timeout)
+            self._sdk_http = http
+        return self._sdk
+
+    async def aclose(self) -> None:
+        if self._own_http is not None:
+            await self._own_http.aclose()
+            self._own_http = None
