@@ -388,13 +388,15 @@ class Tools(_Resource):
 class Client:
     """A connection to an in-process letta_nb runtime. Use :func:`connect`."""
 
-    def __init__(self, where: Any = None):
+    def __init__(self, where: Any = None, *, api_keys: dict[str, str] | None = None):
+        keys = _api_keys(api_keys)
         self._thread = RuntimeThread()
         try:
             self._runtime: Runtime = self._thread.run(Runtime.open(where))
         except BaseException:
             self._thread.close()
             raise
+        self._runtime.api_keys.update(keys)  # memory only: never stored, logged or shown
         self.agents = Agents(self)
         self.tools = Tools(self)
 
@@ -426,9 +428,22 @@ class Client:
         return f"<letta_nb.Client {state} store={self.store_location!r}>"
 
 
-def connect(where: Any = None) -> Client:
-    """Open (or create) a store and start the runtime: a path, ``":memory:"``, or a URL; default ~/.letta_nb."""
-    return Client(where)
+def connect(where: Any = None, *, api_keys: dict[str, str] | None = None) -> Client:
+    """Open (or create) a store and start the runtime: a path, ``":memory:"``, or a URL; default ~/.letta_nb.
+
+    ``api_keys`` maps a provider (``"openai"``, ``"ollama"``) to its key, for when the environment
+    (``OPENAI_API_KEY``) should not hold it; keys stay in this process's memory only."""
+    return Client(where, api_keys=api_keys)
+
+
+def _api_keys(keys: Any) -> dict[str, str]:
+    if keys is None:
+        return {}
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items()):
+        # Never echo the value: it is a secret.
+        raise InvalidArgumentError("api_keys must be a dict of provider name -> non-empty key string, "
+                                   "e.g. {'openai': os.environ['MY_KEY']}")
+    return {k.strip().lower(): v for k, v in keys.items()}
 
 
 def _input_text(input: Any, messages: list[dict] | None) -> str:

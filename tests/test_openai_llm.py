@@ -137,3 +137,25 @@ def test_agent_on_openai_model_holds_a_conversation_with_tool_calls_over_http(cl
     assert rt.llm(model)._sdk._sdk_http is shared is rt.embedder(embedding)._sdk._sdk_http  # one shared httpx client
     client.close()
     assert shared.is_closed and rt._http is None  # closed with the runtime
+
+
+def test_connect_api_keys_reach_the_endpoint_but_never_the_store_or_a_repr(tmp_path):
+    import letta_nb
+    from tests.store_query import query
+
+    key = "sk-connect-secret-123"
+    with pytest.raises(InvalidArgumentError, match="api_keys must be a dict") as e:
+        letta_nb.connect(tmp_path / "bad.db", api_keys={"openai": 42})
+    assert "42" not in str(e.value)
+    path = tmp_path / "k.db"
+    with LoopbackServer(api_key=key, latency=Latency(base_ms=1)) as srv, \
+            letta_nb.connect(path, api_keys={"OpenAI": key}) as client:
+        model = f"openai/loopback-chat?base_url={srv.base_url}"
+        agent = client.agents.create(name="keyed", model=model)
+        r = client.agents.messages.create(agent, "My name is Ada.")  # the server refuses any other key (401)
+        assert r.stop_reason == "end_turn"
+        shown = " ".join(repr(x) for x in (client, client.runtime.llm(model), agent, r, *r.messages))
+        assert key not in shown and key not in agent._repr_html_()
+    for file in (path, tmp_path / "k.db-wal"):  # the database and whatever its log still holds
+        assert not file.exists() or key.encode() not in file.read_bytes()
+    assert query(str(path), "SELECT count(*) FROM agents WHERE model LIKE ?", f"%{key}%") == [(0,)]
