@@ -8,6 +8,8 @@ all-MiniLM-L6-v2. It follows the :mod:`letta_nb.embeddings.base` contract: empty
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 import threading
 import zlib
@@ -46,28 +48,35 @@ class _Features:
         self.entries = 0
 
     def _append(self, words: list[str]) -> None:
-        index: list[int] = []
-        weight: list[float] = []
-        ends: list[int] = []
-        dim, base = self.dim, self.entries
-        for word in words:
-            h = zlib.crc32(word.encode())
-            index.append(h % dim)
-            weight.append(1.0 if (h >> 31) & 1 else -1.0)
-            padded = f"#{word}#"
-            for i in range(len(padded) - 2):
-                g = zlib.crc32(padded[i : i + 3].encode())
-                index.append(g % dim)
-                weight.append(0.3 if (g >> 31) & 1 else -0.3)
-            ends.append(base + len(index))
-        first, n_words = len(self.ids), len(words)
-        self.offsets = _fit(self.offsets, first + n_words + 1)
-        self.offsets[first + 1 : first + n_words + 1] = ends
-        self.index, self.weight = _fit(self.index, base + len(index)), _fit(self.weight, base + len(index))
-        self.index[base : base + len(index)] = index
-        self.weight[base : base + len(index)] = weight
-        self.entries = base + len(index)
-        self.ids.update(zip(words, range(first, first + n_words)))
+        """Add new words' features: a word's own hash in Python, its trigrams' from a table, in numpy."""
+        dim, base, n = self.dim, self.entries, len(words)
+        lengths = np.fromiter(map(len, words), np.int64, n)
+        sizes = lengths + 1  # the word itself, then the trigrams of "#word#" (len(word) of them)
+        ends = base + np.cumsum(sizes)
+        starts = ends - sizes
+        total = int(sizes.sum())
+        index, weight = np.empty(total, np.int64), np.empty(total, np.float64)
+        own = np.fromiter((zlib.crc32(w.encode()) for w in words), np.int64, n)
+        index[starts - base] = own % dim
+        weight[starts - base] = np.where((own >> 31) & 1, 1.0, -1.0)
+        # Trigrams of every padded word at once: codes of "#w1##w2#...", windows that stay inside a word.
+        codes = _CODES[np.frombuffer("".join(f"#{w}#" for w in words).encode(), np.uint8)]
+        grams = codes[:-2] * (_ALPHABET * _ALPHABET) + codes[1:-1] * _ALPHABET + codes[2:]
+        word_of = np.repeat(np.arange(n), lengths + 2)[:-2]
+        at = np.arange(len(grams)) - np.repeat(np.cumsum(lengths + 2) - (lengths + 2), lengths + 2)[:-2]
+        keep = at < lengths[word_of]
+        table_index, table_weight = _trigram_table(dim)
+        slots = (starts - base)[word_of[keep]] + 1 + at[keep]
+        index[slots] = table_index[grams[keep]]
+        weight[slots] = table_weight[grams[keep]]
+        first = len(self.ids)
+        self.offsets = _fit(self.offsets, first + n + 1)
+        self.offsets[first + 1 : first + n + 1] = ends
+        self.index, self.weight = _fit(self.index, base + total), _fit(self.weight, base + total)
+        self.index[base : base + total] = index
+        self.weight[base : base + total] = weight
+        self.entries = base + total
+        self.ids.update(zip(words, range(first, first + n)))
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         words = [_WORD.findall(t.lower()) for t in texts]
@@ -75,14 +84,15 @@ class _Features:
             if len(self.ids) > self.max_words:
                 self._clear()
             ids = self.ids
-            new = list(dict.fromkeys(w for ws in words for w in ws if w not in ids))
-            if new:
-                self._append(new)
-            flat = [ids[w] for ws in words for w in ws]
+            every = list(itertools.chain.from_iterable(words))
+            flat = list(map(ids.get, every))  # C loops: the common case is every word already known
+            if None in flat:
+                self._append(list(dict.fromkeys(w for w, i in zip(every, flat) if i is None)))
+                flat = list(map(ids.__getitem__, every))
             offsets, index, weight = self.offsets, self.index, self.weight
         n, dim = len(texts), self.dim
-        wid = np.asarray(flat, np.int64)
-        text_of_word = np.repeat(np.arange(n, dtype=np.int64), [len(ws) for ws in words])
+        wid = np.fromiter(flat, np.int64, len(flat))
+        text_of_word = np.repeat(np.arange(n, dtype=np.int64), np.fromiter(map(len, words), np.int64, n))
         # Expand each word into its feature entries: entry k of word j sits at offsets[j] + k.
         starts, lengths = offsets[wid], offsets[wid + 1] - offsets[wid]
         first = np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -92,6 +102,19 @@ class _Features:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out.astype(np.float32)
+
+
+_SYMBOLS = b"abcdefghijklmnopqrstuvwxyz0123456789#"  # what a word ([a-z0-9]+) and its padding are made of
+_ALPHABET = len(_SYMBOLS)
+_CODES = np.zeros(256, np.int64)
+_CODES[np.frombuffer(_SYMBOLS, np.uint8)] = np.arange(_ALPHABET)
+
+
+@functools.lru_cache(maxsize=8)
+def _trigram_table(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket, +-0.3) of every possible trigram (37**3), indexed by its codes: built once per dimension."""
+    crc = np.fromiter((zlib.crc32(bytes(t)) for t in itertools.product(_SYMBOLS, repeat=3)), np.int64, _ALPHABET**3)
+    return crc % dim, np.where((crc >> 31) & 1, 0.3, -0.3)
 
 
 def _fit(array: np.ndarray, size: int) -> np.ndarray:
