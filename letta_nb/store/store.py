@@ -38,7 +38,7 @@ from letta_nb.store.engine import (
     make_async_engine,
     resolve_location,
 )
-from letta_nb.store.files import FileWriter
+from letta_nb.store.files import WRITER_CACHE_KB, FileWriter
 from letta_nb.store.migrations import METADATA, migrate
 from letta_nb.store.sqlite_driver import connect_raw
 from letta_nb.store.sqlite_vec import SqliteVecStore
@@ -378,6 +378,7 @@ def _writer_connection(path: str, busy_timeout_ms: int) -> Any:
     # sqlite-vec is loaded: triggers on passages write its vec0 tables in the step's transaction.
     conn = connect_raw(path, busy_timeout_ms=busy_timeout_ms)
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it (no fsync on the loop)
+    conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KB}")  # archival inserts update vec0 too (see files.py)
     return conn
 
 
