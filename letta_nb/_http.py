@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["SdkClient", "make_http_client"]
+__all__ = ["SdkClient", "error_message", "make_http_client"]
 
 
 def make_http_client() -> httpx.AsyncClient:
@@ -58,3 +58,14 @@ class SdkClient:
         if self._own_http is not None:
             await self._own_http.aclose()
             self._own_http = None
+
+
+def error_message(e: Any) -> str:
+    """The endpoint's own words from an ``openai`` SDK error (``{"error": {"message": ...}}``), else str(e)."""
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return str(getattr(e, "message", e))
+

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from letta_nb._http import SdkClient
+from letta_nb._http import SdkClient, error_message
 from letta_nb.embeddings.base import (
     BatchRecord,
     EmbedderStats,
@@ -257,10 +257,10 @@ class OpenAIEmbedder:
             # object per vector (that costs more CPU than the server's per-input time).
             response = await self._sdk.get().post("/embeddings", body=kwargs, cast_to=httpx.Response)
         except openai.RateLimitError as e:
-            raise _Attempt("throttle", f"HTTP 429: {_message(e)}", 429, _retry_after(e.response.headers)) from None
+            raise _Attempt("throttle", f"HTTP 429: {error_message(e)}", 429, _retry_after(e.response.headers)) from None
         except openai.APIStatusError as e:
             code = e.status_code
-            msg = _message(e)
+            msg = error_message(e)
             if code == 400 and (len(inputs) > 1 or any(w in msg.lower() for w in _TOKEN_WORDS)):
                 raise _Attempt("split", f"HTTP 400: {msg}", 400) from None
             if code in (408, 409) or code >= 500:
@@ -320,15 +320,6 @@ class _Part:
 def _mean(rows: np.ndarray, weights: list[int]) -> np.ndarray:
     v = np.average(rows, axis=0, weights=np.asarray(weights, dtype=np.float64))
     return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def _message(e: Any) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    return str(getattr(e, "message", e))
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from letta_nb._http import SdkClient
+from letta_nb._http import SdkClient, error_message
 from letta_nb.errors import ProviderError
 from letta_nb.llm.base import (
     Completion,
@@ -65,7 +65,7 @@ class OpenAICompatModel:
             hint = {401: " Check the API key (OPENAI_API_KEY) for this endpoint.",
                     404: " Check the model name and base_url.",
                     429: " The endpoint is rate limiting; retries were exhausted. Try again later."}.get(e.status_code, "")
-            return ProviderError(f"{where} answered HTTP {e.status_code}: {_message(e)}.{hint}", status=e.status_code)
+            return ProviderError(f"{where} answered HTTP {e.status_code}: {error_message(e)}.{hint}", status=e.status_code)
         if isinstance(e, openai.APITimeoutError):
             return ProviderError(f"{where} timed out after {self.timeout:g} s (after {self.max_retries} retries).")
         if isinstance(e, openai.APIConnectionError):
@@ -128,10 +128,3 @@ class OpenAICompatModel:
                          ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000)
 
 
-def _message(e: Any) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    return str(getattr(e, "message", e))
