@@ -60,6 +60,10 @@ def jupyterlab(tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, sub
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "IPYTHONDIR": str(tmp_path / "ipython"),
            "LETTA_NB_HOME": str(letta_home)}
+    # No "get notified about Jupyter news?" toast over the screenshots.
+    notification = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port, token = free_port(), secrets.token_hex(16)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)  # screenshots of this run only
     ARTIFACTS.mkdir(parents=True)
