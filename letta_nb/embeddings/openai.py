@@ -166,14 +166,18 @@ class OpenAIEmbedder:
             self.stats.failed_chunks += len(reasons)
             return EmbedReport(total, dim, np.zeros((0, dim), np.float32), [], empty=plan.empty, failed=reasons,
                                truncated=plan.truncated, split=plan.split)
-        matrix = np.concatenate([p.matrix if p.matrix is not None else np.zeros((len(p.pieces), dim), np.float32)
-                                 for p in (main, late)])
-        have = np.concatenate([main.have, late.have])
+        # The common case (no late part, one piece an input, all in) must not copy a 30 MB matrix four times.
+        if late.pieces:
+            matrix = np.concatenate([p.matrix if p.matrix is not None else np.zeros((len(p.pieces), dim), np.float32)
+                                     for p in (main, late)])
+            have = np.concatenate([main.have, late.have])
+        else:
+            matrix, have = main.matrix, main.have
         owner_of = np.fromiter((p.owner for p in pieces), dtype=np.int64, count=len(pieces))
         starts = np.flatnonzero(np.r_[True, owner_of[1:] != owner_of[:-1]])
         counts = np.diff(np.r_[starts, len(pieces)])
         ok = np.logical_and.reduceat(have, starts)
-        rows = matrix[starts]
+        rows = matrix if len(starts) == len(pieces) else matrix[starts]
         for k in np.flatnonzero((counts > 1) & ok):
             ids = range(starts[k], starts[k] + counts[k])
             rows[k] = _mean(matrix[starts[k] : starts[k] + counts[k]], [max(1, pieces[i].tokens) for i in ids])
@@ -182,9 +186,13 @@ class OpenAIEmbedder:
             ids = range(starts[k], starts[k] + counts[k])
             reasons[int(owner_of[starts[k]])] = next((failed[i] for i in ids if i in failed), "no vector returned")
         self.stats.failed_chunks += len(reasons)
-        owners = owner_of[starts[ok]]
-        order = np.argsort(owners, kind="stable")  # deferred (oversized) inputs were sent last
-        return EmbedReport(total, dim, rows[ok][order], owners[order].tolist(), empty=plan.empty, failed=reasons,
+        all_ok = bool(ok.all())
+        owners = owner_of[starts] if all_ok else owner_of[starts[ok]]
+        kept = rows if all_ok else rows[ok]
+        if owners.size and np.any(owners[1:] < owners[:-1]):  # deferred (oversized) inputs were sent last
+            order = np.argsort(owners, kind="stable")
+            kept, owners = kept[order], owners[order]
+        return EmbedReport(total, dim, kept, owners.tolist(), empty=plan.empty, failed=reasons,
                            truncated=sorted(plan.truncated),
                            split=sorted(set(plan.split) | main.split_late | late.split_late))
 
@@ -282,8 +290,12 @@ class OpenAIEmbedder:
         if len(data) != n or [d["index"] for d in data] != list(range(n)):
             raise _Attempt("retry", f"malformed response: {len(data)} embeddings for {n} inputs", 200)
         try:
-            raw = b"".join(base64.b64decode(d["embedding"]) if isinstance(d["embedding"], str)
-                           else np.asarray(d["embedding"], dtype=np.float32).tobytes() for d in data)
+            rows = [d["embedding"] for d in data]
+            if all(isinstance(r, str) and not r.endswith("=") for r in rows):
+                raw = base64.b64decode("".join(rows))  # unpadded rows concatenate: one decode, not one a row
+            else:
+                raw = b"".join(base64.b64decode(r) if isinstance(r, str) else np.asarray(r, dtype=np.float32).tobytes()
+                               for r in rows)
             matrix = np.frombuffer(raw, dtype=np.float32).reshape(n, -1)
         except (ValueError, TypeError, KeyError) as e:
             raise _Attempt("retry", f"malformed response: embeddings not decodable ({e})", 200) from None
