@@ -42,18 +42,16 @@ class Plan:
     deferred: list[int] = dataclasses.field(default_factory=list)  # owners still to split (see plan_batches)
 
 
-def split_oversized(text: str, counter: TokenCounter, max_input_tokens: int, oversize: str) -> list[str] | None:
-    """None when ``text`` fits; else its pieces (``split``) or its first ``max_input_tokens`` (``truncate``)."""
-    if counter.estimate(text) <= max_input_tokens // 4:  # cannot be over the limit (>= 1 byte a token)
+def split_oversized(text: str, counter: TokenCounter, max_input_tokens: int, oversize: str,
+                    estimate: int | None = None) -> list[str] | None:
+    """None when ``text`` fits; else its pieces (``split``) or its first ``max_input_tokens`` (``truncate``).
+    ``estimate``: ``counter.estimate(text)`` when the caller has it already."""
+    if (counter.estimate(text) if estimate is None else estimate) <= max_input_tokens // 4:  # >= 1 byte a token
         return None
     pieces = counter.pieces_if_over(text, max_input_tokens)
     if pieces is None:
         return None
     return pieces[:1] if oversize == "truncate" else pieces
-
-
-def might_be_oversized(text: str, counter: TokenCounter, max_input_tokens: int) -> bool:
-    return counter.estimate(text) > max_input_tokens // 4
 
 
 def split_deferred(texts: Sequence[str], owners: list[int], counter: TokenCounter, max_input_tokens: int,
@@ -87,12 +85,13 @@ def plan_batches(texts: Sequence[str], counter: TokenCounter, *, max_inputs: int
         if not text.strip():
             empty.append(i)
             continue
-        if defer_oversized and might_be_oversized(text, counter, max_input_tokens):
+        estimate = counter.estimate(text)  # once: it is a pass over the text's bytes
+        if defer_oversized and estimate > max_input_tokens // 4:  # might be oversized: tokenise later
             deferred.append(i)
             continue
-        parts = split_oversized(text, counter, max_input_tokens, oversize)
+        parts = split_oversized(text, counter, max_input_tokens, oversize, estimate)
         if parts is None:
-            pieces.append(Piece(i, text, counter.estimate(text)))
+            pieces.append(Piece(i, text, estimate))
             continue
         (truncated if oversize == "truncate" else split).append(i)
         pieces.extend(Piece(i, p, min(max_input_tokens, max(counter.estimate(p), 1))) for p in parts)

@@ -35,7 +35,8 @@ _encodings: dict[str, Any] = {}
 
 def estimate_tokens(text: str) -> int:
     """The packing estimate: about four UTF-8 bytes a token (English prose is ~4.5, code ~4)."""
-    return (len(text.encode("utf-8", "surrogatepass")) + 3) // 4
+    n = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))  # isascii() is O(1)
+    return (n + 3) // 4
 
 
 def _cache_dirs() -> list[Path]:
