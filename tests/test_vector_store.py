@@ -4,8 +4,8 @@ A seeded dataset (two agents, tags, creation times spread over days) is written 
 to a real store file. Every query runs through the in-memory path (the default) and the sqlite-vec vec0
 path (``cache_bytes=0``) and must return the ids of ``argsort(-X @ q, kind="stable")`` over the
 agent's filtered rows, with the same scores. Then the index must follow inserts (also those the step
-writer makes), deletes and agent deletion, refuse a query of the wrong dimension, and build itself for
-a store written before it existed (schema version 2).
+writer makes; vec0 copies them lazily, even into a reused rowid), deletes and agent deletion, refuse a
+query of the wrong dimension, and build itself for a store written before it existed (schema version 2).
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ def test_index_follows_inserts_deletes_and_agent_deletion(tmp_path):
 
     async def go() -> None:
         store = await Store.open(path)
+        vec0 = SqliteVecStore(path, cache_bytes=0)
         try:
             a, b = await make_agents(store, "a", "b")
             await store.vectors.prepare(DIM)
@@ -142,6 +143,11 @@ def test_index_follows_inserts_deletes_and_agent_deletion(tmp_path):
             await store.insert_passages(rows_for(b, unit(rng, 20), rng))
             q = unit(rng, 1)[0]
             assert [h.passage_id for h in await store.vectors.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
+            # vec0 takes new passages in lazily: only a vec0 search of the agent copies them.
+            assert vec_rows() == 0
+            for agent in (a, b):
+                await vec0.search(VectorQuery(agent, q, top_k=1))
+            assert vec_rows() == 70
             # An insert after the cache was loaded is appended, not missed.
             closest = rows_for(a, q[None, :], rng, start=1000)
             await store.insert_passages(closest)
@@ -150,33 +156,77 @@ def test_index_follows_inserts_deletes_and_agent_deletion(tmp_path):
             assert hits[0].passage_id == closest[0]["id"] and hits[0].score == pytest.approx(1.0, abs=1e-6)
             assert store.vectors.stats["appends"] == 1
             # A delete is seen (the copy reloads) and the vec0 row goes with the passage.
+            assert [h.passage_id for h in await vec0.search(VectorQuery(a, q, top_k=1))] == [closest[0]["id"]]
             assert vec_rows() == 71
             assert await store.delete_passage(a, closest[0]["id"])
             rows.pop()
             assert vec_rows() == 70
             assert [h.passage_id for h in await store.vectors.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
-            # A rolled-back insert leaves no vector behind (the trigger ran inside the transaction).
+            # A rolled-back insert leaves no vector behind.
             with pytest.raises(sa.exc.IntegrityError):
                 await store.insert_passages([rows[0]])
             assert vec_rows() == 70
             await store.delete_agent(b)
             assert vec_rows() == 50
         finally:
+            await vec0.close()
             await store.close()
 
     run(go())
 
 
-def test_step_writer_inserts_are_indexed_and_searchable(client, db_path):
+def test_step_writer_inserts_are_searchable_on_both_paths(client, db_path):
     agent = client.agents.create("sam")
     client.agents.messages.create(agent, '/call archival_memory_insert {"content": "The vault opens at dawn."}')
-    conn = connect_raw(str(db_path))
-    try:
-        assert conn.execute("select count(*) from passages_vec_384").fetchone()[0] == 1
-    finally:
-        conn.close()
     hits = client.agents.passages.search(agent, "when does the vault open", top_k=1)
     assert hits[0].text == "The vault opens at dawn."
+    embedder = client.runtime.embedder("hash")
+    q = client._thread.run(embedder.embed(["when does the vault open"]))[0]
+    vec0 = SqliteVecStore(str(db_path), cache_bytes=0)
+    try:
+        got = client._thread.run(vec0.search(VectorQuery(agent.id, q, top_k=1)))
+    finally:
+        client._thread.run(vec0.close())
+    assert [h.passage_id for h in got] == [hits[0].id]
+
+
+def test_lazy_vec0_copy_survives_a_reused_rowid_and_is_shared_between_connections(tmp_path):
+    """vec0 gets new rows by rowid; after the agent's highest row is deleted SQLite may hand its rowid to
+    the next insert, which must not be skipped. The copy state lives in the file: a second store sees it."""
+    rng = np.random.default_rng(5)
+    path = str(tmp_path / "lazy.db")
+
+    async def go() -> None:
+        store = await Store.open(path)
+        first, second = SqliteVecStore(path, cache_bytes=0), SqliteVecStore(path, cache_bytes=0)
+        try:
+            (a,) = await make_agents(store, "a")
+            await store.vectors.prepare(DIM)
+            rows = rows_for(a, unit(rng, 10), rng)
+            await store.insert_passages(rows)
+            q = unit(rng, 1)[0]
+            assert [h.passage_id for h in await first.search(VectorQuery(a, q, top_k=10))] == reference(rows, q, 10)
+            last = rows.pop()
+            assert await store.delete_passage(a, last["id"])
+            (newcomer,) = rows_for(a, q[None, :], rng, start=500)  # q itself: the best match of q
+            await store.insert_passages([newcomer])
+            rows.append(newcomer)
+            conn = connect_raw(path)
+            try:
+                (reused,) = conn.execute("select rowid from passages where id = ?", (newcomer["id"],)).fetchone()
+                (gone_max,) = conn.execute("select max(max_rowid) from passages_vec_sync").fetchone()
+            finally:
+                conn.close()
+            assert reused == gone_max  # the deleted row's rowid went to the newcomer
+            hits = await second.search(VectorQuery(a, q, top_k=10))  # another connection syncs it
+            assert hits[0].passage_id == newcomer["id"] and [h.passage_id for h in hits] == reference(rows, q, 10)
+            assert [h.passage_id for h in await first.search(VectorQuery(a, q, top_k=10))] == reference(rows, q, 10)
+        finally:
+            await first.close()
+            await second.close()
+            await store.close()
+
+    run(go())
 
 
 def test_api_time_filters_and_bad_values(client):
@@ -247,6 +297,12 @@ def test_store_written_at_schema_2_gets_its_index_built_on_first_search(tmp_path
         assert [h.passage_id for h in hits] == [f"p{i}" for i in np.argsort(-(vectors @ q), kind="stable")[:3]]
         assert client.agents.passages.search("old", "old passage", top_k=40)  # and through the API
         assert client.agents.files.list("old") == []
+        vec0 = SqliteVecStore(path, cache_bytes=0)  # the vec0 path copies the old passages in on first use
+        try:
+            got = client._thread.run(vec0.search(VectorQuery("agent-old", q, top_k=3)))
+            assert [h.passage_id for h in got] == [h.passage_id for h in hits]
+        finally:
+            client._thread.run(vec0.close())
     conn = connect_raw(path)
     try:
         assert conn.execute("select count(*) from passages_vec_384").fetchone()[0] == 40

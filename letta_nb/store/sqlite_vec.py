@@ -1,4 +1,4 @@
-"""The SQLite vector store: sqlite-vec ``vec0`` tables kept in step with ``passages`` by triggers.
+"""The SQLite vector store: sqlite-vec ``vec0`` tables, in step with ``passages`` whenever they are searched.
 
 Layout (SQLite-only, so it lives here and not in the portable migrations; everything is created with
 ``IF NOT EXISTS`` by :meth:`SqliteVecStore.prepare`, and can be dropped and rebuilt from
@@ -6,10 +6,12 @@ Layout (SQLite-only, so it lives here and not in the portable migrations; everyt
 
 - ``passages_vec_<dim>``: one vec0 table per vector dimension, cosine distance, ``agent_id`` as its
   partition key (an agent's search never reads another agent's vectors) and ``created_at`` as a metadata
-  column (time filters are applied inside the KNN scan). It is filled by AFTER INSERT / AFTER DELETE
-  triggers on ``passages``, so the vector row and the passage row are written, or rolled back, in the
-  same transaction whoever writes them (step writer, ingestion, the API, the cascade from deleting an
-  agent). Creating the table backfills it in the same transaction as its triggers.
+  column (time filters are applied inside the KNN scan). Deleting a passage deletes its vector in the
+  same transaction (an AFTER DELETE trigger, whoever deletes: the API, a re-upload, the cascade from
+  deleting an agent). New passages are copied in lazily, just before the agent's first vec0 search after
+  them (:meth:`SqliteVecStore._sync`): vec0 only serves agents too large for the in-memory copy, and an
+  insert trigger made vec0 upkeep most of an upload's write cost (~70 us a row, twice the WAL traffic).
+  ``passages_vec_sync`` records, per agent, the passage versions and highest rowid already copied.
 - ``passage_versions``: per agent, how many passages were ever inserted and deleted (bumped by
   triggers). It is how the in-memory copy (vector_cache.py) knows it is stale: unchanged counters mean
   unchanged passages; only inserts since the copy (``rowid`` above its last) can be appended; any delete
@@ -52,16 +54,18 @@ _VERSIONS = (
 )
 
 
+_SYNC = (
+    "CREATE TABLE IF NOT EXISTS passages_vec_sync ("
+    "dim INTEGER NOT NULL, agent_id TEXT NOT NULL, inserts INTEGER NOT NULL, deletes INTEGER NOT NULL, "
+    "max_rowid INTEGER NOT NULL, PRIMARY KEY (dim, agent_id))"
+)
+
+
 def _vec_ddl(dim: int) -> list[str]:
     t, nbytes = f"passages_vec_{dim}", 4 * dim
     return [
         f"CREATE VIRTUAL TABLE {t} USING vec0(passage_id TEXT PRIMARY KEY, agent_id TEXT PARTITION KEY, "
         f"embedding float[{dim}] distance_metric=cosine, created_at TEXT)",
-        f"INSERT INTO {t} (passage_id, agent_id, embedding, created_at) "
-        f"SELECT id, agent_id, embedding, created_at FROM passages WHERE length(embedding) = {nbytes} ORDER BY rowid",
-        f"CREATE TRIGGER {t}_ai AFTER INSERT ON passages WHEN length(new.embedding) = {nbytes} BEGIN "
-        f"INSERT INTO {t} (passage_id, agent_id, embedding, created_at) "
-        f"VALUES (new.id, new.agent_id, new.embedding, new.created_at); END",
         f"CREATE TRIGGER {t}_ad AFTER DELETE ON passages WHEN length(old.embedding) = {nbytes} BEGIN "
         f"DELETE FROM {t} WHERE passage_id = old.id; END",
     ]
@@ -125,13 +129,16 @@ class SqliteVecStore:
         db = self._db()
         db.execute("BEGIN IMMEDIATE")  # DDL + backfill under the write lock: no insert slips between them
         try:
-            for statement in _VERSIONS:
+            for statement in (*_VERSIONS, _SYNC):
                 db.execute(statement)
             name = f"passages_vec_{dim}"
             exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone()
             if not exists:
                 for statement in _vec_ddl(dim):
                     db.execute(statement)
+            # Stores indexed by an insert trigger (before lazy sync): drop it; with no sync state recorded,
+            # the first vec0 search of each agent checks every row (see _sync).
+            db.execute(f"DROP TRIGGER IF EXISTS {name}_ai")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -161,7 +168,43 @@ class SqliteVecStore:
             self.stats["cache_searches"] += 1
             return vectors.search(query)
         self.stats["vec0_searches"] += 1
+        self._sync(db, query.agent_id, query.dim, version)
         return self._vec0_search(db, query)
+
+    def _sync(self, db: Any, agent_id: str, dim: int, version: tuple[int, int]) -> None:
+        """Bring the agent's vec0 rows up to its passages before a vec0 search.
+
+        Deletes reach vec0 at once (a trigger); inserts are copied here, lazily, because vec0 is only
+        searched for agents too large for the in-memory copy and a per-row insert trigger was most of an
+        upload's write cost. The state (passage versions and highest rowid copied) is stored beside the
+        table, in the same transaction as the copy, so every connection and process shares it.
+        """
+        table, nbytes = f"passages_vec_{dim}", 4 * dim
+        state = db.execute("SELECT inserts, deletes, max_rowid FROM passages_vec_sync WHERE dim = ? AND agent_id = ?",
+                           (dim, agent_id)).fetchone()
+        if state is not None and (state[0], state[1]) == version:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version(db, agent_id)  # again, under the write lock
+            columns = "passage_id, agent_id, embedding, created_at"
+            if state is not None and state[1] == version[1]:
+                # Inserts only since the last copy: they have higher rowids (a rowid can only be reused
+                # after the agent's highest row is deleted, and that bumps the delete counter).
+                db.execute(f"INSERT INTO {table} ({columns}) SELECT id, agent_id, embedding, created_at FROM passages "
+                           "WHERE agent_id = ? AND rowid > ? AND length(embedding) = ? ORDER BY rowid",
+                           (agent_id, state[2], nbytes))
+            else:  # never copied, or rows were deleted since: add whatever vec0 lacks
+                db.execute(f"INSERT INTO {table} ({columns}) SELECT id, agent_id, embedding, created_at FROM passages "
+                           f"WHERE agent_id = ? AND length(embedding) = ? AND id NOT IN (SELECT passage_id FROM {table}) "
+                           "ORDER BY rowid", (agent_id, nbytes))
+            top = db.execute("SELECT coalesce(max(rowid), 0) FROM passages WHERE agent_id = ?", (agent_id,)).fetchone()[0]
+            db.execute("INSERT OR REPLACE INTO passages_vec_sync (dim, agent_id, inserts, deletes, max_rowid) "
+                       "VALUES (?, ?, ?, ?, ?)", (dim, agent_id, version[0], version[1], top))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _version(db: Any, agent_id: str) -> tuple[int, int]:
