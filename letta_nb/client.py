@@ -16,14 +16,23 @@ import functools
 import inspect
 import queue
 import re
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from letta_nb.embeddings.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, ChunkSettings
+from letta_nb._client_args import checked_api_keys, input_text, memory_blocks_from
+from letta_nb.embeddings.chunking import (
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_CHUNK_SIZE,
+    ChunkSettings,
+)
 from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB, ingest
 from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
-from letta_nb.errors import BlockLimitError, InvalidArgumentError, UploadedFileNotFoundError
+from letta_nb.errors import (
+    BlockLimitError,
+    InvalidArgumentError,
+    UploadedFileNotFoundError,
+)
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
@@ -31,15 +40,19 @@ from letta_nb.runtime.loop_thread import Job, RuntimeThread
 from letta_nb.runtime.memory import DEFAULT_SYSTEM
 from letta_nb.runtime.runtime import Runtime
 from letta_nb.runtime.tool_schema import ToolSpec
-from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, AgentState, Block, Message, Passage, Response
-from letta_nb.store.store import new_id, passage_from_row, utcnow
+from letta_nb.schemas import (
+    AgentState,
+    Block,
+    Message,
+    Passage,
+    Response,
+)
 from letta_nb.store.files import delete_file, file_records
+from letta_nb.store.store import new_id, passage_from_row, utcnow
 
 __all__ = ["Client", "connect"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
-_BLOCK_KEYS = {"label", "value", "limit", "description", "read_only"}
-DEFAULT_PERSONA = "I am a helpful assistant living in a Jupyter kernel. I remember what matters."
 
 
 def _twins(cls: type) -> type:
@@ -150,7 +163,7 @@ class Messages(_Resource):
         return self._thread.submit(produce())
 
     async def _turn(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None] | None = None) -> Response:
-        text = _input_text(input, messages)
+        text = input_text(input, messages)
         return await run_turn(self._rt, await self._rt.resolve_agent(agent), text, emit)
 
 
@@ -326,7 +339,7 @@ class Agents(_Resource):
             raise InvalidArgumentError(f"max_steps must be an integer from 1 to 100, got {max_steps!r}")
         self._rt.llm(model)  # validates the model name before anything is written
         self._rt.embedder(embedding)
-        blocks = _blocks(memory_blocks)
+        blocks = memory_blocks_from(memory_blocks)
         await self._rt.store.ensure_name_free(name)
         for tool in tools:  # check every named tool before registering any function: all or nothing
             if isinstance(tool, str):
@@ -389,7 +402,7 @@ class Client:
     """A connection to an in-process letta_nb runtime. Use :func:`connect`."""
 
     def __init__(self, where: Any = None, *, api_keys: dict[str, str] | None = None):
-        keys = _api_keys(api_keys)
+        keys = checked_api_keys(api_keys)
         self._thread = RuntimeThread()
         try:
             self._runtime: Runtime = self._thread.run(Runtime.open(where))
@@ -434,64 +447,3 @@ def connect(where: Any = None, *, api_keys: dict[str, str] | None = None) -> Cli
     ``api_keys`` maps a provider (``"openai"``, ``"ollama"``) to its key, for when the environment
     (``OPENAI_API_KEY``) should not hold it; keys stay in this process's memory only."""
     return Client(where, api_keys=api_keys)
-
-
-def _api_keys(keys: Any) -> dict[str, str]:
-    if keys is None:
-        return {}
-    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items()):
-        # Never echo the value: it is a secret.
-        raise InvalidArgumentError("api_keys must be a dict of provider name -> non-empty key string, "
-                                   "e.g. {'openai': os.environ['MY_KEY']}")
-    return {k.strip().lower(): v for k, v in keys.items()}
-
-
-def _input_text(input: Any, messages: list[dict] | None) -> str:
-    if input is not None and messages is not None:
-        raise InvalidArgumentError("pass either input=... or messages=[...], not both")
-    if messages is not None:
-        if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
-            raise InvalidArgumentError("messages must be a list with one {'role': 'user', 'content': ...} dict")
-        msg = messages[0]
-        if msg.get("role", "user") != "user":
-            raise InvalidArgumentError(f"only role 'user' can be sent, got {msg.get('role')!r}")
-        content = msg.get("content")
-        if isinstance(content, list):  # letta_client's [{"type": "text", "text": ...}]
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        input = content
-    if not isinstance(input, str) or not input.strip():
-        raise InvalidArgumentError(f"input must be a non-empty string, got {input!r}")
-    return input
-
-
-def _blocks(specs: list[dict[str, Any] | Block] | None) -> list[Block]:
-    if specs is None:
-        specs = [{"label": "persona", "value": DEFAULT_PERSONA}, {"label": "human", "value": ""}]
-    if not isinstance(specs, list | tuple):
-        raise InvalidArgumentError(f"memory_blocks must be a list of dicts, got {type(specs).__name__}")
-    blocks: list[Block] = []
-    for i, spec in enumerate(specs):
-        if isinstance(spec, Block):
-            spec = {"label": spec.label, "value": spec.value, "limit": spec.limit, "description": spec.description,
-                    "read_only": spec.read_only}
-        if not isinstance(spec, dict):
-            raise InvalidArgumentError(f"memory_blocks[{i}] must be a dict with 'label' and 'value', got {spec!r}")
-        unknown = set(spec) - _BLOCK_KEYS
-        if unknown:
-            raise InvalidArgumentError(f"memory_blocks[{i}] has unknown keys {sorted(unknown)}; allowed: {sorted(_BLOCK_KEYS)}")
-        label = spec.get("label")
-        if not isinstance(label, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", label):
-            raise InvalidArgumentError(f"memory_blocks[{i}]['label'] must be an identifier-like string, got {label!r}")
-        if any(b.label == label for b in blocks):
-            raise InvalidArgumentError(f"memory_blocks has two blocks labelled {label!r}")
-        value = spec.get("value", "")
-        limit = spec.get("limit", DEFAULT_BLOCK_LIMIT)
-        if not isinstance(value, str):
-            raise InvalidArgumentError(f"memory_blocks[{i}]['value'] must be a string")
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidArgumentError(f"memory_blocks[{i}]['limit'] must be a positive integer, got {limit!r}")
-        if len(value) > limit:
-            raise BlockLimitError(label, len(value), limit)
-        blocks.append(Block(label=label, value=value, limit=limit, description=spec.get("description", ""),
-                            read_only=bool(spec.get("read_only", False)), id=new_id("block")))
-    return blocks

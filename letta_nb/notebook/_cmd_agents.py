@@ -32,7 +32,7 @@ def agents(args: Any, session: Any, shell: Any) -> Any:
 @argument("--replace", action="store_true", help="delete an existing agent of that name first (a fresh start)")
 def create(args: Any, session: Any, shell: Any) -> Any:
     """Create an agent with persona and human core-memory blocks, and make it the current agent."""
-    from letta_nb.client import DEFAULT_PERSONA
+    from letta_nb._client_args import DEFAULT_PERSONA
     from letta_nb.errors import AgentNotFoundError
 
     if args.replace:
