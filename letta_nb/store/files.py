@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 import numpy as np
 import sqlalchemy as sa
 
-from letta_nb.store.checkpointer import Checkpointer
+from letta_nb.store.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.engine import WRITE
 from letta_nb.store.migrations import METADATA
-from letta_nb.store.sqlite_driver import connect_raw, write_transaction
+from letta_nb.store.sqlite_driver import write_transaction
 from letta_nb.store.step_writer import DT_FORMAT, insert_rows
 
 __all__ = ["file_records", "replace_files", "delete_file", "FilePassages", "FileUpdate", "FileWriter"]
@@ -110,9 +110,6 @@ def _replace_file(cursor: Any, file_row: dict[str, Any], passages: FilePassages 
         })
 
 
-WRITER_CACHE_KB = 16_384
-
-
 class FileWriter:
     """The connection uploads write through: raw DB-API ``executemany`` on a worker thread.
 
@@ -133,11 +130,7 @@ class FileWriter:
         """``fn(connection, *args)`` on this thread; ``rows``: how many it writes (for the checkpointer)."""
         with self._lock:
             if self._conn is None:
-                self._conn = connect_raw(self._path, busy_timeout_ms=self._busy_timeout_ms)
-                self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-                # Each vec0 insert reopens its chunk's blobs and walks their overflow pages; with SQLite's
-                # default 2 MB page cache those walks went to the WAL (95 us a row instead of 40).
-                self._conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KB}")
+                self._conn = writer_connection(self._path, self._busy_timeout_ms)
             result = fn(self._conn, *args)
             self.checkpointer.wrote(rows)
             return result

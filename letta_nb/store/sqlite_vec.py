@@ -34,7 +34,7 @@ from collections import OrderedDict
 from typing import Any
 
 from letta_nb.errors import DimensionMismatchError, InvalidArgumentError
-from letta_nb.store.sqlite_driver import connect_raw
+from letta_nb.store.sqlite_driver import connect_raw, write_transaction
 from letta_nb.store.vector import VectorHit, VectorQuery
 from letta_nb.store.vector_cache import AgentVectors
 
@@ -126,9 +126,7 @@ class SqliteVecStore:
         await self._run(self._prepare, dim)
 
     def _prepare(self, dim: int) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")  # DDL + backfill under the write lock: no insert slips between them
-        try:
+        with write_transaction(self._db()) as db:  # DDL under the write lock: no other kernel races it
             for statement in (*_VERSIONS, _SYNC):
                 db.execute(statement)
             name = f"passages_vec_{dim}"
@@ -139,10 +137,6 @@ class SqliteVecStore:
             # Stores indexed by an insert trigger (before lazy sync): drop it; with no sync state recorded,
             # the first vec0 search of each agent checks every row (see _sync).
             db.execute(f"DROP TRIGGER IF EXISTS {name}_ai")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._versions_ready = True
         self._dims.add(dim)
 
@@ -184,27 +178,21 @@ class SqliteVecStore:
                            (dim, agent_id)).fetchone()
         if state is not None and (state[0], state[1]) == version:
             return
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = self._version(db, agent_id)  # again, under the write lock
-            columns = "passage_id, agent_id, embedding, created_at"
+        with write_transaction(db) as cursor:
+            version = self._version(cursor, agent_id)  # again, under the write lock
             if state is not None and state[1] == version[1]:
                 # Inserts only since the last copy: they have higher rowids (a rowid can only be reused
                 # after the agent's highest row is deleted, and that bumps the delete counter).
-                db.execute(f"INSERT INTO {table} ({columns}) SELECT id, agent_id, embedding, created_at FROM passages "
-                           "WHERE agent_id = ? AND rowid > ? AND length(embedding) = ? ORDER BY rowid",
-                           (agent_id, state[2], nbytes))
+                missing, args = "rowid > ?", (state[2],)
             else:  # never copied, or rows were deleted since: add whatever vec0 lacks
-                db.execute(f"INSERT INTO {table} ({columns}) SELECT id, agent_id, embedding, created_at FROM passages "
-                           f"WHERE agent_id = ? AND length(embedding) = ? AND id NOT IN (SELECT passage_id FROM {table}) "
-                           "ORDER BY rowid", (agent_id, nbytes))
-            top = db.execute("SELECT coalesce(max(rowid), 0) FROM passages WHERE agent_id = ?", (agent_id,)).fetchone()[0]
-            db.execute("INSERT OR REPLACE INTO passages_vec_sync (dim, agent_id, inserts, deletes, max_rowid) "
-                       "VALUES (?, ?, ?, ?, ?)", (dim, agent_id, version[0], version[1], top))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                missing, args = f"id NOT IN (SELECT passage_id FROM {table})", ()
+            cursor.execute(f"INSERT INTO {table} (passage_id, agent_id, embedding, created_at) "
+                           "SELECT id, agent_id, embedding, created_at FROM passages "
+                           f"WHERE agent_id = ? AND length(embedding) = ? AND {missing} ORDER BY rowid",
+                           (agent_id, nbytes, *args))
+            top = cursor.execute("SELECT coalesce(max(rowid), 0) FROM passages WHERE agent_id = ?", (agent_id,)).fetchone()[0]
+            cursor.execute("INSERT OR REPLACE INTO passages_vec_sync (dim, agent_id, inserts, deletes, max_rowid) "
+                           "VALUES (?, ?, ?, ?, ?)", (dim, agent_id, version[0], version[1], top))
 
     @staticmethod
     def _version(db: Any, agent_id: str) -> tuple[int, int]:

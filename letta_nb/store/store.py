@@ -31,14 +31,14 @@ from letta_nb.errors import (
 )
 from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
-from letta_nb.store.checkpointer import Checkpointer
+from letta_nb.store.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.engine import (
     WRITE,
     StoreLocation,
     make_async_engine,
     resolve_location,
 )
-from letta_nb.store.files import WRITER_CACHE_KB, FileWriter
+from letta_nb.store.files import FileWriter
 from letta_nb.store.migrations import METADATA, migrate
 from letta_nb.store.sqlite_driver import connect_raw
 from letta_nb.store.sqlite_vec import SqliteVecStore
@@ -129,7 +129,7 @@ class Store:
             raise
         path = location.sqlite_path
         checkpointer = Checkpointer(functools.partial(connect_raw, path, vec=False))
-        store = cls(location, engine, StepWriter(functools.partial(_writer_connection, path), checkpointer=checkpointer))
+        store = cls(location, engine, StepWriter(functools.partial(writer_connection, path), checkpointer=checkpointer))
         store.applied_migrations = applied
         return store
 
@@ -372,14 +372,6 @@ async def _ensure_name_free(conn: Any, name: str) -> None:
     exists = await conn.scalar(sa.select(T["agents"].c.id).where(T["agents"].c.name == name))
     if exists:
         raise AlreadyExistsError(f"An agent named {name!r} already exists ({exists}). Pick another name or delete it first.")
-
-
-def _writer_connection(path: str, busy_timeout_ms: int) -> Any:
-    # sqlite-vec is loaded: triggers on passages write its vec0 tables in the step's transaction.
-    conn = connect_raw(path, busy_timeout_ms=busy_timeout_ms)
-    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it (no fsync on the loop)
-    conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KB}")  # archival inserts update vec0 too (see files.py)
-    return conn
 
 
 def passage_from_row(r: Any, score: float | None = None) -> Passage:
