@@ -1,4 +1,4 @@
-"""The agent loop end to end: memory, base tools, user tools, steps, context budget, locks, streaming, cancel.
+"""The agent loop end to end: memory, base tools, user tools, steps, the context budget.
 
 Every test drives a real runtime over a real SQLite file (``letta_nb.connect(tmp_path / "s.db")``) with the
 deterministic offline model, and checks what a user can observe: the Response, recall memory
@@ -10,11 +10,9 @@ malformed) arguments, and after a tool result it answers with ``send_message``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,104 +20,20 @@ import pytest
 
 import letta_nb
 from letta_nb.errors import InvalidArgumentError
-from letta_nb.llm.registry import resolve_model
 from letta_nb.llm.tokens import message_tokens, tools_tokens
 from letta_nb.runtime.events import (
-    AssistantDelta,
-    ReasoningDelta,
-    StepEvent,
     StopEvent,
-    ToolCallEvent,
-    ToolReturnEvent,
 )
-from letta_nb.store.sqlite_driver import sqlite_module
-
-SMALL = "offline?context_window=2000"
-SLOW = "offline?latency_ms=300&tps=20"
-
-
-# ---- helpers ---------------------------------------------------------------------------------------------
-
-
-def on_loop(client: letta_nb.Client, coro: Any) -> Any:
-    """Run a runtime coroutine (store / session internals) on the client's runtime loop."""
-    return client._thread.run(coro)
-
-
-def call(name: str, raw: str | None = None, **args: Any) -> str:
-    """A ``/call`` line for the offline model: exactly this tool, with these raw arguments."""
-    return f"/call {name} {raw if raw is not None else json.dumps(args)}"
-
-
-def tool_messages(messages: list[letta_nb.Message], name: str | None = None) -> list[letta_nb.Message]:
-    return [m for m in messages if m.role == "tool" and m.name != "send_message" and (name is None or m.name == name)]
-
-
-def sql(db: Path | str, query: str, *params: Any) -> list[tuple]:
-    # The store's own sqlite module: another SQLite copy in this process would break the store's locks.
-    conn = sqlite_module().connect(str(db))
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
-
-
-def assert_consistent(client: letta_nb.Client, agent: Any) -> list[letta_nb.Message]:
-    """Recall, step rows, the agent row and the cached session all tell the same story."""
-    agent_id = on_loop(client, client.runtime.resolve_agent(agent))
-    msgs = client.agents.messages.list(agent_id)
-    assert [m.seq for m in msgs] == list(range(1, len(msgs) + 1)), "seq must be contiguous from 1"
-    stored = on_loop(client, client.runtime.store.load_agent(agent_id))
-    assert stored.last_seq == len(msgs)
-    steps = on_loop(client, client.runtime.store.step_rows(agent_id))
-    assert sum(s.n_messages for s in steps) == len(msgs)
-    step_ids = {s.id for s in steps}
-    assert all(m.step_id in step_ids for m in msgs)
-    calls: dict[str, str | None] = {}
-    for m in msgs:
-        for c in m.tool_calls:
-            calls[c.id] = m.step_id
-        if m.role == "tool":
-            assert calls.get(m.tool_call_id) == m.step_id, f"tool message {m.seq} answers no call of its step"
-    session = on_loop(client, client.runtime.session(agent_id))
-    assert session.agent.last_seq == stored.last_seq
-    assert {b.label: b.value for b in session.agent.blocks} == {b.label: b.value for b in stored.blocks}
-    assert client.runtime.running == {}
-    assert len(client.runtime.locks) == 0
-    return msgs
-
-
-class RecordingModel:
-    """Wraps a model and keeps every prompt (messages, tools) it was asked to complete."""
-
-    supports_parallel_tool_calls = True
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-        self.name = inner.name
-        self.context_window = inner.context_window
-        self.prompts: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
-
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]):
-        self.prompts.append(([dict(m) for m in messages], list(tools)))
-        async for event in self.inner.stream(messages, tools):
-            yield event
-
-
-def record_prompts(client: letta_nb.Client, spec: str = "offline") -> RecordingModel:
-    """Make ``spec`` resolve to a recording wrapper in this runtime (install before creating the agent)."""
-    recorder = RecordingModel(resolve_model(spec))
-    client.runtime.model_cache.set(spec, recorder)
-    return recorder
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.002)
-
+from tests.agent_helpers import (
+    SMALL,
+    RecordingModel,
+    assert_consistent,
+    call,
+    on_loop,
+    record_prompts,
+    tool_messages,
+)
+from tests.store_query import query
 
 # ---- tools used by the tests (module level so their source can be stored and sandboxed) ------------------
 
@@ -177,13 +91,6 @@ def meet_b() -> str:
     """Waits at the barrier with meet_a."""
     _SHARED["barrier"].wait()
     return "b met a"
-
-
-def block_until_released() -> str:
-    """Signals that it started, then waits for the test."""
-    _SHARED["started"].set()
-    _SHARED["release"].wait(30)
-    return "released"
 
 
 def read_env() -> dict:
@@ -609,7 +516,7 @@ def test_context_window_evicts_from_the_prompt_but_never_from_recall(client: let
     assert state.context_start_seq > 1
     assert state.context_summary and "recall memory" in state.context_summary
     assert "Entry" in state.context_summary
-    [(start, summary)] = sql(client.runtime.store.location.sqlite_path,
+    [(start, summary)] = query(client.runtime.store.location.sqlite_path,
                              "SELECT context_start_seq, context_summary FROM agents WHERE id = ?", agent.id)
     assert (start, summary) == (state.context_start_seq, state.context_summary)
 
@@ -644,216 +551,3 @@ def test_oversized_input_is_rejected_and_nothing_is_written(client: letta_nb.Cli
     r = client.agents.messages.create(agent, "hello")
     assert r.stop_reason == "end_turn" and r.messages[0].seq == 1
     assert_consistent(client, agent.id)
-
-
-# ---- concurrency and locks ------------------------------------------------------------------------------
-
-
-def test_one_agent_fifty_messages_from_five_threads_never_interleave(client: letta_nb.Client) -> None:
-    agent = client.agents.create("busy")
-    client.agents.messages.create(agent, "hello")  # first contact gets a greeting, not an echo
-    errors: list[BaseException] = []
-
-    def sender(t: int) -> None:
-        try:
-            for j in range(10):
-                client.agents.messages.create(agent.id, f"T{t}M{j:02d} ping")
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=sender, args=(t,)) for t in range(5)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-    assert not errors and not any(th.is_alive() for th in threads)
-
-    recall = assert_consistent(client, agent.id)
-    tags = [m.content.split()[0] for m in recall if m.role == "user"][1:]
-    assert len(tags) == 50 and len(set(tags)) == 50
-    for t in range(5):
-        assert [x for x in tags if x.startswith(f"T{t}M")] == [f"T{t}M{j:02d}" for j in range(10)]
-    # Between two user messages: exactly that message's reply and its result (turns never interleave).
-    user_idx = [i for i, m in enumerate(recall) if m.role == "user"] + [len(recall)]
-    for a, b in zip(user_idx[1:-1], user_idx[2:]):
-        turn = recall[a:b]
-        assert [m.message_type for m in turn] == ["user_message", "assistant_message", "tool_return_message"]
-        assert turn[1].text.startswith(f'Noted: "{turn[0].content}"')
-    waits = [w for w in client.runtime.locks.waits if w.agent_id == agent.id]
-    assert len(waits) >= 51
-    assert len(client.runtime.locks) == 0
-
-
-def test_two_agents_progress_independently(client: letta_nb.Client) -> None:
-    _SHARED["started"], _SHARED["release"] = threading.Event(), threading.Event()
-    blocked = client.agents.create("blocked", tools=[block_until_released])
-    free = client.agents.create("free")
-    out: dict[str, Any] = {}
-
-    def run_blocked() -> None:
-        out["r"] = client.agents.messages.create(blocked, "/call block_until_released {}")
-
-    th = threading.Thread(target=run_blocked)
-    th.start()
-    try:
-        assert _SHARED["started"].wait(10)
-        assert client.runtime.locks.is_locked(blocked.id)
-        # While one agent's turn sits in a tool, another agent completes whole turns.
-        for text in ("hello", "My name is Bo.", "What is my name?"):
-            r = client.agents.messages.create(free, text)
-            assert r.stop_reason == "end_turn"
-        assert "Name: Bo" in r.text
-        assert th.is_alive() and blocked.id in client.runtime.running
-        assert not client.runtime.locks.is_locked(free.id)
-        assert len(client.runtime.locks) == 1
-    finally:
-        _SHARED["release"].set()
-        th.join(30)
-    assert tool_messages(out["r"].messages)[0].content == "released"
-    assert_consistent(client, blocked.id)
-    assert_consistent(client, free.id)
-    assert len(client.runtime.locks) == 0
-
-
-# ---- streaming ------------------------------------------------------------------------------------------
-
-
-def _summarise_events(events: list[Any]) -> list[tuple]:
-    out = []
-    for e in events:
-        if isinstance(e, (ReasoningDelta, AssistantDelta)):
-            out.append((type(e).__name__, e.text))
-        elif isinstance(e, ToolCallEvent):
-            out.append(("ToolCallEvent", e.name, e.arguments))
-        elif isinstance(e, ToolReturnEvent):
-            out.append(("ToolReturnEvent", e.name, e.status, e.content))
-        elif isinstance(e, StepEvent):
-            out.append(("StepEvent", e.step.step_index, e.step.tool_names, e.step.stop_reason))
-        elif isinstance(e, StopEvent):
-            out.append(("StopEvent", e.stop_reason))
-        else:  # pragma: no cover
-            out.append((type(e).__name__,))
-    return out
-
-
-def _check_stream(client: letta_nb.Client, agent: letta_nb.AgentState, events: list[Any]) -> None:
-    assert isinstance(events[-1], StopEvent) and events[-1].stop_reason == "end_turn"
-    assert sum(isinstance(e, StopEvent) for e in events) == 1
-    recall = assert_consistent(client, agent.id)
-    reply = [m for m in recall if m.message_type == "assistant_message"][-1]
-    assert "".join(e.text for e in events if isinstance(e, AssistantDelta)) == reply.text
-    assert sum(isinstance(e, AssistantDelta) for e in events) > 1  # streamed in pieces
-    # Reasoning deltas are the assistant messages' content, step by step.
-    assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "".join(
-        m.content or "" for m in recall if m.role == "assistant")
-    [tc] = [e for e in events if isinstance(e, ToolCallEvent)]
-    assert tc.name == "core_memory_append" and json.loads(tc.arguments)["label"] == "human"
-    [tr] = [e for e in events if isinstance(e, ToolReturnEvent)]
-    assert (tr.call_id, tr.status) == (tc.call_id, "success")
-    steps = [e for e in events if isinstance(e, StepEvent)]
-    assert [s.step.stop_reason for s in steps] == [None, "end_turn"]
-    stored_steps = on_loop(client, client.runtime.store.step_rows(agent.id))
-    assert [s.step.id for s in steps] == [s.id for s in stored_steps]
-    assert events.index(tr) < events.index(steps[0]) < events.index(
-        next(e for e in events if isinstance(e, AssistantDelta)))
-    assert client.agents.blocks.retrieve(agent, "human").value == "Name: Ada"
-
-
-def test_stream_yields_deltas_tool_events_steps_and_stop(client: letta_nb.Client) -> None:
-    agent = client.agents.create("streamer")
-    events = list(client.agents.messages.stream(agent, "My name is Ada."))
-    _check_stream(client, agent, events)
-
-
-def test_astream_matches_stream(client: letta_nb.Client) -> None:
-    sync_agent = client.agents.create("s1")
-    async_agent = client.agents.create("s2")
-    sync_events = list(client.agents.messages.stream(sync_agent, "My name is Ada."))
-
-    async def collect() -> list[Any]:
-        return [e async for e in client.agents.messages.astream(async_agent, "My name is Ada.")]
-
-    async_events = asyncio.run(collect())
-    _check_stream(client, async_agent, async_events)
-    assert _summarise_events(async_events) == _summarise_events(sync_events)
-
-
-def test_stream_errors_surface_to_the_consumer(client: letta_nb.Client) -> None:
-    agent = client.agents.create("small", model=SMALL)
-    with pytest.raises(InvalidArgumentError):
-        list(client.agents.messages.stream(agent, "word " * 1000))
-    with pytest.raises(letta_nb.AgentNotFoundError):
-        list(client.agents.messages.stream("no-such-agent", "hi"))
-    assert client.agents.messages.list(agent) == []
-
-
-# ---- cancellation ---------------------------------------------------------------------------------------
-
-
-def test_cancel_a_running_create(client: letta_nb.Client) -> None:
-    agent = client.agents.create("slow", model=SLOW)
-    assert client.agents.messages.cancel(agent) is False  # nothing running yet
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["r"] = client.agents.messages.create(agent, "hello there")
-        except BaseException as e:
-            out["e"] = e
-
-    th = threading.Thread(target=run)
-    th.start()
-    wait_until(lambda: agent.id in client.runtime.running, "the turn to start")
-    assert client.agents.messages.cancel(agent) is True
-    th.join(30)
-    assert not th.is_alive()
-    assert "r" not in out
-    assert isinstance(out["e"], (concurrent.futures.CancelledError, asyncio.CancelledError))
-
-    recall = assert_consistent(client, agent.id)
-    assert recall[0].role == "user" and recall[0].content == "hello there"
-    assert all(m.role in ("user", "assistant") for m in recall)  # no half-done tool call
-    steps = on_loop(client, client.runtime.store.step_rows(agent.id))
-    assert steps[-1].stop_reason == "cancelled"
-
-    r = client.agents.messages.create(agent, call("send_message", message="back again"))
-    assert r.stop_reason == "end_turn" and r.text == "back again"
-    assert_consistent(client, agent.id)
-
-
-def test_cancel_mid_reply_keeps_the_streamed_part(client: letta_nb.Client) -> None:
-    agent = client.agents.create("slow", model=SLOW)
-    events: list[Any] = []
-    cancelled = False
-    for event in client.agents.messages.stream(agent, "hello there"):
-        events.append(event)
-        if isinstance(event, AssistantDelta) and not cancelled:
-            assert client.agents.messages.cancel(agent) is True
-            cancelled = True
-    assert isinstance(events[-1], StopEvent) and events[-1].stop_reason == "cancelled"
-    streamed = "".join(e.text for e in events if isinstance(e, AssistantDelta))
-    assert streamed
-
-    recall = assert_consistent(client, agent.id)
-    assert [m.role for m in recall] == ["user", "assistant"]
-    partial = recall[1]
-    assert partial.content == streamed and partial.status == "cancelled" and not partial.tool_calls
-    steps = on_loop(client, client.runtime.store.step_rows(agent.id))
-    assert [s.stop_reason for s in steps] == ["cancelled"]
-
-
-def test_breaking_out_of_a_stream_cancels_the_turn(client: letta_nb.Client) -> None:
-    agent = client.agents.create("slow", model=SLOW)
-    for event in client.agents.messages.stream(agent, "hello there"):
-        if isinstance(event, ReasoningDelta):
-            break
-    # The turn is over once the loop is left: no task, no lock, the store consistent.
-    assert client.runtime.running == {}
-    recall = assert_consistent(client, agent.id)
-    assert recall[0].content == "hello there"
-    assert on_loop(client, client.runtime.store.step_rows(agent.id))[-1].stop_reason == "cancelled"
-
-    r = client.agents.messages.create(agent, call("send_message", message="after the break"))
-    assert r.text == "after the break"
-    msgs = assert_consistent(client, agent.id)
-    assert [m.role for m in msgs if m.role == "user"] == ["user", "user"]

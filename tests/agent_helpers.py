@@ -1,0 +1,84 @@
+"""Helpers shared by the agent-loop tests: /call lines, the consistency check, a prompt recorder, waiting."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import letta_nb
+from letta_nb.llm.registry import resolve_model
+
+SMALL = "offline?context_window=2000"  # a window small enough to make a conversation evict
+SLOW = "offline?latency_ms=300&tps=20"  # slow enough to cancel mid-reply
+
+
+def on_loop(client: letta_nb.Client, coro: Any) -> Any:
+    """Run a runtime coroutine (store / session internals) on the client's runtime loop."""
+    return client._thread.run(coro)
+
+
+def call(name: str, raw: str | None = None, **args: Any) -> str:
+    """A ``/call`` line for the offline model: exactly this tool, with these raw arguments."""
+    return f"/call {name} {raw if raw is not None else json.dumps(args)}"
+
+
+def tool_messages(messages: list[letta_nb.Message], name: str | None = None) -> list[letta_nb.Message]:
+    return [m for m in messages if m.role == "tool" and m.name != "send_message" and (name is None or m.name == name)]
+
+
+def assert_consistent(client: letta_nb.Client, agent: Any) -> list[letta_nb.Message]:
+    """Recall, step rows, the agent row and the cached session all tell the same story."""
+    agent_id = on_loop(client, client.runtime.resolve_agent(agent))
+    msgs = client.agents.messages.list(agent_id)
+    assert [m.seq for m in msgs] == list(range(1, len(msgs) + 1)), "seq must be contiguous from 1"
+    stored = on_loop(client, client.runtime.store.load_agent(agent_id))
+    assert stored.last_seq == len(msgs)
+    steps = on_loop(client, client.runtime.store.step_rows(agent_id))
+    assert sum(s.n_messages for s in steps) == len(msgs)
+    step_ids = {s.id for s in steps}
+    assert all(m.step_id in step_ids for m in msgs)
+    calls: dict[str, str | None] = {}
+    for m in msgs:
+        for c in m.tool_calls:
+            calls[c.id] = m.step_id
+        if m.role == "tool":
+            assert calls.get(m.tool_call_id) == m.step_id, f"tool message {m.seq} answers no call of its step"
+    session = on_loop(client, client.runtime.session(agent_id))
+    assert session.agent.last_seq == stored.last_seq
+    assert {b.label: b.value for b in session.agent.blocks} == {b.label: b.value for b in stored.blocks}
+    assert client.runtime.running == {}
+    assert len(client.runtime.locks) == 0
+    return msgs
+
+
+class RecordingModel:
+    """Wraps a model and keeps every prompt (messages, tools) it was asked to complete."""
+
+    supports_parallel_tool_calls = True
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.name = inner.name
+        self.context_window = inner.context_window
+        self.prompts: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]):
+        self.prompts.append(([dict(m) for m in messages], list(tools)))
+        async for event in self.inner.stream(messages, tools):
+            yield event
+
+
+def record_prompts(client: letta_nb.Client, spec: str = "offline") -> RecordingModel:
+    """Make ``spec`` resolve to a recording wrapper in this runtime (install before creating the agent)."""
+    recorder = RecordingModel(resolve_model(spec))
+    client.runtime.model_cache.set(spec, recorder)
+    return recorder
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.002)
