@@ -82,3 +82,25 @@ def wait_until(predicate: Any, what: str, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.002)
+
+
+# ---- user tools several test modules attach (module level: their source is stored) ----------------------
+
+
+def word_count(text: str) -> int:
+    """Count the words of a text.
+
+    Args:
+        text: The text.
+    """
+    return len(text.split())
+
+
+def repeat(text: str, times: int = 2) -> str:
+    """Repeat a text.
+
+    Args:
+        text: The text.
+        times: How often.
+    """
+    return " ".join([text] * times)

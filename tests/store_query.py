@@ -6,6 +6,8 @@ It uses the store's own sqlite module: opening the file with a second SQLite lib
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from letta_nb.store.sqlite_driver import connect_raw
 
 
@@ -15,3 +17,16 @@ def query(path: str, sql: str, *params: object) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def count(path: str | Path, table: str, agent_id: str | None = None) -> int:
+    """Rows of ``table`` (of one agent, when given)."""
+    if agent_id is None:
+        return query(str(path), f"SELECT count(*) FROM {table}")[0][0]
+    return query(str(path), f"SELECT count(*) FROM {table} WHERE agent_id = ?", agent_id)[0][0]
+
+
+def table_counts(path: str | Path) -> dict[str, int]:
+    """Rows per table of the store's user data: compare before and after a call that must write nothing."""
+    return {t: count(path, t) for t in ("agents", "blocks", "messages", "tools", "agent_tools", "passages", "steps")}
+

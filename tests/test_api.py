@@ -1,4 +1,4 @@
-"""The public API: its surface (``__all__``, sync/async parity), its errors, and what it keeps in the store.
+"""The public API: its surface (``__all__``, sync/async parity) and what it keeps in the store (errors: test_api_errors.py).
 
 Errors are checked the way a user meets them: the exception class (always a ``LettaNBError``), a message
 that names the problem and the fix, close-match suggestions, and -- just as important -- that a rejected
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -18,16 +18,12 @@ import letta_nb
 from letta_nb import client as client_module
 from letta_nb.errors import (
     AgentNotFoundError,
-    AlreadyExistsError,
-    BlockLimitError,
-    BlockNotFoundError,
     InvalidArgumentError,
     LettaNBError,
-    ModelNotFoundError,
     ToolNotFoundError,
-    ToolSchemaError,
 )
-from letta_nb.store.sqlite_driver import sqlite_module
+from tests.agent_helpers import repeat, word_count
+from tests.store_query import count
 
 PUBLIC = [
     "connect",
@@ -58,65 +54,6 @@ PUBLIC = [
 
 RESOURCES = [client_module.Agents, client_module.Messages, client_module.Blocks, client_module.Passages,
              client_module.AgentTools, client_module.Tools]
-
-
-def count(db: Path, table: str, agent_id: str | None = None) -> int:
-    # The store's own sqlite module: a second SQLite library in one process (the stdlib's, when the store
-    # uses pysqlite3) does not share POSIX lock state with it, and closing its connection drops the
-    # store's locks -- writes then go missing. Never open the store with another SQLite copy in-process.
-    conn = sqlite_module().connect(str(db))
-    try:
-        if agent_id is None:
-            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        return conn.execute(f"SELECT count(*) FROM {table} WHERE agent_id = ?", (agent_id,)).fetchone()[0]
-    finally:
-        conn.close()
-
-
-def snapshot(db: Path) -> dict[str, int]:
-    """Row counts of every user-data table: a rejected call must leave them all unchanged."""
-    return {t: count(db, t) for t in ("agents", "blocks", "messages", "tools", "agent_tools", "passages", "steps")}
-
-
-# ---- tools used by the tests (module level so their source can be stored) --------------------------------
-
-
-def word_count(text: str) -> int:
-    """Count the words of a text.
-
-    Args:
-        text: The text.
-    """
-    return len(text.split())
-
-
-def repeat(text: str, times: int = 2) -> str:
-    """Repeat a text.
-
-    Args:
-        text: The text.
-        times: How often.
-    """
-    return " ".join([text] * times)
-
-
-def takes_a_set(items: set) -> int:
-    """Sets are not JSON."""
-    return len(items)
-
-
-class Point:
-    pass
-
-
-def takes_a_point(p: Point) -> int:
-    """A class that JSON schema cannot describe."""
-    return 0
-
-
-def takes_optional(x: Optional[int] = None) -> int:  # noqa: UP007 - the typing spelling on purpose
-    """Optional is fine."""
-    return x or 0
 
 
 # ---- the public surface ---------------------------------------------------------------------------------
@@ -221,155 +158,6 @@ def test_letta_client_style_messages_argument(client: letta_nb.Client) -> None:
     r = client.agents.messages.create(
         agent, messages=[{"role": "user", "content": [{"type": "text", "text": "What is my name?"}]}])
     assert "Name: Ada" in r.text
-
-
-# ---- errors: the right class, a helpful message, nothing written ----------------------------------------
-
-
-def test_unknown_agent_suggests_close_names(client: letta_nb.Client) -> None:
-    client.agents.create("sam")
-    with pytest.raises(AgentNotFoundError) as info:
-        client.agents.retrieve("sma")
-    assert info.value.suggestions == ["sam"]
-    assert "Did you mean 'sam'?" in str(info.value)
-    for call in (lambda: client.agents.messages.create("sma", "hi"), lambda: client.agents.blocks.list("sma"),
-                 lambda: client.agents.passages.search("sma", "x"), lambda: client.agents.delete("sma")):
-        with pytest.raises(AgentNotFoundError, match="Did you mean 'sam'"):
-            call()
-    with pytest.raises(AgentNotFoundError, match="Known agents: 'sam'"):
-        client.agents.retrieve("completely-different")
-    assert isinstance(info.value, LookupError)
-
-
-def test_create_errors_write_nothing(client: letta_nb.Client, db_path: Path) -> None:
-    client.agents.create("sam")
-    before = snapshot(db_path)
-    names_before = [a.name for a in client.agents.list()]
-    cases: list[tuple[type[LettaNBError], str, dict[str, Any]]] = [
-        (AlreadyExistsError, "already exists", {"name": "sam"}),
-        (InvalidArgumentError, "name must be", {"name": ""}),
-        (InvalidArgumentError, "name must be", {"name": "-dash-first"}),
-        (InvalidArgumentError, "name must be", {"name": "a/b"}),
-        (InvalidArgumentError, "name must be", {"name": "x" * 201}),
-        (InvalidArgumentError, "name must be", {"name": 42}),
-        (InvalidArgumentError, "max_steps", {"name": "ok", "max_steps": 0}),
-        (InvalidArgumentError, r"unknown keys \['lable'\]", {"name": "ok", "memory_blocks": [{"lable": "human"}]}),
-        (BlockLimitError, "over its limit of 5", {"name": "ok", "memory_blocks": [
-            {"label": "human", "value": "toolong", "limit": 5}]}),
-        (InvalidArgumentError, "two blocks labelled 'human'", {"name": "ok", "memory_blocks": [
-            {"label": "human", "value": ""}, {"label": "human", "value": "x"}]}),
-        (InvalidArgumentError, "identifier-like", {"name": "ok", "memory_blocks": [{"label": "my block"}]}),
-        (InvalidArgumentError, "must be a string", {"name": "ok", "memory_blocks": [{"label": "h", "value": 3}]}),
-        (InvalidArgumentError, "list of dicts", {"name": "ok", "memory_blocks": "human"}),
-        (ModelNotFoundError, "'offline'", {"name": "ok", "model": "gpt-9"}),
-        (ModelNotFoundError, "Did you mean 'offline'", {"name": "ok", "model": "ofline"}),
-        (InvalidArgumentError, "latncy_ms", {"name": "ok", "model": "offline?latncy_ms=5"}),
-        (InvalidArgumentError, "tps", {"name": "ok", "model": "offline?tps=0"}),
-        (InvalidArgumentError, "context_window", {"name": "ok", "model": "offline?context_window=big"}),
-        (InvalidArgumentError, "hash", {"name": "ok", "embedding": "nope"}),
-        (ToolNotFoundError, "No tool named 'nope'", {"name": "ok", "tools": ["nope"]}),
-        (ToolSchemaError, "takes_a_set", {"name": "ok", "tools": [takes_a_set]}),
-    ]
-    for error, fragment, kwargs in cases:
-        with pytest.raises(error, match=fragment) as info:
-            client.agents.create(**kwargs)
-        assert isinstance(info.value, LettaNBError), kwargs
-        assert snapshot(db_path) == before, f"{kwargs} wrote something"
-    assert [a.name for a in client.agents.list()] == names_before
-    with pytest.raises(ModelNotFoundError) as info:
-        client.agents.create("ok", model="gpt-9")
-    assert "offline" in str(info.value) and "API key" in str(info.value)
-
-
-def test_failed_create_registers_no_tools(client: letta_nb.Client, db_path: Path) -> None:
-    client.agents.create("sam")
-    before = snapshot(db_path)
-    with pytest.raises(AlreadyExistsError):
-        client.agents.create("sam", tools=[word_count])
-    with pytest.raises(ToolNotFoundError):
-        client.agents.create("bob", tools=[repeat, "nope"])
-    assert "word_count" not in client.tools.list() and "repeat" not in client.tools.list()
-    assert snapshot(db_path) == before
-
-
-def test_tool_schema_errors(client: letta_nb.Client, db_path: Path) -> None:
-    before = snapshot(db_path)
-    with pytest.raises(ToolSchemaError, match="items") as info:
-        client.tools.upsert_from_function(takes_a_set)
-    assert isinstance(info.value, LettaNBError) and isinstance(info.value, TypeError)
-    with pytest.raises(ToolSchemaError, match="Point"):
-        client.tools.upsert_from_function(takes_a_point)
-    with pytest.raises(ToolSchemaError, match="lambda"):
-        client.tools.upsert_from_function(lambda x: x)
-    with pytest.raises(InvalidArgumentError, match="base tool"):
-        client.tools.upsert_from_function(word_count, name="send_message")
-    with pytest.raises(InvalidArgumentError, match="must be a Python function"):
-        client.tools.upsert_from_function("word_count")
-    assert snapshot(db_path) == before
-    spec = client.tools.upsert_from_function(takes_optional)
-    assert spec.parameters["properties"]["x"]
-    assert "takes_optional" in client.tools.list()
-
-
-def test_blocks_update_errors_leave_the_block_unchanged(client: letta_nb.Client) -> None:
-    agent = client.agents.create("sam", memory_blocks=[{"label": "human", "value": "Name: Ada", "limit": 20}])
-    with pytest.raises(BlockLimitError) as info:
-        client.agents.blocks.update(agent, "human", value="x" * 21)
-    assert (info.value.label, info.value.length, info.value.limit) == ("human", 21, 20)
-    assert "raise the block's limit" in str(info.value)
-    with pytest.raises(BlockLimitError):
-        client.agents.blocks.update(agent, "human", limit=3)  # the current value no longer fits
-    with pytest.raises(InvalidArgumentError, match="limit"):
-        client.agents.blocks.update(agent, "human", limit=0)
-    with pytest.raises(InvalidArgumentError, match="string"):
-        client.agents.blocks.update(agent, "human", value=5)
-    with pytest.raises(BlockNotFoundError, match="Did you mean 'human'"):
-        client.agents.blocks.update(agent, "humn", value="x")
-    with pytest.raises(BlockNotFoundError, match="Did you mean 'human'"):
-        client.agents.blocks.retrieve(agent, "humam")
-    block = client.agents.blocks.retrieve(agent, "human")
-    assert (block.value, block.limit) == ("Name: Ada", 20)
-
-    # A valid update lands, in the store and in what the agent sees next turn.
-    updated = client.agents.blocks.modify(agent, "human", value="Name: Grace", limit=100, description="Who.")
-    assert (updated.value, updated.limit, updated.description) == ("Name: Grace", 100, "Who.")
-    r = client.agents.messages.create(agent, "What is my name?")
-    assert "Name: Grace" in r.text
-
-
-def test_message_input_errors_write_nothing(client: letta_nb.Client, db_path: Path) -> None:
-    agent = client.agents.create("sam")
-    before = snapshot(db_path)
-    bad: list[dict[str, Any]] = [
-        {"input": ""},
-        {"input": "   \n"},
-        {"input": None},
-        {"input": 42},
-        {"input": "hi", "messages": [{"role": "user", "content": "hi"}]},
-        {"messages": [{"role": "assistant", "content": "hi"}]},
-        {"messages": []},
-        {"messages": [{"role": "user", "content": ""}]},
-    ]
-    for kwargs in bad:
-        with pytest.raises(InvalidArgumentError):
-            client.agents.messages.create(agent, **kwargs)
-        with pytest.raises(InvalidArgumentError):
-            list(client.agents.messages.stream(agent, **kwargs))
-    with pytest.raises(InvalidArgumentError, match="limit"):
-        client.agents.messages.list(agent, limit=0)
-    assert snapshot(db_path) == before
-    assert client.agents.messages.list(agent) == []
-    assert len(client.runtime.locks) == 0
-
-
-def test_closed_client_refuses_work(db_path: Path) -> None:
-    c = letta_nb.connect(db_path)
-    c.agents.create("sam")
-    c.close()
-    c.close()  # idempotent
-    assert "closed" in repr(c)
-    with pytest.raises(LettaNBError, match="closed"):
-        c.agents.list()
 
 
 # ---- delete, passages, tools across stores, secrets -----------------------------------------------------
