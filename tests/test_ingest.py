@@ -21,8 +21,9 @@ import pytest
 from store_query import query
 
 import letta_nb
+from letta_nb.embeddings import ingest as ingest_module
 from letta_nb.embeddings.chunking import ChunkSettings, chunk_file
-from letta_nb.embeddings.ingest import chunk_pool, ingest
+from letta_nb.embeddings.ingest import GROUP_BYTES, GROUP_FILES, chunk_pool, file_groups, ingest
 from letta_nb.errors import InvalidArgumentError, UploadedFileNotFoundError
 from letta_nb.store.sqlite_driver import connect_raw
 
@@ -136,20 +137,38 @@ def test_progress_bar_on_stderr(client, tmp_path, capfd):
     assert "upload" in err and "100%" in err
 
 
-def test_chunking_in_worker_processes_gives_the_same_passages(client, tmp_path):
+def test_file_groups_keep_order_and_put_a_large_file_alone():
+    sizes = {"a": 10, "b": GROUP_BYTES - 10, "c": 1, "d": 5 * GROUP_BYTES, "e": 2}
+    sizes.update({f"s{i}": 1 for i in range(GROUP_FILES + 3)})
+    groups = file_groups(list(sizes), sizes)
+    assert [p for g in groups for p in g] == list(sizes)
+    assert groups[:3] == [["a", "b"], ["c"], ["d"]]
+    assert all(len(g) <= GROUP_FILES for g in groups) and len(groups) == 5
+
+
+def test_chunking_in_worker_processes_gives_the_same_passages(client, tmp_path, monkeypatch):
+    # Several files a worker task (small groups here, so there are several), with a bad file inside a group.
+    files = tmp_path / "docs"
+    shutil.copytree(DATA, files)
+    (files / "image.txt").write_bytes(b"\x89PNG\x00\x00" * 50)
+    monkeypatch.setattr(ingest_module, "GROUP_BYTES", 3000)
     first = client.agents.create("threads")
     second = client.agents.create("processes")
     rt = client.runtime
-    in_thread = client.agents.files.upload(first, DATA, progress=False)
+    in_thread = client.agents.files.upload(first, files, progress=False)
     assert in_thread.workers == "thread"
     pool = chunk_pool(1)
     try:
         state = client.agents.retrieve(second)
-        in_pool = client._thread.run(ingest(rt.store, rt.embedder("hash"), state, DATA, pool=pool, progress=False))
+        in_pool = client._thread.run(ingest(rt.store, rt.embedder("hash"), state, files, pool=pool, progress=False))
     finally:
         pool.shutdown()
     assert in_pool.workers == "1 worker(s)"
-    assert [(f.status, f.chunks, f.splitter) for f in in_pool.files] == [(f.status, f.chunks, f.splitter) for f in in_thread.files]
+    paths = [f.path for f in in_pool.files]
+    assert 2 < len(file_groups(paths, {p: os.path.getsize(p) for p in paths})) < len(paths)
+    outcome = [(f.status, f.chunks, f.splitter, f.error) for f in in_pool.files]
+    assert outcome == [(f.status, f.chunks, f.splitter, f.error) for f in in_thread.files]
+    assert [Path(f.path).name for f in in_pool.errors] == ["image.txt"] and "looks binary" in in_pool.errors[0].error
     assert sorted(p.text for p in client.agents.passages.list(first)) == sorted(p.text for p in client.agents.passages.list(second))
 
 

@@ -44,16 +44,14 @@ def stdlib_files(budget_bytes: int) -> list[str]:
 
 
 def _chunk_alone(pool, files: list[str], settings) -> tuple[float, int]:
-    from letta_nb.embeddings.chunking import chunk_file
+    """The upload's chunking tasks (the same groups of files), all queued at once, and nothing else."""
+    from letta_nb.embeddings.chunking import chunk_files
+    from letta_nb.embeddings.ingest import file_groups
 
     t = time.perf_counter()
-    futures = [pool.submit(chunk_file, f, settings, None) for f in files]
-    chunks = 0
-    for fut in futures:
-        try:
-            chunks += len(fut.result().chunks)
-        except Exception:  # noqa: BLE001 - the upload reports these files as errors too
-            pass
+    groups = file_groups(files, {f: os.path.getsize(f) for f in files})
+    futures = [pool.submit(chunk_files, group, settings, None) for group in groups]
+    chunks = sum(len(c.chunks) for fut in futures for c in fut.result() if not isinstance(c, str))
     return time.perf_counter() - t, chunks
 
 

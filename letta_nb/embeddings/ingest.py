@@ -33,17 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from letta_nb.embeddings.chunking import KNOWN_SUFFIXES, ChunkedFile, ChunkSettings, chunk_file
+from letta_nb.embeddings.chunking import KNOWN_SUFFIXES, ChunkedFile, ChunkSettings, chunk_files, failure_message
 from letta_nb.embeddings.ingest_report import FileResult, IngestReport
-from letta_nb.errors import InvalidArgumentError, LettaNBError
+from letta_nb.errors import InvalidArgumentError
 from letta_nb.store.files import FilePassages, FileUpdate, file_records, replace_files
 from letta_nb.store.store import new_id, utcnow
 
-__all__ = ["ingest", "discover", "chunk_pool", "DEFAULT_MAX_FILE_MB"]
+__all__ = ["ingest", "discover", "chunk_pool", "file_groups", "DEFAULT_MAX_FILE_MB"]
 
 DEFAULT_MAX_FILE_MB = 25.0
 EMBED_BATCH = 256
 PROCESS_POOL_MIN_BYTES = 2_000_000  # below this, starting worker processes costs more than it saves
+GROUP_BYTES, GROUP_FILES = 128_000, 32  # one chunking task: ~15 ms of a worker's time
 _SKIP_DIRS = {"__pycache__", "node_modules", ".git", ".hg", ".svn", ".ipynb_checkpoints"}
 
 
@@ -79,6 +80,23 @@ def chunk_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExec
     workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+
+def file_groups(paths: list[str], sizes: dict[str, int]) -> list[list[str]]:
+    """Consecutive files, about ``GROUP_BYTES`` a group (a large file alone): one chunking task each, so a
+    worker has a queue of real work and does not wait on a busy uploader for every small file."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    used = 0
+    for path in paths:
+        if current and (used + sizes[path] > GROUP_BYTES or len(current) >= GROUP_FILES):
+            groups.append(current)
+            current, used = [], 0
+        current.append(path)
+        used += sizes[path]
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _processes_are_safe() -> bool:
@@ -149,53 +167,59 @@ async def ingest(
         pool = own_pool = chunk_pool()
     report.workers = "thread" if pool is None else f"{getattr(pool, '_max_workers', '?')} worker(s)"
     loop = asyncio.get_running_loop()
-    ahead = 2 * getattr(pool, "_max_workers", 1) if pool is not None else 2
+    groups = file_groups(todo, sizes)
+    ahead = 2 * getattr(pool, "_max_workers", 1) + 1 if pool is not None else 2
     bar = _progress(progress, sum(sizes[p] for p in todo))
-    pending: dict[str, asyncio.Future] = {}
+    pending: dict[int, asyncio.Future] = {}
     previous_write: asyncio.Task | None = None
     total_chunks = 0
     unwritten: list[FileUpdate] = []
     try:
-        queue = iter(todo)
+        queue = iter(range(len(groups)))
 
-        def submit(path: str) -> asyncio.Future:
+        def submit(group: list[str]) -> asyncio.Future:
             nonlocal pool
             try:
-                return loop.run_in_executor(pool, chunk_file, path, settings, max_bytes)
+                return loop.run_in_executor(pool, chunk_files, group, settings, max_bytes)
             except BrokenProcessPool:  # a worker died (killed, out of memory): go on in a thread
                 pool = None
-                return loop.run_in_executor(None, chunk_file, path, settings, max_bytes)
+                return loop.run_in_executor(None, chunk_files, group, settings, max_bytes)
 
         def fill() -> None:
-            while len(pending) < ahead and (path := next(queue, None)) is not None:
-                pending[path] = submit(path)
+            while len(pending) < ahead and (k := next(queue, None)) is not None:
+                pending[k] = submit(groups[k])
 
         fill()
-        for path in todo:
-            fut = pending.pop(path)
-            fill()  # keep the workers busy while this file is embedded and stored
+        for k, group in enumerate(groups):
+            fut = pending.pop(k)
+            fill()  # keep the workers busy while this group is embedded and stored
             try:
-                try:
-                    chunked: ChunkedFile = await fut
-                except BrokenProcessPool:
-                    chunked = await submit(path)
-                passages, file_row = await _embed_rows(store, embedder, agent, chunked, chunking, known.get(path))
-            except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
-                why = str(e) if isinstance(e, (LettaNBError, OSError)) else f"{type(e).__name__}: {e}"
-                results[path] = FileResult(path, "error", bytes=sizes[path], error=why)
+                outcomes: list[ChunkedFile | str] = await fut
+            except BrokenProcessPool:
+                outcomes = await submit(group)
+            for path, chunked in zip(group, outcomes):
+                error = chunked if isinstance(chunked, str) else None
+                if error is None:
+                    try:
+                        passages, file_row = await _embed_rows(store, embedder, agent, chunked, chunking,
+                                                               known.get(path))
+                    except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
+                        error = failure_message(e)
+                if error is not None:
+                    results[path] = FileResult(path, "error", bytes=sizes[path], error=error)
+                    bar.update(sizes[path])
+                    continue
+                # Commits stay in input order; files embedded while a commit runs share the next one.
+                unwritten.append((file_row, passages))
+                if previous_write is None or previous_write.done():
+                    if previous_write is not None:
+                        await previous_write  # its error, if any, stops the upload here
+                    previous_write, unwritten = asyncio.ensure_future(replace_files(store, unwritten)), []
+                status = "replaced" if path in known else "added"
+                results[path] = FileResult(path, status, file_row["chunks"], chunked.size, splitter=chunked.splitter)
+                total_chunks += file_row["chunks"]
                 bar.update(sizes[path])
-                continue
-            # Commits stay in input order; files embedded while a commit runs share the next one.
-            unwritten.append((file_row, passages))
-            if previous_write is None or previous_write.done():
-                if previous_write is not None:
-                    await previous_write  # its error, if any, stops the upload here
-                previous_write, unwritten = asyncio.ensure_future(replace_files(store, unwritten)), []
-            status = "replaced" if path in known else "added"
-            results[path] = FileResult(path, status, file_row["chunks"], chunked.size, splitter=chunked.splitter)
-            total_chunks += file_row["chunks"]
-            bar.update(sizes[path])
-            bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=total_chunks, refresh=False)
+                bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=total_chunks, refresh=False)
         if previous_write is not None:
             await previous_write
         if unwritten:
