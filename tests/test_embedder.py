@@ -7,6 +7,7 @@ or one per-chunk error; the server's ``digest`` vectors let us check each row is
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,7 +240,9 @@ def test_hash_vectors_equal_the_word_by_word_definition_across_batches_and_cache
     from letta_nb.embeddings import hash as hash_module
 
     texts = ["The kettle is on the shelf.", "", "kettle kettle KETTLE", "Ünïcode wörds & 42 numbers",
-             "a", "!!!", "def f(x):\n    return x * 2  # code too"] * 3
+             "a", "!!!", "def f(x):\n    return x * 2  # code too",
+             "\u212aelvin \u0130stanbul", "lone \ud800 surrogate", "x" * 300 + " tail", "ab ba abab"] * 3
+    texts.append((Path(__file__).parent / "data" / "sample.py").read_text())  # real code, with its identifiers
     expected = np.stack([_reference_hash_vector(t) for t in texts])
     np.testing.assert_allclose(hash_module.hash_vectors(texts), expected, atol=1e-6)
     np.testing.assert_allclose(hash_module.hash_vectors(texts[::-1]), expected[::-1], atol=1e-6)  # cache warm

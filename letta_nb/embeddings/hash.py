@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import threading
 import zlib
 from collections.abc import Sequence
@@ -21,17 +20,16 @@ from letta_nb.embeddings.base import EmbedReport, blank_indexes, check_texts, re
 
 __all__ = ["HashEmbedder", "hash_vectors"]
 
-_WORD = re.compile(r"[a-z0-9]+")
-
-
 class _Features:
     """Each word's hashed features (its own bucket, +-1, and those of its padded trigrams, +-0.3), cached.
 
     Hashing every word and trigram of every text in Python cost ~300 us a chunk, which made ``hash`` the
     slowest stage of an upload. Text is Zipfian, so a word's features are computed once and kept in flat
-    arrays (CSR: ``offsets`` into ``index``/``weight``); a batch then becomes a few numpy calls. The
-    vocabulary is bounded (cleared past ``max_words``) and guarded by a lock: the loopback server
-    embeds from several threads at once.
+    arrays (CSR: ``offsets`` into ``index``/``weight``). A batch never makes a Python object per word:
+    its lower-cased UTF-8 bytes are cut into words and each word gets a 64-bit polynomial hash in numpy;
+    only the batch's distinct words are looked up (by that hash), and only new ones are sliced out as
+    bytes. The vocabulary is bounded (cleared past ``max_words``) and guarded by a lock: the loopback
+    server embeds from several threads at once.
     """
 
     def __init__(self, dim: int, max_words: int = 500_000):
@@ -40,14 +38,14 @@ class _Features:
         self._clear()
 
     def _clear(self) -> None:
-        self.ids: dict[str, int] = {}
+        self.ids: dict[int, int] = {}  # a word's 64-bit hash -> its row in the CSR arrays
         # CSR arrays with spare capacity (doubling), so a batch's new words are appended, not re-copied.
         self.offsets = np.zeros(1024, np.int64)  # offsets[j]..offsets[j+1]: word j's entries
         self.index = np.zeros(8192, np.int64)
         self.weight = np.zeros(8192, np.float64)
         self.entries = 0
 
-    def _append(self, words: list[str]) -> None:
+    def _append(self, words: list[bytes]) -> None:
         """Add new words' features: a word's own hash in Python, its trigrams' from a table, in numpy."""
         dim, base, n = self.dim, self.entries, len(words)
         lengths = np.fromiter(map(len, words), np.int64, n)
@@ -56,11 +54,11 @@ class _Features:
         starts = ends - sizes
         total = int(sizes.sum())
         index, weight = np.empty(total, np.int64), np.empty(total, np.float64)
-        own = np.fromiter((zlib.crc32(w.encode()) for w in words), np.int64, n)
+        own = np.fromiter(map(zlib.crc32, words), np.int64, n)
         index[starts - base] = own % dim
         weight[starts - base] = np.where((own >> 31) & 1, 1.0, -1.0)
         # Trigrams of every padded word at once: codes of "#w1##w2#...", windows that stay inside a word.
-        codes = _CODES[np.frombuffer("".join(f"#{w}#" for w in words).encode(), np.uint8)]
+        codes = _CODES[np.frombuffer(b"#" + b"##".join(words) + b"#", np.uint8)]
         grams = codes[:-2] * (_ALPHABET * _ALPHABET) + codes[1:-1] * _ALPHABET + codes[2:]
         word_of = np.repeat(np.arange(n), lengths + 2)[:-2]
         at = np.arange(len(grams)) - np.repeat(np.cumsum(lengths + 2) - (lengths + 2), lengths + 2)[:-2]
@@ -76,23 +74,27 @@ class _Features:
         self.index[base : base + total] = index
         self.weight[base : base + total] = weight
         self.entries = base + total
-        self.ids.update(zip(words, range(first, first + n)))
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
-        words = [_WORD.findall(t.lower()) for t in texts]
+        n, dim = len(texts), self.dim
+        data, text_starts = _batch_bytes(texts)
+        starts, ends = _words(data)
+        keys = _word_hashes(data, starts, ends)
+        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         with self._lock:
             if len(self.ids) > self.max_words:
                 self._clear()
             ids = self.ids
-            every = list(itertools.chain.from_iterable(words))
-            flat = list(map(ids.get, every))  # C loops: the common case is every word already known
-            if None in flat:
-                self._append(list(dict.fromkeys(w for w, i in zip(every, flat) if i is None)))
-                flat = list(map(ids.__getitem__, every))
+            hashes = distinct.tolist()
+            known = np.fromiter(map(ids.get, hashes, itertools.repeat(-1)), np.int64, len(hashes))  # C loops
+            new = np.flatnonzero(known < 0)
+            if new.size:
+                self._append([data[a:b] for a, b in zip(starts[first[new]].tolist(), ends[first[new]].tolist())])
+                known[new] = np.arange(len(ids), len(ids) + new.size)
+                ids.update(zip(distinct[new].tolist(), known[new].tolist()))
             offsets, index, weight = self.offsets, self.index, self.weight
-        n, dim = len(texts), self.dim
-        wid = np.fromiter(flat, np.int64, len(flat))
-        text_of_word = np.repeat(np.arange(n, dtype=np.int64), np.fromiter(map(len, words), np.int64, n))
+        wid = known[inverse.reshape(-1)]
+        text_of_word = np.searchsorted(text_starts, starts, side="right") - 1
         # Expand each word into its feature entries: entry k of word j sits at offsets[j] + k.
         starts, lengths = offsets[wid], offsets[wid + 1] - offsets[wid]
         first = np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -102,6 +104,52 @@ class _Features:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out.astype(np.float32)
+
+
+# Bytes of a word ([a-z0-9] after lower-casing) keep their value, every other byte becomes a space. In
+# UTF-8 a non-ASCII character is all bytes >= 0x80, so this cuts lower-cased bytes exactly where the
+# regex ``[a-z0-9]+`` cuts the lower-cased text.
+_WORD_BYTES = bytes(c if (0x30 <= c <= 0x39 or 0x61 <= c <= 0x7A) else 0x20 for c in range(256))
+
+
+def _batch_bytes(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
+    """The batch's lower-cased word bytes, one space after each text, and where each text starts."""
+    parts = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    text_starts = np.zeros(len(parts), np.int64)
+    np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts))[:-1] + 1, out=text_starts[1:])
+    return b" ".join(parts).translate(_WORD_BYTES) + b" ", text_starts
+
+
+def _words(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of word bytes in ``data`` (which ends with a space)."""
+    word = np.frombuffer(data, np.uint8) != 0x20
+    edges = np.flatnonzero(np.diff(word, prepend=False))  # a run's first byte, then the space after it
+    return edges[0::2], edges[1::2]
+
+
+_P = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
+_P_INV = pow(_P, -1, 2**64)
+_POWERS: list[np.ndarray] = []
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P**i, P**-i) modulo 2**64 for i < n, grown by doubling and kept."""
+    if not _POWERS or len(_POWERS[0]) < n:
+        size = max(n, 2 * len(_POWERS[0]) if _POWERS else 1 << 16)
+        up, down = np.full(size, _P, np.uint64), np.full(size, _P_INV, np.uint64)
+        up[0] = down[0] = 1
+        _POWERS[:] = [np.cumprod(up, dtype=np.uint64), np.cumprod(down, dtype=np.uint64)]
+    return _POWERS[0], _POWERS[1]
+
+
+def _word_hashes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Each word's sum(byte_i * P**(end-1-i)) modulo 2**64: a prefix sum of byte_i * P**-i, differenced
+    per word, times P**(end-1) (uint64 arithmetic wraps, which is the modulo). Distinct words collide
+    with probability ~2**-64 a pair."""
+    up, down = _powers(len(data) + 1)
+    prefix = np.zeros(len(data) + 1, np.uint64)
+    np.cumsum(np.frombuffer(data, np.uint8) * down[: len(data)], out=prefix[1:])
+    return (prefix[ends] - prefix[starts]) * up[ends - 1]
 
 
 _SYMBOLS = b"abcdefghijklmnopqrstuvwxyz0123456789#"  # what a word ([a-z0-9]+) and its padding are made of

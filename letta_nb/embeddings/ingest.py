@@ -168,7 +168,7 @@ async def ingest(
     report.workers = "thread" if pool is None else f"{getattr(pool, '_max_workers', '?')} worker(s)"
     loop = asyncio.get_running_loop()
     groups = file_groups(todo, sizes)
-    ahead = 2 * getattr(pool, "_max_workers", 1) + 1 if pool is not None else 2
+    ahead = 4 * getattr(pool, "_max_workers", 1) + 4 if pool is not None else 2  # ~1 MB of files queued
     bar = _progress(progress, sum(sizes[p] for p in todo))
     pending: dict[int, asyncio.Future] = {}
     previous_write: asyncio.Task | None = None
