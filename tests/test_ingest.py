@@ -23,7 +23,7 @@ from store_query import query
 import letta_nb
 from letta_nb.embeddings import ingest as ingest_module
 from letta_nb.embeddings.chunking import ChunkSettings, chunk_file
-from letta_nb.embeddings.ingest import GROUP_BYTES, GROUP_FILES, chunk_pool, file_groups, ingest
+from letta_nb.embeddings.ingest import GROUP_BYTES, GROUP_FILES, chunk_pool, discover, file_groups, ingest
 from letta_nb.errors import InvalidArgumentError, UploadedFileNotFoundError
 from letta_nb.store.sqlite_driver import connect_raw
 
@@ -239,3 +239,18 @@ def test_sigkill_mid_upload_then_resume_leaves_every_file_whole(tmp_path):
     assert len(final) == 60
     for path in final:  # complete and unduplicated: exactly the chunker's output, once
         assert stored[path] == chunk_file(path, settings).chunks, os.path.basename(path)
+
+
+def test_discover_resolves_paths_like_path_resolve(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    for name in ("a.md", "sub/b.py", "sub/.hidden.md", "sub/skip.bin"):
+        (real / name).write_text("x")
+    (tmp_path / "linked_dir").symlink_to(real)
+    (tmp_path / "linked_file.md").symlink_to(real / "a.md")
+    monkeypatch.chdir(tmp_path)
+    given = ["linked_dir/a.md", tmp_path / "linked_file.md", "real/../real/sub/b.py", "linked_dir", "nope.md"]
+    found = discover(given)
+    assert found == [(str(real / "a.md"), None), (str(real / "sub" / "b.py"), None),
+                     (str(tmp_path / "nope.md"), "no such file or directory")]
+    assert [p for p, _ in found] == list(dict.fromkeys(str(Path(g).resolve()) for g in given[:3])) + [str(tmp_path / "nope.md")]

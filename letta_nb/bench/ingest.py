@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import sysconfig
 import tempfile
 import time
@@ -55,44 +56,65 @@ def _chunk_alone(pool, files: list[str], settings) -> tuple[float, int]:
     return time.perf_counter() - t, chunks
 
 
-def run(quick: bool = False) -> BenchResult:
+def _upload(files: list[str], settings, pool) -> tuple[object, int]:
+    """One upload of ``files`` to a new agent in a new store, as the first upload of a kernel: the hash
+    embedder's vocabulary starts empty. (report, passages stored)."""
     import letta_nb
-    from letta_nb.embeddings.chunking import ChunkSettings, chunk_file
-    from letta_nb.embeddings.ingest import chunk_pool, ingest
+    from letta_nb.embeddings import hash as hash_embedder
+    from letta_nb.embeddings.ingest import ingest
+
+    hash_embedder._FEATURES.clear()
+    with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
+        with letta_nb.connect(os.path.join(tmp, "ingest.db")) as client:
+            agent = client.agents.create("bench-ingest", embedding="hash")
+            rt = client.runtime
+            report = client._thread.run(
+                ingest(rt.store, rt.embedder("hash"), agent, files, settings=settings, pool=pool, progress=False)
+            )
+            return report, len(client.agents.passages.list(agent))
+
+
+def run(quick: bool = False) -> BenchResult:
+    from letta_nb.embeddings.chunking import ChunkSettings, chunk_files
+    from letta_nb.embeddings.ingest import chunk_pool
 
     files = stdlib_files(2_000_000 if quick else 12_000_000)
     total_mb = sum(os.path.getsize(f) for f in files) / 1e6
     settings = ChunkSettings()
+    rounds = 1 if quick else 3  # a shared 2-core machine drifts by 20-30% between runs: pair and take medians
     pool = chunk_pool()
+    chunk_runs, uploads = [], []
     try:
         # Warm the workers (llama-index and the grammars imported, splitters built) for both runs.
-        list(pool.map(chunk_file, files[: 4 * pool._max_workers], [settings] * (4 * pool._max_workers)))
-        chunk_s, chunk_count = _chunk_alone(pool, files, settings)
-        with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
-            with letta_nb.connect(os.path.join(tmp, "ingest.db")) as client:
-                agent = client.agents.create("bench-ingest", embedding="hash")
-                rt = client.runtime
-                report = client._thread.run(
-                    ingest(rt.store, rt.embedder("hash"), agent, files, settings=settings, pool=pool, progress=False)
-                )
-                stored = len(client.agents.passages.list(agent))
+        list(pool.map(chunk_files, [files[:4]] * pool._max_workers, [settings] * pool._max_workers))
+        for _ in range(rounds):
+            chunk_runs.append(_chunk_alone(pool, files, settings))
+            uploads.append(_upload(files, settings, pool))
     finally:
         pool.shutdown()
+    chunk_s = statistics.median(s for s, _ in chunk_runs)
+    chunk_count = chunk_runs[-1][1]
+    seconds = statistics.median(r.seconds for r, _ in uploads)  # type: ignore[attr-defined]
+    report, stored = uploads[-1]
     chunking_mb_s = total_mb / chunk_s
-    mb_s = total_mb / report.seconds
+    mb_s = total_mb / seconds
     ratio = mb_s / chunking_mb_s
     return BenchResult(
         "ingest",
         {
-            "files": len(files), "mb": total_mb, "workers": pool._max_workers,
+            "files": len(files), "mb": total_mb, "workers": pool._max_workers, "rounds": rounds,
             "mb_per_s": mb_s, "chunking_only_mb_per_s": chunking_mb_s, "ratio": ratio,
-            "chunks": report.chunks, "chunks_per_s": report.chunks / report.seconds,
-            "chunking_only_chunks": chunk_count, "stored_passages": stored, "file_errors": len(report.errors),
-            "seconds": report.seconds, "chunking_only_seconds": chunk_s,
+            "round_ratios": [round(c / r.seconds, 3) for (c, _), (r, _) in zip(chunk_runs, uploads)],  # type: ignore[attr-defined]
+            "chunks": report.chunks, "chunks_per_s": report.chunks / seconds,  # type: ignore[attr-defined]
+            "chunking_only_chunks": chunk_count, "stored_passages": stored,
+            "file_errors": len(report.errors),  # type: ignore[attr-defined]
+            "seconds": seconds, "chunking_only_seconds": chunk_s,
         },
-        goals={"end to end >= 0.8x chunking alone": ratio >= 0.8, "every chunk stored": stored == report.chunks == chunk_count},
+        goals={"end to end >= 0.8x chunking alone": ratio >= 0.8,
+               "every chunk stored": all(s == r.chunks == chunk_count for r, s in uploads)},  # type: ignore[attr-defined]
         notes=[f"chunking runs in {pool._max_workers} worker process(es); embedding (hash) and storing run in this "
-               "process, overlapped with it"],
+               "process, overlapped with it",
+               f"{rounds} rounds of (chunking alone, upload to a new store); seconds are medians, round_ratios per round"],
     )
 
 

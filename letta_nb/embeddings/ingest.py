@@ -54,10 +54,11 @@ def discover(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tup
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[tuple[str, str | None]] = []
+    real_dirs: dict[str, str] = {}
     for raw in paths:
         if not isinstance(raw, (str, os.PathLike)):
             raise InvalidArgumentError(f"paths must be file or directory paths, got {raw!r}")
-        path = Path(raw).expanduser().resolve()
+        path = _resolve(raw, real_dirs)
         if path.is_dir():
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
@@ -69,6 +70,18 @@ def discover(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tup
             out.append((str(path), "no such file or directory"))
     seen: set[str] = set()
     return [(p, e) for p, e in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+
+
+def _resolve(raw: str | os.PathLike, real_dirs: dict[str, str]) -> Path:
+    """``Path(raw).expanduser().resolve()``, each directory resolved once per upload: a list of many files
+    (what a notebook passes after a glob) otherwise pays a symlink walk of every parent for each file."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(raw)))
+    if os.path.islink(path):
+        return Path(os.path.realpath(path))
+    head, name = os.path.split(path)
+    if head not in real_dirs:
+        real_dirs[head] = os.path.realpath(head)
+    return Path(real_dirs[head], name)
 
 
 def chunk_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
