@@ -24,7 +24,8 @@ import letta_nb
 from letta_nb.embeddings import ingest as ingest_module
 from letta_nb.embeddings.chunking import ChunkSettings, chunk_file
 from letta_nb.embeddings.ingest import GROUP_BYTES, GROUP_FILES, chunk_pool, discover, file_groups, ingest
-from letta_nb.errors import InvalidArgumentError, UploadedFileNotFoundError
+from letta_nb.embeddings.hash import HashEmbedder
+from letta_nb.errors import EmbeddingError, InvalidArgumentError, UploadedFileNotFoundError
 from letta_nb.store.sqlite_driver import connect_raw
 
 DATA = Path(__file__).parent / "data"
@@ -128,6 +129,27 @@ def test_bad_files_are_reported_and_the_batch_goes_on(client, db_path, tmp_path)
     assert [p.text for p in client.agents.passages.list(agent)] == ["Otters hold hands while they sleep."]
     with pytest.raises(InvalidArgumentError, match="max_file_mb"):
         client.agents.files.upload(agent, good, max_file_mb=0)
+
+
+def test_an_embedding_failure_is_its_own_files_error(client, db_path, tmp_path):
+    class Picky(HashEmbedder):
+        """Refuses any call that includes a chunk about a poisoned well (a provider's 400, say)."""
+
+        async def embed(self, texts):
+            bad = {i: "HTTP 400: refused" for i, t in enumerate(texts) if "poisoned" in t}
+            if bad:
+                raise EmbeddingError(bad, len(texts))
+            return await super().embed(texts)
+
+    agent = client.agents.create("reader")
+    for name, text in [("a.txt", "Apples grow on trees."), ("b.txt", "The well is poisoned."), ("c.md", "# Cats\nsleep.")]:
+        (tmp_path / name).write_text(text)
+    rt = client.runtime
+    report = client._thread.run(ingest(rt.store, Picky(), client.agents.retrieve(agent), tmp_path, progress=False))
+    assert [(Path(f.path).name, f.status) for f in report.files] == [("a.txt", "added"), ("b.txt", "error"), ("c.md", "added")]
+    assert report.errors[0].error.startswith("1 of 1 chunks could not be embedded: #0: HTTP 400: refused")
+    assert sorted(p.text for p in client.agents.passages.list(agent)) == ["# Cats\nsleep.", "Apples grow on trees."]
+    assert assert_files_whole(db_path) == {str(tmp_path / "a.txt"): 1, str(tmp_path / "c.md"): 1}
 
 
 def test_progress_bar_on_stderr(client, tmp_path, capfd):

@@ -210,14 +210,15 @@ async def ingest(
                 outcomes: list[ChunkedFile | str] = await fut
             except BrokenProcessPool:
                 outcomes = await submit(group)
+            vectors = iter(await _embed_files(embedder, [c for c in outcomes if not isinstance(c, str)]))
             for path, chunked in zip(group, outcomes):
                 error = chunked if isinstance(chunked, str) else None
                 if error is None:
-                    try:
-                        passages, file_row = await _embed_rows(store, embedder, agent, chunked, chunking,
-                                                               known.get(path))
-                    except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
-                        error = failure_message(e)
+                    matrix = next(vectors)
+                    if isinstance(matrix, BaseException):
+                        error = failure_message(matrix)
+                    else:
+                        passages, file_row = await _rows(store, agent, chunked, matrix, chunking, known.get(path))
                 if error is not None:
                     results[path] = FileResult(path, "error", bytes=sizes[path], error=error)
                     bar.update(sizes[path])
@@ -251,16 +252,38 @@ async def ingest(
     return report
 
 
-async def _embed_rows(store: Any, embedder: Any, agent: Any, chunked: ChunkedFile, chunking: str,
-                      old: Any) -> tuple[FilePassages | None, dict[str, Any]]:
+async def _embed_files(embedder: Any, files: list[ChunkedFile]) -> list[np.ndarray | Exception]:
+    """Each file's chunk vectors (or why it has none). One embedding call for a group's chunks
+    (``EMBED_BATCH`` at a time): most files are a few chunks, and a call per file paid the embedder's
+    fixed cost ~800 times an upload. If the group fails, file by file, so a failure is its own file's."""
+    async def embed(texts: list[str]) -> np.ndarray:
+        parts = [np.asarray(await embedder.embed(texts[i : i + EMBED_BATCH]), dtype=np.float32)
+                 for i in range(0, len(texts), EMBED_BATCH)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    try:
+        matrix = await embed([c for f in files for c in f.chunks])
+    except Exception as e:  # noqa: BLE001 - reported per file
+        if len(files) == 1:
+            return [e]
+        out: list[np.ndarray | Exception] = []
+        for f in files:
+            try:
+                out.append(await embed(f.chunks))
+            except Exception as one:  # noqa: BLE001
+                out.append(one)
+        return out
+    ends = np.cumsum([len(f.chunks) for f in files])
+    return [matrix[end - len(f.chunks) : end] for f, end in zip(files, ends)]
+
+
+async def _rows(store: Any, agent: Any, chunked: ChunkedFile, matrix: np.ndarray, chunking: str,
+                old: Any) -> tuple[FilePassages | None, dict[str, Any]]:
+    """A file's passages and its ``files`` row, ready for :func:`replace_files`."""
     now = utcnow()
-    vectors = []
-    for i in range(0, len(chunked.chunks), EMBED_BATCH):
-        vectors.append(np.asarray(await embedder.embed(chunked.chunks[i : i + EMBED_BATCH]), dtype=np.float32))
     file_id = new_id("file")
     passages = None
-    if vectors:
-        matrix = np.concatenate(vectors)
+    if len(matrix):
         await store.vectors.prepare(int(matrix.shape[1]))
         passages = FilePassages(ids=[new_id("passage") for _ in chunked.chunks], texts=list(chunked.chunks),
                                 vectors=matrix, agent_id=agent.id, embedding_model=agent.embedding,
