@@ -7,10 +7,13 @@ timeouts, and proxies / CA bundles taken from the environment in one place.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 
 __all__ = ["SdkClient", "error_message", "make_http_client"]
 
@@ -54,10 +57,26 @@ class SdkClient:
             self._sdk_http = http
         return self._sdk
 
+    async def post_json(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        """POST ``payload`` through the SDK (its auth, URL, headers, error types), returning the raw
+        response. The body is serialised by orjson: the SDK's ``json.dumps(ensure_ascii=False)`` took
+        ~6 ms for a 900-input embeddings request, orjson ~0.1 ms. (SDKs older than the ``content``
+        argument serialise it themselves.)"""
+        if _post_takes_content():
+            return await self.get().post(path, content=orjson.dumps(payload), cast_to=httpx.Response)
+        return await self.get().post(path, body=payload, cast_to=httpx.Response)  # pragma: no cover - old SDKs
+
     async def aclose(self) -> None:
         if self._own_http is not None:
             await self._own_http.aclose()
             self._own_http = None
+
+
+@functools.lru_cache(maxsize=1)
+def _post_takes_content() -> bool:
+    import openai
+
+    return "content" in inspect.signature(openai.AsyncOpenAI.post).parameters
 
 
 def error_message(e: Any) -> str:

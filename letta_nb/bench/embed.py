@@ -104,8 +104,8 @@ async def _letta(texts: list[str], base_url: str, http: object) -> tuple[float, 
 async def _capacity(texts: list[str], base_url: str, http: object, counter: object) -> float:
     """What this server and machine allow at best: the fewest requests, bodies pre-built, 8 at once over raw
     httpx, decode only. Seconds for all chunks (the untimed part is all the planning and serialising)."""
-    import base64
-    import json
+    import orjson
+    import pybase64
 
     from letta_nb.embeddings.batching import Piece, pack, split_oversized
 
@@ -114,8 +114,8 @@ async def _capacity(texts: list[str], base_url: str, http: object, counter: obje
         if t.strip():
             parts = split_oversized(t, counter, LIMITS["max_input_tokens"], "split") or [t]
             pieces += [Piece(i, p, counter.estimate(p)) for p in parts]  # type: ignore[attr-defined]
-    bodies = [json.dumps({"model": "bench-embed", "input": [pieces[i].text for i in b], "encoding_format": "base64",
-                          "dimensions": DIM}).encode()
+    bodies = [orjson.dumps({"model": "bench-embed", "input": [pieces[i].text for i in b], "encoding_format": "base64",
+                            "dimensions": DIM})
               for b in pack(pieces, LIMITS["max_inputs"], LIMITS["max_request_tokens"])]
     sem = asyncio.Semaphore(LIMITS["max_concurrent"])
 
@@ -125,7 +125,7 @@ async def _capacity(texts: list[str], base_url: str, http: object, counter: obje
                 r = await http.post(f"{base_url}/embeddings", content=body,  # type: ignore[attr-defined]
                                     headers={"Content-Type": "application/json"})
             if r.status_code == 200:
-                b"".join(base64.b64decode(d["embedding"]) for d in r.json()["data"])
+                pybase64.b64decode("".join(d["embedding"] for d in orjson.loads(r.content)["data"]))
                 return
             await asyncio.sleep(float(r.headers.get("retry-after-ms", 0)) / 1000)
 

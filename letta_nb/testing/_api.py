@@ -11,7 +11,6 @@ vector per distinct text, so a benchmark can check every row came back in the ri
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pybase64
 
 from letta_nb.embeddings.hash import hash_vectors
 from letta_nb.embeddings.tokens import TokenCounter, estimate_tokens
@@ -146,8 +146,8 @@ def _base64_rows(matrix: np.ndarray) -> list[str]:
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     width = matrix.shape[1] * 4
     if width % 3:
-        return [base64.b64encode(row.tobytes()).decode() for row in matrix]
-    text = base64.b64encode(matrix.tobytes()).decode()
+        return [pybase64.b64encode_as_string(row.tobytes()) for row in matrix]
+    text = pybase64.b64encode_as_string(matrix.tobytes())
     step = width // 3 * 4
     return [text[k : k + step] for k in range(0, len(text), step)]
 

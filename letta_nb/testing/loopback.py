@@ -27,6 +27,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
+
 from letta_nb.embeddings.tokens import TokenCounter
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.testing import _api
@@ -271,8 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             lb.check_key(self.headers.get("Authorization"))
             try:
-                request = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                request = orjson.loads(raw)  # megabytes of embedding inputs: the server's CPU is not the client's
+            except orjson.JSONDecodeError as e:
                 raise ApiError(400, f"We could not parse the JSON body of your request ({e}).") from None
             if not isinstance(request, dict):
                 raise ApiError(400, "The request body must be a JSON object.")
