@@ -115,7 +115,7 @@ def blank_indexes(texts: Sequence[str]) -> list[int]:
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise InvalidArgumentError(f"texts must all be str; items {bad[:10]} are {type(texts[bad[0]]).__name__}.")
-    return [i for i, t in enumerate(texts) if not t.strip()]
+    return [i for i, t in enumerate(texts) if not t or t.isspace()]  # blank; strip() would copy every text
 
 
 def _empty_message(empty: list[int]) -> str:

@@ -207,7 +207,13 @@ class OpenAIEmbedder:
             started, t0 = time.time(), time.perf_counter()
             status: int | None = None
             try:
-                rows = await self._request(inputs)
+                response = await self._post(inputs)
+                # The server is done with this request: free the slot so a waiting batch is sent while this
+                # reply is decoded (a few ms a reply, at every wave of replies).
+                self.limit.release()
+                held = False
+                await asyncio.sleep(0)
+                rows = self._rows(response, len(inputs))
                 status = 200
                 self.limit.on_success()
                 self._record(started, t0, len(inputs), tokens, "ok", retries, splits, 200)
@@ -218,8 +224,9 @@ class OpenAIEmbedder:
                 if e.kind == "throttle":
                     self.stats.throttled += 1
                     self.limit.on_throttle()
-                    self.limit.release()
-                    held = False
+                    if held:
+                        self.limit.release()
+                        held = False
                     throttles += 1
                     if throttles > 50:
                         raise _Attempt("fatal", f"HTTP 429 rate limited {throttles} times in a row", 429) from None
@@ -229,8 +236,9 @@ class OpenAIEmbedder:
                     if e.kind == "retry":
                         raise _Attempt("fatal", f"{e.reason} (gave up after {retries + 1} attempts)", status) from None
                     raise
-                self.limit.release()
-                held = False
+                if held:
+                    self.limit.release()
+                    held = False
                 retries += 1
                 self.stats.retries += 1
                 await asyncio.sleep(e.wait if e.wait is not None else self._backoff(retries))
@@ -255,7 +263,7 @@ class OpenAIEmbedder:
         if self.on_batch is not None:
             self.on_batch(BatchRecord(started, inputs, tokens, ms, status, retries, splits, http_status))
 
-    async def _request(self, inputs: list[str]) -> np.ndarray:
+    async def _post(self, inputs: list[str]) -> httpx.Response:
         import openai
 
         payload: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "base64"}
@@ -281,7 +289,7 @@ class OpenAIEmbedder:
             raise _Attempt("retry", f"connection failed ({e.__cause__ or e})") from None
         except (openai.APIResponseValidationError, ValueError) as e:
             raise _Attempt("retry", f"malformed response ({type(e).__name__})", 200) from None
-        return self._rows(response, len(inputs))
+        return response
 
     def _rows(self, response: httpx.Response, n: int) -> np.ndarray:
         """The response's vectors as an (n, dim) matrix. orjson and pybase64 (SIMD): with the stdlib's json and
@@ -294,12 +302,13 @@ class OpenAIEmbedder:
             raise _Attempt("retry", f"malformed response: {len(data)} embeddings for {n} inputs", 200)
         try:
             rows = [d["embedding"] for d in data]
-            if all(isinstance(r, str) and not r.endswith("=") for r in rows):
-                raw = pybase64.b64decode("".join(rows), validate=True)  # unpadded rows concatenate: one decode
-            else:
-                raw = b"".join(pybase64.b64decode(r, validate=True) if isinstance(r, str)
-                               else np.asarray(r, dtype=np.float32).tobytes() for r in rows)
-            matrix = np.frombuffer(raw, dtype=np.float32).reshape(n, -1)
+            matrix = _one_decode(rows, n)
+            if matrix is None:
+                parts = [pybase64.b64decode(r, validate=True) if isinstance(r, str)
+                         else np.asarray(r, dtype=np.float32).tobytes() for r in rows]
+                if len(set(map(len, parts))) != 1:
+                    raise ValueError("embeddings of different lengths in one response")
+                matrix = np.frombuffer(b"".join(parts), dtype=np.float32).reshape(n, -1)
         except (ValueError, TypeError, KeyError) as e:
             raise _Attempt("retry", f"malformed response: embeddings not decodable ({e})", 200) from None
         if self.dim and matrix.shape[1] != self.dim:
@@ -326,10 +335,24 @@ class _Part:
         self.split_late: set[int] = set()  # inputs the server found too long, split after its 400
 
     def put(self, first: int, rows: np.ndarray) -> None:
-        if self.matrix is None:
-            self.matrix = np.zeros((len(self.have), rows.shape[1]), dtype=np.float32)
+        if self.matrix is None:  # rows nobody put stay unread: ``have`` says which are real
+            self.matrix = np.empty((len(self.have), rows.shape[1]), dtype=np.float32)
         self.matrix[first : first + len(rows)] = rows
         self.have[first : first + len(rows)] = True
+
+
+def _one_decode(rows: list[Any], n: int) -> np.ndarray | None:
+    """Base64 rows of equal, unpadded length (384 or 1536 float32s) decoded in one call; None when they
+    are not that (padded, floats, ragged), for the row-by-row path to decode or to say what is wrong."""
+    if not rows or type(rows[0]) is not str or len(set(map(len, rows))) != 1:
+        return None
+    try:
+        raw = pybase64.b64decode("".join(rows), validate=True)  # a padded row's "=" mid-string fails here
+    except (ValueError, TypeError):
+        return None
+    if len(raw) % (4 * n):
+        return None
+    return np.frombuffer(raw, dtype=np.float32).reshape(n, -1)
 
 
 def _mean(rows: np.ndarray, weights: list[int]) -> np.ndarray:

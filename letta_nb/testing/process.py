@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -38,6 +39,16 @@ class LoopbackProcess:
             raise RuntimeError(f"the loopback server process did not start (printed {line!r})")
         self.base_url = line
         return self
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used so far (Linux /proc; None elsewhere): a benchmark subtracts
+        two readings to show how much of the machine the stand-in provider took."""
+        try:
+            with open(f"/proc/{self._proc.pid}/stat") as f:  # type: ignore[union-attr]
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, AttributeError, IndexError, ValueError):
+            return None
 
     def stats(self) -> dict[str, Any]:
         return httpx.get(self.base_url.rsplit("/v1", 1)[0] + "/_loopback/stats", timeout=10).json()
