@@ -19,7 +19,8 @@ spans up to date (see :mod:`letta_nb.telemetry.recorder` for why they are fed la
 | ``locks()`` | turn that took an agent's lock | acquired_at, agent_id, wait_ms |
 | ``cache()`` | named cache (counters since the last reset) | cache, hits, misses, lookups, hit_ratio, ... |
 | ``pool()`` | SQLAlchemy pool event | time, event, connection, held_ms, checkout_latency_ms, checked_out, utilisation |
-| ``embedder()`` | embedding request | started_at, inputs, tokens, duration_ms, status, retries, splits, http_status |
+| ``embedder()`` | embedding request | started_at, embedder, inputs, tokens, duration_ms, status, retries, splits, http_status |
+| ``embedders()`` | embedder (its requests summed) | embedder, requests, errors, throttled, inputs, tokens, retries, p50_ms, p95_ms |
 | ``spans()`` | OpenTelemetry span | name, trace/span/parent ids, start, end, duration_ms, attributes as columns |
 | ``metrics()`` | OpenTelemetry data point | metric, kind, unit, attributes, value / count, sum, min, max |
 """
@@ -33,7 +34,7 @@ from letta_nb.errors import InvalidArgumentError, RuntimeClosedError
 from letta_nb.telemetry import frames, plots
 from letta_nb.telemetry.recorder import live_telemetry
 
-__all__ = ["tools", "steps", "locks", "cache", "pool", "embedder", "spans", "metrics", "reset", "runtime",
+__all__ = ["tools", "steps", "locks", "cache", "pool", "embedder", "embedders", "spans", "metrics", "reset", "runtime",
            "plot_latency", "plot_percentiles", "plot_pool", "plot_cache"]
 
 
@@ -84,6 +85,11 @@ def pool(client: Any = None) -> Any:
 def embedder(client: Any = None) -> Any:
     """One row per embedding request made by the runtime's embedders (batching embedders report them)."""
     return frames.embedder(list(runtime(client).telemetry.embed_batches))
+
+
+def embedders(client: Any = None) -> Any:
+    """One row per embedder that made requests: totals, errors, 429s and latency percentiles."""
+    return frames.embedders(list(runtime(client).telemetry.embed_batches))
 
 
 def spans(client: Any = None) -> Any:

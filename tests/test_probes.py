@@ -19,6 +19,7 @@ import letta_nb
 from letta_nb import probes
 from letta_nb.errors import InvalidArgumentError, RuntimeClosedError
 from letta_nb.embeddings.base import BatchRecord
+from letta_nb.testing.loopback import Limits, LoopbackServer
 
 SLEEP_MS = 20
 
@@ -187,6 +188,25 @@ def test_embedder_probe_reads_batch_records(client):
     assert _metric(metrics, "count_embedder_retries").value.tolist() == [2.0]
     spans = probes.spans(client)
     assert spans[spans.name == "embed.batch"].span_status.tolist() == ["UNSET", "ERROR"]
+
+
+def test_embedders_probe_sums_each_embedders_real_requests(client):
+    probes.reset(client)
+    with LoopbackServer(limits=Limits(max_inputs=4), vectors="digest", dim=16) as srv:
+        srv.inject("429", "500")  # the first request is throttled, its resend fails once, then all go through
+        spec = f"openai/emb-a?base_url={srv.base_url}&dimensions=16&concurrency=1&max_inputs=4"
+        rt = client.runtime
+        client._thread.run(rt.embedder(spec).embed([f"text {i}" for i in range(10)]))
+        client._thread.run(rt.embedder(spec.replace("emb-a", "emb-b")).embed(["one", "two"]))
+    df = probes.embedders(client)
+    a, b = df.set_index("embedder").loc[spec], df.set_index("embedder").loc[spec.replace("emb-a", "emb-b")]
+    assert (a.requests, a.errors, a.throttled, a.inputs, a.retries) == (5, 2, 1, 10, 1)  # 3 batches of <= 4, 2 failed tries
+    assert (b.requests, b.errors, b.inputs) == (1, 0, 2)
+    assert a.p95_ms >= a.p50_ms > 0 and a.busy_s > 0
+    per_request = probes.embedder(client)
+    assert per_request.groupby("embedder").size().to_dict() == {spec: 5, spec.replace("emb-a", "emb-b"): 1}
+    probes.reset(client)
+    assert probes.embedders(client).empty and list(probes.embedders(client).columns) == list(df.columns)
 
 
 def test_reset_forgets_everything_and_frames_keep_their_schema(client, agent):

@@ -48,6 +48,7 @@ class BatchRecord:
     retries: int  # attempts before this one for the same batch
     splits: int  # how many times this batch's inputs were halved before it was sent
     http_status: int | None
+    embedder: str = ""  # the embedder's name (its spec), so one kernel's several embedders can be told apart
 
 
 @dataclasses.dataclass

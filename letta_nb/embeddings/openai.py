@@ -261,7 +261,7 @@ class OpenAIEmbedder:
         else:
             st.errors += 1
         if self.on_batch is not None:
-            self.on_batch(BatchRecord(started, inputs, tokens, ms, status, retries, splits, http_status))
+            self.on_batch(BatchRecord(started, inputs, tokens, ms, status, retries, splits, http_status, self.name))
 
     async def _post(self, inputs: list[str]) -> httpx.Response:
         import openai

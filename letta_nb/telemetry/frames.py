@@ -75,10 +75,34 @@ def pool(events: Iterable[Any]) -> Any:
 def embedder(batches: Iterable[Any]) -> Any:
     from letta_nb.telemetry.spans import started_at_seconds
 
-    rows = ((started_at_seconds(b.started_at), b.inputs, b.tokens, b.duration_ms, str(b.status), b.retries,
+    rows = ((started_at_seconds(b.started_at), b.embedder, b.inputs, b.tokens, b.duration_ms, str(b.status), b.retries,
              b.splits, b.http_status) for b in batches)
-    return _frame(rows, {"started_at": "time", "inputs": "int64", "tokens": "int64", "duration_ms": "float64",
-                         "status": "string", "retries": "int64", "splits": "int64", "http_status": "Int64"})
+    return _frame(rows, {"started_at": "time", "embedder": "string", "inputs": "int64", "tokens": "int64",
+                         "duration_ms": "float64", "status": "string", "retries": "int64", "splits": "int64",
+                         "http_status": "Int64"})
+
+
+def embedders(batches: Iterable[Any]) -> Any:
+    """One row per embedder: its requests summed up (from the same records as :func:`embedder`)."""
+    import pandas as pd
+
+    df = embedder(batches)
+    columns = {"embedder": "string", "requests": "int64", "errors": "int64", "throttled": "int64",
+               "inputs": "int64", "tokens": "int64", "retries": "int64", "split_batches": "int64",
+               "mean_inputs": "float64", "p50_ms": "float64", "p95_ms": "float64", "busy_s": "float64"}
+    if df.empty:
+        return _frame([], columns)
+    ok = df.status == "ok"
+    df = df.assign(ok_inputs=df.inputs.where(ok, 0), ok_tokens=df.tokens.where(ok, 0), error=~ok,
+                   throttle=df.http_status.eq(429).fillna(False), split=df.splits > 0)
+    g = df.groupby("embedder", sort=True)
+    out = pd.DataFrame({
+        "requests": g.size(), "errors": g.error.sum(), "throttled": g.throttle.sum(), "inputs": g.ok_inputs.sum(),
+        "tokens": g.ok_tokens.sum(), "retries": g.retries.sum(), "split_batches": g.split.sum(),
+        "mean_inputs": g.inputs.mean(), "p50_ms": g.duration_ms.median(), "p95_ms": g.duration_ms.quantile(0.95),
+        "busy_s": g.duration_ms.sum() / 1000,
+    }).reset_index()
+    return out.astype(columns)[list(columns)]
 
 
 _SPAN_ATTRS = ("agent_id", "model", "tool", "status", "step_id", "step_index", "stop_reason", "prompt_tokens",
