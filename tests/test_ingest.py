@@ -276,3 +276,11 @@ def test_discover_resolves_paths_like_path_resolve(tmp_path, monkeypatch):
     assert found == [(str(real / "a.md"), None), (str(real / "sub" / "b.py"), None),
                      (str(tmp_path / "nope.md"), "no such file or directory")]
     assert [p for p, _ in found] == list(dict.fromkeys(str(Path(g).resolve()) for g in given[:3])) + [str(tmp_path / "nope.md")]
+
+
+def test_passage_text_is_stored_verbatim(client, tmp_path):
+    text = 'Zoë’s café — naïve 日本語 "quotes" \\ back\\slash\n\ttab 😀 \u2028 end'
+    (tmp_path / "u.txt").write_text(text, encoding="utf-8")
+    agent = client.agents.create("reader")
+    client.agents.files.upload(agent, tmp_path / "u.txt", progress=False)
+    assert [p.text for p in client.agents.passages.list(agent)] == [text]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 
 from letta_nb.store.checkpointer import Checkpointer, writer_connection
@@ -106,7 +107,9 @@ def _replace_file(cursor: Any, file_row: dict[str, Any], passages: FilePassages 
             "agent_id": passages.agent_id, "embedding_model": passages.embedding_model,
             "tags": json.dumps(passages.tags), "created_at": passages.created_at.strftime(DT_FORMAT),
             "file_id": file_row["id"], "vectors": vectors.tobytes(), "nbytes": vectors.shape[1] * 4,
-            "rows": json.dumps(list(zip(passages.ids, passages.texts)), ensure_ascii=False),
+            # orjson: json.dumps(ensure_ascii=False) spent ~6 ms a MB of text on this thread's GIL. Text, not
+            # bytes: SQLite reads a BLOB argument to json_each as JSONB.
+            "rows": orjson.dumps(list(zip(passages.ids, passages.texts))).decode(),
         })
 
 
