@@ -250,3 +250,29 @@ def test_hash_vectors_equal_the_word_by_word_definition_across_batches_and_cache
     for i in range(0, len(texts), 2):
         np.testing.assert_allclose(small.vectors(texts[i:i + 2]), expected[i:i + 2], atol=1e-6)
     assert not hash_module.hash_vectors(["", "   "]).any()  # no words: zero rows, never NaN
+
+
+@pytest.mark.parametrize("dim", [48, 64])  # 48 float32s are 192 bytes: unpadded base64, decoded in one call
+def test_reply_decoding_one_call_or_row_by_row_same_vectors_and_clear_errors(dim):
+    import base64
+    import json
+
+    import httpx
+
+    from letta_nb.embeddings.openai import _Attempt
+
+    matrix = digest_vectors([f"text {i}" for i in range(5)], dim)
+    emb = OpenAIEmbedder("m", base_url="http://127.0.0.1:9/v1", api_key="k")
+
+    def reply(rows: list) -> httpx.Response:
+        data = [{"object": "embedding", "index": i, "embedding": r} for i, r in reversed(list(enumerate(rows)))]
+        return httpx.Response(200, content=json.dumps({"data": data}).encode())
+
+    as_b64 = [base64.b64encode(r.tobytes()).decode() for r in matrix]
+    np.testing.assert_allclose(emb._rows(reply(as_b64), 5), matrix, atol=1e-6)
+    np.testing.assert_allclose(emb._rows(reply(matrix.tolist()), 5), matrix, atol=1e-6)  # float lists
+    ragged = as_b64[:4] + [base64.b64encode(matrix[4, :-3].tobytes()).decode()]
+    with pytest.raises(_Attempt, match="not decodable"):
+        emb._rows(reply(ragged), 5)
+    with pytest.raises(_Attempt, match="not decodable"):
+        emb._rows(reply(as_b64[:4] + ["not*base64"]), 5)
