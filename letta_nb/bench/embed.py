@@ -107,16 +107,16 @@ async def _capacity(texts: list[str], base_url: str, http: object, counter: obje
     import orjson
     import pybase64
 
-    from letta_nb.embeddings.batching import Piece, pack, split_oversized
+    from letta_nb.embeddings.batching import pack, split_oversized
 
-    pieces = []
-    for i, t in enumerate(texts):
+    texts_sent: list[str] = []
+    for t in texts:
         if t.strip():
-            parts = split_oversized(t, counter, LIMITS["max_input_tokens"], "split") or [t]
-            pieces += [Piece(i, p, counter.estimate(p)) for p in parts]  # type: ignore[attr-defined]
-    bodies = [orjson.dumps({"model": "bench-embed", "input": [pieces[i].text for i in b], "encoding_format": "base64",
+            texts_sent += split_oversized(t, counter, LIMITS["max_input_tokens"], "split") or [t]
+    tokens = np.array([counter.estimate(t) for t in texts_sent], np.int64)  # type: ignore[attr-defined]
+    bodies = [orjson.dumps({"model": "bench-embed", "input": texts_sent[a:b], "encoding_format": "base64",
                             "dimensions": DIM})
-              for b in pack(pieces, LIMITS["max_inputs"], LIMITS["max_request_tokens"])]
+              for a, b in pack(tokens, LIMITS["max_inputs"], LIMITS["max_request_tokens"])]
     sem = asyncio.Semaphore(LIMITS["max_concurrent"])
 
     async def send(body: bytes) -> None:

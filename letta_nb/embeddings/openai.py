@@ -39,7 +39,7 @@ from letta_nb.embeddings.base import (
     blank_indexes,
     check_texts,
 )
-from letta_nb.embeddings.batching import Piece, pack, plan_batches, split_deferred
+from letta_nb.embeddings.batching import Batch, Pieces, pack, plan_batches, split_deferred
 from letta_nb.embeddings.concurrency import ConcurrencyLimit, limit_for
 from letta_nb.embeddings.tokens import TokenCounter
 
@@ -102,7 +102,7 @@ class OpenAIEmbedder:
                             max_input_tokens=self.max_input_tokens, concurrency=self.limit.limit, oversize=self.oversize,
                             defer_oversized=True)
         main = _Part(plan.pieces)
-        late = _Part([])
+        late = _Part(Pieces.of([], [], []))
 
         async def oversized() -> None:
             # Inputs that may be over the per-input limit are tokenised in a thread while the rest is sent.
@@ -110,35 +110,36 @@ class OpenAIEmbedder:
                 split_deferred, texts, plan.deferred, self.counter, self.max_input_tokens, self.oversize)
             late.reset(pieces)
             budget = int(self.max_request_tokens * 0.95)
-            await asyncio.gather(*(self._run(late, b, 0) for b in pack(pieces, self.max_inputs, budget)))
+            await asyncio.gather(*(self._run(late, b, 0) for b in pack(pieces.tokens, self.max_inputs, budget)))
 
         jobs = [self._run(main, b, 0) for b in plan.batches]
         await asyncio.gather(*jobs, *([oversized()] if plan.deferred else []))
         self.stats.oversized += len(plan.truncated) + len(plan.split)
         return self._assemble(len(texts), plan, main, late)
 
-    async def _run(self, part: _Part, ids: list[int], splits: int) -> None:
-        """Send consecutive pieces ``ids`` of ``part``; halve on a token-limit error; record failures per piece."""
+    async def _run(self, part: _Part, batch: Batch, splits: int) -> None:
+        """Send pieces ``start:stop`` of ``part``; halve on a token-limit error; record failures per piece."""
+        start, stop = batch
         pieces = part.pieces
         try:
-            rows = await self._send([pieces[i].text for i in ids], sum(pieces[i].tokens for i in ids), splits)
+            rows = await self._send(pieces.texts[start:stop], int(pieces.tokens[start:stop].sum()), splits)
         except _Attempt as e:
-            if e.kind == "split" and len(ids) > 1:
+            if e.kind == "split" and stop - start > 1:
                 self.stats.splits += 1
-                half = len(ids) // 2
-                await asyncio.gather(self._run(part, ids[:half], splits + 1), self._run(part, ids[half:], splits + 1))
-            elif e.kind == "split" and (parts := self._halve(pieces[ids[0]].text)):
+                half = (start + stop) // 2
+                await asyncio.gather(self._run(part, (start, half), splits + 1), self._run(part, (half, stop), splits + 1))
+            elif e.kind == "split" and (parts := self._halve(pieces.texts[start])):
                 # one input the server still finds too long: halve it by tokens (recursively), mean of the parts
                 try:
-                    part.put(ids[0], (await self._halves(parts, splits + 1))[None, :])
-                    part.split_late.add(pieces[ids[0]].owner)
+                    part.put(start, (await self._halves(parts, splits + 1))[None, :])
+                    part.split_late.add(int(pieces.owners[start]))
                     self.stats.oversized += 1
                 except _Attempt as bad:
-                    part.failed[ids[0]] = bad.reason
+                    part.failed[start] = bad.reason
             else:
-                part.failed.update(dict.fromkeys(ids, e.reason))
+                part.failed.update(dict.fromkeys(range(start, stop), e.reason))
             return
-        part.put(ids[0], rows)  # batches are consecutive piece ids
+        part.put(start, rows)
 
     async def _halves(self, parts: list[str], splits: int) -> np.ndarray:
         async def one(text: str) -> np.ndarray:
@@ -162,26 +163,26 @@ class OpenAIEmbedder:
         failed = {**main.failed, **{k + len(main.pieces): v for k, v in late.failed.items()}}
         matrices = [p.matrix for p in (main, late) if p.matrix is not None]
         dim = self.dim or (matrices[0].shape[1] if matrices else 0)
-        if not pieces or not matrices:
-            reasons = {p.owner: failed.get(i, "no vector returned") for i, p in enumerate(pieces)}
+        if not len(pieces) or not matrices:
+            reasons = {int(owner): failed.get(i, "no vector returned") for i, owner in enumerate(pieces.owners)}
             self.stats.failed_chunks += len(reasons)
             return EmbedReport(total, dim, np.zeros((0, dim), np.float32), [], empty=plan.empty, failed=reasons,
                                truncated=plan.truncated, split=plan.split)
         # The common case (no late part, one piece an input, all in) must not copy a 30 MB matrix four times.
-        if late.pieces:
+        if len(late.pieces):
             matrix = np.concatenate([p.matrix if p.matrix is not None else np.zeros((len(p.pieces), dim), np.float32)
                                      for p in (main, late)])
             have = np.concatenate([main.have, late.have])
         else:
             matrix, have = main.matrix, main.have
-        owner_of = np.fromiter((p.owner for p in pieces), dtype=np.int64, count=len(pieces))
+        owner_of = pieces.owners
         starts = np.flatnonzero(np.r_[True, owner_of[1:] != owner_of[:-1]])
         counts = np.diff(np.r_[starts, len(pieces)])
         ok = np.logical_and.reduceat(have, starts)
         rows = matrix if len(starts) == len(pieces) else matrix[starts]
         for k in np.flatnonzero((counts > 1) & ok):
-            ids = range(starts[k], starts[k] + counts[k])
-            rows[k] = _mean(matrix[starts[k] : starts[k] + counts[k]], [max(1, pieces[i].tokens) for i in ids])
+            first, last = starts[k], starts[k] + counts[k]
+            rows[k] = _mean(matrix[first:last], np.maximum(pieces.tokens[first:last], 1))
         reasons: dict[int, str] = {}
         for k in np.flatnonzero(~ok):
             ids = range(starts[k], starts[k] + counts[k])
@@ -324,10 +325,10 @@ class OpenAIEmbedder:
 class _Part:
     """Pieces and their vectors as they arrive: one matrix, allocated when the first batch says the dimension."""
 
-    def __init__(self, pieces: list[Piece]):
+    def __init__(self, pieces: Pieces):
         self.reset(pieces)
 
-    def reset(self, pieces: list[Piece]) -> None:
+    def reset(self, pieces: Pieces) -> None:
         self.pieces = pieces
         self.matrix: np.ndarray | None = None
         self.have = np.zeros(len(pieces), dtype=bool)
@@ -355,7 +356,7 @@ def _one_decode(rows: list[Any], n: int) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.float32).reshape(n, -1)
 
 
-def _mean(rows: np.ndarray, weights: list[int]) -> np.ndarray:
+def _mean(rows: np.ndarray, weights: Sequence[int] | np.ndarray) -> np.ndarray:
     v = np.average(rows, axis=0, weights=np.asarray(weights, dtype=np.float64))
     return (v / np.linalg.norm(v)).astype(np.float32)
 
