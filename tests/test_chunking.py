@@ -7,12 +7,15 @@ silent fallback (Letta's CodeSplitter call fails that way); these tests assert t
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from letta_nb.embeddings.chunking import ChunkSettings, chunk_file, chunk_text, file_kind
+from letta_nb.embeddings import chunking
+from letta_nb.embeddings.chunking import KNOWN_SUFFIXES, ChunkSettings, chunk_file, chunk_text, file_kind
 from letta_nb.errors import FileIngestError, InvalidArgumentError
 
 DATA = Path(__file__).parent / "data"
@@ -42,10 +45,112 @@ def test_python_is_cut_along_its_syntax_tree():
             assert any(line.strip() in p for p in parts)
 
 
-def test_javascript_uses_its_grammar_too():
-    splitter, parts = chunks("sample.js", SMALL)
-    assert splitter == "code:javascript"
-    assert any(p.startswith("function debounce(fn, ms)") for p in parts)
+# sample file, its tree-sitter language, and declarations that must each open a chunk at the SMALL size
+CODE_SAMPLES = [
+    ("sample.py", "python", ["class Inventory:", "def load_inventory(", "def report("]),
+    ("sample.js", "javascript", ["class Emitter", "off(event, handler) {", "function debounce(fn, ms)"]),
+    ("sample.ts", "typescript", ["export interface QueueOptions {", "class JobQueue<T>", "async drain(): Promise<Job<T>[]>",
+                                 "export function sleep(ms: number)"]),
+    ("sample.tsx", "tsx", ["function AddBookForm({ onAdd }", "export function pagesLeft(", '<form className="add-book"']),
+    ("sample.go", "go", ["type Cache struct {", "func (c *Cache) Get(key string)", "func (c *Cache) Keys() []string {"]),
+    ("sample.rs", "rust", ["impl fmt::Display for EvalError", "pub fn tokenize(", "fn atom(&mut self)", "#[cfg(test)]"]),
+    ("sample.java", "java", ["public record Entry(", "public static class BudgetExceededException",
+                             "public BigDecimal balance() {"]),
+    ("sample.c", "c", ["struct reading {", "bool ring_pop(", "static int compare_doubles(", "int main(void)"]),
+    ("sample.cpp", "cpp", ["class Graph", "void add_road(", "std::optional<Route> shortest_route(", "int main()"]),
+    ("sample.rb", "ruby", ["class Plot", "def free?", "class Allocator", "def best_plot_for(entry)"]),
+    ("sample.sh", "bash", ["log() {", "verify_archive() {", "list_backups() {", "main()"]),
+]
+# the grammar each language's chunks are checked against, loaded here independently of chunking.py
+GRAMMARS = {"typescript": ("tree_sitter_typescript", "language_typescript"),
+            "tsx": ("tree_sitter_typescript", "language_tsx")}
+
+
+def syntax_tree(language: str, source: bytes):
+    import tree_sitter
+
+    module, function = GRAMMARS.get(language, (f"tree_sitter_{language}", "language"))
+    grammar = getattr(importlib.import_module(module), function)()
+    return tree_sitter.Parser(tree_sitter.Language(grammar)).parse(source)
+
+
+def assert_tiles(source: str, parts: list[str]) -> None:
+    """The chunks are verbatim pieces of the file, in order, without overlap, and only whitespace falls between
+    them: nothing is lost or repeated (the sentence splitter's overlapping chunks fail this)."""
+    position = 0
+    for number, part in enumerate(parts):
+        found = source.find(part, position)
+        assert found >= 0, f"chunk {number} is not a verbatim piece of the file after the previous chunk: {part[:60]!r}"
+        assert not source[position:found].strip(), f"text before chunk {number} is in no chunk: {source[position:found]!r}"
+        position = found + len(part)
+    assert not source[position:].strip(), f"the end of the file is in no chunk: {source[position:][:60]!r}"
+
+
+def walk(node):
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+@pytest.mark.parametrize("name, language, heads", CODE_SAMPLES, ids=[c[0] for c in CODE_SAMPLES])
+def test_code_is_cut_along_its_syntax_tree(name, language, heads):
+    source = (DATA / name).read_text()
+    tree = syntax_tree(language, source.encode())
+    assert not tree.root_node.has_error  # the sample is real code of its language
+    splitter, default = chunks(name)
+    assert splitter == f"code:{language}"  # not "sentence (no tree-sitter grammar ...)"
+    splitter, small = chunks(name, SMALL)
+    assert splitter == f"code:{language}"
+    assert len(small) > len(default) and len(small) > 3
+    if name not in ("sample.py", "sample.js"):  # the others are long enough to need several default-size chunks
+        assert len(default) >= 3
+    for settings, parts in ((ChunkSettings(), default), (SMALL, small)):
+        assert_tiles(source, parts)
+        assert max(len(p) for p in parts) <= settings.max_chars
+        # cuts fall between syntax nodes: any node short enough to fit a chunk sits whole in one
+        for node in walk(tree.root_node):
+            text = node.text.decode().strip()
+            if node.is_named and len(text) <= settings.max_chars:
+                assert any(text in p for p in parts), f"{node.type} at line {node.start_point[0] + 1} was cut"
+    for head in heads:  # declarations open chunks
+        assert any(p.startswith(head) for p in small), f"no chunk starts with {head!r}"
+
+
+def test_every_code_language_has_a_grammar_and_a_sample():
+    languages = {file_kind("x" + s)[5:] for s in KNOWN_SUFFIXES if file_kind("x" + s).startswith("code:")}
+    assert languages == {language for _, language, _ in CODE_SAMPLES}
+    assert file_kind("x.tsx") == "code:tsx" and file_kind("x.hpp") == file_kind("x.cc") == "code:cpp"
+    assert file_kind("x.bash") == "code:bash" and file_kind("x.h") == "code:c"
+
+
+@pytest.fixture
+def fresh_code_splitters():
+    chunking._code_splitter.cache_clear()  # a splitter built earlier in this process would hide the missing grammar
+    yield
+    chunking._code_splitter.cache_clear()
+
+
+def test_a_missing_grammar_falls_back_and_says_what_to_install(monkeypatch, fresh_code_splitters):
+    monkeypatch.setitem(sys.modules, "tree_sitter_rust", None)  # `import tree_sitter_rust` now fails as if uninstalled
+    result = chunk_file(str(DATA / "sample.rs"), SMALL)
+    assert result.splitter == "sentence (no tree-sitter grammar for rust: pip install tree-sitter-rust)"
+    assert result.kind == "code:rust" and len(result.chunks) > 3
+    assert "pub fn tokenize(input: &str)" in "\n".join(result.chunks)
+    splitter, parts = chunk_text("IDENTIFICATION DIVISION.\nPROGRAM-ID. HELLO.\n", "code:cobol", SMALL)
+    assert splitter == "sentence (no tree-sitter grammar for cobol)" and "PROGRAM-ID. HELLO." in parts[0]
+
+
+def test_a_grammar_too_new_for_tree_sitter_falls_back_and_says_to_upgrade(monkeypatch, fresh_code_splitters):
+    import tree_sitter
+
+    def old_parser(language):  # what tree-sitter < 0.25 says of the ABI-15 grammars (checked against 0.24.0)
+        raise ValueError("Incompatible Language version 15. Must be between 13 and 14")
+
+    monkeypatch.setattr(tree_sitter, "Parser", old_parser)
+    result = chunk_file(str(DATA / "sample.go"), SMALL)
+    assert result.splitter == ("sentence (tree-sitter cannot load the go grammar: Incompatible Language version 15. "
+                               "Must be between 13 and 14; pip install -U tree-sitter tree-sitter-go)")
+    assert "func (c *Cache) Get(key string)" in "\n".join(result.chunks)
 
 
 def test_python_tree_sitter_cannot_parse_says_it_fell_back(tmp_path):

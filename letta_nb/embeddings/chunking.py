@@ -38,9 +38,14 @@ _CODE = {
     ".py": ("python", "tree_sitter_python"), ".pyi": ("python", "tree_sitter_python"),
     ".js": ("javascript", "tree_sitter_javascript"), ".mjs": ("javascript", "tree_sitter_javascript"),
     ".cjs": ("javascript", "tree_sitter_javascript"), ".jsx": ("javascript", "tree_sitter_javascript"),
-    ".ts": ("typescript", "tree_sitter_typescript"), ".c": ("c", "tree_sitter_c"), ".h": ("c", "tree_sitter_c"),
-    ".cpp": ("cpp", "tree_sitter_cpp"), ".java": ("java", "tree_sitter_java"), ".go": ("go", "tree_sitter_go"),
-    ".rs": ("rust", "tree_sitter_rust"), ".rb": ("ruby", "tree_sitter_ruby"), ".sh": ("bash", "tree_sitter_bash"),
+    # one package, two grammars: language_typescript() and language_tsx() (TSX is TypeScript plus JSX)
+    ".ts": ("typescript", "tree_sitter_typescript"), ".mts": ("typescript", "tree_sitter_typescript"),
+    ".cts": ("typescript", "tree_sitter_typescript"), ".tsx": ("tsx", "tree_sitter_typescript"),
+    ".c": ("c", "tree_sitter_c"), ".h": ("c", "tree_sitter_c"),  # a .h may be C++; the C grammar recovers
+    ".cpp": ("cpp", "tree_sitter_cpp"), ".cc": ("cpp", "tree_sitter_cpp"), ".cxx": ("cpp", "tree_sitter_cpp"),
+    ".hpp": ("cpp", "tree_sitter_cpp"), ".hh": ("cpp", "tree_sitter_cpp"), ".hxx": ("cpp", "tree_sitter_cpp"),
+    ".java": ("java", "tree_sitter_java"), ".go": ("go", "tree_sitter_go"), ".rs": ("rust", "tree_sitter_rust"),
+    ".rb": ("ruby", "tree_sitter_ruby"), ".sh": ("bash", "tree_sitter_bash"), ".bash": ("bash", "tree_sitter_bash"),
 }
 _KINDS = {
     ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json",
@@ -169,8 +174,11 @@ def _code(text: str, language: str, settings: ChunkSettings) -> tuple[str, list[
     try:
         splitter = _code_splitter(language, module, settings.max_chars)
     except ImportError:
-        return f"sentence (no tree-sitter grammar for {language}: pip install {module.replace('_', '-')})", \
-            _sentence(settings).split_text(text)
+        fix = f": pip install {module.replace('_', '-')}" if module else ""  # None: a language we have no grammar for
+        return f"sentence (no tree-sitter grammar for {language}{fix})", _sentence(settings).split_text(text)
+    except ValueError as e:  # "Incompatible Language version 15": a grammar newer than the tree-sitter installed
+        return (f"sentence (tree-sitter cannot load the {language} grammar: {e}; "
+                f"pip install -U tree-sitter {module.replace('_', '-')})"), _sentence(settings).split_text(text)
     try:
         return f"code:{language}", splitter.split_text(text)
     except ValueError:  # CodeSplitter's "Could not parse code": a syntax error or another language's file
