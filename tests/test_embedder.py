@@ -172,6 +172,11 @@ def test_adaptive_concurrency_rises_to_the_server_limit_and_backs_off_on_429():
         assert report.ok and report.indexes == list(range(200))
         assert emb.stats.throttled >= 1 and s.stats()["throttled"] == emb.stats.throttled
         assert 2 < limit.peak and limit.limit < limit.peak  # it grew past the server's 4, then backed off
+        # Once it knows the ceiling it stays there and probes past it only now and then (every 64 successes).
+        learned = limit.limit
+        again = make(s, limit=limit, max_inputs=4)
+        assert run(embed_report(again, TEXTS[:200])).ok and again.stats.requests - again.stats.throttled == 50
+        assert again.stats.throttled <= 2 and limit.limit <= learned  # at +1 a window (TCP's pace): 5-7 here
         fixed = ConcurrencyLimit(2)
         run(embed_report(make(s, limit=fixed, max_inputs=4), TEXTS[:40]))
         assert fixed.peak == 2 and fixed.limit == 2

@@ -4,7 +4,9 @@ Letta gates embedding requests with one global semaphore of 3. We keep that defa
 providers, configurable with :func:`configure` or ``LETTA_NB_EMBED_CONCURRENCY``) and add an adaptive
 mode that finds the endpoint's capacity: slow start (+1 per success, doubling per round trip) until the
 first 429, then ``limit = in_flight - 1`` at each 429 (a burst of 429s compounds to the number that
-succeeded), then additive increase (+1 per full window of successes) to keep probing.
+succeeded, which is the endpoint's capacity), then one more request in flight only every ``PROBE_EVERY``
+successes: a provider's cap rarely moves, and probing it at TCP's pace (+1 a window) cost a 429, a round
+trip plus ``Retry-After``, every ten requests.
 
 Invariants: one :class:`ConcurrencyLimit` per endpoint per event loop (asyncio waiters belong to a loop;
 the runtime has one loop, so in the kernel this is process-wide); waiters are served first come first
@@ -22,6 +24,7 @@ import weakref
 __all__ = ["ConcurrencyLimit", "configure", "limit_for", "DEFAULT_CONCURRENCY"]
 
 DEFAULT_CONCURRENCY = 3
+PROBE_EVERY = 64  # successes at the known ceiling before one more request in flight is tried
 _settings = {"concurrency": int(os.environ.get("LETTA_NB_EMBED_CONCURRENCY", DEFAULT_CONCURRENCY)),
              "adaptive": os.environ.get("LETTA_NB_EMBED_ADAPTIVE", "") not in ("", "0", "false")}
 _limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ConcurrencyLimit]] = weakref.WeakKeyDictionary()
@@ -34,7 +37,8 @@ class ConcurrencyLimit:
         self.adaptive = adaptive
         self.max_limit = max(limit, max_limit)
         self._limit = float(limit)
-        self._ssthresh = math.inf
+        self._ssthresh = math.inf  # the limit the last 429 left (the endpoint's known ceiling)
+        self._calm = 0  # successes since the last 429 or probe at the ceiling
         self.in_flight = 0
         self.peak = 0
         self.throttles = 0
@@ -81,8 +85,12 @@ class ConcurrencyLimit:
     def on_success(self) -> None:
         if not self.adaptive or (not self._waiters and self.in_flight < self.limit):
             return  # grow only while the limit is what holds requests back (no credit for idle slots)
-        step = 1.0 if self._limit < self._ssthresh else 1.0 / self._limit
-        self._limit = min(float(self.max_limit), self._limit + step)
+        if self._limit >= self._ssthresh:  # at the known ceiling: one probe past it now and then
+            self._calm += 1
+            if self._calm < PROBE_EVERY:
+                return
+            self._calm = 0
+        self._limit = min(float(self.max_limit), self._limit + 1.0)  # below it: slow start
         self._wake()
 
     def on_throttle(self) -> None:
@@ -92,6 +100,7 @@ class ConcurrencyLimit:
             return
         self._limit = max(1.0, min(self._limit, float(self.in_flight - 1)))
         self._ssthresh = self._limit
+        self._calm = 0
 
 
 def configure(concurrency: int | None = None, adaptive: bool | None = None) -> dict[str, object]:
