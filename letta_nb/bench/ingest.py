@@ -81,7 +81,7 @@ def run(quick: bool = False) -> BenchResult:
     files = stdlib_files(2_000_000 if quick else 12_000_000)
     total_mb = sum(os.path.getsize(f) for f in files) / 1e6
     settings = ChunkSettings()
-    rounds = 1 if quick else 3  # a shared 2-core machine drifts by 20-30% between runs: pair and take medians
+    rounds = 1 if quick else 5  # a shared 2-core machine drifts by 20-50% within minutes: pair and take medians
     pool = chunk_pool()
     chunk_runs, uploads = [], []
     try:
