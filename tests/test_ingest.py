@@ -8,6 +8,7 @@ finishes the job without duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -150,6 +151,40 @@ def test_an_embedding_failure_is_its_own_files_error(client, db_path, tmp_path):
     assert report.errors[0].error.startswith("1 of 1 chunks could not be embedded: #0: HTTP 400: refused")
     assert sorted(p.text for p in client.agents.passages.list(agent)) == ["# Cats\nsleep.", "Apples grow on trees."]
     assert assert_files_whole(db_path) == {str(tmp_path / "a.txt"): 1, str(tmp_path / "c.md"): 1}
+
+
+def test_cancelled_upload_keeps_whole_files_and_resumes(client, db_path, tmp_path, monkeypatch):
+    """Ctrl-C in a notebook cancels the upload on the runtime loop: what committed stays whole, nothing is
+    half stored, and uploading again adds exactly the rest."""
+    import threading
+
+    monkeypatch.setattr(ingest_module, "GROUP_BYTES", 200)  # a group (and a commit) every couple of files
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(40):
+        (docs / f"note{i:02d}.txt").write_text(f"Note {i}. " + " ".join(f"fact{i}-{k}." for k in range(30)))
+    embedded = threading.Semaphore(0)
+
+    class Slow(HashEmbedder):
+        async def embed(self, texts):
+            embedded.release()
+            await asyncio.sleep(0.02)
+            return await super().embed(texts)
+
+    agent = client.agents.create("reader")
+    state = client.agents.retrieve(agent)
+    job = client._thread.submit(ingest(client.runtime.store, Slow(), state, docs, progress=False))
+    for _ in range(6):
+        assert embedded.acquire(timeout=10)
+    assert job.cancel_and_wait()
+    stored = assert_files_whole(db_path)
+    assert 0 < len(stored) < 40, len(stored)
+    report = client.agents.files.upload(agent, docs, progress=False)
+    statuses = [f.status for f in report.files]
+    assert statuses.count("unchanged") == len(stored) and statuses.count("added") == 40 - len(stored)
+    assert len(assert_files_whole(db_path)) == 40
+    texts = [p.text for p in client.agents.passages.list(agent)]
+    assert len(texts) == len(set(texts)) == 40
 
 
 def test_progress_bar_on_stderr(client, tmp_path, capfd):
