@@ -1,9 +1,10 @@
 """File ingestion: chunk -> embed -> store, pipelined, idempotent, resumable.
 
 The pipeline has three stages that overlap: chunking (CPU, in worker processes for large uploads so it
-really runs beside the event loop, in a thread for small ones) runs up to a few files ahead; the
-runtime loop embeds the file in front of it; the store commits the previous file meanwhile. Files
-come out in input order.
+really runs beside the event loop, in a thread for small ones) runs about a megabyte of files ahead, in
+groups of consecutive files (one worker task each, ~128 KB); the runtime loop embeds the group in front of
+it in one embedder call; the store commits the previous files meanwhile, on its writer thread. Files come
+out in input order.
 
 Invariants:
 - **Idempotent.** A file's record holds its content hash and chunking settings (``files`` table); an
@@ -215,10 +216,12 @@ async def ingest(
                 error = chunked if isinstance(chunked, str) else None
                 if error is None:
                     matrix = next(vectors)
-                    if isinstance(matrix, BaseException):
-                        error = failure_message(matrix)
-                    else:
+                    try:
+                        if isinstance(matrix, BaseException):
+                            raise matrix
                         passages, file_row = await _rows(store, agent, chunked, matrix, chunking, known.get(path))
+                    except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
+                        error = failure_message(e)
                 if error is not None:
                     results[path] = FileResult(path, "error", bytes=sizes[path], error=error)
                     bar.update(sizes[path])
