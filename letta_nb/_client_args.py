@@ -13,7 +13,7 @@ from letta_nb.errors import BlockLimitError, InvalidArgumentError
 from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, Block
 from letta_nb.store.store import new_id
 
-__all__ = ["DEFAULT_PERSONA", "checked_api_keys", "input_text", "memory_blocks_from"]
+__all__ = ["DEFAULT_PERSONA", "check_block_value", "checked_api_keys", "input_text", "memory_blocks_from"]
 
 _BLOCK_KEYS = {"label", "value", "limit", "description", "read_only"}
 DEFAULT_PERSONA = "I am a helpful assistant living in a Jupyter kernel. I remember what matters."
@@ -47,6 +47,18 @@ def input_text(input: Any, messages: list[dict] | None) -> str:
     return input
 
 
+def check_block_value(label: str, value: Any, limit: Any, *, where: str = "") -> None:
+    """A block's value must be a string within its limit, a positive integer; ``where`` prefixes the
+    argument names (``memory_blocks[0]['value']``), none for keyword arguments."""
+    name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name('value')} must be a string, got {type(value).__name__}")
+    if not isinstance(limit, int) or limit < 1:
+        raise InvalidArgumentError(f"{name('limit')} must be a positive integer, got {limit!r}")
+    if len(value) > limit:
+        raise BlockLimitError(label, len(value), limit)
+
+
 def memory_blocks_from(specs: list[dict[str, Any] | Block] | None) -> list[Block]:
     if specs is None:
         specs = [{"label": "persona", "value": DEFAULT_PERSONA}, {"label": "human", "value": ""}]
@@ -69,12 +81,7 @@ def memory_blocks_from(specs: list[dict[str, Any] | Block] | None) -> list[Block
             raise InvalidArgumentError(f"memory_blocks has two blocks labelled {label!r}")
         value = spec.get("value", "")
         limit = spec.get("limit", DEFAULT_BLOCK_LIMIT)
-        if not isinstance(value, str):
-            raise InvalidArgumentError(f"memory_blocks[{i}]['value'] must be a string")
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidArgumentError(f"memory_blocks[{i}]['limit'] must be a positive integer, got {limit!r}")
-        if len(value) > limit:
-            raise BlockLimitError(label, len(value), limit)
+        check_block_value(label, value, limit, where=f"memory_blocks[{i}]")
         blocks.append(Block(label=label, value=value, limit=limit, description=spec.get("description", ""),
                             read_only=bool(spec.get("read_only", False)), id=new_id("block")))
     return blocks

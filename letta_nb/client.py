@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from letta_nb._client_args import checked_api_keys, input_text, memory_blocks_from
+from letta_nb._client_args import check_block_value, checked_api_keys, input_text, memory_blocks_from
 from letta_nb.embeddings.chunking import (
     DEFAULT_CHUNK_OVERLAP,
     DEFAULT_CHUNK_SIZE,
@@ -29,7 +29,6 @@ from letta_nb.embeddings.chunking import (
 from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB, ingest
 from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
 from letta_nb.errors import (
-    BlockLimitError,
     InvalidArgumentError,
     UploadedFileNotFoundError,
 )
@@ -196,12 +195,7 @@ class Blocks(_Resource):
             block = state.block(label)
             new_value = block.value if value is None else value
             new_limit = block.limit if limit is None else limit
-            if not isinstance(new_value, str):
-                raise InvalidArgumentError(f"value must be a string, got {type(new_value).__name__}")
-            if not isinstance(new_limit, int) or new_limit < 1:
-                raise InvalidArgumentError(f"limit must be a positive integer, got {new_limit!r}")
-            if len(new_value) > new_limit:
-                raise BlockLimitError(label, len(new_value), new_limit)
+            check_block_value(label, new_value, new_limit)
             changes = {"value": new_value, "char_limit": new_limit}
             if description is not None:
                 changes["description"] = description
