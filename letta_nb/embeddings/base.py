@@ -25,7 +25,8 @@ import numpy as np
 
 from letta_nb.errors import EmbeddingError, InvalidArgumentError
 
-__all__ = ["Embedder", "BatchRecord", "EmbedReport", "EmbedderStats", "blank_indexes", "check_texts", "report_from"]
+__all__ = ["Embedder", "BatchRecord", "EmbedReport", "EmbedderStats", "blank_indexes", "check_texts", "check_types",
+           "report_from"]
 
 
 @runtime_checkable
@@ -110,12 +111,17 @@ class EmbedReport:
                 f"failed={len(self.failed)}, truncated={len(self.truncated)}, split={len(self.split)}, dim={self.dim})")
 
 
-def blank_indexes(texts: Sequence[str]) -> list[int]:
+def check_types(texts: Sequence[str]) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``texts`` is a sequence of str (not one str)."""
     if isinstance(texts, str):
         raise InvalidArgumentError("texts must be a sequence of strings, got one str; wrap it in a list.")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise InvalidArgumentError(f"texts must all be str; items {bad[:10]} are {type(texts[bad[0]]).__name__}.")
+
+
+def blank_indexes(texts: Sequence[str]) -> list[int]:
+    check_types(texts)
     return [i for i, t in enumerate(texts) if not t or t.isspace()]  # blank; strip() would copy every text
 
 

@@ -36,8 +36,8 @@ from letta_nb.embeddings.base import (
     BatchRecord,
     EmbedderStats,
     EmbedReport,
-    blank_indexes,
     check_texts,
+    check_types,
 )
 from letta_nb.embeddings.batching import Batch, Pieces, pack, plan_batches, split_deferred
 from letta_nb.embeddings.concurrency import ConcurrencyLimit, limit_for
@@ -97,7 +97,7 @@ class OpenAIEmbedder:
         return (await self.embed_report(texts)).raise_for_failures()
 
     async def embed_report(self, texts: Sequence[str]) -> EmbedReport:
-        blank_indexes(texts)  # type checks
+        check_types(texts)  # the plan finds the blank ones
         plan = plan_batches(texts, self.counter, max_inputs=self.max_inputs, max_request_tokens=self.max_request_tokens,
                             max_input_tokens=self.max_input_tokens, concurrency=self.limit.limit, oversize=self.oversize,
                             defer_oversized=True)

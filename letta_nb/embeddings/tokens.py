@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TokenCounter", "estimate_many", "estimate_tokens", "load_encoding", "utf8_lengths"]
+__all__ = ["TokenCounter", "estimate_many", "estimate_tokens", "load_encoding"]
 
 _BPE_URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
@@ -42,19 +42,14 @@ def estimate_tokens(text: str) -> int:
     return (n + 3) // 4
 
 
-def utf8_lengths(texts: Sequence[str]) -> np.ndarray:
-    """Each text's UTF-8 length as int64, in C loops (an embed call plans tens of thousands of texts):
-    ``len`` where the text is ASCII, an encode only where it is not."""
+def estimate_many(texts: Sequence[str]) -> np.ndarray:
+    """:func:`estimate_tokens` of every text as an int64 array, in C loops (an embed call plans tens of
+    thousands of texts): ``len`` where a text is ASCII, an encode only where it is not."""
     n = len(texts)
     lengths = np.fromiter(map(len, texts), np.int64, n)
     for i in np.flatnonzero(~np.fromiter(map(str.isascii, texts), bool, n)).tolist():
         lengths[i] = len(texts[i].encode("utf-8", "surrogatepass"))
-    return lengths
-
-
-def estimate_many(texts: Sequence[str]) -> np.ndarray:
-    """:func:`estimate_tokens` of every text, as an int64 array."""
-    return (utf8_lengths(texts) + 3) // 4
+    return (lengths + 3) // 4
 
 
 def _cache_dirs() -> list[Path]:
