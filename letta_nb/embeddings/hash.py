@@ -78,9 +78,9 @@ class _Features:
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         n, dim = len(texts), self.dim
         data, text_starts = _batch_bytes(texts)
-        starts, ends = _words(data)
-        keys = _word_hashes(data, starts, ends)
-        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        word_starts, word_ends = _words(data)
+        keys = _word_hashes(data, word_starts, word_ends)
+        distinct, first_seen, inverse = np.unique(keys, return_index=True, return_inverse=True)
         with self._lock:
             if len(self.ids) > self.max_words:
                 self._clear()
@@ -89,16 +89,17 @@ class _Features:
             known = np.fromiter(map(ids.get, hashes, itertools.repeat(-1)), np.int64, len(hashes))  # C loops
             new = np.flatnonzero(known < 0)
             if new.size:
-                self._append([data[a:b] for a, b in zip(starts[first[new]].tolist(), ends[first[new]].tolist())])
+                at = first_seen[new]
+                self._append([data[a:b] for a, b in zip(word_starts[at].tolist(), word_ends[at].tolist())])
                 known[new] = np.arange(len(ids), len(ids) + new.size)
                 ids.update(zip(distinct[new].tolist(), known[new].tolist()))
             offsets, index, weight = self.offsets, self.index, self.weight
         wid = known[inverse.reshape(-1)]
-        text_of_word = np.searchsorted(text_starts, starts, side="right") - 1
+        text_of_word = np.searchsorted(text_starts, word_starts, side="right") - 1
         # Expand each word into its feature entries: entry k of word j sits at offsets[j] + k.
-        starts, lengths = offsets[wid], offsets[wid + 1] - offsets[wid]
-        first = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        entry = np.repeat(starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64) - first
+        feature_starts, lengths = offsets[wid], offsets[wid + 1] - offsets[wid]
+        skip = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        entry = np.repeat(feature_starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64) - skip
         cells = np.repeat(text_of_word, lengths) * dim + index[entry]
         out = np.bincount(cells, weights=weight[entry], minlength=n * dim).astype(np.float64, copy=False).reshape(n, dim)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -106,10 +107,16 @@ class _Features:
         return out.astype(np.float32)
 
 
+_SYMBOLS = b"abcdefghijklmnopqrstuvwxyz0123456789#"  # what a word ([a-z0-9]+) and its padding are made of
+_ALPHABET = len(_SYMBOLS)
+_CODES = np.zeros(256, np.int64)
+_CODES[np.frombuffer(_SYMBOLS, np.uint8)] = np.arange(_ALPHABET)
+
+
 # Bytes of a word ([a-z0-9] after lower-casing) keep their value, every other byte becomes a space. In
 # UTF-8 a non-ASCII character is all bytes >= 0x80, so this cuts lower-cased bytes exactly where the
 # regex ``[a-z0-9]+`` cuts the lower-cased text.
-_WORD_BYTES = bytes(c if (0x30 <= c <= 0x39 or 0x61 <= c <= 0x7A) else 0x20 for c in range(256))
+_WORD_BYTES = bytes(c if c in _SYMBOLS[:-1] else 0x20 for c in range(256))
 
 
 def _batch_bytes(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
@@ -150,12 +157,6 @@ def _word_hashes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarra
     prefix = np.zeros(len(data) + 1, np.uint64)
     np.cumsum(np.frombuffer(data, np.uint8) * down[: len(data)], out=prefix[1:])
     return (prefix[ends] - prefix[starts]) * up[ends - 1]
-
-
-_SYMBOLS = b"abcdefghijklmnopqrstuvwxyz0123456789#"  # what a word ([a-z0-9]+) and its padding are made of
-_ALPHABET = len(_SYMBOLS)
-_CODES = np.zeros(256, np.int64)
-_CODES[np.frombuffer(_SYMBOLS, np.uint8)] = np.arange(_ALPHABET)
 
 
 @functools.lru_cache(maxsize=8)
