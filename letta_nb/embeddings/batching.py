@@ -24,9 +24,10 @@ import numpy as np
 
 from letta_nb.embeddings.tokens import TokenCounter, estimate_many
 
-__all__ = ["Pieces", "Plan", "plan_batches", "split_oversized", "split_deferred", "pack", "MIN_BATCH"]
+__all__ = ["Pieces", "Plan", "plan_batches", "split_oversized", "split_deferred", "pack", "MIN_BATCH", "SAFETY"]
 
 MIN_BATCH = 16  # below this, one more request costs more than the parallelism gains
+SAFETY = 0.95  # share of max_request_tokens a batch fills by the estimate (it is not the server's count)
 
 Batch = tuple[int, int]  # pieces[start:stop]
 
@@ -105,7 +106,7 @@ def split_deferred(texts: Sequence[str], owners: list[int], counter: TokenCounte
 
 def plan_batches(texts: Sequence[str], counter: TokenCounter, *, max_inputs: int, max_request_tokens: int,
                  max_input_tokens: int, concurrency: int = 1, oversize: str = "split",
-                 safety: float = 0.95, defer_oversized: bool = False) -> Plan:
+                 safety: float = SAFETY, defer_oversized: bool = False) -> Plan:
     """Batches for ``texts``. With ``defer_oversized``, inputs that might exceed the per-input limit are
     not tokenised here but listed in ``Plan.deferred`` (one batch is left for them): the caller splits them
     in a thread while the other batches are on the wire.

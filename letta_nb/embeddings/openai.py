@@ -39,7 +39,7 @@ from letta_nb.embeddings.base import (
     check_texts,
     check_types,
 )
-from letta_nb.embeddings.batching import Batch, Pieces, pack, plan_batches, split_deferred
+from letta_nb.embeddings.batching import SAFETY, Batch, Pieces, pack, plan_batches, split_deferred
 from letta_nb.embeddings.concurrency import ConcurrencyLimit, limit_for
 from letta_nb.embeddings.tokens import TokenCounter
 
@@ -109,7 +109,7 @@ class OpenAIEmbedder:
             pieces, plan.truncated, plan.split = await asyncio.to_thread(
                 split_deferred, texts, plan.deferred, self.counter, self.max_input_tokens, self.oversize)
             late.reset(pieces)
-            budget = int(self.max_request_tokens * 0.95)
+            budget = max(1, int(self.max_request_tokens * SAFETY))
             await asyncio.gather(*(self._run(late, b, 0) for b in pack(pieces.tokens, self.max_inputs, budget)))
 
         jobs = [self._run(main, b, 0) for b in plan.batches]
