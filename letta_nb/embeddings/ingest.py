@@ -211,19 +211,14 @@ async def ingest(
                 outcomes: list[ChunkedFile | str] = await fut
             except BrokenProcessPool:
                 outcomes = await submit(group)
-            vectors = iter(await _embed_files(embedder, [c for c in outcomes if not isinstance(c, str)]))
-            for path, chunked in zip(group, outcomes):
-                error = chunked if isinstance(chunked, str) else None
-                if error is None:
-                    matrix = next(vectors)
+            for path, chunked, matrix in zip(group, outcomes, await _embed_files(embedder, outcomes)):
+                if not isinstance(matrix, str):
                     try:
-                        if isinstance(matrix, BaseException):
-                            raise matrix
                         passages, file_row = await _rows(store, agent, chunked, matrix, chunking, known.get(path))
                     except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
-                        error = failure_message(e)
-                if error is not None:
-                    results[path] = FileResult(path, "error", bytes=sizes[path], error=error)
+                        matrix = failure_message(e)
+                if isinstance(matrix, str):
+                    results[path] = FileResult(path, "error", bytes=sizes[path], error=matrix)
                     bar.update(sizes[path])
                     continue
                 # Commits stay in input order; files embedded while a commit runs share the next one.
@@ -255,29 +250,32 @@ async def ingest(
     return report
 
 
-async def _embed_files(embedder: Any, files: list[ChunkedFile]) -> list[np.ndarray | Exception]:
-    """Each file's chunk vectors (or why it has none). One embedding call for a group's chunks
-    (``EMBED_BATCH`` at a time): most files are a few chunks, and a call per file paid the embedder's
-    fixed cost ~800 times an upload. If the group fails, file by file, so a failure is its own file's."""
+async def _embed_files(embedder: Any, outcomes: list[ChunkedFile | str]) -> list[np.ndarray | str]:
+    """Each chunked file's vectors, or why it has none (a chunking failure passes through). One embedding
+    call for a group's chunks (``EMBED_BATCH`` at a time): most files are a few chunks, and a call per file
+    paid the embedder's fixed cost ~800 times an upload. If the group fails, file by file, so a failure
+    is its own file's."""
     async def embed(texts: list[str]) -> np.ndarray:
         parts = [np.asarray(await embedder.embed(texts[i : i + EMBED_BATCH]), dtype=np.float32)
                  for i in range(0, len(texts), EMBED_BATCH)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
+    files = [f for f in outcomes if not isinstance(f, str)]
     try:
         matrix = await embed([c for f in files for c in f.chunks])
     except Exception as e:  # noqa: BLE001 - reported per file
         if len(files) == 1:
-            return [e]
-        out: list[np.ndarray | Exception] = []
-        for f in files:
-            try:
-                out.append(await embed(f.chunks))
-            except Exception as one:  # noqa: BLE001
-                out.append(one)
-        return out
-    ends = np.cumsum([len(f.chunks) for f in files])
-    return [matrix[end - len(f.chunks) : end] for f, end in zip(files, ends)]
+            return [f if isinstance(f, str) else failure_message(e) for f in outcomes]
+        return [f if isinstance(f, str) else await _embed_one(embed, f) for f in outcomes]
+    ends = iter(np.cumsum([len(f.chunks) for f in files]).tolist())
+    return [f if isinstance(f, str) else matrix[(end := next(ends)) - len(f.chunks) : end] for f in outcomes]
+
+
+async def _embed_one(embed: Any, file: ChunkedFile) -> np.ndarray | str:
+    try:
+        return await embed(file.chunks)
+    except Exception as e:  # noqa: BLE001 - reported per file
+        return failure_message(e)
 
 
 async def _rows(store: Any, agent: Any, chunked: ChunkedFile, matrix: np.ndarray, chunking: str,
