@@ -107,16 +107,13 @@ async def _capacity(texts: list[str], base_url: str, http: object, counter: obje
     import orjson
     import pybase64
 
-    from letta_nb.embeddings.batching import pack, split_oversized
+    from letta_nb.embeddings.batching import plan_batches
 
-    texts_sent: list[str] = []
-    for t in texts:
-        if t.strip():
-            texts_sent += split_oversized(t, counter, LIMITS["max_input_tokens"], "split") or [t]
-    tokens = np.array([counter.estimate(t) for t in texts_sent], np.int64)  # type: ignore[attr-defined]
-    bodies = [orjson.dumps({"model": "bench-embed", "input": texts_sent[a:b], "encoding_format": "base64",
-                            "dimensions": DIM})
-              for a, b in pack(tokens, LIMITS["max_inputs"], LIMITS["max_request_tokens"])]
+    plan = plan_batches(texts, counter, max_inputs=LIMITS["max_inputs"], max_request_tokens=LIMITS["max_request_tokens"],
+                        max_input_tokens=LIMITS["max_input_tokens"], safety=1.0)  # type: ignore[arg-type]
+    sent = plan.pieces.texts
+    bodies = [orjson.dumps({"model": "bench-embed", "input": sent[a:b], "encoding_format": "base64", "dimensions": DIM})
+              for a, b in plan.batches]
     sem = asyncio.Semaphore(LIMITS["max_concurrent"])
 
     async def send(body: bytes) -> None:
