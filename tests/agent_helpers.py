@@ -87,6 +87,16 @@ def wait_until(predicate: Any, what: str, timeout: float = 10.0) -> None:
 # ---- user tools several test modules attach (module level: their source is stored) ----------------------
 
 
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: First addend.
+        b: Second addend.
+    """
+    return a + b
+
+
 def word_count(text: str) -> int:
     """Count the words of a text.
 
