@@ -1,20 +1,38 @@
-"""Ids are Letta-shaped (``prefix-<uuid4>``), unique, and differ between forked processes."""
+"""Ids are Letta-shaped (``prefix-<uuid>``, here version 7: time-ordered), unique, and differ between forked
+processes."""
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
+import time
 import uuid
 
 from letta_nb.store.store import new_id
 
 
-def test_ids_are_valid_uuid4_with_prefix():
+def test_ids_are_valid_uuid7_with_prefix_and_carry_their_creation_time():
+    before = time.time_ns() // 1_000_000
     ids = [new_id("message") for _ in range(5000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
-    for i in ids[:500]:
+    for i in ids:
         prefix, _, rest = i.partition("-")
         u = uuid.UUID(rest)
-        assert prefix == "message" and u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == rest
+        assert prefix == "message" and u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == rest
+        assert before <= u.int >> 80 <= after  # RFC 9562: the top 48 bits are the Unix time in ms
+    # The 74 random bits vary: no bit below the version field is stuck across 5000 ids.
+    low = [uuid.UUID(i.partition("-")[2]).int & ((1 << 76) - 1) for i in ids]
+    stuck = ~functools.reduce(operator.or_, low) | functools.reduce(operator.and_, low)
+    assert stuck & ((1 << 62) - 1) == 0 and (stuck >> 64) & 0xFFF == 0
+
+
+def test_ids_made_in_later_milliseconds_sort_later():
+    first = new_id("passage")
+    time.sleep(0.003)
+    second = new_id("passage")
+    assert first < second  # so a primary-key index grows at its right edge
 
 
 def test_forked_child_does_not_repeat_the_parents_ids():

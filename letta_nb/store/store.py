@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import os
 import random
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -54,14 +55,18 @@ T = METADATA.tables
 _ids = random.Random(int.from_bytes(os.urandom(16), "big"))
 os.register_at_fork(after_in_child=lambda: _ids.seed(int.from_bytes(os.urandom(16), "big")))
 
-
-_UUID4_MASK = ~((0xF << 76) | (0x3 << 62))  # clears the version and variant fields ...
-_UUID4_BITS = (4 << 76) | (2 << 62)  # ... which say "version 4, RFC 4122"
+_UUID7_BITS = (7 << 76) | (2 << 62)  # "version 7, RFC 9562 variant"
+_LOW_62 = (1 << 62) - 1
 
 
 def new_id(prefix: str) -> str:
-    """``prefix-<uuid4>`` like Letta's ids, formatted by hand (uuid.UUID costs more than the step's SQL)."""
-    h = f"{_ids.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+    """``prefix-<uuid>`` like Letta's ids, with a version-7 UUID (RFC 9562): the creation time in
+    milliseconds, then 74 random bits. Same shape and uniqueness as Letta's uuid4, but ids made later sort
+    later, so primary-key inserts land at the right edge of the B-tree instead of on a random page each
+    (random keys were ~25% of an upload's SQLite write time). Formatted by hand: uuid.UUID costs more
+    than the step's SQL."""
+    r = _ids.getrandbits(74)
+    h = f"{(time.time_ns() // 1_000_000) << 80 | (r >> 62) << 64 | r & _LOW_62 | _UUID7_BITS:032x}"
     return f"{prefix}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
