@@ -17,7 +17,19 @@ import httpx
 
 from letta_nb.testing.loopback import Faults, Latency, Limits
 
-__all__ = ["LoopbackProcess"]
+__all__ = ["LoopbackProcess", "process_cpu_seconds"]
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far, from Linux /proc; None elsewhere. Benchmarks
+    subtract two readings to show how much of the machine a helper process (a stand-in provider, a chunking
+    worker) took."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class LoopbackProcess:
@@ -41,14 +53,8 @@ class LoopbackProcess:
         return self
 
     def cpu_seconds(self) -> float | None:
-        """CPU time the server process has used so far (Linux /proc; None elsewhere): a benchmark subtracts
-        two readings to show how much of the machine the stand-in provider took."""
-        try:
-            with open(f"/proc/{self._proc.pid}/stat") as f:  # type: ignore[union-attr]
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, AttributeError, IndexError, ValueError):
-            return None
+        """CPU time the server process has used so far (None off Linux, or before it started)."""
+        return None if self._proc is None else process_cpu_seconds(self._proc.pid)
 
     def stats(self) -> dict[str, Any]:
         return httpx.get(self.base_url.rsplit("/v1", 1)[0] + "/_loopback/stats", timeout=10).json()
