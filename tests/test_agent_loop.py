@@ -333,6 +333,12 @@ def test_context_window_evicts_from_the_prompt_but_never_from_recall(client: let
     session = on_loop(client, client.runtime.session(agent.id))
     assert session.messages[0].role == "user" and session.messages[0].seq == state.context_start_seq
     assert len(session.messages) < len(recall)
+    # Loaded again from the store (one read transaction: the agent row, then its context's messages), the
+    # session is the one the turns built in memory.
+    client.runtime.invalidate_agent(agent.id)
+    reloaded = on_loop(client, client.runtime.session(agent.id))
+    assert reloaded is not session and [m.id for m in reloaded.messages] == [m.id for m in session.messages]
+    assert reloaded.agent.context_start_seq == state.context_start_seq
     # The model saw the summary, and no prompt ever started its history with a tool message.
     assert "<conversation_summary>" in recorder.prompts[-1][0][0]["content"]
     for messages, _ in recorder.prompts:

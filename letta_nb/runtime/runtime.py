@@ -178,9 +178,8 @@ class Runtime:
         """The agent's loaded state (cached); everything a turn reads comes from here."""
 
         async def load() -> AgentSession:
-            agent = await self.store.load_agent(agent_id)
+            agent, messages = await self.store.load_session(agent_id)
             tools = {name: await self.tool_spec(name) for name in _ordered_tools(agent.tools)}
-            messages = await self.store.load_messages(agent_id, start_seq=agent.context_start_seq)
             return AgentSession(agent=agent, llm=self.llm(agent.model), tools=tools, messages=messages)
 
         return await self.agent_cache.get_or_load(agent_id, load)

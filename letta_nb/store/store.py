@@ -111,6 +111,52 @@ def row_to_message(r: Any) -> Message:
     )
 
 
+# Reads run as plain functions on a sync connection (``AsyncConnection.run_sync``): several queries then
+# cost one hop into the driver's thread each, with no greenlet switch and no new connection between them.
+
+def _agent(conn: sa.Connection, agent_id: str) -> AgentState:
+    found = _agents_where(conn, T["agents"].c.id == agent_id)
+    if not found:
+        names = conn.execute(sa.select(T["agents"].c.name)).scalars().all()
+        raise AgentNotFoundError(agent_id, list(names))
+    return found[0]
+
+
+def _agents_where(conn: sa.Connection, where: Any) -> list[AgentState]:
+    """Agents matching ``where`` with their blocks and tools: three queries, however many agents."""
+    agents, blocks, tools = T["agents"], T["blocks"], T["agent_tools"]
+    ids = sa.select(agents.c.id).where(where)
+    rows = conn.execute(sa.select(agents).where(where).order_by(agents.c.created_at)).all()
+    block_rows = conn.execute(sa.select(blocks).where(blocks.c.agent_id.in_(ids)).order_by(blocks.c.label))
+    by_agent: dict[str, list[Block]] = {r.id: [] for r in rows}
+    for b in block_rows:
+        by_agent[b.agent_id].append(Block(label=b.label, value=b.value, limit=b.char_limit,
+                                          description=b.description, read_only=b.read_only, id=b.id))
+    tool_rows = conn.execute(sa.select(tools).where(tools.c.agent_id.in_(ids)).order_by(tools.c.tool_name))
+    names: dict[str, list[str]] = {r.id: [] for r in rows}
+    for t in tool_rows:
+        names[t.agent_id].append(t.tool_name)
+    return [
+        AgentState(
+            id=row.id, name=row.name, model=row.model, embedding=row.embedding, system=row.system,
+            blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
+            created_at=_aware(row.created_at), metadata=row.metadata or {},
+            context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
+        )
+        for row in rows
+    ]
+
+
+def _messages(conn: sa.Connection, agent_id: str, *, start_seq: int = 0, limit: int | None = None,
+              newest_first: bool = False) -> list[Message]:
+    m = T["messages"]
+    q = sa.select(m).where(m.c.agent_id == agent_id, m.c.seq >= start_seq)
+    q = q.order_by(m.c.seq.desc() if newest_first else m.c.seq)
+    if limit is not None:
+        q = q.limit(limit)
+    return [row_to_message(r) for r in conn.execute(q)]
+
+
 class Store:
     """Async access to one letta_nb database. Create with :meth:`open` on the runtime's event loop."""
 
@@ -198,38 +244,24 @@ class Store:
         raise AgentNotFoundError(name_or_id, list(await self.agent_names()))
 
     async def load_agent(self, agent_id: str) -> AgentState:
-        found = await self._load_agents(T["agents"].c.id == agent_id)
-        if not found:
-            raise AgentNotFoundError(agent_id, list(await self.agent_names()))
-        return found[0]
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_agent, agent_id)
 
     async def list_agents(self) -> list[AgentState]:
-        return await self._load_agents(sa.true())
-
-    async def _load_agents(self, where: Any) -> list[AgentState]:
-        """Agents matching ``where`` with their blocks and tools: three queries, however many agents."""
-        agents, blocks, tools = T["agents"], T["blocks"], T["agent_tools"]
-        ids = sa.select(agents.c.id).where(where)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(agents).where(where).order_by(agents.c.created_at))).all()
-            block_rows = await conn.execute(sa.select(blocks).where(blocks.c.agent_id.in_(ids)).order_by(blocks.c.label))
-            tool_rows = await conn.execute(sa.select(tools).where(tools.c.agent_id.in_(ids)).order_by(tools.c.tool_name))
-            by_agent: dict[str, list[Block]] = {r.id: [] for r in rows}
-            for b in block_rows:
-                by_agent[b.agent_id].append(Block(label=b.label, value=b.value, limit=b.char_limit,
-                                                  description=b.description, read_only=b.read_only, id=b.id))
-            names: dict[str, list[str]] = {r.id: [] for r in rows}
-            for t in tool_rows:
-                names[t.agent_id].append(t.tool_name)
-        return [
-            AgentState(
-                id=row.id, name=row.name, model=row.model, embedding=row.embedding, system=row.system,
-                blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
-                created_at=_aware(row.created_at), metadata=row.metadata or {},
-                context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
-            )
-            for row in rows
-        ]
+            return await conn.run_sync(_agents_where, sa.true())
+
+    async def load_session(self, agent_id: str) -> tuple[AgentState, list[Message]]:
+        """The agent and the messages of its context, read in one transaction: one snapshot (a step
+        committing meanwhile is wholly in or out) and one connection. Through separate connections, a
+        session took ~10 round trips to the driver's thread, 5 ms an agent after a restart; ~2.5 now."""
+
+        def read(conn: sa.Connection) -> tuple[AgentState, list[Message]]:
+            agent = _agent(conn, agent_id)
+            return agent, _messages(conn, agent_id, start_seq=agent.context_start_seq)
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(read)
 
     async def delete_agent(self, agent_id: str) -> None:
         async with self._writer_engine.begin() as conn:
@@ -275,13 +307,8 @@ class Store:
     async def load_messages(
         self, agent_id: str, *, start_seq: int = 0, limit: int | None = None, newest_first: bool = False
     ) -> list[Message]:
-        m = T["messages"]
-        q = sa.select(m).where(m.c.agent_id == agent_id, m.c.seq >= start_seq)
-        q = q.order_by(m.c.seq.desc() if newest_first else m.c.seq)
-        if limit is not None:
-            q = q.limit(limit)
         async with self.engine.connect() as conn:
-            return [row_to_message(r) for r in await conn.execute(q)]
+            return await conn.run_sync(_messages, agent_id, start_seq=start_seq, limit=limit, newest_first=newest_first)
 
     async def search_messages(self, agent_id: str, words: Sequence[str], *, limit: int = 10) -> list[Message]:
         """User/assistant messages containing any of ``words`` (case-insensitive), newest first."""
