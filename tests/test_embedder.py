@@ -164,7 +164,9 @@ def test_malformed_short_or_dropped_responses_are_retried(srv, fault):
 
 
 def test_adaptive_concurrency_rises_to_the_server_limit_and_backs_off_on_429():
-    with LoopbackServer(vectors="digest", dim=DIM, latency=Latency(base_ms=30),
+    # 100 ms a request: once the limit reaches 5, even a CPU-starved client has the fifth request out before the
+    # first four come back (at 30 ms a starved run once never had five in flight, so it never met a 429).
+    with LoopbackServer(vectors="digest", dim=DIM, latency=Latency(base_ms=100),
                         limits=Limits(max_concurrent=4, retry_after_s=0.01)) as s:
         limit = ConcurrencyLimit(2, adaptive=True)
         emb = make(s, limit=limit, max_inputs=4)

@@ -9,6 +9,7 @@ finishes the job without duplicates.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -164,18 +165,22 @@ def test_cancelled_upload_keeps_whole_files_and_resumes(client, db_path, tmp_pat
     for i in range(40):
         (docs / f"note{i:02d}.txt").write_text(f"Note {i}. " + " ".join(f"fact{i}-{k}." for k in range(30)))
     embedded = threading.Semaphore(0)
+    calls = itertools.count(1)
 
     class Slow(HashEmbedder):
         async def embed(self, texts):
             embedded.release()
-            await asyncio.sleep(0.02)
+            # From the sixth call on, embedding waits for the cancel: it lands mid-upload however slow the
+            # machine (with a fixed pace, a starved test thread could cancel after all 40 files were done).
+            if next(calls) >= 6:
+                await asyncio.sleep(120)  # only a hang guard
             return await super().embed(texts)
 
     agent = client.agents.create("reader")
     state = client.agents.retrieve(agent)
     job = client._thread.submit(ingest(client.runtime.store, Slow(), state, docs, progress=False))
     for _ in range(6):
-        assert embedded.acquire(timeout=10)
+        assert embedded.acquire(timeout=120)  # only a hang guard
     assert job.cancel_and_wait()
     stored = assert_files_whole(db_path)
     assert 0 < len(stored) < 40, len(stored)

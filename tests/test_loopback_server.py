@@ -13,8 +13,9 @@ import pytest
 
 from letta_nb.embeddings.hash import hash_vectors
 from letta_nb.errors import InvalidArgumentError
-from letta_nb.testing import Latency, Limits, LoopbackServer
+from letta_nb.testing import Limits, LoopbackServer
 from letta_nb.testing._api import digest_vectors
+from tests.agent_helpers import wait_until
 
 
 @pytest.fixture
@@ -125,7 +126,11 @@ def test_api_key_is_checked_when_configured():
 
 
 def test_sixteen_concurrent_requests_eight_served_eight_throttled():
-    with LoopbackServer(latency=Latency(base_ms=1000), limits=Limits(max_concurrent=8)) as s:
+    with LoopbackServer(limits=Limits(max_concurrent=8)) as s:
+        # Admitted requests are held until all sixteen reached the server (instead of a latency that a slow
+        # machine starting sixteen threads could outlast, letting a late ninth request take a freed slot).
+        all_arrived = threading.Event()
+        s.sleep = lambda seconds: all_arrived.wait(120)  # where the server would wait out its latency
         c = sdk(s)
         start = threading.Barrier(16)
         results: list[str] = []
@@ -142,6 +147,8 @@ def test_sixteen_concurrent_requests_eight_served_eight_throttled():
         threads = [threading.Thread(target=call) for _ in range(16)]
         for t in threads:
             t.start()
+        wait_until(lambda: s.stats().get("requests /v1/embeddings") == 16, "all sixteen requests", timeout=120)
+        all_arrived.set()
         for t in threads:
             t.join()
         assert sorted(results) == ["429"] * 8 + ["ok"] * 8

@@ -2,25 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
-import time
 
 import pytest
 
 import letta_nb
+from letta_nb.llm.base import ToolCallDelta
+from letta_nb.llm.registry import resolve_model
+from letta_nb.runtime.events import SendMessageParser
+
+SLOW_SPEC = "offline?latency_ms=50&tps=40"
 
 
-def _interrupt_when_streaming(client, agent_id: str) -> threading.Thread:
-    """Raise KeyboardInterrupt in the main thread once the agent's turn is running (like a kernel interrupt)."""
+class PausesMidReply:
+    """Wraps the offline model; in its first stream, once some reply words went out, it holds the rest back
+    until the turn is cancelled (so a Ctrl-C lands mid-reply on any machine, not after a guessed sleep)."""
+
+    supports_parallel_tool_calls = True
+
+    def __init__(self, inner):
+        self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
+        self.mid_reply = threading.Event()
+
+    async def stream(self, messages, tools):
+        parser, reply = SendMessageParser(), ""
+        async for event in self.inner.stream(messages, tools):
+            yield event
+            if isinstance(event, ToolCallDelta) and not self.mid_reply.is_set():
+                reply += parser.feed(event.arguments)
+                if len(reply) > 10:
+                    self.mid_reply.set()
+                    await asyncio.sleep(120)  # cancelled by the Ctrl-C long before; only a hang guard
+
+
+def _interrupt_when_mid_reply(model: PausesMidReply) -> threading.Thread:
+    """Raise KeyboardInterrupt in the main thread once the reply is streaming (like a kernel interrupt)."""
 
     def waiter() -> None:
-        deadline = time.monotonic() + 10
-        while agent_id not in client.runtime.running and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.8)  # past the reasoning, into the reply (ttft 50 ms, ~40 tokens/s)
-        os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, as Ctrl-C or a kernel interrupt sends
+        if model.mid_reply.wait(120):  # only a hang guard; the test fails below if it never streamed
+            os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, as Ctrl-C or a kernel interrupt sends
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
@@ -28,8 +51,10 @@ def _interrupt_when_streaming(client, agent_id: str) -> threading.Thread:
 
 
 def test_ctrl_c_cancels_the_step_and_keeps_the_partial_reply(client):
-    agent = client.agents.create("slow", model="offline?latency_ms=50&tps=40")
-    t = _interrupt_when_streaming(client, agent.id)
+    model = PausesMidReply(resolve_model(SLOW_SPEC))
+    client.runtime.model_cache.set(SLOW_SPEC, model)  # installed before the agent exists, as record_prompts does
+    agent = client.agents.create("slow", model=SLOW_SPEC)
+    t = _interrupt_when_mid_reply(model)
     with pytest.raises(KeyboardInterrupt):
         client.agents.messages.create(agent.id, "hello there, please say something long")
     t.join()
@@ -38,7 +63,7 @@ def test_ctrl_c_cancels_the_step_and_keeps_the_partial_reply(client):
     assert [m.role for m in messages][:1] == ["user"]
     assert messages[0].content == "hello there, please say something long"
     partial = [m for m in messages if m.role == "assistant"]
-    assert len(partial) == 1 and partial[0].status == "cancelled" and partial[0].content
+    assert len(partial) == 1 and partial[0].status == "cancelled" and len(partial[0].content) > 10  # what streamed
     assert not partial[0].tool_calls  # no dangling tool call without its result
     steps = _steps(client, agent.id)
     assert steps[-1].stop_reason == "cancelled"

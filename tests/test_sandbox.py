@@ -131,7 +131,7 @@ def test_executor_runs_sandboxed_spec_end_to_end() -> None:
 
     specs = {s.name: s for s in (tool_from_function(shout, sandbox=True, parallel_safe=True),
                                  tool_from_function(boom, sandbox=True, parallel_safe=True),
-                                 tool_from_function(shout, name="shout_slowly", sandbox=True, timeout=1))}
+                                 tool_from_function(shout, name="shout_slowly", sandbox=True, timeout=30))}
     calls = [ToolCall("1", "shout", '{"text": "hi", "times": 2}'), ToolCall("2", "boom", "{}"),
              ToolCall("3", "shout_slowly", '{"text": "yo"}'), ToolCall("4", "shout", '{"text": 5}')]
 
