@@ -21,17 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from letta_nb._client_args import check_block_value, checked_api_keys, input_text, memory_blocks_from
-from letta_nb.embeddings.chunking import (
-    DEFAULT_CHUNK_OVERLAP,
-    DEFAULT_CHUNK_SIZE,
-    ChunkSettings,
-)
+from letta_nb.embeddings.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, ChunkSettings
 from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB, ingest
 from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
-from letta_nb.errors import (
-    InvalidArgumentError,
-    UploadedFileNotFoundError,
-)
+from letta_nb.errors import InvalidArgumentError, UploadedFileNotFoundError
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
@@ -39,13 +32,7 @@ from letta_nb.runtime.loop_thread import Job, RuntimeThread
 from letta_nb.runtime.memory import DEFAULT_SYSTEM
 from letta_nb.runtime.runtime import Runtime
 from letta_nb.runtime.tool_schema import ToolSpec
-from letta_nb.schemas import (
-    AgentState,
-    Block,
-    Message,
-    Passage,
-    Response,
-)
+from letta_nb.schemas import AgentState, Block, Message, Passage, Response
 from letta_nb.store.files import delete_file, file_records
 from letta_nb.store.store import new_id, passage_from_row, utcnow
 

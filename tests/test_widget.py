@@ -8,7 +8,6 @@ several updates sent from the widget's worker thread, steps, the memory panel, d
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -18,6 +17,7 @@ import pytest
 
 import letta_nb
 from letta_nb.notebook.widget import ChatWidget
+from tests.agent_helpers import wait_until
 
 INTRO = "Hello! I'm letta_nb's offline model: deterministic and needing no API key."
 
@@ -53,14 +53,6 @@ def updates_of(widget: Any, key: str) -> list[tuple[Any, str]]:
     """(value, thread name) of each synced update of ``key`` sent for ``widget``."""
     return [(data["state"][key], thread) for comm_id, data, thread in RecordingComm.sent
             if comm_id == widget.comm.comm_id and data.get("method") == "update" and key in data["state"]]
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_history_is_rebuilt_from_the_store(client: letta_nb.Client) -> None:
@@ -109,7 +101,8 @@ def test_stop_keeps_the_partial_answer_on_screen_and_in_recall(client: letta_nb.
     client.agents.create("slow", model="offline?tps=20")
     w = ChatWidget("slow", client=client)
     assert w.send("Hi!")
-    wait_until(lambda: len(w.messages) == 2 and len(w.messages[1][1]) > 15, "the first words of the reply")
+    wait_until(lambda: len(w.messages) == 2 and len(w.messages[1][1]) > 15, "the first words of the reply",
+               timeout=60)
     w.stop_button.click()
     assert w.wait(timeout=60)
     assert w.status == "stopped" and not w.busy and not w.input.disabled

@@ -17,6 +17,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from letta_nb.bench._report import BenchResult
 
@@ -53,9 +54,21 @@ def _workers_cpu(pool) -> float:
     return math.nan if None in readings else sum(readings)  # type: ignore[arg-type]
 
 
-def _chunk_alone(pool, files: list[str], settings) -> tuple[float, int, float]:
-    """The upload's chunking tasks (the same groups of files), all queued at once, and nothing else.
-    (seconds, chunks, the workers' CPU seconds)."""
+class _ChunkRun(NamedTuple):
+    seconds: float
+    chunks: int
+    workers_cpu_s: float
+
+
+class _UploadRun(NamedTuple):
+    report: Any  # IngestReport
+    stored: int  # passages in the store afterwards
+    workers_cpu_s: float
+    own_cpu_s: float  # this process: embedding, storing and the pipeline's own work
+
+
+def _chunk_alone(pool, files: list[str], settings) -> _ChunkRun:
+    """The upload's chunking tasks (the same groups of files), all queued at once, and nothing else."""
     from letta_nb.embeddings.chunking import chunk_files
     from letta_nb.embeddings.ingest import file_groups
 
@@ -63,13 +76,12 @@ def _chunk_alone(pool, files: list[str], settings) -> tuple[float, int, float]:
     groups = file_groups(files, {f: os.path.getsize(f) for f in files})
     futures = [pool.submit(chunk_files, group, settings, None) for group in groups]
     chunks = sum(len(c.chunks) for fut in futures for c in fut.result() if not isinstance(c, str))
-    return time.perf_counter() - t, chunks, _workers_cpu(pool) - cpu
+    return _ChunkRun(time.perf_counter() - t, chunks, _workers_cpu(pool) - cpu)
 
 
-def _upload(files: list[str], settings, pool) -> tuple[object, int, float, float]:
+def _upload(files: list[str], settings, pool) -> _UploadRun:
     """One upload of ``files`` to a new agent in a new store, as the first upload of a kernel: the hash
-    embedder's vocabulary starts empty. (report, passages stored, the workers' CPU seconds, this
-    process's CPU seconds: embedding, storing and the pipeline's own work)."""
+    embedder's vocabulary starts empty."""
     import letta_nb
     from letta_nb.embeddings import hash as hash_embedder
     from letta_nb.embeddings.ingest import ingest
@@ -84,7 +96,7 @@ def _upload(files: list[str], settings, pool) -> tuple[object, int, float, float
                 ingest(rt.store, rt.embedder("hash"), agent, files, settings=settings, pool=pool, progress=False)
             )
             workers, own = _workers_cpu(pool) - workers, time.process_time() - own
-            return report, len(client.agents.passages.list(agent)), workers, own
+            return _UploadRun(report, len(client.agents.passages.list(agent)), workers, own)
 
 
 def run(quick: bool = False) -> BenchResult:
@@ -98,7 +110,8 @@ def run(quick: bool = False) -> BenchResult:
     # which goes first (so a steady drift favours neither), and take the median of the rounds' ratios.
     rounds = 1 if quick else 7
     pool = chunk_pool()
-    chunk_runs, uploads = [], []
+    chunk_runs: list[_ChunkRun] = []
+    uploads: list[_UploadRun] = []
     try:
         # Warm the workers (llama-index and the grammars imported, splitters built) for both runs.
         list(pool.map(chunk_files, [files[:4]] * pool._max_workers, [settings] * pool._max_workers))
@@ -110,13 +123,13 @@ def run(quick: bool = False) -> BenchResult:
                 uploads.append(_upload(files, settings, pool))
     finally:
         pool.shutdown()
-    chunk_s = statistics.median(run[0] for run in chunk_runs)
-    chunk_count = chunk_runs[-1][1]
-    seconds = statistics.median(up[0].seconds for up in uploads)  # type: ignore[attr-defined]
-    report, stored = uploads[-1][:2]
+    chunk_s = statistics.median(run.seconds for run in chunk_runs)
+    chunk_count = chunk_runs[-1].chunks
+    seconds = statistics.median(up.report.seconds for up in uploads)
+    report, stored = uploads[-1].report, uploads[-1].stored
     chunking_mb_s = total_mb / chunk_s
     mb_s = total_mb / seconds
-    round_ratios = [run[0] / up[0].seconds for run, up in zip(chunk_runs, uploads)]  # type: ignore[attr-defined]
+    round_ratios = [run.seconds / up.report.seconds for run, up in zip(chunk_runs, uploads)]
     ratio = statistics.median(round_ratios)
     return BenchResult(
         "ingest",
@@ -124,18 +137,17 @@ def run(quick: bool = False) -> BenchResult:
             "files": len(files), "mb": total_mb, "workers": pool._max_workers, "rounds": rounds,
             "mb_per_s": mb_s, "chunking_only_mb_per_s": chunking_mb_s, "ratio": ratio,
             "round_ratios": [round(r, 3) for r in round_ratios],
-            "chunks": report.chunks, "chunks_per_s": report.chunks / seconds,  # type: ignore[attr-defined]
-            "chunking_only_chunks": chunk_count, "stored_passages": stored,
-            "file_errors": len(report.errors),  # type: ignore[attr-defined]
+            "chunks": report.chunks, "chunks_per_s": report.chunks / seconds,
+            "chunking_only_chunks": chunk_count, "stored_passages": stored, "file_errors": len(report.errors),
             "seconds": seconds, "chunking_only_seconds": chunk_s,
             # Where an upload's time goes: the workers chunk as they do alone (more CPU here means they ran
             # slower beside this process); this process embeds and stores on the other core.
-            "workers_cpu_s_alone": statistics.median(run[2] for run in chunk_runs),
-            "workers_cpu_s_upload": statistics.median(up[2] for up in uploads),
-            "uploader_cpu_s": statistics.median(up[3] for up in uploads),
+            "workers_cpu_s_alone": statistics.median(run.workers_cpu_s for run in chunk_runs),
+            "workers_cpu_s_upload": statistics.median(up.workers_cpu_s for up in uploads),
+            "uploader_cpu_s": statistics.median(up.own_cpu_s for up in uploads),
         },
         goals={"end to end >= 0.8x chunking alone": ratio >= 0.8,
-               "every chunk stored": all(up[1] == up[0].chunks == chunk_count for up in uploads)},  # type: ignore[attr-defined]
+               "every chunk stored": all(up.stored == up.report.chunks == chunk_count for up in uploads)},
         notes=[f"chunking runs in {pool._max_workers} worker process(es); embedding (hash) and storing run in this "
                "process, overlapped with it",
                f"{rounds} rounds of (chunking alone, upload to a new store), alternating which runs first; ratio: the "

@@ -114,13 +114,13 @@ def _replace_file(cursor: Any, file_row: dict[str, Any], passages: FilePassages 
 
 
 class FileWriter:
-    """The connection uploads write through: raw DB-API ``executemany`` on a worker thread.
+    """The connection uploads write through: raw DB-API statements on a worker thread.
 
     Through SQLAlchemy's async engine a passage row cost ~240 us (statement compilation, a greenlet hop
-    per call); as prepared ``executemany`` it is the SQLite work itself, the passage triggers keeping the
-    vector tables in step included (so sqlite-vec is loaded). Running on a thread lets SQLite, which
-    releases the GIL, write one file while the runtime loop embeds the next. One connection, one writer
-    at a time (uploads commit file by file, in order).
+    per call); as one raw statement a file (``_INSERT_FILE_PASSAGES``) it is the SQLite work itself, the
+    passage triggers included (so sqlite-vec is loaded, see :func:`writer_connection`). Running on a thread
+    lets SQLite, which releases the GIL, write some files while the runtime loop embeds the next. One
+    connection, one writer at a time (uploads commit in input order).
     """
 
     def __init__(self, path: str, checkpointer: Checkpointer, busy_timeout_ms: int = 10_000):

@@ -111,14 +111,18 @@ def row_to_message(r: Any) -> Message:
     )
 
 
-# Reads run as plain functions on a sync connection (``AsyncConnection.run_sync``): several queries then
-# cost one hop into the driver's thread each, with no greenlet switch and no new connection between them.
+# Reads run as plain functions on a sync connection (``AsyncConnection.run_sync``), so a read of several
+# queries takes one connection and one transaction, and the functions compose (a session = agent + messages).
+
+def _agent_names(conn: sa.Connection) -> dict[str, str]:
+    """name -> id of every agent."""
+    return {r.name: r.id for r in conn.execute(sa.select(T["agents"].c.name, T["agents"].c.id))}
+
 
 def _agent(conn: sa.Connection, agent_id: str) -> AgentState:
     found = _agents_where(conn, T["agents"].c.id == agent_id)
     if not found:
-        names = conn.execute(sa.select(T["agents"].c.name)).scalars().all()
-        raise AgentNotFoundError(agent_id, list(names))
+        raise AgentNotFoundError(agent_id, list(_agent_names(conn)))
     return found[0]
 
 
@@ -229,8 +233,7 @@ class Store:
     async def agent_names(self) -> dict[str, str]:
         """name -> id of every agent."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(sa.select(T["agents"].c.name, T["agents"].c.id))
-            return {r.name: r.id for r in rows}
+            return await conn.run_sync(_agent_names)
 
     async def resolve_agent(self, name_or_id: str) -> str:
         """The id of the agent with this id or name; AgentNotFoundError with suggestions otherwise."""
@@ -254,8 +257,7 @@ class Store:
     async def load_session(self, agent_id: str) -> tuple[AgentState, list[Message]]:
         """The agent and the messages of its context, read in one transaction: one snapshot (a step
         committing meanwhile is wholly in or out) and one connection: ~3.5 ms an agent after a restart,
-        against ~5.3 through two connections (each connect adds BEGIN and ROLLBACK round trips to aiosqlite's
-        thread, which are most of the cost)."""
+        against ~5.3 through two connections."""
 
         def read(conn: sa.Connection) -> tuple[AgentState, list[Message]]:
             agent = _agent(conn, agent_id)
