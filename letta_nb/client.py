@@ -25,6 +25,7 @@ from letta_nb.embeddings.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SI
 from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB, ingest
 from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
 from letta_nb.errors import InvalidArgumentError, UploadedFileNotFoundError
+from letta_nb.runtime import trust
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
@@ -332,9 +333,11 @@ class Agents(_Resource):
             tool_name = await self._client.tools._resolve(tool)
             if tool_name not in tool_names:
                 tool_names.append(tool_name)
+        agent_id = new_id("agent")
         state = AgentState(
-            id=new_id("agent"), name=name, model=model, embedding=embedding, system=system or DEFAULT_SYSTEM,
+            id=agent_id, name=name, model=model, embedding=embedding, system=system or DEFAULT_SYSTEM,
             blocks=blocks, tools=tool_names, max_steps=max_steps, created_at=utcnow(), metadata=dict(metadata or {}),
+            signature=trust.sign("agent", trust.agent_fields(agent_id, model, embedding)),
         )
         await self._rt.store.insert_agent(state)
         return (await self._rt.session(state.id)).agent
@@ -356,7 +359,7 @@ class Agents(_Resource):
 class Tools(_Resource):
     """User tools: plain Python functions whose schema comes from signature and docstring."""
 
-    _ops = ("upsert_from_function", "list")
+    _ops = ("upsert_from_function", "list", "retrieve", "trust")
 
     async def _upsert_from_function(self, func: Callable[..., Any], *, name: str | None = None,
                                     parallel_safe: bool = False, sandbox: bool = False,
@@ -368,6 +371,21 @@ class Tools(_Resource):
 
     async def _list(self) -> list[str]:
         return await self._rt.tool_names()
+
+    async def _retrieve(self, name: str) -> ToolSpec:
+        """A tool's spec: its schema, isolation and ``.source`` (reading it never runs it)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"name must be a tool name, got {name!r}")
+        return await self._rt.tool_spec(name)
+
+    async def _trust(self, name: str) -> ToolSpec:
+        """Let a stored tool that you did not register (a shared store, an imported agent) run as stored.
+
+        Such a tool runs only in the strict sandbox, without network, until you re-register it or trust
+        it: read its source first (``client.tools.trust`` returns the spec; ``.source`` is the code)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"name must be a tool name, got {name!r}")
+        return await self._rt.trust_tool(name)
 
     async def _resolve(self, tool: Any) -> str:
         if isinstance(tool, ToolSpec):

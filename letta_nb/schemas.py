@@ -134,6 +134,9 @@ class AgentState:
     context_start_seq: int = 0
     context_summary: str | None = None
     last_seq: int = 0
+    # This user's HMAC of (id, model, embedding) when this user wrote them (runtime/trust.py): decides
+    # whether API keys may go to an endpoint the model spec names. Not shown, not compared.
+    signature: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def memory(self) -> dict[str, Block]:

@@ -28,11 +28,8 @@ from letta_nb.runtime.cache import CacheRegistry
 from letta_nb.runtime.executor import ToolExecutor, ToolResult
 from letta_nb.runtime.locks import AgentLocks
 from letta_nb.runtime.session import AgentSession
-from letta_nb.runtime.tool_schema import (
-    ToolSpec,
-    function_from_source,
-    tool_from_function,
-)
+from letta_nb.runtime import trust
+from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 from letta_nb.schemas import AgentState, StepStats
 from letta_nb.store.store import Store
 from letta_nb.telemetry import Telemetry
@@ -122,16 +119,15 @@ class Runtime:
         spec = func if isinstance(func, ToolSpec) else tool_from_function(func, **options)
         if spec.name in BASE_TOOLS:
             raise InvalidArgumentError(f"{spec.name!r} is a base tool name; give your function another name.")
-        await self.store.upsert_tool({
-            "name": spec.name, "description": spec.description, "json_schema": spec.parameters,
-            "source": spec.source, "parallel_safe": spec.parallel_safe, "sandbox": spec.sandbox,
-            "timeout": spec.timeout,
-        })
+        await self.store.upsert_tool(_signed(tool_row(spec)))
         self._user_tools[spec.name] = spec
-        self.tool_cache.invalidate(spec.name)
+        self._forget_tool(spec.name)
+        return spec
+
+    def _forget_tool(self, name: str) -> None:
+        self.tool_cache.invalidate(name)
         # Sessions hold resolved tools: drop those of agents using this tool so they pick it up.
         self.agent_cache.clear()
-        return spec
 
     async def tool_spec(self, name: str) -> ToolSpec:
         if name in BASE_TOOLS:
@@ -144,12 +140,20 @@ class Runtime:
             row = rows.get(name)
             if row is None:
                 raise ToolNotFoundError(name, [*BASE_TOOL_NAMES, *rows])
-            func = function_from_source(row.source, name) if row.source else None
-            return ToolSpec(name=row.name, description=row.description, parameters=row.json_schema, func=func,
-                            source=row.source, parallel_safe=row.parallel_safe, sandbox=row.sandbox,
-                            timeout=row.timeout)
+            return tool_from_row(row._mapping)
 
         return await self.tool_cache.get_or_load(name, load)
+
+    async def trust_tool(self, name: str) -> ToolSpec:
+        """Sign the stored tool ``name`` as this user's (after reading its source): it then runs as stored."""
+        if name in BASE_TOOLS:
+            raise InvalidArgumentError(f"{name!r} is a base tool: it is part of letta_nb and always trusted.")
+        rows = {r.name: r for r in await self.store.tool_rows()}
+        if name not in rows:
+            raise ToolNotFoundError(name, [*BASE_TOOL_NAMES, *rows])
+        await self.store.upsert_tool(_signed(trust.tool_fields(rows[name]._mapping)))
+        self._forget_tool(name)
+        return await self.tool_spec(name)
 
     async def tool_names(self) -> list[str]:
         return [*BASE_TOOL_NAMES, *sorted({r.name for r in await self.store.tool_rows()} | set(self._user_tools))]
@@ -186,6 +190,35 @@ class Runtime:
 
     def invalidate_agent(self, agent_id: str) -> None:
         self.agent_cache.invalidate(agent_id)
+
+
+def tool_row(spec: ToolSpec) -> dict[str, Any]:
+    """The stored columns of a tool (what its signature covers)."""
+    mode = spec.sandbox if isinstance(spec.sandbox, str) else ("on" if spec.sandbox else "off")
+    return {"name": spec.name, "description": spec.description, "json_schema": spec.parameters,
+            "source": spec.source, "parallel_safe": spec.parallel_safe, "sandbox": mode != "off",
+            "sandbox_mode": mode, "network": bool(getattr(spec, "network", False)), "timeout": spec.timeout}
+
+
+def _signed(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "signature": trust.sign("tool", row)}
+
+
+def tool_from_row(row: Any) -> ToolSpec:
+    """A stored tool as a spec, compiled from source only when called (reading never runs code).
+
+    A row this user did not sign (a shared store, an imported agent, an edit made in the database) runs
+    only in the strict sandbox and without network, whatever its stored isolation says."""
+    fields = trust.tool_fields(row)
+    trusted = trust.verify("tool", fields, row.get("signature"))
+    mode = row.get("sandbox_mode") or ("on" if row["sandbox"] else "off")
+    sandbox: Any = {"off": False, "on": True}.get(mode, mode) if trusted else "strict"
+    extra = {"network": bool(row.get("network"))} if trusted and "network" in ToolSpec.__dataclass_fields__ else {}
+    if "trusted" in ToolSpec.__dataclass_fields__:
+        extra["trusted"] = trusted
+    return ToolSpec(name=row["name"], description=row["description"], parameters=row["json_schema"], func=None,
+                    source=row["source"], parallel_safe=row["parallel_safe"], sandbox=sandbox,
+                    timeout=row["timeout"], **extra)
 
 
 def _ordered_tools(names: list[str]) -> list[str]:

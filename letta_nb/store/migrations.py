@@ -177,7 +177,19 @@ def m0003_files(op: _Ops) -> None:
     op.create_index("ix_passages_file", "passages", "file_id")
 
 
-MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (m0001_core, m0002_archival_steps_context, m0003_files)
+def m0004_signatures_isolation(op: _Ops) -> None:
+    """Whose rows are these (runtime/trust.py): this user's HMAC of an agent's model/embedding specs and of
+    a tool's content; a tool's isolation as a mode (``"off"``, ``"on"``, ``"strict"``) and whether its
+    sandbox may use the network. Rows written before have no signature: they count as someone else's."""
+    op.add_column("agents", sa.Column("signature", sa.String(64), nullable=True))
+    op.add_column("tools", sa.Column("signature", sa.String(64), nullable=True))
+    op.add_column("tools", sa.Column("sandbox_mode", sa.String(16), nullable=True))
+    op.add_column("tools", sa.Column("network", sa.Boolean, nullable=False, server_default=sa.false()))
+
+
+MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (
+    m0001_core, m0002_archival_steps_context, m0003_files, m0004_signatures_isolation,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _LEDGER = sa.Table(

@@ -146,6 +146,7 @@ def _agents_where(conn: sa.Connection, where: Any) -> list[AgentState]:
             blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
             created_at=_aware(row.created_at), metadata=row.metadata or {},
             context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
+            signature=row.signature,
         )
         for row in rows
     ]
@@ -210,7 +211,7 @@ class Store:
                     id=agent.id, name=agent.name, model=agent.model, embedding=agent.embedding, system=agent.system,
                     max_steps=agent.max_steps, metadata=agent.metadata, last_seq=agent.last_seq,
                     context_start_seq=agent.context_start_seq, context_summary=agent.context_summary,
-                    created_at=agent.created_at, updated_at=now,
+                    created_at=agent.created_at, updated_at=now, signature=agent.signature,
                 )
             )
             if agent.blocks:
