@@ -335,7 +335,9 @@ def test_memory_store_is_a_temporary_file_removed_on_close(tmp_path, monkeypatch
         client.close()
     assert not os.path.exists(path)
     assert not os.path.exists(os.path.dirname(path))
-    assert os.listdir(tmp_path) == []  # no ":memory:" file in the working directory either
+    # no ":memory:" file in the working directory either (the home holds the user's trust key only)
+    assert [p for p in os.listdir(tmp_path) if p != "letta_home"] == []
+    assert os.listdir(tmp_path / "letta_home") == ["trust_key"]
 
 
 def test_directory_path_puts_the_database_inside(tmp_path):
