@@ -7,9 +7,10 @@ headings, HTML by block elements, JSON by key paths, JSONL and CSV by records, P
 text, anything else with ``SentenceSplitter`` (384 tokens, 25 overlap by default). Structure-aware
 nodes longer than the chunk size are cut again with the sentence splitter, so no passage is oversized.
 
-This module is pure CPU work with no I/O besides reading the one file, and everything it returns
-pickles, so ingestion can run it in worker processes (see ingest.py). llama-index and tree-sitter are
-imported on first use only, and each splitter is built once per process.
+This module is pure CPU work with no I/O besides reading the one file (opened by sources.py, which
+refuses FIFOs and devices), and everything it returns pickles, so ingestion can run it in worker
+processes (see chunk_workers.py). llama-index and tree-sitter are imported on first use only, and each
+splitter is built once per process.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from letta_nb._text import clean_text
+from letta_nb.embeddings.sources import open_regular
 from letta_nb.errors import FileIngestError, InvalidArgumentError, LettaNBError, OptionalDependencyError
 
 __all__ = ["ChunkSettings", "ChunkedFile", "chunk_file", "chunk_files", "chunk_text", "file_kind", "failure_message",
-           "KNOWN_SUFFIXES"]
+           "empty_note", "KNOWN_SUFFIXES"]
 
 DEFAULT_CHUNK_SIZE = 384  # tokens, as Letta
 DEFAULT_CHUNK_OVERLAP = 25
@@ -97,18 +100,21 @@ def file_kind(path: str | os.PathLike) -> str:
 
 
 def chunk_file(path: str, settings: ChunkSettings = ChunkSettings(), max_bytes: int | None = None) -> ChunkedFile:
-    """Read, hash and chunk one file. FileIngestError if it is too large, binary or unreadable."""
-    try:
-        size = os.path.getsize(path)
+    """Read, hash and chunk one file. FileIngestError if it is too large, binary, unreadable or not a
+    regular file (a FIFO is never waited on: see sources.py)."""
+    f, size = open_regular(path)
+    with f:
         if max_bytes is not None and size > max_bytes:
             raise FileIngestError(
                 f"{path} is {size / 1e6:.1f} MB, over the upload limit of {max_bytes / 1e6:.1f} MB; split it or "
                 "pass a larger max_file_mb."
             )
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise FileIngestError(f"cannot read {path}: {e.strerror or e}") from None
+        try:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)  # it may have grown since
+        except OSError as e:
+            raise FileIngestError(f"cannot read {path}: {e.strerror or e}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileIngestError(f"{path} grew past the upload limit of {max_bytes / 1e6:.1f} MB while being read")
     kind = file_kind(path)
     digest = hashlib.sha256(data).hexdigest()
     if kind == "pdf":
@@ -139,13 +145,26 @@ def chunk_files(paths: list[str], settings: ChunkSettings = ChunkSettings(),
     return out
 
 
+def empty_note(chunked: ChunkedFile) -> str:
+    """Why a file that read fine gave no passages (an upload reports it ``skipped``, and stores nothing)."""
+    if chunked.size == 0:
+        return "empty file (0 bytes): nothing to store"
+    if chunked.splitter == "empty":
+        return "only whitespace: nothing to store"
+    if chunked.kind == "pdf":
+        return "no text could be extracted from this PDF (scanned pages? run OCR on it first)"
+    return f"no text to store: the {chunked.splitter} splitter found none"
+
+
 def failure_message(e: BaseException) -> str:
     """What an upload's report says of a file that failed: our errors speak for themselves, others get their type."""
     return str(e) if isinstance(e, (LettaNBError, OSError)) else f"{type(e).__name__}: {e}"
 
 
 def chunk_text(text: str, kind: str, settings: ChunkSettings = ChunkSettings()) -> tuple[str, list[str]]:
-    """(splitter used, non-empty chunks) for ``text`` of a ``file_kind``."""
+    """(splitter used, non-empty chunks) for ``text`` of a ``file_kind``; chunks are valid Unicode (a lone
+    surrogate, from PDF extraction or a JSON ``\\ud800`` escape, becomes U+FFFD: letta_nb/_text.py)."""
+    text = clean_text(text)
     if not text.strip():
         return "empty", []
     if kind.startswith("code:"):
@@ -163,7 +182,7 @@ def chunk_text(text: str, kind: str, settings: ChunkSettings = ChunkSettings()) 
     else:
         # PDFs arrive as extracted page text: sentences are their only reliable structure.
         return "pdf" if kind == "pdf" else "sentence", [c for c in _sentence(settings).split_text(text) if c.strip()]
-    return splitter, _bounded(pieces, settings)
+    return splitter, [clean_text(c) for c in _bounded(pieces, settings)]  # JSON values are decoded escapes
 
 
 # ---- per type --------------------------------------------------------------------------------------------

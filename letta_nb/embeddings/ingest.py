@@ -14,8 +14,12 @@ Invariants:
   while the previous commit ran share the next one), so after a crash, even
   SIGKILL, re-running the upload skips the files that committed and redoes the rest; no file is half
   stored or duplicated.
-- **Per-file errors.** A file that is too large, binary, malformed or fails to embed becomes an
-  ``error`` row of the report; the batch goes on.
+- **Per-file errors.** A file that is too large, binary, malformed, unreadable (sources.py: dangling
+  symlinks, loops, FIFOs and devices, files gone since the listing) or fails to embed becomes an
+  ``error`` row of the report; the batch goes on. A file with no text is ``skipped`` and has no record
+  (one it replaces loses its passages), so it is not an empty file in ``files.list``.
+- **Workers die with the upload.** Chunking processes exit when the process that started them does,
+  SIGKILL included (chunk_workers.py).
 """
 
 from __future__ import annotations
@@ -24,20 +28,21 @@ import asyncio
 import concurrent.futures
 from concurrent.futures.process import BrokenProcessPool
 import hashlib
-import multiprocessing
+import math
 import os
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from letta_nb.embeddings.chunking import KNOWN_SUFFIXES, ChunkedFile, ChunkSettings, chunk_files, failure_message
+from letta_nb.embeddings.chunk_workers import chunk_pool, processes_are_safe
+from letta_nb.embeddings.chunking import ChunkedFile, ChunkSettings, chunk_files, empty_note, failure_message
 from letta_nb.embeddings.ingest_report import FileResult, IngestReport
-from letta_nb.errors import InvalidArgumentError
-from letta_nb.store.files import FilePassages, FileUpdate, file_records, replace_files
+from letta_nb.embeddings.sources import Found, discover, explain_os_error, open_regular
+from letta_nb.errors import LettaNBError, InvalidArgumentError
+from letta_nb.store.files import FilePassages, FileUpdate, delete_file, file_records, replace_files
 from letta_nb.store.store import new_id, utcnow
 
 __all__ = ["ingest", "discover", "chunk_pool", "file_groups", "DEFAULT_MAX_FILE_MB"]
@@ -46,54 +51,6 @@ DEFAULT_MAX_FILE_MB = 25.0
 EMBED_BATCH = 256
 PROCESS_POOL_MIN_BYTES = 2_000_000  # below this, starting worker processes costs more than it saves
 GROUP_BYTES, GROUP_FILES = 128_000, 32  # one chunking task: ~15 ms of a worker's time
-_SKIP_DIRS = {"__pycache__", "node_modules", ".git", ".hg", ".svn", ".ipynb_checkpoints"}
-
-
-def discover(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
-    """(absolute path, error or None) for each file to upload: named files as given, directories
-    walked (sorted, hidden entries skipped) for files of a known type."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    out: list[tuple[str, str | None]] = []
-    real_dirs: dict[str, str] = {}
-    for raw in paths:
-        if not isinstance(raw, (str, os.PathLike)):
-            raise InvalidArgumentError(f"paths must be file or directory paths, got {raw!r}")
-        path = _resolve(raw, real_dirs)
-        if path.is_dir():
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
-                out += [(os.path.join(root, n), None) for n in sorted(names)
-                        if not n.startswith(".") and Path(n).suffix.lower() in KNOWN_SUFFIXES]
-        elif path.is_file():
-            out.append((str(path), None))
-        else:
-            out.append((str(path), "no such file or directory"))
-    seen: set[str] = set()
-    return [(p, e) for p, e in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
-
-
-def _resolve(raw: str | os.PathLike, real_dirs: dict[str, str]) -> Path:
-    """``Path(raw).expanduser().resolve()``, each directory resolved once per upload: a list of many files
-    (what a notebook passes after a glob) otherwise pays a symlink walk of every parent for each file."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(raw)))
-    if os.path.islink(path):
-        return Path(os.path.realpath(path))
-    head, name = os.path.split(path)
-    if head not in real_dirs:
-        real_dirs[head] = os.path.realpath(head)
-    return Path(real_dirs[head], name)
-
-
-def chunk_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
-    """Worker processes for chunking. forkserver/spawn, never fork: the kernel process has threads.
-    One fewer than the cores (the embedder and the store run in this process), 1 to 4."""
-    forced = os.environ.get("LETTA_NB_CHUNK_WORKERS", "").strip()
-    if workers is None and forced.isdigit() and int(forced) > 0:
-        workers = int(forced)
-    workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
 
 
 def file_groups(paths: list[str], sizes: dict[str, int]) -> list[list[str]]:
@@ -113,21 +70,10 @@ def file_groups(paths: list[str], sizes: dict[str, int]) -> list[list[str]]:
     return groups
 
 
-def _processes_are_safe() -> bool:
-    """Worker processes (forkserver/spawn) re-import ``__main__``: harmless in a notebook, a REPL or
-    ``python -c``/``-m``, but a plain script without an ``if __name__ == "__main__"`` guard would run
-    again in each worker. So scripts chunk in a thread unless LETTA_NB_CHUNK_WORKERS asks for processes."""
-    forced = os.environ.get("LETTA_NB_CHUNK_WORKERS", "").strip()
-    if forced:
-        return forced != "0"
-    main = sys.modules.get("__main__")
-    interactive = getattr(main, "__file__", None) is None or getattr(main, "__spec__", None) is not None
-    return interactive and (os.cpu_count() or 1) > 1
-
-
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    f, _ = open_regular(path)
+    with f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -138,6 +84,51 @@ def _progress(enabled: bool, total: int) -> Any:
 
     return tqdm(total=total, unit="B", unit_scale=True, desc="upload", file=sys.stderr, disable=not enabled,
                 leave=True, dynamic_ncols=True)
+
+
+def _check_options(max_file_mb: Any, progress: Any) -> int:
+    """The largest file in bytes; InvalidArgumentError for an option that is not what it should be."""
+    if isinstance(max_file_mb, bool) or not isinstance(max_file_mb, (int, float)) \
+            or not math.isfinite(max_file_mb) or max_file_mb <= 0:
+        raise InvalidArgumentError(f"max_file_mb must be a positive, finite number of megabytes, got {max_file_mb!r}; "
+                                   f"e.g. max_file_mb=100 (the default is {DEFAULT_MAX_FILE_MB:g})")
+    if not isinstance(progress, bool):
+        raise InvalidArgumentError(f"progress must be True or False, got {progress!r}")
+    return int(max_file_mb * 1e6)
+
+
+async def _plan(store: Any, agent: Any, found: list[Found], chunking: str
+                ) -> tuple[dict[str, FileResult], list[str], dict[str, int], dict[str, Any]]:
+    """(rows already decided, files to chunk, their sizes, the agent's records of them): entries that
+    cannot be read or are skipped, and known files whose size, settings and hash are unchanged, are
+    decided here; everything else is chunked."""
+    results: dict[str, FileResult] = {}
+    sizes: dict[str, int] = {}
+    for f in found:
+        if f.error is not None:
+            results[f.path] = FileResult(f.path, "error", error=f.error)
+        elif f.skipped is not None:
+            results[f.path] = FileResult(f.path, "skipped", note=f.skipped)
+        else:
+            try:
+                sizes[f.path] = os.stat(f.path).st_size
+            except OSError as e:  # gone (or changed) since it was listed
+                results[f.path] = FileResult(f.path, "error", error=f"cannot read {f.path}: {explain_os_error(f.path, e)}")
+    known = await file_records(store, agent.id, list(sizes))
+    todo: list[str] = []
+    for path, size in sizes.items():
+        row = known.get(path)
+        if row is not None and row.chunking == chunking and row.size_bytes == size:
+            try:
+                same = row.content_hash == await asyncio.to_thread(_sha256, path)
+            except (LettaNBError, OSError) as e:  # unreadable now: say so, keep what was stored
+                results[path] = FileResult(path, "error", bytes=size, error=failure_message(e))
+                continue
+            if same:
+                results[path] = FileResult(path, "unchanged", row.chunks, size)
+                continue
+        todo.append(path)
+    return results, todo, sizes, known
 
 
 async def ingest(
@@ -153,31 +144,15 @@ async def ingest(
 ) -> IngestReport:
     """Upload files to ``agent``'s archival memory (see the module docstring). ``pool``: an executor to
     chunk in (the benchmark passes a warm one); by default processes for large uploads, else a thread."""
-    if not isinstance(max_file_mb, (int, float)) or max_file_mb <= 0:
-        raise InvalidArgumentError(f"max_file_mb must be a positive number, got {max_file_mb!r}")
-    max_bytes = int(max_file_mb * 1e6)
+    max_bytes = _check_options(max_file_mb, progress)
     started = time.perf_counter()
     found = discover(paths)
     report = IngestReport(agent.id)
     chunking = f"size={settings.chunk_size} overlap={settings.chunk_overlap} embedding={agent.embedding}"
-    known = await file_records(store, agent.id, [p for p, e in found if e is None])
-    sizes = {p: os.path.getsize(p) for p, e in found if e is None}
-
-    # What needs chunking: new files, and known files whose size, settings or hash changed.
-    results: dict[str, FileResult] = {}
-    todo: list[str] = []
-    for path, error in found:
-        row = known.get(path)
-        if error is not None:
-            results[path] = FileResult(path, "error", error=error)
-        elif row is not None and row.chunking == chunking and row.size_bytes == sizes[path] \
-                and row.content_hash == await asyncio.to_thread(_sha256, path):
-            results[path] = FileResult(path, "unchanged", row.chunks, sizes[path])
-        else:
-            todo.append(path)
+    results, todo, sizes, known = await _plan(store, agent, found, chunking)
 
     own_pool = None
-    if pool is None and sum(sizes[p] for p in todo) >= PROCESS_POOL_MIN_BYTES and _processes_are_safe():
+    if pool is None and sum(sizes[p] for p in todo) >= PROCESS_POOL_MIN_BYTES and processes_are_safe():
         pool = own_pool = chunk_pool()
     report.workers = "thread" if pool is None else f"{getattr(pool, '_max_workers', '?')} worker(s)"
     loop = asyncio.get_running_loop()
@@ -188,6 +163,7 @@ async def ingest(
     previous_write: asyncio.Task | None = None
     total_chunks = 0
     unwritten: list[FileUpdate] = []
+    emptied: list[str] = []  # known files that now have no text: their old passages go
     try:
         queue = iter(range(len(groups)))
 
@@ -212,6 +188,13 @@ async def ingest(
             except BrokenProcessPool:
                 outcomes = await submit(group)
             for path, chunked, matrix in zip(group, outcomes, await _embed_files(embedder, outcomes)):
+                bar.update(sizes[path])
+                if isinstance(chunked, ChunkedFile) and not chunked.chunks:
+                    results[path] = FileResult(path, "skipped", 0, chunked.size, splitter=chunked.splitter,
+                                               note=empty_note(chunked))
+                    if path in known:
+                        emptied.append(path)
+                    continue
                 if not isinstance(matrix, str):
                     try:
                         passages, file_row = await _rows(store, agent, chunked, matrix, chunking, known.get(path))
@@ -219,7 +202,6 @@ async def ingest(
                         matrix = failure_message(e)
                 if isinstance(matrix, str):
                     results[path] = FileResult(path, "error", bytes=sizes[path], error=matrix)
-                    bar.update(sizes[path])
                     continue
                 # Commits stay in input order; files embedded while a commit runs share the next one.
                 unwritten.append((file_row, passages))
@@ -230,12 +212,16 @@ async def ingest(
                 status = "replaced" if path in known else "added"
                 results[path] = FileResult(path, status, file_row["chunks"], chunked.size, splitter=chunked.splitter)
                 total_chunks += file_row["chunks"]
-                bar.update(sizes[path])
                 bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=total_chunks, refresh=False)
         if previous_write is not None:
             await previous_write
         if unwritten:
             await replace_files(store, unwritten)
+        for path in emptied:
+            removed = await delete_file(store, agent.id, path)
+            old = results[path]
+            results[path] = FileResult(path, old.status, 0, old.bytes, splitter=old.splitter,
+                                       note=f"{old.note}; its {removed or 0} earlier passage(s) were removed")
     finally:
         for fut in pending.values():
             fut.cancel()
@@ -245,7 +231,7 @@ async def ingest(
         bar.close()
         if own_pool is not None:
             own_pool.shutdown(wait=False, cancel_futures=True)
-    report.files = [results[p] for p, _ in found]
+    report.files = [results[f.path] for f in found]
     report.seconds = time.perf_counter() - started
     return report
 

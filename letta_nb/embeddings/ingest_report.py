@@ -1,7 +1,9 @@
 """What an upload did, file by file: a result object that renders itself and becomes a DataFrame.
 
 Per-file errors are results, not exceptions: one unreadable file in a directory of a hundred must not
-cost the other ninety-nine, and the report says exactly which failed and why.
+cost the other ninety-nine, and the report says exactly which failed and why. A file with no text (0
+bytes, only whitespace, a PDF with no text layer) and a symlinked directory are ``skipped`` rows with a
+``note`` saying why: nothing of them is stored, and they are not errors.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from letta_nb._repr import esc, short
 
 __all__ = ["FileResult", "IngestReport", "UploadedFile", "STATUSES"]
 
-STATUSES = ("added", "replaced", "unchanged", "error")
-_COLOR = {"added": "#2da44e", "replaced": "#bf8700", "unchanged": "#6e7781", "error": "#cf222e"}
+STATUSES = ("added", "replaced", "unchanged", "skipped", "error")
+_COLOR = {"added": "#2da44e", "replaced": "#bf8700", "unchanged": "#6e7781", "skipped": "#6e7781",
+          "error": "#cf222e"}
 
 
 @dataclass(frozen=True)
 class FileResult:
     path: str
-    status: str  # added | replaced | unchanged | error
+    status: str  # added | replaced | unchanged | skipped | error
     chunks: int = 0
     bytes: int = 0
     error: str | None = None
     splitter: str | None = None
+    note: str | None = None  # why a ``skipped`` file was not stored
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class IngestReport:
         return [f for f in self.files if f.status == "error"]
 
     @property
+    def skipped(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    @property
     def mb_per_s(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
@@ -74,11 +82,13 @@ class IngestReport:
     def to_dataframe(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame([asdict(f) for f in self.files], columns=["path", "status", "chunks", "bytes", "error", "splitter"])
+        return pd.DataFrame([asdict(f) for f in self.files],
+                            columns=["path", "status", "chunks", "bytes", "error", "splitter", "note"])
 
     def __repr__(self) -> str:
         lines = [f"<IngestReport {self.summary()}>"]
         lines += [f"  error {f.path}: {f.error}" for f in self.errors[:10]]
+        lines += [f"  skipped {f.path}: {f.note}" for f in self.skipped[:10]]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -86,7 +96,7 @@ class IngestReport:
             f'<tr><td><code>{esc(short(f.path, 120))}</code></td>'
             f'<td style="color:{_COLOR.get(f.status, "inherit")}">{esc(f.status)}</td>'
             f'<td style="text-align:right">{f.chunks}</td><td style="text-align:right">{f.bytes:,}</td>'
-            f'<td>{esc(short(f.error or f.splitter or "", 200))}</td></tr>'
+            f'<td>{esc(short(f.error or f.note or f.splitter or "", 200))}</td></tr>'
             for f in self.files[:200]
         )
         more = f"<p>… and {len(self.files) - 200} more</p>" if len(self.files) > 200 else ""
