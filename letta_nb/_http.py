@@ -15,7 +15,10 @@ from typing import Any
 import httpx
 import orjson
 
-__all__ = ["SdkClient", "error_message", "make_http_client"]
+__all__ = ["SdkClient", "WITHHELD_KEY", "error_message", "make_http_client"]
+
+WITHHELD_KEY = "no-key (withheld)"
+"""Sent instead of a key to an endpoint the user did not configure (see llm.registry.endpoint)."""
 
 
 def make_http_client() -> httpx.AsyncClient:

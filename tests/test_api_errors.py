@@ -196,3 +196,23 @@ def test_closed_client_refuses_work(db_path: Path) -> None:
     assert "closed" in repr(c)
     with pytest.raises(LettaNBError, match="closed"):
         c.agents.list()
+
+
+def test_hash_dim_is_bounded_by_what_the_store_can_index(client: letta_nb.Client, db_path: Path) -> None:
+    client.agents.create("wide", embedding="hash?dim=8192")  # the largest dimension sqlite-vec's vec0 indexes
+    p = client.agents.passages.create("wide", "The MemGPT paper pages memory.")
+    assert [h.id for h in client.agents.passages.search("wide", "MemGPT paging", top_k=1)] == [p.id]
+    before = table_counts(db_path)
+    for dim in ("8193", "0", "-3", "2000000000"):  # refused when the agent is created, not at its first insert
+        with pytest.raises(InvalidArgumentError, match="'dim' in 'hash\\?dim=...' is out of range: expected an "
+                                                       "integer from 1 to 8,192"):
+            client.agents.create("too", embedding=f"hash?dim={dim}")
+    assert table_counts(db_path) == before
+
+
+def test_wrong_types_get_errors_that_show_the_fix(client: letta_nb.Client) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"timeout must be a number of seconds .* timeout=5 \(not timeout='5'\)"):
+        client.tools.upsert_from_function(takes_optional, timeout="5")
+    with pytest.raises(InvalidArgumentError, match=r"printable text on one line: 'x\\n' .* trailing newline"):
+        client.agents.create("x\n")
+    assert "takes_optional" not in client.tools.list() and client.agents.list() == []

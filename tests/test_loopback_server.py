@@ -153,3 +153,92 @@ def test_sixteen_concurrent_requests_eight_served_eight_throttled():
             t.join()
         assert sorted(results) == ["429"] * 8 + ["ok"] * 8
         assert s.stats()["max_in_flight"] == 8
+
+
+# ---- any body gets an answer ------------------------------------------------------------------------------
+
+CHAT = "/v1/chat/completions"
+EMBED = "/v1/embeddings"
+HI = [{"role": "user", "content": "hi"}]
+SURROGATE_TOOL = [{"type": "function", "function": {"name": "\ud800", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "needle"), [
+    (CHAT, json.dumps({"model": "m", "messages": HI, "tools": SURROGATE_TOOL}), 200, ""),  # the crash
+    (CHAT, json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi \ud800"}]}), 200, ""),
+    (CHAT, json.dumps({"model": "m", "messages": [1, 2]}), 400, "messages[0]"),
+    (CHAT, json.dumps({"model": "m", "messages": [{"role": "user", "content": [1]}]}), 400, "content"),
+    (CHAT, json.dumps({"model": "m", "messages": [{"content": "x"}]}), 400, "role"),
+    (CHAT, json.dumps({"model": "m", "messages": HI, "tools": 5}), 400, "'tools'"),
+    (CHAT, json.dumps({"model": "m", "messages": HI, "tools": [{"function": {"name": 3}}]}), 400, "'tools'"),
+    (CHAT, json.dumps({"model": "m", "messages": "hi"}), 400, "messages"),
+    (CHAT, "[1, 2]", 400, "JSON object"),
+    (CHAT, b"\xff\xfe{", 400, "parse"),
+    (CHAT, "[" * 100_000 + "]" * 100_000, 400, "parse"),
+    (EMBED, json.dumps({"input": ["\ud800 x"]}), 200, ""),
+    (EMBED, json.dumps({"input": [[1, 2, -5]]}), 400, "could not be processed"),
+    (EMBED, json.dumps({"input": "x", "dimensions": 2_000_000_000}), 400, "dimensions"),
+    (EMBED, json.dumps({"input": "x", "dimensions": True}), 400, "dimensions"),
+    (EMBED, json.dumps({"input": {"a": 1}}), 400, "input"),
+])
+def test_any_request_body_gets_a_json_answer_and_the_server_keeps_serving(srv, path, body, status, needle):
+    r = httpx.post(srv.base_url.removesuffix("/v1") + path, content=body,
+                   headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert needle in r.json()["error"]["message"]
+        assert r.json()["error"]["type"] == "invalid_request_error"
+    ok = sdk(srv).chat.completions.create(model="m", messages=HI)
+    assert ok.choices[0].message.content
+
+
+@pytest.mark.parametrize(("length", "status"), [("abc", 400), ("-5", 400), (str(2**40), 413)])
+def test_a_bad_content_length_is_answered_and_the_connection_closed(srv, length, status):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode())
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after answering
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split()[1] == str(status).encode() and b"Content-Length" in json.loads(body)["error"]["message"].encode()
+    assert sdk(srv).chat.completions.create(model="m", messages=HI).choices
+
+
+def test_fuzzed_chat_bodies_are_answered_200_or_400(srv):
+    import random
+
+    rng = random.Random(16)
+    junk = [None, 0, -1, 3.5, True, "", "\ud800", [], {}, [None], [{}], {"x": 1}, "x" * 1000]
+    statuses = []
+    with httpx.Client(timeout=30) as http:
+        for _ in range(150):
+            body: dict = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                          "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                          "stream": rng.random() < 0.3}
+            target = rng.choice(["model", "messages", "tools", "stream", "message", "role", "content", "function"])
+            value = rng.choice(junk)
+            if target in ("role", "content"):
+                body["messages"][0][target] = value
+            elif target == "function":
+                body["tools"][0]["function"]["name"] = value
+            elif target == "message":
+                body["messages"].append(value)
+            else:
+                body[target] = value
+            r = http.post(f"{srv.base_url}/chat/completions", content=json.dumps(body),
+                          headers={"Content-Type": "application/json"})
+            statuses.append(r.status_code)
+            if r.status_code == 400:
+                assert r.json()["error"]["message"]
+    assert set(statuses) <= {200, 400} and statuses.count(400) > 10 and statuses.count(200) > 10
+    assert srv.stats().get("status 400", 0) == statuses.count(400)
+
+
+def test_a_scripted_reply_may_carry_lone_surrogates_to_test_a_client(srv):
+    srv.reply("text \ud800", [("tool\ud800", {"x": "\ud800"})])
+    r = sdk(srv).chat.completions.create(model="m", messages=HI)
+    message = r.choices[0].message
+    assert message.content == "text \ud800" and message.tool_calls[0].function.name == "tool\ud800"
+    assert json.loads(message.tool_calls[0].function.arguments) == {"x": "\ud800"}

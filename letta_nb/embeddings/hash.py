@@ -16,7 +16,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from letta_nb.embeddings.base import EmbedReport, blank_indexes, check_texts, report_from
+from letta_nb.embeddings.base import (
+    EmbedReport,
+    blank_indexes,
+    check_texts,
+    report_from,
+)
+from letta_nb.embeddings.registry import MAX_DIM
+from letta_nb.errors import InvalidArgumentError
 
 __all__ = ["HashEmbedder", "hash_vectors"]
 
@@ -190,6 +197,8 @@ class HashEmbedder:
     name = "hash"
 
     def __init__(self, dim: int = 384):
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
+            raise InvalidArgumentError(f"hash embedder dim must be an integer from 1 to {MAX_DIM}, got {dim!r}")
         self.dim = dim
 
     def __repr__(self) -> str:

@@ -4,6 +4,9 @@ A backend (the offline model, an OpenAI-compatible endpoint, a scripted test mod
 :meth:`LLMClient.stream`, yielding :class:`TextDelta` / :class:`ToolCallDelta` events and finishing with
 exactly one :class:`Completion`. :func:`complete` collects a stream for callers that do not care about
 tokens. Messages and tools are plain OpenAI chat-completions dicts so every backend speaks the same shape.
+
+Text a backend yields is valid Unicode (:mod:`letta_nb._text`): a remote reply's lone surrogates are
+repaired as it is decoded, and :meth:`ToolCall.parsed_arguments` repairs those that JSON escapes decode to.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from letta_nb._text import clean_json
 
 __all__ = [
     "ToolCall",
@@ -41,7 +46,7 @@ class ToolCall:
             raise ValueError(f"arguments of {self.name!r} are not valid JSON ({e.msg} at char {e.pos})") from None
         if not isinstance(value, dict):
             raise ValueError(f"arguments of {self.name!r} must be a JSON object, got {type(value).__name__}")
-        return value
+        return clean_json(value)  # a JSON "\ud800" escape decodes to a lone surrogate: repaired here, once
 
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}

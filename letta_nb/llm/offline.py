@@ -25,11 +25,18 @@ import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
 
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.llm._offline_rules import decide
-from letta_nb.llm.base import Completion, LLMEvent, TextDelta, ToolCall, ToolCallDelta, Usage
+from letta_nb.llm.base import (
+    Completion,
+    LLMEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from letta_nb.llm.registry import integer, number, parse_options, redact_spec
 from letta_nb.llm.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
 __all__ = ["OfflineModel"]
@@ -37,7 +44,10 @@ __all__ = ["OfflineModel"]
 _TOKEN = re.compile(r"(?:\S+\s*){1,3}|\s+")  # about three words a chunk
 _ARG_CHUNK = 24  # characters per streamed argument piece, a few tokens, like real APIs
 _MIN_SLEEP_S = 0.005  # batch simulated token time so a fast tps does not create thousands of timers
-_OPTIONS = ("latency_ms", "tps", "context_window")
+# Spec options and their bounds (the grammar is letta_nb.llm.registry's): an hour of latency is already far
+# past any test or demo, and a context window of ten million tokens past any model.
+_OPTIONS = {"latency_ms": number(0, 3_600_000), "tps": number(0, 10_000_000, above_lo=True),
+            "context_window": integer(1, 10_000_000)}
 
 
 def _check_number(option: str, value: float, *, positive: bool) -> None:
@@ -72,23 +82,9 @@ class OfflineModel:
         base, _, query = spec.strip().partition("?")
         if base != "offline":
             raise InvalidArgumentError(
-                f"not an offline model spec: {spec!r}; expected 'offline' or 'offline?latency_ms=50'."
+                f"not an offline model spec: {redact_spec(spec)!r}; expected 'offline' or 'offline?latency_ms=50'."
             )
-        kwargs: dict[str, Any] = {}
-        valid = ", ".join(_OPTIONS)
-        for key, raw in parse_qsl(query, keep_blank_values=True):
-            if key not in _OPTIONS:
-                raise InvalidArgumentError(f"unknown offline model option {key!r} in {spec!r}; valid options: {valid}.")
-            if key in kwargs:
-                raise InvalidArgumentError(f"offline model option {key!r} is given twice in {spec!r}.")
-            try:
-                kwargs[key] = int(raw) if key == "context_window" else float(raw)
-            except ValueError:
-                kind = "an integer" if key == "context_window" else "a number"
-                raise InvalidArgumentError(
-                    f"offline model option {key}={raw!r} is not {kind} (in {spec!r}); valid options: {valid}."
-                ) from None
-        return cls(**kwargs)
+        return cls(**parse_options(spec, query, _OPTIONS, "offline model", key_env=""))
 
     @property
     def spec(self) -> str:
@@ -110,7 +106,7 @@ class OfflineModel:
         plan = decide(messages, tools)
         n = len(messages)
         calls = tuple(
-            ToolCall(f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode()).hexdigest()[:16]}", name, args)
+            ToolCall(f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}", name, args)
             for i, (name, args) in enumerate(plan.calls)
         )
         text = plan.answer if plan.answer is not None else plan.reasoning

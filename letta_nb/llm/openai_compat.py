@@ -9,7 +9,9 @@ has been streamed a failure is not retried (the tokens are already shown), it be
 Invariants: the API key lives only on this object and the SDK client (never in ``spec``, ``repr``, the
 store or an error message); the stream yields text and tool-call deltas as they arrive and ends with one
 :class:`Completion` whose ``ttft_ms`` is the time to the first delta and whose ``usage`` is the
-server's count (``stream_options.include_usage``), estimated only when the server sends none.
+server's count (``stream_options.include_usage``), estimated only when the server sends none. Text,
+tool names and argument pieces are made valid Unicode as they arrive (a lone surrogate becomes U+FFFD),
+so the deltas and the Completion agree and the turn can be stored.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any, ClassVar
 
 import httpx
 
-from letta_nb._http import SdkClient, error_message
+from letta_nb._http import WITHHELD_KEY, SdkClient, error_message
+from letta_nb._text import clean_text
 from letta_nb.errors import ProviderError
 from letta_nb.llm.base import (
     Completion,
@@ -49,6 +52,7 @@ class OpenAICompatModel:
         self.context_window = context_window
         self.max_retries, self.timeout, self.temperature = max_retries, timeout, temperature
         self._sdk = SdkClient(self.base_url, api_key, http, max_retries=max_retries, timeout=timeout)
+        self._key_withheld = api_key == WITHHELD_KEY  # see llm.registry.endpoint
 
     def __repr__(self) -> str:
         return f"OpenAICompatModel({self.spec!r}, base_url={self.base_url!r})"
@@ -62,7 +66,11 @@ class OpenAICompatModel:
 
         where = f"model {self.name!r} at {self.base_url}"
         if isinstance(e, openai.APIStatusError):
-            hint = {401: " Check the API key (OPENAI_API_KEY) for this endpoint.",
+            key_hint = (" No API key was sent: this agent's model settings were not written by you (a shared or "
+                        "edited store), and keys go only to endpoints you configured. If you trust this endpoint, "
+                        "set the model yourself: client.agents.update(agent, model=...)."
+                        if self._key_withheld else " Check the API key (OPENAI_API_KEY) for this endpoint.")
+            hint = {401: key_hint,
                     404: " Check the model name and base_url.",
                     429: " The endpoint is rate limiting; retries were exhausted. Try again later."}.get(e.status_code, "")
             return ProviderError(f"{where} answered HTTP {e.status_code}: {error_message(e)}.{hint}", status=e.status_code)
@@ -101,16 +109,18 @@ class OpenAICompatModel:
                             continue
                         if delta.content:
                             ttft_ms = ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000
-                            text.append(delta.content)
-                            yield TextDelta(delta.content)
+                            content = clean_text(delta.content)  # a JSON \ud800 escape in the SSE chunk
+                            text.append(content)
+                            yield TextDelta(content)
                         for tc in delta.tool_calls or ():
                             ttft_ms = ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000
                             fn = tc.function
                             slot = calls.setdefault(tc.index, ["", "", ""])
-                            new_id = tc.id if tc.id and not slot[0] else None
-                            new_name = fn.name if fn is not None and fn.name and not slot[1] else None
-                            piece = (fn.arguments or "") if fn is not None else ""
-                            slot[0] = slot[0] or (tc.id or "")
+                            call_id = clean_text(tc.id) if tc.id else ""
+                            new_id = call_id if call_id and not slot[0] else None
+                            new_name = clean_text(fn.name) if fn is not None and fn.name and not slot[1] else None
+                            piece = clean_text(fn.arguments or "") if fn is not None else ""
+                            slot[0] = slot[0] or call_id
                             slot[1] = slot[1] or (new_name or "")
                             slot[2] += piece
                             if new_id or new_name or piece:

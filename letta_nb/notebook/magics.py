@@ -8,7 +8,9 @@ can replace them freely.
 
 Invariants of ``%%letta``: the stream is consumed in the cell's thread, so a kernel interrupt (Ctrl-C)
 lands in it; the stream is always closed (which cancels the turn if it is still running), and what the
-agent had said by then stays on screen and in recall memory.
+agent had said by then stays on screen and in recall memory. Lines and cells are made valid Unicode on
+the way in (:mod:`letta_nb._text`), so no message, error or display carries a lone surrogate the kernel
+could not send.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from letta_nb._text import clean_text
 from letta_nb.errors import LettaNBError
 from letta_nb.notebook import _cmd_agents, _cmd_info, _cmd_memory, _cmd_tools  # noqa: F401  (registers subcommands)
 from letta_nb.notebook._commands import dispatch, help_text, parse
@@ -39,7 +42,7 @@ _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 class LettaCommandMagics(Magics):
     @line_magic
     def letta(self, line: str) -> Any:
-        return dispatch(line, current_session(), self.shell)
+        return dispatch(clean_text(line), current_session(), self.shell)
 
     letta.__doc__ = help_text()
 
@@ -59,10 +62,10 @@ class LettaChatMagics(Magics):
         literal braces). Tool calls show as compact lines above the reply. Interrupt the kernel (Ctrl-C,
         or the stop button) to stop: the partial answer is kept, on screen and in recall memory.
         """
-        args = parse(self.letta, line)
+        args = parse(self.letta, clean_text(line))
         if args.output is not None and not _IDENT.match(args.output):
             raise UsageError(f"-o needs a Python variable name, got {args.output!r}.")
-        text = interpolate(cell, self.shell.user_ns).strip()
+        text = clean_text(interpolate(cell, self.shell.user_ns)).strip()
         if not text:
             raise UsageError("%%letta needs a message in the cell body, e.g.\n%%letta sam\nWhat did we discuss?")
         session = current_session()

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from letta_nb._text import clean_text
 from letta_nb.schemas import StepStats
 
 __all__ = [
@@ -133,11 +134,18 @@ def _decode_from(buf: str, i: int) -> tuple[str, int, bool]:
             break
         esc = buf[i + 1]
         if esc == "u":
-            width = 12 if buf[i + 2:i + 4].lower() in ("d8", "d9", "da", "db") else 6  # surrogate pair
+            width = 6
+            if buf[i + 2:i + 4].lower() in ("d8", "d9", "da", "db"):  # a high surrogate: is a low one next?
+                if i + 8 > n:
+                    break
+                if buf[i + 6:i + 8] == "\\u":
+                    if i + 12 > n:
+                        break
+                    width = 12 if buf[i + 8:i + 10].lower() in ("dc", "dd", "de", "df") else 6
             if i + width > n:
                 break
-            try:
-                out.append(json.loads(f'"{buf[i:i + width]}"'))
+            try:  # a lone surrogate escape (\ud800) is shown as U+FFFD, as the stored arguments will be
+                out.append(clean_text(json.loads(f'"{buf[i:i + width]}"')))
             except ValueError:
                 out.append(buf[i:i + width])
             i += width

@@ -89,9 +89,9 @@ def chat_completion(request: dict[str, Any], scripted: ScriptedReply | None) -> 
     tools = request.get("tools") or []
     if scripted is None:
         return asyncio.run(_offline(messages, tools))
-    calls = tuple(
-        ToolCall(f"call_{hashlib.sha1(f'{len(messages)}:{i}:{n}'.encode()).hexdigest()[:16]}", n,
-                 a if isinstance(a, str) else json.dumps(a))
+    calls = tuple(  # surrogatepass: a script may name a tool with a lone surrogate, to test a client with it
+        ToolCall(f"call_{hashlib.sha1(f'{len(messages)}:{i}:{n}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}",
+                 n, a if isinstance(a, str) else json.dumps(a))
         for i, (n, a) in enumerate(scripted.tool_calls)
     )
     prompt = sum(estimate_tokens(m.get("content") or "") + 4 for m in messages)

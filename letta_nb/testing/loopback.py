@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from letta_nb._text import clean_json, clean_text
+from letta_nb.embeddings.registry import MAX_DIM
 from letta_nb.embeddings.tokens import TokenCounter
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.testing import _api
@@ -37,6 +39,7 @@ from letta_nb.testing._api import ApiError, ScriptedReply
 __all__ = ["LoopbackServer", "Latency", "Limits", "Faults", "ScriptedReply", "FAULT_KINDS"]
 
 FAULT_KINDS = ("429", "500", "502", "503", "malformed", "short", "timeout", "disconnect")
+MAX_BODY_BYTES = 256 * 1024 * 1024  # far past any real request (2048 inputs x 8191 tokens is ~70 MB of text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,9 +237,21 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, ApiError(404, f"no route GET {self.path}", "not_found").body())
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._responded = True  # from here on an error can only drop the connection, not become a 400
+        super().send_response(code, message)
+
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            # The body cannot be read (or skipped) safely: answer and close the connection.
+            self.close_connection = True
+            status = 413 if length.isdigit() else 400
+            self._send(status, ApiError(status, f"Content-Length must be a byte count of at most {MAX_BODY_BYTES}.").body(),
+                       {"Connection": "close"})
+            return
+        raw = self.rfile.read(int(length))
         if path not in ("/v1/chat/completions", "/v1/embeddings"):
             self._send(404, ApiError(404, f"no route POST {self.path}", "not_found").body())
             return
@@ -268,16 +283,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.lb.release()
 
     def _serve(self, path: str, raw: bytes, fault: str | None, started: float) -> None:
-        """Answer one admitted request; releases the in-flight slot before writing the response."""
+        """Answer one admitted request; releases the in-flight slot before writing the response.
+
+        Any body gets an answer: what the server cannot process is a 400 in OpenAI's error shape, never
+        a dropped connection (only a failure after the response started can end it)."""
         lb = self.lb
+        self._responded = False
         try:
             lb.check_key(self.headers.get("Authorization"))
-            try:
-                request = orjson.loads(raw)  # megabytes of embedding inputs: the server's CPU is not the client's
-            except orjson.JSONDecodeError as e:
-                raise ApiError(400, f"We could not parse the JSON body of your request ({e}).") from None
-            if not isinstance(request, dict):
-                raise ApiError(400, "The request body must be a JSON object.")
+            request = _parse_body(raw)
+            if fault not in ("timeout", "disconnect", "500", "502", "503"):
+                _check_request(path, request)
             if fault in ("timeout", "disconnect"):
                 lb.sleep(lb.faults.hang_s if fault == "timeout" else 0)
                 self._finish(0, 0)
@@ -294,6 +310,13 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as e:
             self._finish(e.status, 0)
             self._send(e.status, e.body(), e.headers)
+        except Exception as e:
+            if self._responded or isinstance(e, OSError):
+                raise  # the client hung up mid-response: nothing more to say (handle_error stays quiet)
+            error = ApiError(400, f"The request could not be processed ({type(e).__name__}: "
+                                  f"{clean_text(str(e))[:200]}); check it against the OpenAI API reference.")
+            self._finish(400, 0)
+            self._send(400, error.body())
 
     def _embeddings(self, request: dict[str, Any], fault: str | None, started: float) -> None:
         lb = self.lb
@@ -344,6 +367,46 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body, its strings valid Unicode. orjson is fast (megabytes of
+    embedding inputs) but refuses a lone-surrogate escape (``\\ud800``), which is valid JSON: the stdlib
+    parser reads those, and the surrogates become U+FFFD as anywhere else text enters letta_nb."""
+    try:
+        request = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        try:
+            request = clean_json(json.loads(raw))
+        except (ValueError, RecursionError):
+            raise ApiError(400, f"We could not parse the JSON body of your request ({e}).") from None
+    if not isinstance(request, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return request
+
+
+def _check_request(path: str, request: dict[str, Any]) -> None:
+    """OpenAI-shaped 400s for the shapes the handlers rely on (the rest is caught as a generic 400)."""
+    if path == "/v1/embeddings":
+        dims = request.get("dimensions")
+        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIM):
+            raise ApiError(400, f"'dimensions' must be an integer from 1 to {MAX_DIM}.")
+        return
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty array of chat messages.")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ApiError(400, f"'messages[{i}]' must be an object with a string 'role'.")
+        content = m.get("content")
+        if not (content is None or isinstance(content, str)
+                or (isinstance(content, list) and all(isinstance(p, dict) for p in content))):
+            raise ApiError(400, f"'messages[{i}].content' must be a string, null or an array of content parts.")
+    tools = request.get("tools") or []
+    if not isinstance(tools, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+            for t in tools):
+        raise ApiError(400, "'tools' must be an array of {'type': 'function', 'function': {'name': ...}} objects.")
 
 
 def ideal_embed_seconds(inputs: int, tokens: int, latency: Latency, limits: Limits) -> float:
