@@ -44,7 +44,7 @@ def parse_time(value: Any, name: str) -> dt.datetime | None:
 
 
 class Archival:
-    def __init__(self, store: Store, embedder_for: Callable[[str], Any]):
+    def __init__(self, store: Store, embedder_for: Callable[[AgentState], Any]):
         self._store = store
         self._embedder_for = embedder_for
 
@@ -54,7 +54,7 @@ class Archival:
             raise InvalidArgumentError("text must be a non-empty string")
         if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
             raise InvalidArgumentError(f"tags must be a list of strings, got {tags!r}")
-        embedder = self._embedder_for(agent.embedding)
+        embedder = self._embedder_for(agent)
         vector = np.asarray((await embedder.embed([text]))[0], dtype=np.float32)
         await self._store.vectors.prepare(int(vector.shape[0]))
         return {
@@ -89,7 +89,7 @@ class Archival:
         if tags is not None and (not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags)):
             raise InvalidArgumentError(f"tags must be a list of strings, got {tags!r}")
         start, end = parse_time(start_datetime, "start_datetime"), parse_time(end_datetime, "end_datetime")
-        embedder = self._embedder_for(agent.embedding)
+        embedder = self._embedder_for(agent)
         vector = np.asarray((await embedder.embed([query]))[0], dtype=np.float32)
         hits = await self._store.vectors.search(VectorQuery(
             agent.id, vector, top_k=top_k, tags=tuple(tags or ()), tag_match_mode=tag_match_mode, start=start, end=end,
