@@ -376,3 +376,13 @@ def test_chat_returns_a_widget_on_the_current_agent(shell: InteractiveShell) -> 
     assert isinstance(widget, letta_nb.ChatWidget)
     assert widget.agent.name == "sam"
     assert widget.messages[0] == ("user", "My name is Ada.")
+
+
+def test_sql_returns_a_dataframe_keeps_quotes_and_refuses_writes(shell: InteractiveShell) -> None:
+    letta(shell, "create sam")
+    frame = letta(shell, "sql SELECT name FROM agents WHERE name = 'sam' AND \"name\" <> 'it''s'")
+    assert frame.to_dict("records") == [{"name": "sam"}]  # SQL's quotes reach SQLite verbatim
+    assert "read-only" in usage_error(shell, "sql DELETE FROM agents")
+    assert 'near "SELEC": syntax error' in usage_error(shell, "sql SELEC 1")
+    assert "needs a statement" in usage_error(shell, "sql")
+    assert letta(shell, "sql SELECT count(*) AS n FROM agents")["n"].tolist() == [1]  # the delete changed nothing

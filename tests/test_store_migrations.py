@@ -1,8 +1,8 @@
 """Opening stores: a blank one, one written by the previous schema, one written by a newer letta_nb.
 
-Also which sqlite3 module opens them (the stdlib one on this machine cannot load sqlite-vec, so
-pysqlite3 must be picked) and where ``letta_nb.connect`` puts the file. Every store here is a real
-SQLite file under ``tmp_path``; nothing is mocked except, in the driver tests, which modules exist.
+Also which sqlite3 module opens them (the stdlib one, always, unless ``LETTA_NB_SQLITE=pysqlite3``: one
+SQLite library per process on a store file) and where ``letta_nb.connect`` puts the file. Every store here
+is a real SQLite file under ``tmp_path``; nothing is mocked except, in the driver tests, which modules exist.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ import letta_nb
 from letta_nb.errors import SchemaVersionError, SQLiteExtensionError
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.store.migrations import METADATA, MIGRATIONS, SCHEMA_VERSION, migrate
-from letta_nb.store.sqlite_driver import connect_raw, sqlite_module
+from letta_nb.store.sqlite_driver import (
+    connect_raw,
+    sqlite_module,
+    vec_unavailable_reason,
+    vec_version,
+)
 from letta_nb.store.store import Store
 
 STDLIB_CAN_LOAD = hasattr(sqlite3.Connection, "enable_load_extension")
@@ -80,7 +85,7 @@ def test_reopening_applies_nothing(tmp_path):
     assert ledger(path) == list(range(1, SCHEMA_VERSION + 1))
 
 
-def test_engine_connections_have_our_pragmas_and_sqlite_vec(tmp_path):
+def test_engine_connections_have_our_pragmas_and_no_sqlite_vec(tmp_path):
     async def probe() -> dict[str, object]:
         store = await Store.open(str(tmp_path / "pragmas.db"))
         try:
@@ -89,12 +94,14 @@ def test_engine_connections_have_our_pragmas_and_sqlite_vec(tmp_path):
                 async def one(sql: str) -> object:
                     return (await conn.exec_driver_sql(sql)).scalar()
 
-                return {
+                got = {
                     "journal_mode": await one("PRAGMA journal_mode"),
                     "foreign_keys": await one("PRAGMA foreign_keys"),
                     "busy_timeout": await one("PRAGMA busy_timeout"),
-                    "vec_version": await one("select vec_version()"),
                 }
+                with pytest.raises(sa.exc.OperationalError, match="no such function: vec_version"):
+                    await one("select vec_version()")  # only the vector store's connection loads it
+                return got
         finally:
             await store.close()
 
@@ -102,15 +109,16 @@ def test_engine_connections_have_our_pragmas_and_sqlite_vec(tmp_path):
     assert got["journal_mode"] == "wal"
     assert got["foreign_keys"] == 1
     assert got["busy_timeout"] > 0
-    assert str(got["vec_version"]).startswith("v")
 
 
-def test_driver_is_the_module_that_can_load_extensions():
-    # On this machine the stdlib sqlite3 lacks enable_load_extension, so pysqlite3 must have been chosen;
-    # on a Python whose stdlib can load extensions, the stdlib module is preferred.
-    expected = "sqlite3" if STDLIB_CAN_LOAD else "pysqlite3.dbapi2"
-    assert sqlite_module().__name__ == expected
-    assert hasattr(sqlite_module().Connection, "enable_load_extension")
+def test_driver_is_the_stdlib_module_whether_or_not_it_can_load_extensions(monkeypatch, fresh_driver_choice):
+    monkeypatch.delenv("LETTA_NB_SQLITE", raising=False)
+    assert sqlite_module() is sqlite3
+    if STDLIB_CAN_LOAD:
+        assert vec_version() is not None and vec_unavailable_reason() == ""
+    else:  # this machine: vec0 is simply not used, and we can say why
+        assert vec_version() is None
+        assert "enable_load_extension" in vec_unavailable_reason()
 
 
 # ---- upgrading a store written at schema version 1 ----------------------------------------------------
@@ -282,18 +290,21 @@ def test_store_from_a_newer_letta_nb_is_refused(tmp_path):
 # ---- which sqlite3 module --------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(STDLIB_CAN_LOAD, reason="this Python's sqlite3 can load extensions")
-def test_forcing_stdlib_without_extension_support_says_why(monkeypatch, fresh_driver_choice, tmp_path):
+def test_stdlib_choice_opens_stores_with_or_without_sqlite_vec(monkeypatch, fresh_driver_choice, tmp_path):
     monkeypatch.setenv("LETTA_NB_SQLITE", "stdlib")
-    with pytest.raises(SQLiteExtensionError, match="enable_load_extension"):
-        sqlite_module()
-    with pytest.raises(SQLiteExtensionError, match="LETTA_NB_SQLITE"):  # and the same through the public API
-        letta_nb.connect(str(tmp_path / "stdlib.db"))
+    assert sqlite_module() is sqlite3
+    with letta_nb.connect(str(tmp_path / "stdlib.db")) as client:
+        agent = client.agents.create("sam")
+        client.agents.passages.create(agent, "The vault opens at dawn.")
+        assert client.agents.passages.search(agent, "vault", top_k=1)[0].text == "The vault opens at dawn."
+        assert client.runtime.store.vectors.vec0 == STDLIB_CAN_LOAD
 
 
-def test_forcing_pysqlite3_picks_it(monkeypatch, fresh_driver_choice):
+def test_opting_into_pysqlite3_picks_it_and_loads_sqlite_vec(monkeypatch, fresh_driver_choice):
+    pytest.importorskip("pysqlite3", reason="pysqlite3-binary (the vec0 extra) is not installed")
     monkeypatch.setenv("LETTA_NB_SQLITE", "pysqlite3")
     assert sqlite_module().__name__ == "pysqlite3.dbapi2"
+    assert str(vec_version()).startswith("v")
 
 
 def test_unknown_driver_choice_is_a_clear_error(monkeypatch, fresh_driver_choice):
@@ -305,17 +316,24 @@ def test_unknown_driver_choice_is_a_clear_error(monkeypatch, fresh_driver_choice
     assert "'stdlib'" in message and "'pysqlite3'" in message
 
 
-def test_neither_module_can_load_extensions_names_the_fix(monkeypatch, fresh_driver_choice):
+def test_opting_into_pysqlite3_without_it_installed_names_the_fix(monkeypatch, fresh_driver_choice, tmp_path):
+    monkeypatch.setenv("LETTA_NB_SQLITE", "pysqlite3")
+    monkeypatch.setitem(sys.modules, "pysqlite3", None)  # None in sys.modules makes `import` raise ImportError
+    monkeypatch.setitem(sys.modules, "pysqlite3.dbapi2", None)
+    with pytest.raises(SQLiteExtensionError, match=r"pip install 'letta-nb\[vec0\]'.*unset LETTA_NB_SQLITE"):
+        sqlite_module()
+    with pytest.raises(SQLiteExtensionError, match="LETTA_NB_SQLITE=pysqlite3"):  # and through the public API
+        letta_nb.connect(str(tmp_path / "opted.db"))
+    assert not (tmp_path / "opted.db").exists()
+
+
+def test_a_stdlib_module_without_extension_support_means_no_vec0_not_an_error(monkeypatch, fresh_driver_choice):
     monkeypatch.delenv("LETTA_NB_SQLITE", raising=False)
-    # A stdlib sqlite3 built without enable_load_extension, and no pysqlite3 at all (None in sys.modules
-    # makes `import` raise ImportError).
-    no_ext = types.ModuleType("sqlite3")
+    no_ext = types.ModuleType("sqlite3")  # a sqlite3 built without enable_load_extension
     no_ext.Connection = type("Connection", (), {})
     monkeypatch.setitem(sys.modules, "sqlite3", no_ext)
-    monkeypatch.setitem(sys.modules, "pysqlite3", None)
-    monkeypatch.setitem(sys.modules, "pysqlite3.dbapi2", None)
-    with pytest.raises(SQLiteExtensionError, match=r"pip install pysqlite3-binary"):
-        sqlite_module()
+    assert sqlite_module() is no_ext
+    assert vec_version() is None and "enable_load_extension" in vec_unavailable_reason()
 
 
 # ---- where connect() puts the file -----------------------------------------------------------------------

@@ -1,11 +1,19 @@
-"""Archival search equals an exact numpy reference, through both paths of the SQLite vector store.
+"""Archival search equals an exact numpy reference on every path of the SQLite vector store.
 
 A seeded dataset (two agents, tags, creation times spread over days) is written as real passage rows
-to a real store file. Every query runs through the in-memory path (the default) and the sqlite-vec vec0
-path (``cache_bytes=0``) and must return the ids of ``argsort(-X @ q, kind="stable")`` over the
-agent's filtered rows, with the same scores. Then the index must follow inserts (also those the step
-writer makes; vec0 copies them lazily, even into a reused rowid), deletes and agent deletion, refuse a
-query of the wrong dimension, and build itself for a store written before it existed (schema version 2).
+to a real store file. Every query runs through each path: the in-memory copy (the default), the
+streaming scan (an agent over the cache budget where sqlite-vec cannot load; ``cache_bytes=0,
+vec0=False``, in small batches) and sqlite-vec's vec0 (``cache_bytes=0, vec0=True``), and must return
+the ids of ``argsort(-X @ q, kind="stable")`` over the agent's filtered rows, with the same scores; the
+paths must agree with each other. Then the index must follow inserts (also those the step writer makes;
+vec0 copies them lazily, even into a reused rowid), deletes and agent deletion (vec0 lazily too), refuse
+a query of the wrong dimension, and build itself for a store written before it existed (schema 2).
+
+vec0 needs a sqlite3 module that can load extensions. The stdlib one of this machine's Python cannot,
+and the runtime loads pysqlite3 only when ``LETTA_NB_SQLITE=pysqlite3`` (never beside the stdlib
+module on one file), so the vec0 cases run in a child pytest process that opted in
+(:func:`test_vec0_cases_in_a_process_that_opted_into_pysqlite3`). Stores written with vec0 and then
+opened without it (and back) are checked across processes the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +21,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -22,10 +34,16 @@ import letta_nb
 from letta_nb.errors import DimensionMismatchError, InvalidArgumentError
 from letta_nb.schemas import AgentState
 from letta_nb.store.migrations import MIGRATIONS, migrate
-from letta_nb.store.sqlite_driver import connect_raw
-from letta_nb.store.sqlite_vec import SqliteVecStore
+from letta_nb.store.sqlite_driver import connect_raw, sqlite_module, vec_version
+from letta_nb.store.sqlite_vec import VEC0_MAX_K, SqliteVecStore
 from letta_nb.store.store import Store, new_id
 from letta_nb.store.vector import VectorQuery
+
+HAVE_VEC0 = vec_version() is not None
+needs_vec0 = pytest.mark.skipif(not HAVE_VEC0, reason="sqlite-vec cannot load through this process's sqlite3 "
+                                "module; run in the LETTA_NB_SQLITE=pysqlite3 child process")
+PATHS = ("cache", "scan", "vec0") if HAVE_VEC0 else ("cache", "scan")
+
 
 DIM = 32
 TAGS = ("red", "green", "blue")
@@ -57,8 +75,9 @@ def reference(rows: list[dict], q: np.ndarray, k: int, tags=(), mode="any", star
         keep.append(r)
     if not keep:
         return []
-    matrix = np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in keep])
-    order = np.argsort(-(matrix @ q), kind="stable")[:k]
+    matrix = np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in keep]).astype(np.float64)
+    scores = (matrix @ np.asarray(q, dtype=np.float64)).astype(np.float32)  # exact: equal vectors tie exactly
+    order = np.argsort(-scores, kind="stable")[:k]
     return [keep[i]["id"] for i in order]
 
 
@@ -76,12 +95,39 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_search_equals_exact_numpy_reference_with_filters_on_both_paths(tmp_path):
+
+
+def backend(store: Store, path: str) -> SqliteVecStore:
+    """The store's own vector store for "cache"; a second one on the same file for the other paths."""
+    if path == "cache":
+        return store.vectors
+    other = SqliteVecStore(store.location.sqlite_path, cache_bytes=0, vec0=path == "vec0")
+    other.scan_batch_rows = 64  # many batches even for these small agents
+    return other
+
+
+async def close_backends(store: Store, backends: dict[str, SqliteVecStore]) -> None:
+    for b in backends.values():
+        if b is not store.vectors:
+            await b.close()
+    await store.close()
+
+
+def vec_rows(path: str, dim: int = DIM, agent_id: str | None = None) -> int:
+    conn = connect_raw(path, vec=True)
+    try:
+        where, args = ("WHERE agent_id = ?", (agent_id,)) if agent_id else ("", ())
+        return conn.execute(f"select count(*) from passages_vec_{dim} {where}", args).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_search_equals_exact_numpy_reference_with_filters_on_every_path(tmp_path):
     rng = np.random.default_rng(7)
 
     async def go() -> None:
         store = await Store.open(tmp_path / "v.db")
-        vec0 = SqliteVecStore(store.location.sqlite_path, cache_bytes=0)
+        backends = {path: backend(store, path) for path in PATHS}
         try:
             a, b = await make_agents(store, "a", "b")
             await store.vectors.prepare(DIM)
@@ -89,13 +135,16 @@ def test_search_equals_exact_numpy_reference_with_filters_on_both_paths(tmp_path
             rows_b = rows_for(b, unit(rng, 300), rng)
             await store.insert_passages(rows_a)
             await store.insert_passages(rows_b)
+            by_id = {r["id"]: np.frombuffer(r["embedding"], dtype=np.float32) for r in rows_a}
             cases = [
                 dict(), dict(tags=("red",)), dict(tags=("red", "blue")), dict(tags=("red", "blue"), mode="all"),
                 dict(start=T0 + dt.timedelta(hours=100)), dict(end=T0 + dt.timedelta(hours=50)),
                 dict(tags=("green",), start=T0 + dt.timedelta(hours=200), end=T0 + dt.timedelta(hours=400)),
                 dict(tags=("nope",)),
             ]
-            for q in unit(rng, 6):
+            queries = [*unit(rng, 5), rows_a[10]["embedding"]]  # the last one ties nothing but matches a row
+            queries[-1] = np.frombuffer(queries[-1], dtype=np.float32)
+            for q in queries:
                 for case in cases:
                     for k in (1, 10, 700):
                         want = reference(rows_a, q, k, case.get("tags", ()), case.get("mode", "any"),
@@ -103,38 +152,136 @@ def test_search_equals_exact_numpy_reference_with_filters_on_both_paths(tmp_path
                         query = VectorQuery(a, q, top_k=k, tags=case.get("tags", ()),
                                             tag_match_mode=case.get("mode", "any"),
                                             start=case.get("start"), end=case.get("end"))
-                        for backend in (store.vectors, vec0):
-                            hits = await backend.search(query)
-                            assert [h.passage_id for h in hits] == want, (case, k, backend.stats)
-                            by_id = {r["id"]: np.frombuffer(r["embedding"], dtype=np.float32) for r in rows_a}
+                        got = {path: await bk.search(query) for path, bk in backends.items()}
+                        for path, hits in got.items():
+                            assert [h.passage_id for h in hits] == want, (path, case, k)
                             exact = [float(by_id[h.passage_id] @ q) for h in hits]
                             np.testing.assert_allclose([h.score for h in hits], exact, atol=1e-5)
-            assert store.vectors.stats["cache_searches"] > 0 and store.vectors.stats["vec0_searches"] == 0
-            assert vec0.stats["vec0_searches"] > 0 and vec0.stats["cache_searches"] == 0
-            # Agent b's passages never appear in a's results (and vice versa).
-            hits = await vec0.search(VectorQuery(b, unit(rng, 1)[0], top_k=1000))
-            assert len(hits) == 300 and {h.passage_id for h in hits} == {r["id"] for r in rows_b}
+                        for path, hits in got.items():  # the paths agree with each other (BLAS may round
+                            assert [h.passage_id for h in hits] == [h.passage_id for h in got["cache"]]
+                            np.testing.assert_allclose([h.score for h in hits], [h.score for h in got["cache"]],
+                                                       rtol=0, atol=1e-6)  # the last bit by matrix shape)
+            assert backends["cache"].stats["cache_searches"] > 0
+            assert backends["cache"].stats["vec0_searches"] == backends["cache"].stats["scan_searches"] == 0
+            assert backends["scan"].stats["scan_searches"] > 0
+            assert backends["scan"].stats["cache_searches"] == backends["scan"].stats["vec0_searches"] == 0
+            if "vec0" in backends:
+                assert backends["vec0"].stats["vec0_searches"] > 0 and backends["vec0"].stats["scan_searches"] == 0
+            # Agent b's passages never appear in a's results (and vice versa), on every path.
+            q = unit(rng, 1)[0]
+            for path, bk in backends.items():
+                hits = await bk.search(VectorQuery(b, q, top_k=1000))
+                assert [h.passage_id for h in hits] == reference(rows_b, q, 1000), path
         finally:
-            await vec0.close()
+            await close_backends(store, backends)
+
+    run(go())
+
+
+def test_exact_ties_resolve_by_insertion_order_on_every_path(tmp_path):
+    """Twenty vectors, each stored ten times, with creation times running backwards: the scan reads rows
+    in index (created_at) order, the reverse of insertion, across many batches, and must still rank equal
+    scores by insertion, like the cache and the reference."""
+    rng = np.random.default_rng(9)
+
+    async def go() -> None:
+        store = await Store.open(tmp_path / "v.db")
+        backends = {path: backend(store, path) for path in PATHS}
+        try:
+            (a,) = await make_agents(store, "a")
+            await store.vectors.prepare(DIM)
+            rows = rows_for(a, np.repeat(unit(rng, 20), 10, axis=0), rng)
+            for i, r in enumerate(rows):
+                r["created_at"] = T0 - dt.timedelta(minutes=i)
+            await store.insert_passages(rows)
+            for q in (np.frombuffer(rows[35]["embedding"], dtype=np.float32), unit(rng, 1)[0]):
+                for k in (3, 10, 25, 200):
+                    for tags in ((), ("red",)):
+                        want = reference(rows, q, k, tags)
+                        for path, bk in backends.items():
+                            hits = await bk.search(VectorQuery(a, q, top_k=k, tags=tags))
+                            assert [h.passage_id for h in hits] == want, (path, k, tags)
+        finally:
+            await close_backends(store, backends)
+
+    run(go())
+
+
+def test_top_k_beyond_vec0s_limit_is_answered_exactly_by_the_scan(tmp_path):
+    rng = np.random.default_rng(2)
+
+    async def go() -> None:
+        store = await Store.open(tmp_path / "v.db")
+        backends = {path: backend(store, path) for path in PATHS}
+        try:
+            (a,) = await make_agents(store, "a")
+            await store.vectors.prepare(DIM)
+            rows = rows_for(a, unit(rng, VEC0_MAX_K + 100), rng)
+            await store.insert_passages(rows)
+            q = unit(rng, 1)[0]
+            for path, bk in backends.items():
+                hits = await bk.search(VectorQuery(a, q, top_k=VEC0_MAX_K + 50))
+                assert [h.passage_id for h in hits] == reference(rows, q, VEC0_MAX_K + 50), path
+            if "vec0" in backends:
+                assert backends["vec0"].stats == {**backends["vec0"].stats, "vec0_searches": 0, "scan_searches": 1}
+        finally:
+            await close_backends(store, backends)
+
+    run(go())
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_search_follows_inserts_deletes_and_agent_deletion(tmp_path, path):
+    rng = np.random.default_rng(3)
+
+    async def go() -> None:
+        store = await Store.open(tmp_path / "v.db")
+        bk = backend(store, path)
+        try:
+            a, b = await make_agents(store, "a", "b")
+            await store.vectors.prepare(DIM)
+            rows = rows_for(a, unit(rng, 150), rng)
+            await store.insert_passages(rows)
+            await store.insert_passages(rows_for(b, unit(rng, 20), rng))
+            q = unit(rng, 1)[0]
+            assert [h.passage_id for h in await bk.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
+            # An insert after the first search is found (the cache appends it, vec0 copies it in).
+            closest = rows_for(a, q[None, :], rng, start=1000)
+            await store.insert_passages(closest)
+            rows += closest
+            hits = await bk.search(VectorQuery(a, q, top_k=5))
+            assert hits[0].passage_id == closest[0]["id"] and hits[0].score == pytest.approx(1.0, abs=1e-6)
+            if path == "cache":
+                assert bk.stats["appends"] == 1
+            # A deleted passage is never returned again.
+            assert await store.delete_passage(a, closest[0]["id"])
+            rows.pop()
+            assert [h.passage_id for h in await bk.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
+            # A rolled-back insert leaves nothing behind.
+            with pytest.raises(sa.exc.IntegrityError):
+                await store.insert_passages([rows[0]])
+            assert [h.passage_id for h in await bk.search(VectorQuery(a, q, top_k=200))] == reference(rows, q, 200)
+            await store.delete_agent(b)
+            assert await bk.search(VectorQuery(b, q, top_k=5)) == []
+            assert [h.passage_id for h in await bk.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
+        finally:
+            if bk is not store.vectors:
+                await bk.close()
             await store.close()
 
     run(go())
 
 
-def test_index_follows_inserts_deletes_and_agent_deletion(tmp_path):
-    rng = np.random.default_rng(3)
+@needs_vec0
+def test_vec0_is_synced_lazily_for_inserts_and_deletes(tmp_path):
+    """No trigger writes vec0: rows arrive and leave when the agent is next searched through vec0, and
+    the rows of a deleted agent go with the next vec0 sync after deletes."""
+    rng = np.random.default_rng(4)
     path = str(tmp_path / "v.db")
-
-    def vec_rows() -> int:
-        conn = connect_raw(path)
-        try:
-            return conn.execute(f"select count(*) from passages_vec_{DIM}").fetchone()[0]
-        finally:
-            conn.close()
 
     async def go() -> None:
         store = await Store.open(path)
-        vec0 = SqliteVecStore(path, cache_bytes=0)
+        vec0 = backend(store, "vec0")
         try:
             a, b = await make_agents(store, "a", "b")
             await store.vectors.prepare(DIM)
@@ -142,32 +289,19 @@ def test_index_follows_inserts_deletes_and_agent_deletion(tmp_path):
             await store.insert_passages(rows)
             await store.insert_passages(rows_for(b, unit(rng, 20), rng))
             q = unit(rng, 1)[0]
-            assert [h.passage_id for h in await store.vectors.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
-            # vec0 takes new passages in lazily: only a vec0 search of the agent copies them.
-            assert vec_rows() == 0
+            assert vec_rows(path) == 0  # nothing copied before a vec0 search
             for agent in (a, b):
                 await vec0.search(VectorQuery(agent, q, top_k=1))
-            assert vec_rows() == 70
-            # An insert after the cache was loaded is appended, not missed.
-            closest = rows_for(a, q[None, :], rng, start=1000)
-            await store.insert_passages(closest)
-            rows += closest
-            hits = await store.vectors.search(VectorQuery(a, q, top_k=5))
-            assert hits[0].passage_id == closest[0]["id"] and hits[0].score == pytest.approx(1.0, abs=1e-6)
-            assert store.vectors.stats["appends"] == 1
-            # A delete is seen (the copy reloads) and the vec0 row goes with the passage.
-            assert [h.passage_id for h in await vec0.search(VectorQuery(a, q, top_k=1))] == [closest[0]["id"]]
-            assert vec_rows() == 71
-            assert await store.delete_passage(a, closest[0]["id"])
-            rows.pop()
-            assert vec_rows() == 70
-            assert [h.passage_id for h in await store.vectors.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
-            # A rolled-back insert leaves no vector behind.
-            with pytest.raises(sa.exc.IntegrityError):
-                await store.insert_passages([rows[0]])
-            assert vec_rows() == 70
+            assert vec_rows(path) == 70
+            assert await store.delete_passage(a, rows[0]["id"])
+            assert vec_rows(path, agent_id=a) == 50  # still there: deletes are applied lazily ...
+            assert rows[0]["id"] not in [h.passage_id for h in await vec0.search(VectorQuery(a, q, top_k=60))]
+            assert vec_rows(path, agent_id=a) == 49  # ... by the agent's next vec0 search
             await store.delete_agent(b)
-            assert vec_rows() == 50
+            assert vec_rows(path, agent_id=b) == 20
+            assert await store.delete_passage(a, rows[1]["id"])
+            await vec0.search(VectorQuery(a, q, top_k=1))
+            assert vec_rows(path) == 48  # a's deleted passage and all of b's rows are gone
         finally:
             await vec0.close()
             await store.close()
@@ -175,21 +309,24 @@ def test_index_follows_inserts_deletes_and_agent_deletion(tmp_path):
     run(go())
 
 
-def test_step_writer_inserts_are_searchable_on_both_paths(client, db_path):
+@pytest.mark.parametrize("path", PATHS)
+def test_step_writer_inserts_are_searchable_on_every_path(client, db_path, path):
     agent = client.agents.create("sam")
     client.agents.messages.create(agent, '/call archival_memory_insert {"content": "The vault opens at dawn."}')
     hits = client.agents.passages.search(agent, "when does the vault open", top_k=1)
     assert hits[0].text == "The vault opens at dawn."
     embedder = client.runtime.embedder("hash")
     q = client._thread.run(embedder.embed(["when does the vault open"]))[0]
-    vec0 = SqliteVecStore(str(db_path), cache_bytes=0)
+    other = backend(client.runtime.store, path)
     try:
-        got = client._thread.run(vec0.search(VectorQuery(agent.id, q, top_k=1)))
+        got = client._thread.run(other.search(VectorQuery(agent.id, q, top_k=1)))
     finally:
-        client._thread.run(vec0.close())
+        if other is not client.runtime.store.vectors:
+            client._thread.run(other.close())
     assert [h.passage_id for h in got] == [hits[0].id]
 
 
+@needs_vec0
 def test_lazy_vec0_copy_survives_a_reused_rowid_and_is_shared_between_connections(tmp_path):
     """vec0 gets new rows by rowid; after the agent's highest row is deleted SQLite may hand its rowid to
     the next insert, which must not be skipped. The copy state lives in the file: a second store sees it."""
@@ -198,7 +335,7 @@ def test_lazy_vec0_copy_survives_a_reused_rowid_and_is_shared_between_connection
 
     async def go() -> None:
         store = await Store.open(path)
-        first, second = SqliteVecStore(path, cache_bytes=0), SqliteVecStore(path, cache_bytes=0)
+        first, second = SqliteVecStore(path, cache_bytes=0, vec0=True), SqliteVecStore(path, cache_bytes=0, vec0=True)
         try:
             (a,) = await make_agents(store, "a")
             await store.vectors.prepare(DIM)
@@ -245,32 +382,34 @@ def test_api_time_filters_and_bad_values(client):
         client.agents.passages.search(agent, "orchard", top_k=0)
 
 
-def test_a_query_of_another_dimension_is_an_error_not_a_best_match(tmp_path):
+@pytest.mark.parametrize("path", PATHS)
+def test_a_query_of_another_dimension_is_an_error_not_a_best_match(tmp_path, path):
     rng = np.random.default_rng(5)
 
     async def go() -> None:
         store = await Store.open(tmp_path / "v.db")
-        vec0 = SqliteVecStore(store.location.sqlite_path, cache_bytes=0)
+        bk = backend(store, path)
         try:
             (a,) = await make_agents(store, "a")
             await store.vectors.prepare(DIM)
             await store.insert_passages(rows_for(a, unit(rng, 10), rng))
-            for backend in (store.vectors, vec0):
-                with pytest.raises(DimensionMismatchError, match=f"query vector has 64 dimensions but .* have {DIM}"):
-                    await backend.search(VectorQuery(a, unit(rng, 1, 64)[0]))
+            with pytest.raises(DimensionMismatchError, match=f"query vector has 64 dimensions but .* have {DIM}"):
+                await bk.search(VectorQuery(a, unit(rng, 1, 64)[0]))
         finally:
-            await vec0.close()
+            if bk is not store.vectors:
+                await bk.close()
             await store.close()
 
     run(go())
 
 
 def test_store_written_at_schema_2_gets_its_index_built_on_first_search(tmp_path):
-    """Upgrade from the previous version: passages written before vec0 tables and triggers existed."""
+    """Upgrade from the previous version: passages written before the version counters (and vec0) existed."""
     path = str(tmp_path / "v2.db")
     rng = np.random.default_rng(11)
     vectors = unit(rng, 40, 384)
-    engine = sa.create_engine("sqlite://", creator=lambda: connect_raw(path), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine("sqlite://", module=sqlite_module(), creator=lambda: connect_raw(path),
+                              poolclass=sa.pool.NullPool)
     sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
     try:
         with engine.connect() as conn:
@@ -292,19 +431,136 @@ def test_store_written_at_schema_2_gets_its_index_built_on_first_search(tmp_path
         assert client.runtime.store.applied_migrations == [m.__name__ for m in MIGRATIONS[2:]]
         store = client.runtime.store
         q = vectors[17]
+        want = [f"p{i}" for i in np.argsort(-(vectors @ q), kind="stable")[:3]]
         hits = client._thread.run(store.vectors.search(VectorQuery("agent-old", q, top_k=3)))
-        assert hits[0].passage_id == "p17"
-        assert [h.passage_id for h in hits] == [f"p{i}" for i in np.argsort(-(vectors @ q), kind="stable")[:3]]
+        assert want[0] == "p17" and [h.passage_id for h in hits] == want
         assert client.agents.passages.search("old", "old passage", top_k=40)  # and through the API
         assert client.agents.files.list("old") == []
-        vec0 = SqliteVecStore(path, cache_bytes=0)  # the vec0 path copies the old passages in on first use
-        try:
-            got = client._thread.run(vec0.search(VectorQuery("agent-old", q, top_k=3)))
-            assert [h.passage_id for h in got] == [h.passage_id for h in hits]
-        finally:
-            client._thread.run(vec0.close())
-    conn = connect_raw(path)
-    try:
-        assert conn.execute("select count(*) from passages_vec_384").fetchone()[0] == 40
-    finally:
+        for path_name in PATHS[1:]:  # the scan reads the old rows; vec0 copies them in on first use
+            other = backend(store, path_name)
+            try:
+                got = client._thread.run(other.search(VectorQuery("agent-old", q, top_k=3)))
+                assert [h.passage_id for h in got] == want, path_name
+            finally:
+                client._thread.run(other.close())
+    if HAVE_VEC0:
+        assert vec_rows(path, 384) == 40
+
+
+# ---- vec0 in a process that opted in; stores moving between processes with and without vec0 ---------------
+
+CHILD_ENV = {**os.environ, "LETTA_NB_SQLITE": "pysqlite3"}
+
+
+def in_pysqlite3_process(code: str, *args: str) -> dict:
+    """Run ``code`` in a child process whose runtime uses pysqlite3 (so sqlite-vec loads); its last stdout
+    line is JSON."""
+    pytest.importorskip("pysqlite3", reason="pysqlite3-binary (the vec0 extra) is not installed")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          env=CHILD_ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(HAVE_VEC0, reason="sqlite-vec loads in this process: the vec0 cases already ran here")
+def test_vec0_cases_in_a_process_that_opted_into_pysqlite3():
+    pytest.importorskip("pysqlite3", reason="pysqlite3-binary (the vec0 extra) is not installed")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not pysqlite3"],
+                          capture_output=True, text=True, env=CHILD_ENV, timeout=600, cwd=os.path.dirname(__file__))
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "skipped" not in summary and "passed" in summary, summary  # every vec0 case ran, none skipped
+
+
+WRITE_WITH_VEC0 = """
+    import asyncio, json, sys
+    import numpy as np
+    import letta_nb
+    from letta_nb.store.sqlite_driver import sqlite_module, vec_version
+    from letta_nb.store.sqlite_vec import SqliteVecStore
+    from letta_nb.store.vector import VectorQuery
+
+    path = sys.argv[1]
+    with letta_nb.connect(path) as client:
+        for name in ("keep", "gone"):
+            agent = client.agents.create(name)
+            for i in range(30):
+                client.agents.passages.create(agent, f"{name} passage number {i} about topic {i % 7}", tags=[f"t{i % 3}"])
+        store = client.runtime.store
+        q = client._thread.run(client.runtime.embedder("hash").embed(["topic 3"]))[0]
+        vec0 = SqliteVecStore(path, cache_bytes=0)
+        for name in ("keep", "gone"):  # copy every passage into vec0
+            agent_id = client.agents.retrieve(name).id
+            client._thread.run(vec0.search(VectorQuery(agent_id, q, top_k=5)))
+        conn = vec0._conn
+        # the delete trigger letta_nb 0.1.0 created (a store from before lazy deletes)
+        conn.execute("CREATE TRIGGER passages_vec_384_ad AFTER DELETE ON passages BEGIN "
+                     "DELETE FROM passages_vec_384 WHERE passage_id = old.id; END")
+        rows = conn.execute("select count(*) from passages_vec_384").fetchone()[0]
+        client._thread.run(vec0.close())
+    print(json.dumps({"module": sqlite_module().__name__, "vec": vec_version(), "vec_rows": rows}))
+"""
+
+SEARCH_WITH_VEC0 = """
+    import json, sys
+    import letta_nb
+    from letta_nb.store.sqlite_driver import connect_raw
+    from letta_nb.store.sqlite_vec import SqliteVecStore
+    from letta_nb.store.vector import VectorQuery
+
+    path = sys.argv[1]
+    with letta_nb.connect(path) as client:
+        agent = client.agents.retrieve("keep")
+        q = client._thread.run(client.runtime.embedder("hash").embed(["topic 3"]))[0]
+        vec0 = SqliteVecStore(path, cache_bytes=0)
+        hits = client._thread.run(vec0.search(VectorQuery(agent.id, q, top_k=100)))
+        client._thread.run(vec0.close())
+        conn = connect_raw(path, vec=True)
+        rows = {a: n for a, n in conn.execute("select agent_id, count(*) from passages_vec_384 group by agent_id")}
+        triggers = [n for (n,) in conn.execute("select name from sqlite_master where type = 'trigger'")]
         conn.close()
+    print(json.dumps({"hits": [h.passage_id for h in hits], "vec0": vec0.stats["vec0_searches"], "rows": rows,
+                      "triggers": triggers}))
+"""
+
+
+def test_a_store_written_with_vec0_works_without_it_and_back(tmp_path):
+    """Written by a process with vec0 (tables, copied rows, an old delete trigger), then used by this one
+    without sqlite-vec: deleting a passage and an agent work, integrity_check is ok, search is exact; then
+    a vec0 process again sees the deletes and the passages added meanwhile."""
+    path = str(tmp_path / "moved.db")
+    wrote = in_pysqlite3_process(WRITE_WITH_VEC0, path)
+    assert wrote["module"] == "pysqlite3.dbapi2" and wrote["vec"] and wrote["vec_rows"] == 60
+
+    with letta_nb.connect(path) as client:  # this process: no sqlite-vec unless HAVE_VEC0
+        triggers = client.query("SELECT name FROM sqlite_master WHERE type = 'trigger'")["name"].tolist()
+        assert not [t for t in triggers if t.startswith("passages_vec_")]  # dropped on open
+        assert client.query("PRAGMA integrity_check")["integrity_check"].tolist() == ["ok"]
+        keep = client.agents.retrieve("keep")
+        before = client.agents.passages.list(keep)
+        doomed = [p for p in before if p.text.endswith("topic 3")]
+        for p in doomed:  # fired "no such module: vec0" through the old trigger
+            client.agents.passages.delete(keep, p.id)
+        client.agents.delete("gone")  # cascades to passages
+        added = client.agents.passages.create(keep, "a late passage about topic 3")
+        left = {p.id for p in client.agents.passages.list(keep)}
+        assert left == {p.id for p in before} - {p.id for p in doomed} | {added.id}
+        hits = client.agents.passages.search(keep, "topic 3", top_k=100)
+        assert {h.id for h in hits} == left and hits[0].id == added.id
+        q = client._thread.run(client.runtime.embedder("hash").embed(["topic 3"]))[0]
+        scan = backend(client.runtime.store, "scan")
+        try:
+            scanned = client._thread.run(scan.search(VectorQuery(keep.id, q, top_k=100)))
+        finally:
+            client._thread.run(scan.close())
+        assert [h.passage_id for h in scanned] == [h.id for h in hits]
+        assert client.query("PRAGMA integrity_check")["integrity_check"].tolist() == ["ok"]
+        tables = set(client.query("SELECT name FROM sqlite_master WHERE type = 'table'")["name"])
+        assert "passages_vec_384" in tables  # left for whoever has vec0
+
+    back = in_pysqlite3_process(SEARCH_WITH_VEC0, path)
+    # Deletes seen, the new passage copied in. (Order is compared on the exact numpy paths above; these
+    # hash-embedded texts tie, and vec0 rounds its distances differently.)
+    assert back["vec0"] == 1 and set(back["hits"]) == left and back["hits"][0] == added.id
+    assert back["rows"] == {keep.id: len(left)}  # the deleted passages' and agent's vec0 rows are gone
+    assert back["triggers"] == [t for t in triggers if not t.startswith("passages_vec_")]

@@ -1,8 +1,9 @@
-"""``%letta load | stats | models | config | chat``: ingestion, probes, configuration and the chat widget.
+"""``%letta load | stats | sql | models | config | chat``: ingestion, probes, the store, configuration, the chat widget.
 
 Thin shells over the Python API: ``load`` is ``client.agents.files.upload`` (its report as a DataFrame),
-``stats`` is ``letta_nb.probes``, ``chat`` is :class:`~letta_nb.notebook.widget.ChatWidget`. Paths are
-checked here so a typo gets a message naming the directory relative paths start from.
+``stats`` is ``letta_nb.probes``, ``sql`` is ``client.query`` (read-only, through the runtime's own
+sqlite3 module), ``chat`` is :class:`~letta_nb.notebook.widget.ChatWidget`. Paths are checked here so a
+typo gets a message naming the directory relative paths start from.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def stats(args: Any, session: Any, shell: Any) -> Any:
     from letta_nb import probes
 
     return getattr(probes, args.kind)(session.client)
+
+
+@command("sql", "read-only SQL on the store (DataFrame)")
+@magic_arguments("letta sql")
+@argument("statement", nargs="+", metavar="SQL", help="one read-only statement, taken verbatim to the end of the line")
+def sql(args: Any, session: Any, shell: Any) -> Any:
+    """Run one read-only statement on this notebook's store and return a DataFrame, e.g.
+    %letta sql SELECT name, model FROM agents. The safe way to look while the client is open (a
+    sqlite3.connect(path) of your own can break the runtime's locks); writes are refused. Tables:
+    %letta sql SELECT name FROM sqlite_master WHERE type = 'table'."""
+    if not args.line:
+        raise UsageError("%letta sql needs a statement, e.g. %letta sql SELECT name, model FROM agents")
+    return session.client.query(args.line)
+
+
+sql.raw_line = True  # dispatch passes the line verbatim (quotes are SQL's, not the shell's)
 
 
 @command("models", "list model providers (DataFrame)")

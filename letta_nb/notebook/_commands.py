@@ -10,6 +10,7 @@ display object, a widget) instead of printing. Bad input raises ``UsageError`` f
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 # The order %letta? lists them in: the life of an agent first, introspection last.
 _ORDER = ("agents", "create", "use", "delete", "memory", "memory set", "archival insert", "archival search", "load",
-          "tools", "tool add", "chat", "stats", "models", "config")
+          "tools", "tool add", "chat", "stats", "sql", "models", "config")
 
 
 def _ordered() -> list[Command]:
@@ -80,7 +81,9 @@ def _names() -> str:
 def dispatch(line: str, session: Any, shell: Any) -> Any:
     cmd, rest = _split(line)
     try:
-        args = parse(cmd.func, rest)
+        # A subcommand marked raw_line (``sql``) takes the rest of the line verbatim: shell-style
+        # parsing would strip the quotes out of SQL string literals.
+        args = argparse.Namespace(line=rest.strip()) if getattr(cmd.func, "raw_line", False) else parse(cmd.func, rest)
     except UsageError as e:  # argparse says what is wrong; add which subcommand and its usage
         usage = cmd.func.parser.format_usage().replace("::", "").split()
         raise UsageError(f"%letta {cmd.name}: {e}. Usage: {' '.join(usage)}") from None

@@ -20,9 +20,9 @@ from letta_nb.store.sqlite_driver import connect_raw
 
 __all__ = ["Checkpointer", "writer_connection", "WRITER_CACHE_KB"]
 
-# Writers' page cache. Deleting passages (a re-upload replacing a file, an agent deleted) deletes their vec0
-# rows by trigger, and vec0 reopens its chunk blobs and walks their overflow pages for each; with SQLite's
-# default 2 MB cache those walks went to the WAL (95 us a row instead of 40, measured when inserts did it too).
+# Writers' page cache: 16 MB instead of SQLite's default 2 MB. Chosen when a delete trigger made writers walk
+# vec0's chunk blobs (95 us a row instead of 40 with the default cache); vec0 is now synced lazily by the
+# vector store; the larger cache is kept (a few MB per writer), not re-measured without the trigger.
 WRITER_CACHE_KB = 16_384
 
 
@@ -74,9 +74,9 @@ class Checkpointer:
 
 
 def writer_connection(path: str, busy_timeout_ms: int) -> Any:
-    """A connection for the store's bulk writers (step writer, uploads): sqlite-vec loaded (the delete
-    trigger on ``passages`` writes vec0 tables), automatic checkpoints off (a :class:`Checkpointer` runs
-    them), and a page cache big enough for vec0's blob walks."""
+    """A connection for the store's bulk writers (step writer, uploads): automatic checkpoints off (a
+    :class:`Checkpointer` runs them) and a larger page cache. No sqlite-vec: nothing a writer does touches
+    a vec0 table (the vector store syncs them lazily, see sqlite_vec.py)."""
     conn = connect_raw(path, busy_timeout_ms=busy_timeout_ms)
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KB}")

@@ -1,29 +1,38 @@
 """Where the store lives and how its engines are made.
 
-``resolve_url`` turns what a user passes to ``letta_nb.connect`` into a SQLAlchemy URL: nothing means
-``$LETTA_NB_HOME/letta_nb.db`` (default ``~/.letta_nb``), a path means that SQLite file, ``":memory:"``
-means a throw-away file in a temporary directory (a real file, so WAL, several connections and the step
-writer behave exactly as they do on disk), and a URL is used as is.
+``resolve_location`` turns what a user passes to ``letta_nb.connect`` into a SQLAlchemy URL: nothing means
+``$LETTA_NB_HOME/letta_nb.db`` (default ``~/.letta_nb``), a path means that SQLite file (a directory: its
+``letta_nb.db``), ``":memory:"`` means a throw-away file in a temporary directory (a real file, so WAL,
+several connections and the step writer behave exactly as they do on disk), and a URL is used as is.
 
-SQLite connections always come from :mod:`letta_nb.store.sqlite_driver` (pysqlite3 where the stdlib
-cannot load sqlite-vec) with WAL, ``busy_timeout`` and foreign keys on. SQLAlchemy's "begin" hook
-emits BEGIN itself because the driver runs in autocommit mode (see sqlite_driver).
+:func:`check_store_file` refuses, before anything opens it for writing, a path that cannot be a letta_nb
+store: a directory, a missing or non-directory parent, a file that is not SQLite (a text file, a PNG), a
+damaged one, or another application's SQLite database (the migrations would add our tables to it). It
+reads at most the header and, read-only, the table names; the file's bytes are never changed.
+
+SQLite connections always come from :mod:`letta_nb.store.sqlite_driver` (the stdlib ``sqlite3``
+unless ``LETTA_NB_SQLITE=pysqlite3``: one SQLite library per process, see there) with WAL,
+``busy_timeout`` and foreign keys on, and without sqlite-vec (only the vector store loads it). SQLAlchemy's
+"begin" hook emits BEGIN itself because the driver runs in autocommit mode (see sqlite_driver).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from letta_nb.errors import InvalidArgumentError
-from letta_nb.store.sqlite_driver import sqlalchemy_dbapi
+from letta_nb.errors import InvalidArgumentError, StoreError
+from letta_nb.store.sqlite_driver import sqlalchemy_dbapi, sqlite_module
 
-__all__ = ["WRITE", "StoreLocation", "resolve_location", "default_home", "make_async_engine"]
+__all__ = ["WRITE", "StoreLocation", "resolve_location", "check_store_file", "default_home", "make_async_engine"]
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def default_home() -> Path:
@@ -49,7 +58,7 @@ def resolve_location(where: str | os.PathLike | None) -> StoreLocation:
         home.mkdir(parents=True, exist_ok=True)
         path = str(home / "letta_nb.db")
         return StoreLocation(f"sqlite+aiosqlite:///{path}", path)
-    text = os.fspath(where)
+    text = os.fspath(where) if isinstance(where, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text.strip():
         raise InvalidArgumentError(f"store location must be a path, ':memory:' or a database URL, got {where!r}")
     if text == ":memory:":
@@ -70,8 +79,58 @@ def resolve_location(where: str | os.PathLike | None) -> StoreLocation:
     path = Path(text).expanduser()
     if path.is_dir():
         path = path / "letta_nb.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
     return StoreLocation(f"sqlite+aiosqlite:///{path}", str(path))
+
+
+def check_store_file(path: str) -> None:
+    """StoreError (naming the path, the problem and the fix) if ``path`` cannot be opened as a letta_nb
+    store; nothing at all for a new file. Never writes the file (see the module docstring)."""
+    where = Path(path)
+    if where.is_dir():
+        raise StoreError(f"store path {path!r} is a directory, not a database file. Pass a file path, e.g. "
+                         f"{str(where / 'store.db')!r}.")
+    parent = where.parent
+    if not parent.is_dir():
+        problem = "is not a directory" if parent.exists() else "does not exist"
+        raise StoreError(f"store path {path!r}: its folder {str(parent)!r} {problem}. Create the folder first "
+                         "(os.makedirs(folder)) or fix the path.")
+    try:
+        with open(where, "rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return  # a new store
+    except OSError as e:
+        raise StoreError(f"store path {path!r} cannot be read ({e.strerror}). Check its permissions, or pass "
+                         "another path.") from None
+    if not header:
+        return  # an empty file: SQLite makes it a new database
+    if header != _SQLITE_HEADER:
+        raise StoreError(f"{path!r} is not a SQLite database (it does not start with SQLite's header), so it "
+                         "cannot be a letta_nb store; letta_nb left it untouched. Pass the path of a letta_nb "
+                         "store, or of a file that does not exist yet to create one.")
+    tables = _table_names(path)
+    if tables and "schema_migrations" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"{path!r} is a SQLite database but not a letta_nb store (its tables: {shown}); "
+                         "letta_nb will not add its tables to another application's database and left it "
+                         "untouched. Pass another path (a new file is created).")
+
+
+def _table_names(path: str) -> set[str]:
+    """The file's table names, read on a read-only connection of the runtime's sqlite3 module."""
+    module = sqlite_module()
+    conn = None
+    try:
+        conn = module.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True)
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except module.DatabaseError as e:
+        if not isinstance(e, module.OperationalError):  # "file is not a database", "... malformed"
+            raise StoreError(f"{path!r} is a damaged SQLite database ({e}); letta_nb left it untouched. Restore "
+                             "a backup, or try `sqlite3 FILE .recover` into a new file.") from None
+        return set()  # busy, locked, needs recovery: the real open decides (and says why)
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 WRITE = {"letta_nb_write": True}

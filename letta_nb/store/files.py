@@ -118,7 +118,7 @@ class FileWriter:
 
     Through SQLAlchemy's async engine a passage row cost ~240 us (statement compilation, a greenlet hop
     per call); as one raw statement a file (``_INSERT_FILE_PASSAGES``) it is the SQLite work itself, the
-    passage triggers included (so sqlite-vec is loaded, see :func:`writer_connection`). Running on a thread
+    passage triggers included (version counters only, see sqlite_vec.py). Running on a thread
     lets SQLite, which releases the GIL, write some files while the runtime loop embeds the next. One
     connection, one writer at a time (uploads commit in input order).
     """

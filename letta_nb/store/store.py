@@ -36,13 +36,15 @@ from letta_nb.store.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.engine import (
     WRITE,
     StoreLocation,
+    check_store_file,
     make_async_engine,
     resolve_location,
 )
 from letta_nb.store.files import FileWriter
 from letta_nb.store.migrations import METADATA, migrate
+from letta_nb.store.readonly import ReadOnlyQuery
 from letta_nb.store.sqlite_driver import connect_raw
-from letta_nb.store.sqlite_vec import SqliteVecStore
+from letta_nb.store.sqlite_vec import SqliteVecStore, drop_vec_triggers
 from letta_nb.store.step_writer import StepWrite, StepWriter, is_busy
 
 __all__ = ["Store", "new_id", "utcnow", "message_row", "row_to_message"]
@@ -177,9 +179,11 @@ class Store:
     @classmethod
     async def open(cls, where: Any = None) -> Store:
         location = resolve_location(where)
+        if location.temporary is None:
+            check_store_file(location.sqlite_path)  # not a database, or not ours: refused, left untouched
         engine = make_async_engine(location)
         try:
-            applied = await _migrate_when_free(engine)
+            applied = await _migrate_when_free(engine, location.sqlite_path)
         except BaseException:
             await engine.dispose()
             raise
@@ -377,6 +381,16 @@ class Store:
             result = await conn.execute(p.delete().where(p.c.agent_id == agent_id, p.c.id == passage_id))
         return result.rowcount > 0
 
+    # ---- people looking --------------------------------------------------------------------------------
+    async def query(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
+        """(columns, rows) of one read-only statement (see store/readonly.py), off the event loop."""
+        reader = ReadOnlyQuery(self.location.sqlite_path)
+        try:
+            return await asyncio.to_thread(reader.run, sql, params)
+        except asyncio.CancelledError:
+            reader.interrupt()
+            raise
+
     # ---- steps --------------------------------------------------------------------------------------
     async def step_rows(self, agent_id: str | None = None) -> list[Any]:
         s = T["steps"]
@@ -387,8 +401,9 @@ class Store:
             return list(await conn.execute(q))
 
 
-async def _migrate_when_free(engine: AsyncEngine, *, attempts: int = 100) -> list[str]:
-    """Apply migrations, waiting out other processes opening the same new store.
+async def _migrate_when_free(engine: AsyncEngine, path: str, *, attempts: int = 100) -> list[str]:
+    """Apply migrations (and drop vec0 triggers of earlier versions), waiting out other processes
+    opening the same new store.
 
     SQLite answers "database is locked" at once, without its busy handler, when two connections could
     deadlock, as they can while both switch a brand-new file to WAL; so back off and retry (~10 s).
@@ -396,10 +411,13 @@ async def _migrate_when_free(engine: AsyncEngine, *, attempts: int = 100) -> lis
     for attempt in range(attempts):
         try:
             async with engine.execution_options(**WRITE).connect() as conn:
-                return await conn.run_sync(migrate)
-        except sa.exc.OperationalError as e:
+                applied = await conn.run_sync(migrate)
+                await conn.run_sync(drop_vec_triggers)
+                return applied
+        except sa.exc.DBAPIError as e:
             if not is_busy(e) or attempt == attempts - 1:
-                raise StoreError(f"could not open the store: {e.orig}") from e
+                raise StoreError(f"could not open the store {path!r}: {e.orig}. Check that it is a letta_nb "
+                                 "store you can write, or pass another path.") from e
             await asyncio.sleep(0.02 + 0.08 * random.random())
     raise AssertionError("unreachable")
 

@@ -1,11 +1,12 @@
 """The vector-store interface: nearest passages of one agent, by cosine similarity, with filters.
 
-A backend answers one question (:meth:`VectorStore.search`) and keeps one promise: its index follows
-the ``passages`` table *inside the same transaction* as every insert and delete, whoever writes them
-(the step writer, file ingestion, the API, a cascade from deleting an agent). The SQLite backend keeps
-that promise with triggers into sqlite-vec tables; a PostgreSQL backend would keep the vector in the
-row itself (pgvector). So callers insert and delete passages through the store and never touch the
-index, and an index can always be rebuilt from ``passages.embedding``.
+A backend answers one question (:meth:`VectorStore.search`) and keeps one promise: a search sees
+exactly the passages committed before it, whoever wrote them (the step writer, file ingestion, the API,
+a cascade from deleting an agent). The vector lives in the row (``passages.embedding``); the SQLite
+backend brings its in-memory copies and sqlite-vec tables up to date from trigger-bumped version
+counters before each search (see sqlite_vec.py), a PostgreSQL backend would index the row itself
+(pgvector). So callers insert and delete passages through the store and never touch an index, and an
+index can always be rebuilt from ``passages.embedding``.
 
 Semantics every backend shares (tests compare them with an exact numpy reference):
 - scores are cosine similarities of L2-normalised vectors (higher is closer); results are ordered by
