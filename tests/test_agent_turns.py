@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import letta_nb
-from letta_nb.errors import InvalidArgumentError
+from letta_nb.errors import InvalidArgumentError, ReentrantTurnError, TurnCancelledError
 from letta_nb.runtime.events import (
     AssistantDelta,
     ReasoningDelta,
@@ -43,6 +43,36 @@ def block_until_released() -> str:
     _SHARED["started"].set()
     _SHARED["release"].wait(30)
     return "released"
+
+
+def message_agent(agent: str, text: str) -> str:
+    """Send a message to an agent and return its reply.
+
+    Args:
+        agent: The agent's name.
+        text: What to send.
+    """
+    return _SHARED["client"].agents.messages.create(agent, text).text
+
+
+def edit_own_block(agent: str, value: str) -> str:
+    """Rewrite the human block of an agent through the client.
+
+    Args:
+        agent: The agent's name.
+        value: The new value.
+    """
+    return _SHARED["client"].agents.blocks.update(agent, "human", value=value).value
+
+
+async def amessage_agent(agent: str, text: str) -> str:
+    """Send a message to an agent (async) and return its reply.
+
+    Args:
+        agent: The agent's name.
+        text: What to send.
+    """
+    return (await _SHARED["client"].agents.messages.acreate(agent, text)).text
 
 
 # ---- concurrency and locks ------------------------------------------------------------------------------
@@ -81,6 +111,27 @@ def test_one_agent_fifty_messages_from_five_threads_never_interleave(client: let
     waits = [w for w in client.runtime.locks.waits if w.agent_id == agent.id]
     assert len(waits) >= 51
     assert len(client.runtime.locks) == 0
+
+
+def test_thirty_concurrent_sends_by_name_are_stored_in_submission_order(client: letta_nb.Client) -> None:
+    agent = client.agents.create("orderly")
+    other = client.agents.create("bystander")
+    client.agents.messages.create(agent.id, "hello")  # first contact gets a greeting, not an echo
+    client.runtime.invalidate_agent(agent.id)  # ids must not be privileged by a warm cache either
+
+    async def main() -> None:
+        # Submitted from one thread in a well-defined order: each acreate submits when its task first runs,
+        # and tasks first run in creation order. Names, ids and another agent's name are interleaved.
+        refs = [agent.name if i % 3 else agent.id for i in range(30)]
+        sends = [asyncio.create_task(client.agents.messages.acreate(ref, f"M{i:02d} ping")) for i, ref in enumerate(refs)]
+        sends += [asyncio.create_task(client.agents.messages.acreate(other.name, "interleaved")) for _ in range(3)]
+        await asyncio.gather(*sends)
+
+    asyncio.run(main())
+    recall = assert_consistent(client, agent.id)
+    tags = [m.content.split()[0] for m in recall if m.role == "user"][1:]
+    assert tags == [f"M{i:02d}" for i in range(30)]
+    assert len(client.agents.messages.list(other.id)) > 0
 
 
 def test_two_agents_progress_independently(client: letta_nb.Client) -> None:
@@ -189,14 +240,18 @@ def test_stream_errors_surface_to_the_consumer(client: letta_nb.Client) -> None:
 # ---- cancellation ---------------------------------------------------------------------------------------
 
 
-def test_cancel_a_running_create(client: letta_nb.Client) -> None:
+@pytest.mark.parametrize("caller", ["create", "acreate"])
+def test_cancel_a_running_create(client: letta_nb.Client, caller: str) -> None:
     agent = client.agents.create("slow", model=SLOW)
     assert client.agents.messages.cancel(agent) is False  # nothing running yet
     out: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            out["r"] = client.agents.messages.create(agent, "hello there")
+            if caller == "create":
+                out["r"] = client.agents.messages.create(agent, "hello there")
+            else:
+                out["r"] = asyncio.run(client.agents.messages.acreate(agent, "hello there"))
         except BaseException as e:
             out["e"] = e
 
@@ -207,11 +262,16 @@ def test_cancel_a_running_create(client: letta_nb.Client) -> None:
     th.join(30)
     assert not th.is_alive()
     assert "r" not in out
-    assert isinstance(out["e"], (concurrent.futures.CancelledError, asyncio.CancelledError))
+    # A documented error (a LettaNBError), carrying the partial turn, not a bare CancelledError.
+    error = out["e"]
+    assert isinstance(error, TurnCancelledError) and isinstance(error, letta_nb.LettaNBError)
+    assert "slow" in str(error) and "cancel" in str(error)
+    assert error.response.stop_reason == "cancelled"
 
     recall = assert_consistent(client, agent.id)
     assert recall[0].role == "user" and recall[0].content == "hello there"
     assert all(m.role in ("user", "assistant") for m in recall)  # no half-done tool call
+    assert [m.id for m in error.response.messages] == [m.id for m in recall]
     steps = on_loop(client, client.runtime.store.step_rows(agent.id))
     assert steps[-1].stop_reason == "cancelled"
 
@@ -256,3 +316,55 @@ def test_breaking_out_of_a_stream_cancels_the_turn(client: letta_nb.Client) -> N
     assert r.text == "after the break"
     msgs = assert_consistent(client, agent.id)
     assert [m.role for m in msgs if m.role == "user"] == ["user", "user"]
+
+
+
+# ---- a tool sending messages ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tool", [message_agent, amessage_agent], ids=["sync", "async"])
+def test_a_tool_messaging_its_own_agent_gets_an_error_at_once(client: letta_nb.Client, tool: Any) -> None:
+    _SHARED["client"] = client
+    # A short timeout, so that where the error is missing the call times out instead of hanging the suite;
+    # parallel_safe with two calls in one step: the async calls then run in their own tasks.
+    client.tools.upsert_from_function(tool, timeout=5, parallel_safe=True)
+    agent = client.agents.create("narcissus", tools=[tool.__name__])
+    line = call(tool.__name__, agent="narcissus", text="hello me")
+    r = client.agents.messages.create(agent, f"{line}\n{line}")
+    results = tool_messages(r.messages, tool.__name__)
+    assert len(results) == 2
+    for m in results:
+        assert m.status == "error"
+        assert m.content.startswith("ReentrantTurnError: ") and "'narcissus'" in m.content
+        assert "cannot send a message" in m.content
+    assert client.runtime.running == {} and len(client.runtime.locks) == 0
+    recall = assert_consistent(client, agent.id)
+    assert [m.content for m in recall if m.role == "user"] == [f"{line}\n{line}"]  # no ghost turn
+    assert ReentrantTurnError.__name__ in letta_nb.__all__
+
+
+@pytest.mark.parametrize("tool", [message_agent, amessage_agent], ids=["sync", "async"])
+def test_a_tool_messaging_another_agent_gets_its_reply(client: letta_nb.Client, tool: Any) -> None:
+    _SHARED["client"] = client
+    client.tools.upsert_from_function(tool, timeout=20)
+    sender = client.agents.create("sender", tools=[tool.__name__])
+    echo = client.agents.create("echo")
+    client.agents.messages.create(echo, "hello")  # first contact gets a greeting
+    r = client.agents.messages.create(sender, call(tool.__name__, agent="echo", text="relayed words"))
+    [result] = tool_messages(r.messages, tool.__name__)
+    assert result.status == "success" and "relayed words" in result.content
+    assert [m.content for m in client.agents.messages.list(echo) if m.role == "user"] == ["hello", "relayed words"]
+    assert_consistent(client, sender.id)
+    assert_consistent(client, echo.id)
+
+
+def test_a_tool_locking_its_own_agent_through_the_client_gets_an_error_at_once(client: letta_nb.Client) -> None:
+    _SHARED["client"] = client
+    client.tools.upsert_from_function(edit_own_block, timeout=5)  # where the error is missing: a timeout
+    agent = client.agents.create("editor", tools=["edit_own_block"])
+    r = client.agents.messages.create(agent, call("edit_own_block", agent="editor", value="Name: Ed"))
+    [result] = tool_messages(r.messages, "edit_own_block")
+    assert result.status == "error" and result.content.startswith("ReentrantLockError: ")
+    assert "agent turn running this tool" in result.content
+    assert client.agents.blocks.retrieve(agent, "human").value == ""  # nothing changed behind the turn's back
+    assert_consistent(client, agent.id)

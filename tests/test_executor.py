@@ -133,6 +133,96 @@ def test_raising_tool_becomes_error_result() -> None:
                                                                                 "ValueError", None)
 
 
+class _ToolsOwnBaseException(BaseException):
+    """A BaseException subclass of a tool's own making."""
+
+
+def _raisers(exc: BaseException) -> list[tuple[str, Any]]:
+    """Every way a tool can raise: in the thread pool, on the loop, from an async generator, from the
+    awaitable a sync tool returns."""
+
+    def sync_tool() -> str:
+        raise exc
+
+    async def async_tool() -> str:
+        raise exc
+
+    async def async_generator_tool() -> str:
+        async def words() -> Any:
+            yield "one"
+            raise exc
+
+        return " ".join([w async for w in words()])
+
+    def returns_awaitable_tool() -> Any:
+        async def later() -> str:
+            raise exc
+
+        return later()
+
+    async def awaits_a_failed_future_tool() -> str:  # the loop *throws* this one into the awaiting coroutine
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(exc)
+        return await future
+
+    return [(f.__name__, f) for f in (sync_tool, async_tool, async_generator_tool, returns_awaitable_tool,
+                                      awaits_a_failed_future_tool)]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [KeyboardInterrupt("pressed in the tool"), SystemExit(3), GeneratorExit("closed"),
+     _ToolsOwnBaseException("custom"), asyncio.CancelledError("the tool's own")],
+    ids=["KeyboardInterrupt", "SystemExit", "GeneratorExit", "custom", "CancelledError"],
+)
+def test_a_tools_base_exceptions_are_its_own_error_results(exc: BaseException) -> None:
+    raisers = _raisers(exc)
+    specs = tools(*(tool_from_function(f, timeout=10) for _, f in raisers))
+    calls = [call(name) for name, _ in raisers]
+
+    async def main() -> tuple[list[ToolResult], list[ToolResult]]:
+        async with ToolExecutor() as executor:
+            first = await executor.execute(calls, specs)
+            return first, await executor.execute(calls[:1], specs)  # the executor (and its pool) still serve
+
+    results, again = asyncio.run(main())
+    name = type(exc).__name__
+    assert [r.status for r in results + again] == ["error"] * 6
+    assert [r.error_type for r in results + again] == [name] * 6, [r.content for r in results]
+    assert all(r.content == f"{name}: {exc}" or (r.content.startswith(f"{name}: ") and not str(exc))
+               for r in results + again), [r.content for r in results]
+
+
+def interrupting_tool() -> str:
+    """Raises KeyboardInterrupt, as a tool that mishandles Ctrl-C might."""
+    raise KeyboardInterrupt("pressed inside the tool")
+
+
+async def exiting_tool() -> str:
+    """Calls sys.exit on the event loop."""
+    raise SystemExit("tool asked to exit")
+
+
+def test_a_tool_raising_keyboard_interrupt_leaves_the_runtime_serving(client: Any) -> None:
+    agent = client.agents.create("brave", tools=[interrupting_tool, exiting_tool])
+    out: dict[str, Any] = {}
+
+    def send() -> None:  # in a thread: where the runtime loop dies, the call never returns
+        out["r"] = client.agents.messages.create(agent, "/call interrupting_tool {}\n/call exiting_tool {}")
+
+    th = threading.Thread(target=send, daemon=True)
+    th.start()
+    th.join(60)  # a hang guard only
+    assert not th.is_alive(), "the call never returned: a tool's KeyboardInterrupt reached the runtime loop"
+    contents = {m.name: m.content for m in out["r"].messages if m.role == "tool"}
+    assert contents["interrupting_tool"] == "KeyboardInterrupt: pressed inside the tool"
+    assert contents["exiting_tool"] == "SystemExit: tool asked to exit"
+    assert out["r"].stop_reason == "end_turn"
+    # ... and the runtime goes on serving.
+    assert client.agents.messages.create(agent, "hello").stop_reason == "end_turn"
+    assert [a.name for a in client.agents.list()] == ["brave"]
+
+
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [('{"x": ', "not valid JSON"), ("[1, 2]", "must be a JSON object, got list"),

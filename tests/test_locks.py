@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 
 import pytest
 
 from letta_nb.errors import LettaNBError
-from letta_nb.runtime.locks import AgentLocks, LockWait, ReentrantLockError
+from letta_nb.runtime.locks import TURN_TASK, AgentLocks, LockWait, ReentrantLockError
 
 
 async def until(condition, *, max_turns: int = 1000) -> None:
@@ -299,3 +300,82 @@ def test_reentering_the_same_agent_in_one_task_raises_instead_of_deadlocking():
         assert len(locks) == 0
 
     asyncio.run(main())
+
+
+def test_a_slow_resolution_keeps_its_place_ahead_of_later_arrivals():
+    """Arrival is the order of hold() calls, even when the first must resolve a name and the next need not."""
+    locks = AgentLocks()
+    order: list[str] = []
+
+    async def main() -> None:
+        lookup = asyncio.get_running_loop().create_future()
+
+        async def slow_resolve(name: str) -> str:
+            return await lookup  # a store query that has not answered yet
+
+        async def by_name() -> None:
+            async with locks.hold("sam", slow_resolve) as agent_id:
+                order.append(f"name->{agent_id}")
+
+        async def by_id(tag: str, agent_id: str) -> None:
+            async with locks.hold(agent_id) as held:
+                order.append(f"{tag}->{held}")
+
+        tasks = [asyncio.create_task(by_name()), asyncio.create_task(by_id("id", "agent-1")),
+                 asyncio.create_task(by_id("other", "agent-2"))]
+        for _ in range(20):  # let every task run as far as it can
+            await asyncio.sleep(0)
+        assert order == [] and not any(t.done() for t in tasks)  # nobody overtook the pending resolution
+        lookup.set_result("agent-1")
+        await asyncio.gather(*tasks)
+        assert len(locks) == 0
+
+    asyncio.run(main())
+    assert order == ["name->agent-1", "id->agent-1", "other->agent-2"]
+
+
+def test_a_refused_resolution_leaves_no_trace_and_lets_the_next_through():
+    locks = AgentLocks()
+
+    async def refuse(name: str) -> str:
+        raise LookupError(f"no agent {name}")
+
+    async def main() -> None:
+        with pytest.raises(LookupError):
+            async with locks.hold("ghost", refuse):
+                pass  # pragma: no cover
+        async with locks.hold("a") as agent_id:
+            assert agent_id == "a" and locks.is_locked("a")
+        assert len(locks) == 0
+
+    asyncio.run(main())
+
+
+def test_a_tool_of_the_holding_turn_gets_an_error_and_other_tasks_wait():
+    """A task (or thread) that inherited the turn's context while it holds the lock would deadlock: refuse it."""
+    locks = AgentLocks()
+
+    async def main() -> None:
+        outsider = None
+        async with locks.hold("a"):
+            TURN_TASK.set(asyncio.current_task())  # what the agent loop does for a turn
+
+            async def tool() -> None:
+                async with locks.hold("a"):
+                    pass  # pragma: no cover
+
+            with pytest.raises(ReentrantLockError, match="agent turn running this tool"):
+                await asyncio.create_task(tool())  # a task of its own, as the executor runs async tools
+            with pytest.raises(ReentrantLockError):
+                await asyncio.to_thread(lambda: asyncio.run_coroutine_threadsafe(
+                    locks.hold("a").__aenter__(), loop).result(5))  # a sync tool submitting to the loop
+            outsider = asyncio.create_task(tool(), context=contextvars.Context())  # not the turn's: it waits
+            await until(lambda: locks.waiting("a") == 1)
+        await outsider
+        assert len(locks) == 0
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import os
 import signal
@@ -71,6 +72,63 @@ def test_ctrl_c_cancels_the_step_and_keeps_the_partial_reply(client):
     r = client.agents.messages.create(agent.id, "are you still there?")
     seqs = [m.seq for m in client.agents.messages.list(agent.id)]
     assert seqs == sorted(set(seqs)) and r.stop_reason == "end_turn"
+
+
+class HeldMidReply:
+    """Wraps the offline model; in its first stream, once some reply words went out, it holds the rest back
+    until the test releases it (and a cancelled turn stops it holding)."""
+
+    supports_parallel_tool_calls = True
+
+    def __init__(self, inner):
+        self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
+        self.mid_reply, self.release = threading.Event(), threading.Event()
+
+    async def stream(self, messages, tools):
+        parser, reply = SendMessageParser(), ""
+        async for event in self.inner.stream(messages, tools):
+            yield event
+            if isinstance(event, ToolCallDelta) and not self.mid_reply.is_set():
+                reply += parser.feed(event.arguments)
+                if len(reply) > 10:
+                    self.mid_reply.set()
+                    while not self.release.is_set():  # a condition, polled; the cancellation ends it
+                        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("how", ["create", "stream"])
+def test_interrupt_main_is_noticed_while_the_model_is_still_held(client, how):
+    """``_thread.interrupt_main()`` sends no signal (it is how ipykernel interrupts on Windows): the blocked
+    caller must notice it while the turn runs, not when it ends."""
+    model = HeldMidReply(resolve_model(SLOW_SPEC))
+    client.runtime.model_cache.set(SLOW_SPEC, model)
+    agent = client.agents.create("held", model=SLOW_SPEC)
+    returned = threading.Event()
+
+    def interrupter() -> None:
+        if model.mid_reply.wait(60):
+            _thread.interrupt_main()
+        if not returned.wait(20):  # only a hang guard: where the interrupt goes unnoticed, let the turn end
+            model.release.set()
+
+    t = threading.Thread(target=interrupter, daemon=True)
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        if how == "create":
+            client.agents.messages.create(agent.id, "hello there, please say something long")
+        else:
+            for _ in client.agents.messages.stream(agent.id, "hello there, please say something long"):
+                pass
+    returned.set()
+    assert not model.release.is_set(), "the call returned only after the model was released"
+    t.join()
+    assert client.runtime.running == {}
+    messages = client.agents.messages.list(agent.id)
+    partial = [m for m in messages if m.role == "assistant"]
+    assert len(partial) == 1 and partial[0].status == "cancelled" and len(partial[0].content) > 10
+    assert _steps(client, agent.id)[-1].stop_reason == "cancelled"
+    model.release.set()
+    assert client.agents.messages.create(agent.id, "still there?").stop_reason == "end_turn"
 
 
 def test_closing_a_stream_early_cancels_the_turn_and_keeps_the_streamed_reply(client):

@@ -2,7 +2,10 @@
 
 Invariants:
 - A turn holds its agent's lock from start to end, so turns of one agent run one at a time in the
-  order they arrived, whoever sent them (widget, magic, threads, tasks).
+  order they arrived, whoever sent them (widget, magic, threads, tasks) and however they named the agent
+  (the name is resolved inside the lock's FIFO admission, see locks.py).
+- A tool cannot start a turn of the agent whose turn runs it (it would wait for itself): it gets
+  ``ReentrantTurnError`` at once, as its own error result.
 - A step is one model call plus its tool calls. Its messages (the user message on the first step), its
   memory edits, its archival inserts and its metrics row are committed in one transaction; only then
   does the in-memory session move forward. If the commit fails, the cached session is dropped and
@@ -10,6 +13,8 @@ Invariants:
 - Cancellation (Ctrl-C, Stop, ``messages.cancel``) commits what is worth keeping: the user message and
   any text the model had streamed, as a plain assistant message, in a step with stop reason
   ``cancelled``. Half-executed tool calls and their memory edits are dropped, never half-written.
+  A turn stopped by ``messages.cancel`` (and by nothing else) ends in ``TurnCancelledError`` carrying
+  the partial Response, not in a CancelledError its caller never asked for.
 - Tool problems (unknown tool, bad JSON, a raise, a timeout) are tool results the model reads.
 """
 
@@ -21,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from letta_nb.errors import InvalidArgumentError, StoreError
+from letta_nb.errors import InvalidArgumentError, ReentrantTurnError, StoreError, TurnCancelledError
 from letta_nb.llm.base import Completion, TextDelta, ToolCallDelta, Usage
 from letta_nb.llm.tokens import message_tokens
 from letta_nb.runtime.base_tools import TERMINAL_TOOLS, ToolContext
@@ -35,6 +40,7 @@ from letta_nb.runtime.events import (
     ToolCallEvent,
     ToolReturnEvent,
 )
+from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
 from letta_nb.runtime.session import EVICT_TO, AgentSession
 from letta_nb.schemas import Message, Response, StepStats
@@ -220,10 +226,20 @@ def _reseq(m: Message, seq: int) -> Message:
     return m if m.seq == seq else dataclasses.replace(m, seq=seq)
 
 
-async def run_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None = None) -> Response:
+async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None) -> Response:
+    """Run one turn of ``agent`` (an id, a name or an AgentState); its place in the agent's queue is taken
+    when this is called, before anything awaits."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidArgumentError(f"input must be a non-empty string, got {text!r}")
-    async with rt.locks.hold(agent_id):
+    caller = current_agent.get(None)  # set when a tool of a running turn is the one sending
+
+    async def resolve(ref: Any) -> str:
+        agent_id = await rt.resolve_agent(ref)
+        if agent_id == caller and agent_id in rt.running:
+            raise ReentrantTurnError((await rt.session(agent_id)).agent.name)
+        return agent_id
+
+    async with rt.locks.hold(agent, resolve) as agent_id:
         session = await rt.session(agent_id)
         size = message_tokens({"role": "user", "content": text})
         if size > EVICT_TO * session.budget:
@@ -233,21 +249,36 @@ async def run_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None = No
                 "client.agents.passages.create(...) and ask about it."
             )
         turn = _Turn(rt, session, text, emit or _noop)
-        current_agent.set(agent_id)
         task = asyncio.current_task()
+        # Seen by this turn's tools and what they submit (reset below: a turn may run inline in a tool's task).
+        tokens = current_agent.set(agent_id), TURN_TASK.set(task)
         rt.running[agent_id] = task
         try:
             return await turn.run()
         except asyncio.CancelledError:
             await asyncio.shield(_save(turn, "cancelled"))
             turn.emit(StopEvent("cancelled", turn.usage))
+            if task is not None and rt.stop_requested(agent_id, task) and _uncancel(task) == 0:
+                # Only messages.cancel() stopped it: its caller gets a documented error, not a bare
+                # CancelledError. Any other cancellation (Ctrl-C, a timeout, close) still propagates.
+                partial = Response(turn.out, turn.usage, turn.steps, "cancelled", turn.run_id)
+                raise TurnCancelledError(turn.agent.name, partial) from None
             raise
         except BaseException:
             await asyncio.shield(_save(turn, "error"))
             raise
         finally:
+            current_agent.reset(tokens[0])
+            TURN_TASK.reset(tokens[1])
             if rt.running.get(agent_id) is task:
                 del rt.running[agent_id]
+                rt.stop_requested(agent_id, task, clear=True)
+
+
+def _uncancel(task: asyncio.Task) -> int:
+    """Withdraw one cancellation request; the number left (3.10 has no count: taken as none left)."""
+    uncancel = getattr(task, "uncancel", None)
+    return uncancel() if uncancel is not None else 0
 
 
 async def _save(turn: _Turn, reason: str) -> None:

@@ -7,22 +7,88 @@ widget messages while a step runs.
 
 Sync callers use :meth:`RuntimeThread.run`: Ctrl-C (KeyboardInterrupt, a kernel interrupt) cancels the
 coroutine on the runtime loop, waits for its cleanup (which commits what should be kept) and re-raises.
-Async callers on another loop ``await`` :meth:`RuntimeThread.run_async`; cancelling them cancels the work.
+The main thread waits in short slices (:func:`wait_interruptibly`), because ``_thread.interrupt_main()`` (how
+ipykernel interrupts on Windows) sends no signal: a blocked lock wait never notices it, the interpreter does
+between two slices. Async callers on another loop ``await`` :meth:`RuntimeThread.run_async`; cancelling them
+cancels the work.
+
+Shutdown: a runtime still open when the main thread finishes is closed by a ``threading`` exit hook, which runs
+before ``concurrent.futures`` shuts its pools down (closing a store still hands work to threads; from a plain
+``atexit`` hook that failed with "cannot schedule new futures after interpreter shutdown"). Any later close,
+e.g. the notebook extension's ``atexit`` hook, finds it closed and does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.thread  # registers its exit hook now, so ours (registered later) runs before it
+import logging
+import os
+import queue
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from letta_nb.errors import RuntimeClosedError
 
-__all__ = ["RuntimeThread", "Job"]
+__all__ = ["RuntimeThread", "Job", "wait_interruptibly"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: How long the main thread blocks at a time: the latency of noticing ``_thread.interrupt_main()``.
+WAIT_SLICE_S = 0.05
+
+
+def wait_interruptibly(get: Callable[[float | None], T], timeout: float | None = None) -> T:
+    """``get(timeout)`` (a Future's ``result``, a queue's ``get``) that a main-thread interrupt can break into.
+
+    In the main thread it waits in slices of :data:`WAIT_SLICE_S`, so KeyboardInterrupt from
+    ``_thread.interrupt_main()`` is raised within one slice; other threads never receive it and wait in one
+    call. ``get`` signals an elapsed slice with ``TimeoutError`` or ``queue.Empty``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return get(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = WAIT_SLICE_S if deadline is None else max(0.0, min(WAIT_SLICE_S, deadline - time.monotonic()))
+        try:
+            return get(step)
+        except (TimeoutError, queue.Empty):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
+_open: set[RuntimeThread] = set()  # runtimes the exit hook closes (each removes itself when closed)
+_hook_lock = threading.Lock()
+_hook_registered = False
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: nothing of ours to close
+    os.register_at_fork(after_in_child=_open.clear)
+
+
+def _close_open_runtimes() -> None:
+    for runtime in list(_open):
+        runtime._close_at_exit()
+
+
+def _register_exit_hook() -> None:
+    global _hook_registered
+    with _hook_lock:
+        if _hook_registered:
+            return
+        register = getattr(threading, "_register_atexit", None)  # CPython >= 3.9; private but stable
+        try:
+            if register is None:
+                import atexit
+
+                atexit.register(_close_open_runtimes)
+            else:
+                register(_close_open_runtimes)
+        except RuntimeError:  # created while the interpreter is already shutting down: nothing to hook
+            return
+        _hook_registered = True
 
 
 class RuntimeThread:
@@ -30,9 +96,12 @@ class RuntimeThread:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._closed = False
+        self._finalizer: Callable[[], Coroutine[Any, Any, Any]] | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
         self._ready.wait()
+        _register_exit_hook()
+        _open.add(self)
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -64,7 +133,7 @@ class RuntimeThread:
             raise RuntimeError("a sync letta_nb call was made from the runtime loop itself; use the async API (a-prefixed methods)")
         job = self.submit(coro)
         try:
-            return job.future.result(timeout)
+            return wait_interruptibly(job.future.result, timeout)
         except KeyboardInterrupt:
             job.cancel_and_wait()  # the step's cancellation path commits what it keeps before we return
             raise
@@ -84,10 +153,24 @@ class RuntimeThread:
             job.cancel()
             raise
 
+    def close_at_exit(self, finalizer: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """If this runtime is still open when the main thread finishes, run ``finalizer()`` on it, then close."""
+        self._finalizer = finalizer
+
+    def _close_at_exit(self) -> None:
+        try:
+            if self._finalizer is not None and not self._closed:
+                self.run(self._finalizer())
+        except BaseException:  # the process is exiting: say what failed, and still stop the thread
+            log.exception("letta_nb: closing the runtime at exit failed")
+        finally:
+            self.close()
+
     def close(self, timeout: float = 30) -> None:
         if self._closed:
             return
         self._closed = True
+        _open.discard(self)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout)
 
