@@ -22,6 +22,8 @@ from letta_nb.errors import (
     StoreError,
     ToolNotFoundError,
     ToolSchemaError,
+    TurnCancelledError,
+    ReentrantTurnError,
 )
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
 from letta_nb import probes  # the submodule: letta_nb.probes.tools(), .steps(), ... (pandas loaded on use)
@@ -73,4 +75,6 @@ __all__ = [
     "ToolSchemaError",
     "StoreError",
     "SQLiteExtensionError",
+    "TurnCancelledError",
+    "ReentrantTurnError",
 ]

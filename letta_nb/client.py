@@ -15,21 +15,37 @@ import datetime as dt
 import functools
 import inspect
 import queue
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from letta_nb._client_args import check_block_value, checked_api_keys, input_text, memory_blocks_from
+from letta_nb._client_args import (
+    agent_name,
+    agent_ref,
+    block_label,
+    check_block_value,
+    checked_api_keys,
+    flag,
+    input_text,
+    memory_blocks_from,
+    metadata_arg,
+    optional_text,
+    positive_int,
+    store_where,
+    tags_arg,
+    text_arg,
+    timeout_arg,
+    tool_name_arg,
+)
 from letta_nb.embeddings.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, ChunkSettings
 from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB, ingest
 from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
-from letta_nb.errors import InvalidArgumentError, UploadedFileNotFoundError
+from letta_nb.errors import InvalidArgumentError, TurnCancelledError, UploadedFileNotFoundError
 from letta_nb.runtime import trust
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
-from letta_nb.runtime.loop_thread import Job, RuntimeThread
+from letta_nb.runtime.loop_thread import Job, RuntimeThread, wait_interruptibly
 from letta_nb.runtime.memory import DEFAULT_SYSTEM
 from letta_nb.runtime.runtime import Runtime
 from letta_nb.runtime.tool_schema import ToolSpec
@@ -39,7 +55,8 @@ from letta_nb.store.store import new_id, passage_from_row, utcnow
 
 __all__ = ["Client", "connect"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
+_MAX_ROWS = 1_000_000_000  # a row count SQLite's 64-bit integers hold with room to spare
+_MAX_TOP_K = 10_000
 
 
 def _twins(cls: type) -> type:
@@ -73,8 +90,11 @@ class _Resource:
     def _rt(self) -> Runtime:
         return self._client._runtime
 
+    async def _agent_id(self, agent: Any) -> str:
+        return await self._rt.resolve_agent(agent_ref(agent))
+
     async def _agent(self, agent: Any) -> AgentState:
-        agent_id = await self._rt.resolve_agent(agent)
+        agent_id = await self._agent_id(agent)
         return (await self._rt.session(agent_id)).agent
 
 
@@ -90,20 +110,18 @@ class Messages(_Resource):
 
     async def _list(self, agent: Any, *, limit: int | None = None) -> list[Message]:
         """Recall memory, oldest first (the newest ``limit`` when given)."""
-        agent_id = await self._rt.resolve_agent(agent)
+        agent_id = await self._agent_id(agent)
         if limit is not None:
-            if not isinstance(limit, int) or limit < 1:
-                raise InvalidArgumentError(f"limit must be a positive integer, got {limit!r}")
+            positive_int(limit, "limit", hi=_MAX_ROWS)
             return list(reversed(await self._rt.store.load_messages(agent_id, limit=limit, newest_first=True)))
         return await self._rt.store.load_messages(agent_id)
 
     async def _cancel(self, agent: Any) -> bool:
-        """Cancel the agent's running turn (what it streamed so far is kept). False if none was running."""
-        task = self._rt.running.get(await self._rt.resolve_agent(agent))
-        if task is None or task.done():
-            return False
-        task.cancel()
-        return True
+        """Cancel the agent's running turn (what it streamed so far is kept). False if none was running.
+
+        A ``create`` waiting for that turn raises :class:`~letta_nb.errors.TurnCancelledError` (its
+        ``.response`` is the partial turn); a stream ends with a ``cancelled`` StopEvent."""
+        return self._rt.cancel_turn(await self._agent_id(agent))
 
     def stream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> Iterator[StreamEvent]:
         """Yield events as the turn runs. Closing the iterator early (or Ctrl-C) cancels the turn."""
@@ -112,7 +130,7 @@ class Messages(_Resource):
 
         job = self._start_stream(agent, input, messages, events.put, done)
         try:
-            while not _stream_ended(item := events.get(), done):
+            while not _stream_ended(item := wait_interruptibly(lambda t: events.get(timeout=t)), done):
                 yield item
         finally:
             if not job.done():
@@ -151,12 +169,12 @@ class Messages(_Resource):
 
     async def _turn(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None] | None = None) -> Response:
         text = input_text(input, messages)
-        return await run_turn(self._rt, await self._rt.resolve_agent(agent), text, emit)
+        return await run_turn(self._rt, agent_ref(agent), text, emit)  # resolved in arrival order (locks.py)
 
 
 def _stream_ended(item: Any, done: object) -> bool:
     """The stream protocol of ``_start_stream``: ``done`` or a cancellation ends it, an error is raised."""
-    if item is done or isinstance(item, asyncio.CancelledError):
+    if item is done or isinstance(item, (asyncio.CancelledError, TurnCancelledError)):
         return True
     if isinstance(item, BaseException):
         raise item
@@ -173,17 +191,20 @@ class Blocks(_Resource):
         return list((await self._agent(agent)).blocks)
 
     async def _retrieve(self, agent: Any, label: str) -> Block:
+        label = block_label(label)
         return (await self._agent(agent)).block(label)
 
     async def _update(self, agent: Any, label: str, *, value: str | None = None, limit: int | None = None,
                       description: str | None = None, read_only: bool | None = None) -> Block:
         """Change a block. A value over the limit raises BlockLimitError and changes nothing."""
+        label, description = block_label(label), optional_text(description, "description")
+        read_only = None if read_only is None else flag(read_only, "read_only")
         state = await self._agent(agent)
         async with self._rt.locks.hold(state.id):  # never edit memory under a running step
             block = state.block(label)
             new_value = block.value if value is None else value
             new_limit = block.limit if limit is None else limit
-            check_block_value(label, new_value, new_limit)
+            new_value = check_block_value(label, new_value, new_limit)
             changes = {"value": new_value, "char_limit": new_limit}
             if description is not None:
                 changes["description"] = description
@@ -204,6 +225,7 @@ class Passages(_Resource):
     _ops = ("create", "list", "search", "delete")
 
     async def _create(self, agent: Any, text: str, *, tags: list[str] | None = None) -> Passage:
+        text, tags = text_arg(text, "text"), tags_arg(tags)
         return await self._rt.archival.insert(await self._agent(agent), text, tags)
 
     async def _list(self, agent: Any) -> list[Passage]:
@@ -214,11 +236,16 @@ class Passages(_Resource):
                       tag_match_mode: str = "any", start_datetime: Any = None,
                       end_datetime: Any = None) -> list[Passage]:
         """Closest passages by meaning; ``start_datetime``/``end_datetime`` (datetime or ISO string) bound creation time."""
+        query, tags = text_arg(query, "query"), tags_arg(tags)
+        positive_int(top_k, "top_k", hi=_MAX_TOP_K, hint=" For every passage use passages.list(agent).")
+        if tag_match_mode not in ("any", "all"):
+            raise InvalidArgumentError(f"tag_match_mode must be 'any' or 'all', got {tag_match_mode!r}")
         return await self._rt.archival.search(await self._agent(agent), query, top_k=top_k, tags=tags,
                                               tag_match_mode=tag_match_mode, start_datetime=start_datetime,
                                               end_datetime=end_datetime)
 
     async def _delete(self, agent: Any, passage_id: str) -> None:
+        passage_id = text_arg(passage_id, "passage_id")
         state = await self._agent(agent)
         if not await self._rt.store.delete_passage(state.id, passage_id):
             raise InvalidArgumentError(f"agent {state.name!r} has no passage {passage_id!r}")
@@ -233,12 +260,13 @@ class Files(_Resource):
     async def _upload(self, agent: Any, path_or_paths: Any, *, chunk_size: int | None = None,
                       chunk_overlap: int | None = None, progress: bool = True,
                       max_file_mb: float = DEFAULT_MAX_FILE_MB) -> IngestReport:
-        """Upload files and directories (walked for known file types). Unchanged files are skipped, changed
-        ones replaced; a file that fails is an ``error`` row of the report and the rest go on."""
+        """Upload files and directories (walked for known file types; symlinked directories inside are not
+        followed). Unchanged files are ``unchanged``, changed ones replaced; a file that cannot be read or
+        fails is an ``error`` row and the rest go on; a file with no text is a ``skipped`` row."""
         state = await self._agent(agent)
         settings = ChunkSettings(DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
                                  DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap)
-        return await ingest(self._rt.store, self._rt.embedder(state.embedding), state, path_or_paths,
+        return await ingest(self._rt.store, self._rt.agent_embedder(state), state, path_or_paths,
                             settings=settings, progress=progress, max_file_mb=max_file_mb)
 
     async def _list(self, agent: Any) -> list[UploadedFile]:
@@ -249,6 +277,7 @@ class Files(_Resource):
 
     async def _delete(self, agent: Any, path: str) -> int:
         """Remove a file's passages and record; returns how many passages were removed."""
+        path = text_arg(path, "path")
         state = await self._agent(agent)
         known = list(await file_records(self._rt.store, state.id))
         wanted = path if path in known else str(Path(path).expanduser().resolve())
@@ -287,7 +316,7 @@ class AgentTools(_Resource):
 class Agents(_Resource):
     """Create, find and delete agents; ``.messages``, ``.blocks``, ``.passages``, ``.tools`` per agent."""
 
-    _ops = ("create", "retrieve", "list", "delete")
+    _ops = ("create", "retrieve", "update", "list", "delete")
 
     def __init__(self, client: Client):
         super().__init__(client)
@@ -311,14 +340,12 @@ class Agents(_Resource):
         metadata: dict[str, Any] | None = None,
     ) -> AgentState:
         """Create an agent. ``tools`` may hold Python functions (registered on the fly) or tool names."""
-        name = name if name is not None else f"agent-{new_id('x')[2:10]}"
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidArgumentError(
-                f"name must be 1-200 characters of letters, digits, space, '_', '-', '.', starting with a letter "
-                f"or digit; got {name!r}"
-            )
-        if not isinstance(max_steps, int) or not 1 <= max_steps <= 100:
-            raise InvalidArgumentError(f"max_steps must be an integer from 1 to 100, got {max_steps!r}")
+        name = agent_name(name if name is not None else f"agent-{new_id('x')[2:10]}")
+        positive_int(max_steps, "max_steps", hi=100)
+        system, metadata = optional_text(system, "system"), metadata_arg(metadata)
+        include_base_tools = flag(include_base_tools, "include_base_tools")
+        if isinstance(tools, str) or not isinstance(tools, list | tuple):
+            raise InvalidArgumentError(f"tools must be a list of functions or tool names, got {type(tools).__name__}")
         self._rt.llm(model)  # validates the model name before anything is written
         self._rt.embedder(embedding)
         blocks = memory_blocks_from(memory_blocks)
@@ -345,14 +372,40 @@ class Agents(_Resource):
     async def _retrieve(self, agent: Any) -> AgentState:
         return await self._agent(agent)
 
+    async def _update(self, agent: Any, *, model: str | None = None, embedding: str | None = None,
+                      system: str | None = None, max_steps: int | None = None,
+                      metadata: dict[str, Any] | None = None) -> AgentState:
+        """Change an agent's settings (between turns). Setting ``model``/``embedding`` also makes them
+        yours: API keys go to an endpoint a spec names only if you wrote that spec (see runtime/trust.py)."""
+        state = await self._agent(agent)
+        max_steps = None if max_steps is None else positive_int(max_steps, "max_steps", hi=100)
+        system = optional_text(system, "system")
+        metadata = None if metadata is None else metadata_arg(metadata)
+        new_model = state.model if model is None else model
+        new_embedding = state.embedding if embedding is None else embedding
+        self._rt.llm(new_model)  # both validated before anything is written
+        self._rt.embedder(new_embedding)
+        changes: dict[str, Any] = {"model": new_model, "embedding": new_embedding,
+                                   "signature": trust.sign("agent", trust.agent_fields(state.id, new_model, new_embedding))}
+        for key, value in (("system", system), ("max_steps", max_steps), ("metadata", metadata)):
+            if value is not None:
+                changes[key] = value
+        async with self._rt.locks.hold(state.id):  # never change an agent under a running step
+            await self._rt.store.update_agent(state.id, **changes)
+            self._rt.invalidate_agent(state.id)
+        return await self._agent(state.id)
+
     async def _list(self) -> list[AgentState]:
         return await self._rt.store.list_agents()
 
     async def _delete(self, agent: Any) -> None:
-        agent_id = await self._rt.resolve_agent(agent)
+        agent_id = await self._agent_id(agent)
         async with self._rt.locks.hold(agent_id):
             await self._rt.store.delete_agent(agent_id)
             self._rt.invalidate_agent(agent_id)
+
+
+Agents.modify, Agents.amodify = Agents.update, Agents.aupdate  # letta_client spells it "modify"
 
 
 @_twins
@@ -362,12 +415,17 @@ class Tools(_Resource):
     _ops = ("upsert_from_function", "list", "retrieve", "trust")
 
     async def _upsert_from_function(self, func: Callable[..., Any], *, name: str | None = None,
-                                    parallel_safe: bool = False, sandbox: bool = False,
-                                    timeout: float | None = 30.0) -> ToolSpec:
+                                    parallel_safe: bool = False, sandbox: bool | str = False,
+                                    timeout: float | None = 30.0, network: bool = False) -> ToolSpec:
+        """Register ``func`` as a tool (or replace the tool of that name). ``sandbox=True`` runs it in the
+        sandbox (isolated where this machine allows: ``letta_nb.runtime.sandbox.capabilities()``),
+        ``"strict"`` only where it is isolated; ``network=True`` lets a sandboxed tool use the network."""
         if not callable(func):
             raise InvalidArgumentError(f"func must be a Python function, got {type(func).__name__}")
+        name, timeout = tool_name_arg(name), timeout_arg(timeout)
+        parallel_safe = flag(parallel_safe, "parallel_safe")
         return await self._rt.register_tool(func, name=name, parallel_safe=parallel_safe, sandbox=sandbox,
-                                            timeout=timeout)
+                                            timeout=timeout, network=network)
 
     async def _list(self) -> list[str]:
         return await self._rt.tool_names()
@@ -397,11 +455,15 @@ class Tools(_Resource):
         raise InvalidArgumentError(f"a tool must be a function, a ToolSpec or a tool name, got {tool!r}")
 
 
+@_twins
 class Client:
     """A connection to an in-process letta_nb runtime. Use :func:`connect`."""
 
+    _ops = ("query",)
+
     def __init__(self, where: Any = None, *, api_keys: dict[str, str] | None = None):
         keys = checked_api_keys(api_keys)
+        where = store_where(where)
         self._thread = RuntimeThread()
         try:
             self._runtime: Runtime = self._thread.run(Runtime.open(where))
@@ -409,12 +471,26 @@ class Client:
             self._thread.close()
             raise
         self._runtime.api_keys.update(keys)  # memory only: never stored, logged or shown
+        self._thread.close_at_exit(self._runtime.close)  # a script that never calls close() still closes cleanly
         self.agents = Agents(self)
         self.tools = Tools(self)
 
     @property
     def runtime(self) -> Runtime:
         return self._runtime
+
+    async def _query(self, sql: str, params: Any = None) -> Any:
+        """Run one read-only SQL statement on the store; a pandas DataFrame of its rows.
+
+        The safe way to look into the store while this client has it open: it goes through the runtime's
+        own sqlite3 module (a ``sqlite3.connect(path)`` of another SQLite library in the same process can
+        break the runtime's locks). ``params`` fill ``?`` (a list) or ``:name`` (a dict). Writes, bad SQL
+        and bad params raise InvalidArgumentError with SQLite's message; change data through the API.
+        ``client.query("SELECT name, sql FROM sqlite_master")`` lists the tables and their columns."""
+        columns, rows = await self._runtime.store.query(sql, params)
+        import pandas as pd
+
+        return pd.DataFrame.from_records(rows, columns=columns)
 
     @property
     def store_location(self) -> str:

@@ -33,6 +33,9 @@ __all__ = [
     "DimensionMismatchError",
     "FileIngestError",
     "UploadedFileNotFoundError",
+    "TurnCancelledError",
+    "ReentrantTurnError",
+    "SandboxUnavailableError",
 ]
 
 
@@ -161,3 +164,40 @@ class FileIngestError(LettaNBError):
 
 class UploadedFileNotFoundError(NotFoundError):
     kind = "uploaded file"
+
+
+class TurnCancelledError(LettaNBError):
+    """The turn this call was waiting for was stopped by ``client.agents.messages.cancel(agent)`` (or the chat
+    widget's Stop button) from elsewhere.
+
+    What the agent had said is kept in recall memory, as after Ctrl-C; ``response`` is that partial turn (its
+    ``stop_reason`` is ``"cancelled"``). A stream does not raise this: it ends with a ``cancelled`` StopEvent.
+    """
+
+    def __init__(self, agent: str, response: object = None):
+        self.agent, self.response = agent, response
+        super().__init__(
+            f"The turn of agent {agent!r} was cancelled by client.agents.messages.cancel() while this call waited "
+            f"for it; what it had said is kept (see .response and client.agents.messages.list({agent!r}))."
+        )
+
+
+class ReentrantTurnError(LettaNBError, RuntimeError):
+    """A tool tried to send a message to the agent whose turn is running that tool.
+
+    The new turn would wait for the running one, which waits for the tool: a deadlock. Tools may message
+    other agents; to act on their own agent they use its memory tools or the ``agent_state`` argument.
+    """
+
+    def __init__(self, agent: str):
+        self.agent = agent
+        super().__init__(
+            f"A tool cannot send a message to agent {agent!r}: that agent's turn is running this tool, and the "
+            f"new turn would wait for it forever. Send to a different agent, or return the text from the tool "
+            f"so the agent reads it in this turn."
+        )
+
+
+class SandboxUnavailableError(LettaNBError, RuntimeError):
+    """``sandbox="strict"`` was asked for where isolation is unavailable; the message names what is missing
+    and the fix (``letta_nb.runtime.sandbox.capabilities()`` says what this machine can guarantee)."""

@@ -9,7 +9,6 @@ roles) and *viewed* the Letta way: an assistant turn that calls ``send_message``
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,9 +106,9 @@ class Message:
         if self.tool_calls:
             call = self.tool_calls[0]
             if call.name == "send_message":
-                try:
-                    return str(json.loads(call.arguments).get("message", ""))
-                except (ValueError, AttributeError):
+                try:  # parsed_arguments: a \ud800 escape in the JSON reads as U+FFFD, not a lone surrogate
+                    return str(call.parsed_arguments().get("message", ""))
+                except ValueError:
                     return call.arguments
             return ", ".join(f"{c.name}({c.arguments})" for c in self.tool_calls)
         return self.content or ""

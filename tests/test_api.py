@@ -50,6 +50,8 @@ PUBLIC = [
     "ToolSchemaError",
     "StoreError",
     "SQLiteExtensionError",
+    "TurnCancelledError",
+    "ReentrantTurnError",
 ]
 
 RESOURCES = [client_module.Agents, client_module.Messages, client_module.Blocks, client_module.Passages,

@@ -144,15 +144,21 @@ def test_files_that_vanish_or_change_type_after_the_listing_are_error_rows(clien
 
 
 def test_a_tree_deeper_than_the_recursion_limit_uploads(client, tmp_path):
+    # A known, modest limit: libraries imported by other tests raise it, and 3000 levels would pass PATH_MAX.
+    limit, saved = 600, sys.getrecursionlimit()
     deep = tmp_path / "docs"
     path = str(deep)
     os.mkdir(path)
-    for _ in range(sys.getrecursionlimit() + 50):  # os.makedirs would recurse too
+    for _ in range(limit + 50):  # os.makedirs would recurse too
         path += "/d"
         os.mkdir(path)
     Path(path, "bottom.md").write_text("# Bottom\n\nThe last step of the stair.")
     agent = client.agents.create("reader")
-    report = client.agents.files.upload(agent, deep, progress=False)
+    sys.setrecursionlimit(limit)
+    try:
+        report = client.agents.files.upload(agent, deep, progress=False)
+    finally:
+        sys.setrecursionlimit(saved)
     assert [(Path(f.path).name, f.status) for f in report.files] == [("bottom.md", "added")]
 
 

