@@ -7,6 +7,7 @@ returned client (``client.agents.create``, ``client.agents.messages.create`` ...
 
 from letta_nb.client import Client, connect
 from letta_nb.errors import (
+    AgentBusyError,
     AgentNotFoundError,
     AlreadyExistsError,
     BlockLimitError,
@@ -16,9 +17,12 @@ from letta_nb.errors import (
     MemoryEditError,
     ModelNotFoundError,
     NotFoundError,
+    ProviderError,
     ReadOnlyBlockError,
     RuntimeClosedError,
+    SandboxUnavailableError,
     SQLiteExtensionError,
+    StaleCommitError,
     StoreError,
     ToolNotFoundError,
     ToolSchemaError,
@@ -77,4 +81,8 @@ __all__ = [
     "SQLiteExtensionError",
     "TurnCancelledError",
     "ReentrantTurnError",
+    "ProviderError",
+    "SandboxUnavailableError",
+    "StaleCommitError",
+    "AgentBusyError",
 ]

@@ -43,6 +43,7 @@ from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
 from letta_nb.errors import InvalidArgumentError, TurnCancelledError, UploadedFileNotFoundError
 from letta_nb.runtime import trust
 from letta_nb.runtime.agent_loop import run_turn
+from letta_nb.runtime.leases import check_settings as check_lease_settings
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
 from letta_nb.runtime.loop_thread import Job, RuntimeThread, wait_interruptibly
@@ -199,8 +200,7 @@ class Blocks(_Resource):
         """Change a block. A value over the limit raises BlockLimitError and changes nothing."""
         label, description = block_label(label), optional_text(description, "description")
         read_only = None if read_only is None else flag(read_only, "read_only")
-        state = await self._agent(agent)
-        async with self._rt.locks.hold(state.id):  # never edit memory under a running step
+        async with self._rt.agent_change(agent) as (state, token):
             block = state.block(label)
             new_value = block.value if value is None else value
             new_limit = block.limit if limit is None else limit
@@ -210,8 +210,7 @@ class Blocks(_Resource):
                 changes["description"] = description
             if read_only is not None:
                 changes["read_only"] = bool(read_only)
-            await self._rt.store.update_block(state.id, label, **changes)
-            self._rt.invalidate_agent(state.id)
+            await self._rt.store.update_block(state.id, label, token, **changes)
         return (await self._agent(state.id)).block(label)
 
 
@@ -297,18 +296,16 @@ class AgentTools(_Resource):
         return list((await self._agent(agent)).tools)
 
     async def _attach(self, agent: Any, tool: Any) -> list[str]:
-        state = await self._agent(agent)
         name = await self._client.tools._resolve(tool)
-        await self._rt.store.set_agent_tools(state.id, [*state.tools, name])
-        self._rt.invalidate_agent(state.id)
+        async with self._rt.agent_change(agent) as (state, token):  # two attaches at once: neither is lost
+            await self._rt.store.set_agent_tools(state.id, [*state.tools, name], token)
         return (await self._agent(state.id)).tools
 
     async def _detach(self, agent: Any, tool: str) -> list[str]:
-        state = await self._agent(agent)
-        if tool not in state.tools:
-            raise InvalidArgumentError(f"agent {state.name!r} has no tool {tool!r}; it has {state.tools}")
-        await self._rt.store.set_agent_tools(state.id, [t for t in state.tools if t != tool])
-        self._rt.invalidate_agent(state.id)
+        async with self._rt.agent_change(agent) as (state, token):
+            if tool not in state.tools:
+                raise InvalidArgumentError(f"agent {state.name!r} has no tool {tool!r}; it has {state.tools}")
+            await self._rt.store.set_agent_tools(state.id, [t for t in state.tools if t != tool], token)
         return (await self._agent(state.id)).tools
 
 
@@ -390,19 +387,16 @@ class Agents(_Resource):
         for key, value in (("system", system), ("max_steps", max_steps), ("metadata", metadata)):
             if value is not None:
                 changes[key] = value
-        async with self._rt.locks.hold(state.id):  # never change an agent under a running step
-            await self._rt.store.update_agent(state.id, **changes)
-            self._rt.invalidate_agent(state.id)
+        async with self._rt.agent_change(state.id) as (_, token):
+            await self._rt.store.update_agent(state.id, token, **changes)
         return await self._agent(state.id)
 
     async def _list(self) -> list[AgentState]:
         return await self._rt.store.list_agents()
 
     async def _delete(self, agent: Any) -> None:
-        agent_id = await self._agent_id(agent)
-        async with self._rt.locks.hold(agent_id):
-            await self._rt.store.delete_agent(agent_id)
-            self._rt.invalidate_agent(agent_id)
+        async with self._rt.agent_change(await self._agent_id(agent)) as (state, token):
+            await self._rt.store.delete_agent(state.id, token)
 
 
 Agents.modify, Agents.amodify = Agents.update, Agents.aupdate  # letta_client spells it "modify"
@@ -461,12 +455,15 @@ class Client:
 
     _ops = ("query",)
 
-    def __init__(self, where: Any = None, *, api_keys: dict[str, str] | None = None):
+    def __init__(self, where: Any = None, *, api_keys: dict[str, str] | None = None, lease_ttl: float = 30.0,
+                 lease_timeout: float = 120.0):
         keys = checked_api_keys(api_keys)
         where = store_where(where)
+        check_lease_settings(lease_ttl, lease_timeout)
         self._thread = RuntimeThread()
         try:
-            self._runtime: Runtime = self._thread.run(Runtime.open(where))
+            self._runtime: Runtime = self._thread.run(
+                Runtime.open(where, lease_ttl=lease_ttl, lease_timeout=lease_timeout))
         except BaseException:
             self._thread.close()
             raise
@@ -516,9 +513,14 @@ class Client:
         return f"<letta_nb.Client {state} store={self.store_location!r}>"
 
 
-def connect(where: Any = None, *, api_keys: dict[str, str] | None = None) -> Client:
+def connect(where: Any = None, *, api_keys: dict[str, str] | None = None, lease_ttl: float = 30.0,
+            lease_timeout: float = 120.0) -> Client:
     """Open (or create) a store and start the runtime: a path, ``":memory:"``, or a URL; default ~/.letta_nb.
 
     ``api_keys`` maps a provider (``"openai"``, ``"ollama"``) to its key, for when the environment
-    (``OPENAI_API_KEY``) should not hold it; keys stay in this process's memory only."""
-    return Client(where, api_keys=api_keys)
+    (``OPENAI_API_KEY``) should not hold it; keys stay in this process's memory only.
+
+    Several processes (notebooks) may use one store: each turn holds its agent's lease. ``lease_ttl``: seconds
+    a lease outlives a process that stopped renewing it (killed, paused); ``lease_timeout``: seconds a turn
+    waits for another process's turn of the same agent before ``AgentBusyError``."""
+    return Client(where, api_keys=api_keys, lease_ttl=lease_ttl, lease_timeout=lease_timeout)

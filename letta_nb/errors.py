@@ -36,6 +36,8 @@ __all__ = [
     "TurnCancelledError",
     "ReentrantTurnError",
     "SandboxUnavailableError",
+    "StaleCommitError",
+    "AgentBusyError",
 ]
 
 
@@ -201,3 +203,36 @@ class ReentrantTurnError(LettaNBError, RuntimeError):
 class SandboxUnavailableError(LettaNBError, RuntimeError):
     """``sandbox="strict"`` was asked for where isolation is unavailable; the message names what is missing
     and the fix (``letta_nb.runtime.sandbox.capabilities()`` says what this machine can guarantee)."""
+
+
+class StaleCommitError(StoreError):
+    """A step commit was refused: the turn's lease on the agent was lost (it expired while this process was
+    paused or cut off, and another process took the agent), or another process moved the agent on.
+
+    Nothing of the refused step was written, the user's message included when it was the turn's first step;
+    steps the turn had already committed stay. The cached session is reloaded, so sending again is safe.
+    """
+
+    def __init__(self, agent: str):
+        self.agent = agent
+        super().__init__(
+            f"The store refused a step of agent {agent!r}: this process no longer held the agent's lease (it "
+            f"expired and another process took the agent). Nothing of that step was stored; send the message "
+            f"again (the agent now reads the store's latest state).")
+
+
+class AgentBusyError(LettaNBError):
+    """Another process kept the agent's lease longer than this call was willing to wait (``lease_timeout``).
+
+    ``holder`` says who: ``{"pid": ..., "host": ..., "since": datetime}``.
+    """
+
+    def __init__(self, agent: str, holder: dict, waited_s: float):
+        self.agent, self.holder, self.waited_s = agent, holder, waited_s
+        since = holder.get("since")
+        when = f" since {since:%H:%M:%S}" if since is not None else ""
+        who = (f"process {holder.get('pid')} on {holder.get('host')!r}{when}" if holder.get("pid") is not None
+               else "processes queued before this one")
+        super().__init__(
+            f"Agent {agent!r} is busy in another process: {who}; waited {waited_s:.1f} s. Try again when its "
+            f"turn ends, or pass a longer lease_timeout to letta_nb.connect().")

@@ -133,6 +133,7 @@ class AgentState:
     context_start_seq: int = 0
     context_summary: str | None = None
     last_seq: int = 0
+    version: int = 0  # bumped by every change that is not a step (blocks, tools, settings): see runtime/leases.py
     # This user's HMAC of (id, model, embedding) when this user wrote them (runtime/trust.py): decides
     # whether API keys may go to an endpoint the model spec names. Not shown, not compared.
     signature: str | None = field(default=None, repr=False, compare=False)

@@ -52,6 +52,10 @@ PUBLIC = [
     "SQLiteExtensionError",
     "TurnCancelledError",
     "ReentrantTurnError",
+    "ProviderError",
+    "SandboxUnavailableError",
+    "StaleCommitError",
+    "AgentBusyError",
 ]
 
 RESOURCES = [client_module.Agents, client_module.Messages, client_module.Blocks, client_module.Passages,

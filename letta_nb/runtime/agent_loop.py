@@ -26,7 +26,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from letta_nb.errors import InvalidArgumentError, ReentrantTurnError, StoreError, TurnCancelledError
+from letta_nb.errors import (
+    InvalidArgumentError,
+    ReentrantTurnError,
+    StaleCommitError,
+    StoreError,
+    TurnCancelledError,
+)
 from letta_nb.llm.base import Completion, TextDelta, ToolCallDelta, Usage
 from letta_nb.llm.tokens import message_tokens
 from letta_nb.runtime.base_tools import TERMINAL_TOOLS, ToolContext
@@ -40,6 +46,7 @@ from letta_nb.runtime.events import (
     ToolCallEvent,
     ToolReturnEvent,
 )
+from letta_nb.runtime.leases import Lease
 from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
 from letta_nb.runtime.session import EVICT_TO, AgentSession
@@ -64,8 +71,9 @@ def _noop(_: StreamEvent) -> None:
 class _Turn:
     """State of one turn; a class so the cancellation path can see how far the turn got."""
 
-    def __init__(self, rt: Runtime, session: AgentSession, text: str, emit: Emit):
-        self.rt, self.session, self.emit = rt, session, emit
+    def __init__(self, rt: Runtime, session: AgentSession, text: str, emit: Emit, lease: Lease):
+        self.rt, self.session, self.emit, self.lease = rt, session, emit, lease
+        self.lease_lost = False
         self.agent = session.agent
         self.run_id = new_id("run")
         self.seq = self.agent.last_seq
@@ -87,7 +95,9 @@ class _Turn:
                        step_id=self.step_id, **fields)
 
     async def commit(self, messages: list[Message], step: dict[str, Any], memory: WorkingMemory | None,
-                     passages: list[dict[str, Any]], eviction_fields: dict[str, Any]) -> float:
+                     passages: list[dict[str, Any]], eviction_fields: dict[str, Any], *, last: bool) -> float:
+        """Commit a step, fenced by the turn's lease and the ``last_seq`` it builds on (runtime/leases.py);
+        the turn's ``last`` step also gives the lease up, in the same transaction."""
         write = StepWrite(
             agent_id=self.agent.id,
             messages=[message_row(m) for m in messages],
@@ -95,6 +105,9 @@ class _Turn:
             passages=passages,
             step=step,
             agent={"last_seq": self.seq, **eviction_fields},
+            fence=(self.lease.token, self.agent.last_seq),
+            lease_until=self.rt.leases.until(),
+            release=last,
         )
         fut = self.rt.store.submit_step(write)
         cancelled = False
@@ -104,9 +117,17 @@ class _Turn:
             except asyncio.CancelledError:
                 cancelled = True  # the write is queued and will land: wait for it, then stay in step
                 db_ms = await fut
+        except StaleCommitError:
+            self.rt.invalidate_agent(self.agent.id)
+            self.lease_lost = True
+            self.rt.leases.refused(self.lease)
+            self.rt.leases.released(self.lease)  # not ours any more: nothing to renew or give up
+            raise StaleCommitError(self.agent.name) from None
         except Exception as e:
             self.rt.invalidate_agent(self.agent.id)
             raise StoreError(f"committing a step of agent {self.agent.name!r} failed: {e}") from e
+        if last:
+            self.rt.leases.released(self.lease)
         self.session.append(messages)
         if memory is not None and memory.changed:
             self.agent.blocks = memory.blocks
@@ -167,7 +188,8 @@ class _Turn:
             total_ms = (time.perf_counter() - t0) * 1000
             messages, self.pending = self.pending, []
             row = self.step_row(index, len(messages), llm_ms, tools_ms, total_ms, completion.usage, stop)
-            db_ms = await self.commit(messages, row, memory, ctx.pending_passages, eviction_fields)
+            db_ms = await self.commit(messages, row, memory, ctx.pending_passages, eviction_fields,
+                                      last=finished or index == self.agent.max_steps - 1)
             stats = StepStats(self.step_id, index, llm_ms, tools_ms, db_ms, (time.perf_counter() - t0) * 1000,
                               completion.usage.prompt_tokens, completion.usage.completion_tokens, stop,
                               tuple(r.name for r in results))
@@ -219,7 +241,7 @@ class _Turn:
         self.seq = keep[-1].seq
         self.pending = []
         row = self.step_row(len(self.steps), len(keep), 0.0, 0.0, 0.0, Usage(), reason)
-        await self.commit(keep, row, None, [], {})
+        await self.commit(keep, row, None, [], {}, last=True)
 
 
 def _reseq(m: Message, seq: int) -> Message:
@@ -240,39 +262,48 @@ async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None)
         return agent_id
 
     async with rt.locks.hold(agent, resolve) as agent_id:
-        session = await rt.session(agent_id)
-        size = message_tokens({"role": "user", "content": text})
-        if size > EVICT_TO * session.budget:
-            raise InvalidArgumentError(
-                f"input is about {size} tokens, more than half of model {session.llm.name!r}'s context window "
-                f"({session.budget} tokens). Split it, or upload it to archival memory with "
-                "client.agents.passages.create(...) and ask about it."
-            )
-        turn = _Turn(rt, session, text, emit or _noop)
-        task = asyncio.current_task()
-        # Seen by this turn's tools and what they submit (reset below: a turn may run inline in a tool's task).
-        tokens = current_agent.set(agent_id), TURN_TASK.set(task)
-        rt.running[agent_id] = task
+        lease = await rt.leases.acquire(agent_id, agent if isinstance(agent, str) else None)
         try:
-            return await turn.run()
-        except asyncio.CancelledError:
-            await asyncio.shield(_save(turn, "cancelled"))
-            turn.emit(StopEvent("cancelled", turn.usage))
-            if task is not None and rt.stop_requested(agent_id, task) and _uncancel(task) == 0:
-                # Only messages.cancel() stopped it: its caller gets a documented error, not a bare
-                # CancelledError. Any other cancellation (Ctrl-C, a timeout, close) still propagates.
-                partial = Response(turn.out, turn.usage, turn.steps, "cancelled", turn.run_id)
-                raise TurnCancelledError(turn.agent.name, partial) from None
-            raise
-        except BaseException:
-            await asyncio.shield(_save(turn, "error"))
-            raise
+            return await _leased_turn(rt, agent_id, text, emit, lease)
         finally:
-            current_agent.reset(tokens[0])
-            TURN_TASK.reset(tokens[1])
-            if rt.running.get(agent_id) is task:
-                del rt.running[agent_id]
-                rt.stop_requested(agent_id, task, clear=True)
+            await rt.leases.release(lease)  # unless the turn's last commit gave it up
+
+
+async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None, lease: Lease) -> Response:
+    """The turn, holding the agent's lock and lease: the session checked against the grant's state first."""
+    session = await rt.session(agent_id, (lease.last_seq, lease.version, lease.tools_version))
+    size = message_tokens({"role": "user", "content": text})
+    if size > EVICT_TO * session.budget:
+        raise InvalidArgumentError(
+            f"input is about {size} tokens, more than half of model {session.llm.name!r}'s context window "
+            f"({session.budget} tokens). Split it, or upload it to archival memory with "
+            "client.agents.passages.create(...) and ask about it."
+        )
+    turn = _Turn(rt, session, text, emit or _noop, lease)
+    task = asyncio.current_task()
+    # Seen by this turn's tools and what they submit (reset below: a turn may run inline in a tool's task).
+    tokens = current_agent.set(agent_id), TURN_TASK.set(task)
+    rt.running[agent_id] = task
+    try:
+        return await turn.run()
+    except asyncio.CancelledError:
+        await asyncio.shield(_save(turn, "cancelled"))
+        turn.emit(StopEvent("cancelled", turn.usage))
+        if task is not None and rt.stop_requested(agent_id, task) and _uncancel(task) == 0:
+            # Only messages.cancel() stopped it: its caller gets a documented error, not a bare
+            # CancelledError. Any other cancellation (Ctrl-C, a timeout, close) still propagates.
+            partial = Response(turn.out, turn.usage, turn.steps, "cancelled", turn.run_id)
+            raise TurnCancelledError(turn.agent.name, partial) from None
+        raise
+    except BaseException:
+        await asyncio.shield(_save(turn, "error"))
+        raise
+    finally:
+        current_agent.reset(tokens[0])
+        TURN_TASK.reset(tokens[1])
+        if rt.running.get(agent_id) is task:
+            del rt.running[agent_id]
+            rt.stop_requested(agent_id, task, clear=True)
 
 
 def _uncancel(task: asyncio.Task) -> int:
@@ -282,6 +313,8 @@ def _uncancel(task: asyncio.Task) -> int:
 
 
 async def _save(turn: _Turn, reason: str) -> None:
+    if turn.lease_lost:  # a refused commit: the agent is another process's now, nothing more is ours to write
+        return
     try:
         await turn.save_interrupted(reason)
     except Exception:

@@ -135,6 +135,12 @@ class TTLCache(Generic[K, V]):
         assert flight is not None and flight.future is not None
         return await asyncio.shield(flight.future)
 
+    def peek(self, key: K) -> V | None:
+        """The cached value or None, counting nothing (a staleness check is not a use)."""
+        with self._lock:
+            entry = self._data.get(key)
+            return entry.value if entry is not None and self._live(entry, self._clock()) else None
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             entry = self._data.get(key)  # type: ignore[call-overload]

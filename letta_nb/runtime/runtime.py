@@ -13,24 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from letta_nb.embeddings.registry import resolve_embedder
-from letta_nb.errors import InvalidArgumentError, ToolNotFoundError
+from letta_nb.errors import AgentNotFoundError, InvalidArgumentError, ToolNotFoundError
 from letta_nb.llm.base import LLMClient
 from letta_nb.llm.registry import resolve_model
 from letta_nb.runtime.archival import Archival
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES, BASE_TOOLS
 from letta_nb.runtime.cache import CacheRegistry
 from letta_nb.runtime.executor import ToolExecutor, ToolResult
+from letta_nb.runtime.leases import AgentLeases
 from letta_nb.runtime.locks import AgentLocks
 from letta_nb.runtime.session import AgentSession
 from letta_nb.runtime import trust
 from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 from letta_nb.schemas import AgentState, StepStats
+from letta_nb.store import leases as lease_rows
 from letta_nb.store.store import Store
 from letta_nb.telemetry import Telemetry
 from letta_nb.telemetry.providers import otlp_settings
@@ -53,8 +57,11 @@ class ToolCallRecord:
 
 
 class Runtime:
-    def __init__(self, store: Store, *, max_parallel_tools: int = 8, history: int = 100_000):
+    def __init__(self, store: Store, *, max_parallel_tools: int = 8, history: int = 100_000,
+                 lease_ttl: float = 30.0, lease_timeout: float = 120.0):
         self.store = store
+        self.leases = AgentLeases(store.writer, ttl=lease_ttl, timeout=lease_timeout)
+        self._tools_version: int | None = None  # the store's tools counter our tool caches reflect
         self.caches = CacheRegistry()
         self.agent_cache = self.caches.cache("agent_state", maxsize=512)
         self.model_cache = self.caches.cache("model_config", maxsize=64)
@@ -70,6 +77,7 @@ class Runtime:
         self.running: dict[str, asyncio.Task] = {}
         self._stops: dict[str, asyncio.Task] = {}  # agent -> its turn's task that cancel_turn() stopped
         self._user_tools: dict[str, ToolSpec] = {}
+        self._unverified: set[str] = set()  # registrations another process may have replaced since
         self._http: Any = None  # the one httpx.AsyncClient for every model and embedder (see http_client)
         self.api_keys: dict[str, str] = {}  # provider -> key, in memory only (never stored or shown)
 
@@ -159,6 +167,11 @@ class Runtime:
     async def tool_spec(self, name: str) -> ToolSpec:
         if name in BASE_TOOLS:
             return BASE_TOOLS[name]
+        if name in self._unverified:
+            self._unverified.discard(name)
+            row = {r.name: r for r in await self.store.tool_rows()}.get(name)
+            if row is None or trust.tool_fields(row._mapping) != tool_row(self._user_tools[name]):
+                del self._user_tools[name]  # replaced (or deleted) by another process: the store's wins
         if name in self._user_tools:
             return self._user_tools[name]
 
@@ -205,8 +218,22 @@ class Runtime:
             return ref
         return await self.store.resolve_agent(ref)
 
-    async def session(self, agent_id: str) -> AgentSession:
-        """The agent's loaded state (cached); everything a turn reads comes from here."""
+    async def session(self, agent_id: str, state: tuple[int, int, int] | None = None) -> AgentSession:
+        """The agent's loaded state (cached); everything a turn reads comes from here.
+
+        Another process may have changed the agent since it was cached: its ``(last_seq, version,
+        tools_version)`` row (``state``, when a lease grant just read it; else read now, ~20 us) decides
+        whether the cached session is still the store's."""
+        if state is None:
+            state = self.store.writer.read(functools.partial(lease_rows.agent_state, agent_id=agent_id))
+            if state is None:
+                self.invalidate_agent(agent_id)
+                raise AgentNotFoundError(agent_id, list(await self.store.agent_names()))
+        if state[2] != self._tools_version:
+            self._tools_changed(state[2])
+        cached = self.agent_cache.peek(agent_id)
+        if cached is not None and (cached.agent.last_seq, cached.agent.version) != (state[0], state[1]):
+            self.invalidate_agent(agent_id)
 
         async def load() -> AgentSession:
             agent, messages = await self.store.load_session(agent_id)
@@ -216,8 +243,34 @@ class Runtime:
 
         return await self.agent_cache.get_or_load(agent_id, load)
 
+    @contextlib.asynccontextmanager
+    async def agent_change(self, agent: Any) -> AsyncIterator[tuple[AgentState, int]]:
+        """The one path for changing an agent outside a turn (blocks, tools, settings, deletion): its lock in
+        this process, its lease across processes, its state as of the grant; yields ``(state, token)`` (pass
+        the token to the store, which bumps the agent's version under it) and drops the cached session after.
+        """
+        agent_id = await self.resolve_agent(agent)
+        async with self.locks.hold(agent_id):  # never change an agent under a running step
+            async with self.leases.hold(agent_id, agent if isinstance(agent, str) else None) as lease:
+                try:
+                    session = await self.session(agent_id, (lease.last_seq, lease.version, lease.tools_version))
+                    yield session.agent, lease.token
+                finally:
+                    self.invalidate_agent(agent_id)
+
     def invalidate_agent(self, agent_id: str) -> None:
         self.agent_cache.invalidate(agent_id)
+
+    def _tools_changed(self, version: int) -> None:
+        """Some process registered or changed a tool: resolved tools (and the sessions holding them) are
+        reloaded; this process's own registrations stay only where the store still has them as registered."""
+        first = self._tools_version is None
+        self._tools_version = version
+        if first:
+            return
+        self.tool_cache.clear()
+        self.agent_cache.clear()
+        self._unverified = set(self._user_tools)
 
 
 def _wrote(agent: AgentState) -> bool:

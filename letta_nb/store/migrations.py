@@ -187,8 +187,39 @@ def m0004_signatures_isolation(op: _Ops) -> None:
     op.add_column("tools", sa.Column("network", sa.Boolean, nullable=False, server_default=sa.false()))
 
 
+def m0005_leases(op: _Ops) -> None:
+    """Many processes, one store (runtime/leases.py): a lease row per agent whose ``token`` only grows (the
+    fencing token every step commit checks), a queue of waiting processes in arrival order, the agent's
+    ``version`` (bumped by every change that is not a step: blocks, tools, settings) and counters of
+    store-wide changes (``tools_version``) that tell other processes their caches are stale."""
+    op.add_column("agents", sa.Column("version", sa.Integer, nullable=False, server_default="0"))
+    op.create_table(
+        "agent_leases",
+        sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("token", sa.Integer, nullable=False),
+        sa.Column("holder", sa.String(200), nullable=True),  # NULL: free
+        sa.Column("pid", sa.Integer, nullable=True),
+        sa.Column("host", sa.String(200), nullable=True),
+        sa.Column("since", sa.Float, nullable=True),  # epoch seconds
+        sa.Column("expires_at", sa.Float, nullable=True),
+    )
+    op.create_table(
+        "lease_waiters",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # arrival order
+        sa.Column("agent_id", sa.String(64), nullable=False),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),  # a waiter that stops polling drops out
+    )
+    op.create_index("ix_lease_waiters_agent", "lease_waiters", "agent_id", "id")
+    op.create_table(
+        "store_counters",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Integer, nullable=False),
+    )
+
+
 MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (
-    m0001_core, m0002_archival_steps_context, m0003_files, m0004_signatures_isolation,
+    m0001_core, m0002_archival_steps_context, m0003_files, m0004_signatures_isolation, m0005_leases,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

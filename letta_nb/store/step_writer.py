@@ -34,11 +34,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from letta_nb.errors import StaleCommitError
+from letta_nb.store import leases
 from letta_nb.store.checkpointer import Checkpointer
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.sqlite_driver import write_transaction
 
-__all__ = ["StepWrite", "StepWriter", "apply_writes", "insert_rows", "is_busy"]
+__all__ = ["Op", "StepWrite", "StepWriter", "apply_writes", "insert_rows", "is_busy"]
 
 _T = METADATA.tables
 
@@ -53,6 +55,15 @@ class StepWrite:
     passages: list[dict[str, Any]] = field(default_factory=list)
     step: dict[str, Any] | None = None
     agent: dict[str, Any] = field(default_factory=dict)  # columns of the agent row to update
+    # (lease token, the agent's last_seq this step builds on): the write lands only if both still hold
+    # (store/leases.py); with ``lease_until`` the lease is renewed to then, with ``release`` given up.
+    fence: tuple[int, int] | None = None
+    lease_until: float | None = None
+    release: bool = False
+
+
+Op = Callable[[Any], Any]
+"""A function of a cursor run in a group's transaction (lease grants and releases); its value is its result."""
 
 
 DT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format, so reads parse it
@@ -87,12 +98,27 @@ def _rows(name: str, dicts: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, 
     return sql, [tuple(conv[c](d.get(c)) if c in conv else d.get(c) for c in cols) for d in dicts]
 
 
-def apply_writes(cursor: Any, writes: list[StepWrite]) -> None:
-    """Apply writes with a DB-API cursor inside the caller's transaction, batched across writes.
+def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
+    """Apply writes with a DB-API cursor inside the caller's transaction, batched across writes; returns
+    which were applied. A fenced write whose lease or ``last_seq`` no longer holds is refused before any of
+    its rows is written, and the rest of the group goes on.
 
     Statements are built once from the migrated tables (so they track the schema) and executed with
     ``executemany``: SQLAlchemy Core per statement cost ~5x the SQLite work itself on this path.
     """
+    applied = [True] * len(writes)
+    for i, w in enumerate(writes):
+        if w.fence is None:
+            continue
+        if not leases.fenced_update(cursor, w.agent_id, w.fence[0], w.fence[1], w.agent or {"last_seq": w.fence[1]}):
+            applied[i] = False
+            continue
+        if w.release:
+            leases.release(cursor, w.agent_id, w.fence[0])
+        elif w.lease_until is not None:
+            leases.renew(cursor, w.agent_id, w.fence[0], w.lease_until)
+    if not all(applied):
+        writes = [w for w, ok in zip(writes, applied) if ok]
     for name, attr in (("messages", "messages"), ("passages", "passages")):
         dicts = [row for w in writes for row in getattr(w, attr)]
         if dicts:
@@ -104,12 +130,13 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> None:
     if edits:
         cursor.executemany("UPDATE blocks SET value = ? WHERE agent_id = ? AND label = ?", edits)
     for w in writes:
-        if w.agent:
+        if w.agent and w.fence is None:
             cols = sorted(w.agent)
             cursor.execute(
                 f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
                 [*(w.agent[c] for c in cols), w.agent_id],
             )
+    return applied
 
 
 class StepWriter:
@@ -127,17 +154,19 @@ class StepWriter:
         self.checkpointer = checkpointer  # set: ``connect`` turned automatic checkpoints off
         self._busy_timeout_ms = busy_timeout_ms
         self._inline: Any = None
-        self._pending: list[tuple[StepWrite, asyncio.Future]] = []
+        self._pending: list[tuple[StepWrite | Op, asyncio.Future]] = []
         self._flush_scheduled = False
-        self._queue: queue.SimpleQueue[list[tuple[StepWrite, asyncio.Future]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[tuple[StepWrite | Op, asyncio.Future]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
         self.commits = 0
         self.writes = 0
         self.deferred = 0  # groups handed to the thread because the database was locked
+        self.refused = 0  # fenced writes refused: their lease was lost (store/leases.py)
 
-    def submit(self, write: StepWrite) -> asyncio.Future[float]:
-        """Queue a write; the future resolves to the commit's duration in ms (after it is durable)."""
+    def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
+        """Queue a write (or an :data:`Op`); the future resolves, once the group is durable, to the commit's
+        duration in ms (an op: to its value). A fenced write that was refused fails with StaleCommitError."""
         if self._closed:
             raise RuntimeError("the step writer is closed")
         loop = asyncio.get_running_loop()
@@ -163,6 +192,17 @@ class StepWriter:
         if self.checkpointer is not None:
             self.checkpointer.close()
 
+    def read(self, fn: Callable[[Any], Any]) -> Any:
+        """Run a read-only ``fn(cursor)`` on the inline connection, now, on the loop (~20 us: the coherence
+        checks of runtime/leases.py are one indexed row each)."""
+        if self._inline is None:
+            self._inline = self._connect(0)
+        cursor = self._inline.cursor()
+        try:
+            return fn(cursor)
+        finally:
+            cursor.close()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
@@ -172,7 +212,7 @@ class StepWriter:
             self._inline = self._connect(0)
         t0 = time.perf_counter()
         try:
-            _transaction(self._inline, [w for w, _ in batch])
+            results = _transaction(self._inline, [w for w, _ in batch])
         except Exception as e:
             if is_busy(e):
                 self.deferred += 1
@@ -180,9 +220,9 @@ class StepWriter:
             else:
                 self._isolate(self._inline, batch, e)
             return
-        self._done(batch, (time.perf_counter() - t0) * 1000)
+        self._done(batch, results, (time.perf_counter() - t0) * 1000)
 
-    def _to_thread(self, batch: list[tuple[StepWrite, asyncio.Future]]) -> None:
+    def _to_thread(self, batch: list[tuple[StepWrite | Op, asyncio.Future]]) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="letta_nb-step-writer", daemon=True)
             self._thread.start()
@@ -194,35 +234,42 @@ class StepWriter:
             while (batch := self._queue.get()) is not None:
                 t0 = time.perf_counter()
                 try:
-                    _transaction(conn, [w for w, _ in batch])
+                    results = _transaction(conn, [w for w, _ in batch])
                 except Exception as e:
                     self._isolate(conn, batch, e)
                 else:
-                    self._done(batch, (time.perf_counter() - t0) * 1000)
+                    self._done(batch, results, (time.perf_counter() - t0) * 1000)
         finally:
             conn.close()
 
-    def _isolate(self, conn: Any, batch: list[tuple[StepWrite, asyncio.Future]], error: Exception) -> None:
-        """A group failed: retry each write alone so only the offending ones fail."""
+    def _isolate(self, conn: Any, batch: list[tuple[StepWrite | Op, asyncio.Future]], error: Exception) -> None:
+        """A group failed: retry each item alone so only the offending ones fail."""
         if len(batch) == 1:
             _resolve(batch[0][1], error=error)
             return
-        for write, fut in batch:
+        for item, fut in batch:
             t1 = time.perf_counter()
             try:
-                _transaction(conn, [write])
+                results = _transaction(conn, [item])
             except Exception as e:
                 _resolve(fut, error=e)
             else:
-                self._done([(write, fut)], (time.perf_counter() - t1) * 1000)
+                self._done([(item, fut)], results, (time.perf_counter() - t1) * 1000)
 
-    def _done(self, batch: list[tuple[StepWrite, asyncio.Future]], ms: float) -> None:
+    def _done(self, batch: list[tuple[StepWrite | Op, asyncio.Future]], results: list[Any], ms: float) -> None:
         self.commits += 1
         self.writes += len(batch)
         if self.checkpointer is not None:
-            self.checkpointer.wrote(sum(len(w.messages) + len(w.passages) + 1 for w, _ in batch))
-        for _, fut in batch:
-            _resolve(fut, value=ms)
+            self.checkpointer.wrote(sum(len(w.messages) + len(w.passages) + 1 for w, _ in batch
+                                        if isinstance(w, StepWrite)))
+        for (item, fut), result in zip(batch, results):
+            if not isinstance(item, StepWrite):
+                _resolve(fut, value=result)
+            elif result:
+                _resolve(fut, value=ms)
+            else:
+                self.refused += 1
+                _resolve(fut, error=StaleCommitError(item.agent_id))
 
 
 def is_busy(error: Exception) -> bool:
@@ -230,9 +277,19 @@ def is_busy(error: Exception) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _transaction(conn: Any, writes: list[StepWrite]) -> None:
+def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
+    """One transaction for a group: its ops in order, then its writes batched; a result per item (an op's
+    value; for a write, whether it was applied)."""
+    results: list[Any] = [None] * len(items)
+    writes = [(i, w) for i, w in enumerate(items) if isinstance(w, StepWrite)]
     with write_transaction(conn) as cursor:
-        apply_writes(cursor, writes)
+        for i, item in enumerate(items):
+            if not isinstance(item, StepWrite):
+                results[i] = item(cursor)
+        if writes:
+            for (i, _), ok in zip(writes, apply_writes(cursor, [w for _, w in writes])):
+                results[i] = ok
+    return results
 
 
 def _resolve(fut: asyncio.Future, *, value: float | None = None, error: BaseException | None = None) -> None:

@@ -28,6 +28,7 @@ from letta_nb.errors import (
     AgentNotFoundError,
     AlreadyExistsError,
     BlockNotFoundError,
+    StaleCommitError,
     StoreError,
 )
 from letta_nb.llm.base import ToolCall
@@ -148,7 +149,7 @@ def _agents_where(conn: sa.Connection, where: Any) -> list[AgentState]:
             blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
             created_at=_aware(row.created_at), metadata=row.metadata or {},
             context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
-            signature=row.signature,
+            signature=row.signature, version=row.version,
         )
         for row in rows
     ]
@@ -271,28 +272,32 @@ class Store:
         async with self.engine.connect() as conn:
             return await conn.run_sync(read)
 
-    async def delete_agent(self, agent_id: str) -> None:
+    async def delete_agent(self, agent_id: str, fence: int | None = None) -> None:
         async with self._writer_engine.begin() as conn:
+            await _fenced(conn, agent_id, fence)
             result = await conn.execute(T["agents"].delete().where(T["agents"].c.id == agent_id))
         if result.rowcount == 0:
             raise AgentNotFoundError(agent_id, list(await self.agent_names()))
 
-    async def update_agent(self, agent_id: str, **values: Any) -> None:
+    async def update_agent(self, agent_id: str, fence: int | None = None, **values: Any) -> None:
         async with self._writer_engine.begin() as conn:
+            await _fenced(conn, agent_id, fence)
             await conn.execute(T["agents"].update().where(T["agents"].c.id == agent_id).values(updated_at=utcnow(), **values))
 
-    async def set_agent_tools(self, agent_id: str, names: Iterable[str]) -> None:
+    async def set_agent_tools(self, agent_id: str, names: Iterable[str], fence: int | None = None) -> None:
         at = T["agent_tools"]
         async with self._writer_engine.begin() as conn:
+            await _fenced(conn, agent_id, fence)
             await conn.execute(at.delete().where(at.c.agent_id == agent_id))
             rows = [dict(agent_id=agent_id, tool_name=n) for n in sorted(set(names))]
             if rows:
                 await conn.execute(at.insert(), rows)
 
     # ---- blocks -------------------------------------------------------------------------------------
-    async def update_block(self, agent_id: str, label: str, **values: Any) -> None:
+    async def update_block(self, agent_id: str, label: str, fence: int | None = None, **values: Any) -> None:
         blocks = T["blocks"]
         async with self._writer_engine.begin() as conn:
+            await _fenced(conn, agent_id, fence)
             result = await conn.execute(
                 blocks.update()
                 .where(blocks.c.agent_id == agent_id, blocks.c.label == label)
@@ -349,6 +354,9 @@ class Store:
                 await conn.execute(tools.update().where(tools.c.id == existing).values(updated_at=now, **row))
             else:
                 await conn.execute(tools.insert().values(id=new_id("tool"), created_at=now, updated_at=now, **row))
+            # Other processes compare this counter with theirs before using a cached tool (runtime.session).
+            await conn.execute(sa.text("INSERT INTO store_counters (name, value) VALUES ('tools', 1) "
+                                       "ON CONFLICT (name) DO UPDATE SET value = value + 1"))
 
     async def tool_rows(self) -> list[Any]:
         async with self.engine.connect() as conn:
@@ -399,6 +407,20 @@ class Store:
             q = q.where(s.c.agent_id == agent_id)
         async with self.engine.connect() as conn:
             return list(await conn.execute(q))
+
+
+async def _fenced(conn: Any, agent_id: str, token: int | None) -> None:
+    """In a change's transaction: bump the agent's version (other processes reload it) and, with the
+    lease ``token`` the change was made under, refuse it (StaleCommitError, rolled back) if the lease was
+    lost meanwhile (runtime/leases.py)."""
+    if token is None:
+        return
+    result = await conn.execute(
+        sa.text("UPDATE agents SET version = version + 1 WHERE id = :id AND "
+                "(SELECT token FROM agent_leases WHERE agent_id = :id AND holder IS NOT NULL) = :token"),
+        {"id": agent_id, "token": token})
+    if result.rowcount != 1:
+        raise StaleCommitError(agent_id)
 
 
 async def _migrate_when_free(engine: AsyncEngine, path: str, *, attempts: int = 100) -> list[str]:

@@ -1,0 +1,131 @@
+"""Lease rows: which process may write an agent's turns, fenced by a token that only grows.
+
+These functions run inside the caller's write transaction on a raw DB-API cursor (the step writer's group
+commit, see step_writer.py), so taking a lease costs one row write in a transaction that many agents share.
+The runtime side (queueing, renewal, probes) is runtime/leases.py.
+
+Invariants:
+- ``agent_leases.token`` is incremented by every grant and never reset: a commit that carries an older token
+  than the row's belongs to a turn whose lease was lost, and is refused (:func:`fenced_update`).
+- A lease is granted to the oldest live waiter first (``lease_waiters.id`` is arrival order across
+  processes); a waiter that stops renewing its ticket (a killed process) drops out when the ticket expires,
+  and a holder that stops renewing loses the lease when it expires.
+- The agent's ``last_seq`` and ``version`` are read in the same transaction as the grant, so the turn knows
+  at once whether its cached session is stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Grant", "Busy", "acquire", "agent_state", "release", "renew", "fenced_update", "bump_version", "counter", "bump_counter"]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The lease is ours: ``token`` fences our commits; the agent's state as of the grant."""
+
+    token: int
+    last_seq: int
+    version: int
+    tools_version: int  # store-wide: bumped when a tool is registered or changed
+    took_expired: bool  # the previous holder had not released it: its lease expired
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another process holds the lease (or an older waiter is ahead of us)."""
+
+    holder: str | None
+    pid: int | None
+    host: str | None
+    since: float | None
+    expires_at: float | None
+
+
+def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
+            ticket_ttl: float) -> Grant | Busy | None:
+    """Take the agent's lease if it is free or expired and no older live waiter is queued; else queue (or
+    keep) our ticket and say who holds it. ``None``: the agent does not exist."""
+    agent = agent_state(cur, agent_id)
+    if agent is None:
+        cur.execute("DELETE FROM lease_waiters WHERE agent_id = ?", (agent_id,))
+        return None
+    cur.execute("DELETE FROM lease_waiters WHERE agent_id = ? AND expires_at < ?", (agent_id, now))
+    row = cur.execute("SELECT token, holder, pid, host, since, expires_at FROM agent_leases WHERE agent_id = ?",
+                      (agent_id,)).fetchone()
+    held = row is not None and row[1] is not None and row[1] != holder and row[5] >= now
+    first = cur.execute("SELECT holder FROM lease_waiters WHERE agent_id = ? ORDER BY id LIMIT 1",
+                        (agent_id,)).fetchone()
+    if held or (first is not None and first[0] != holder):
+        mine = cur.execute("UPDATE lease_waiters SET expires_at = ? WHERE agent_id = ? AND holder = ?",
+                           (now + ticket_ttl, agent_id, holder)).rowcount
+        if not mine:
+            cur.execute("INSERT INTO lease_waiters (agent_id, holder, expires_at) VALUES (?, ?, ?)",
+                        (agent_id, holder, now + ticket_ttl))
+        if held:
+            return Busy(row[1], row[2], row[3], row[4], row[5])
+        return Busy(None, None, None, None, None)  # free, but an older waiter goes first
+    took_expired = row is not None and row[1] is not None and row[1] != holder
+    token = (row[0] if row is not None else 0) + 1
+    cur.execute(
+        "INSERT INTO agent_leases (agent_id, token, holder, pid, host, since, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET token = excluded.token, "
+        "holder = excluded.holder, pid = excluded.pid, host = excluded.host, since = excluded.since, "
+        "expires_at = excluded.expires_at",
+        (agent_id, token, holder, pid, host, now, now + ttl))
+    if first is not None:
+        cur.execute("DELETE FROM lease_waiters WHERE agent_id = ? AND holder = ?", (agent_id, holder))
+    return Grant(token, agent[0], agent[1], agent[2], took_expired)
+
+
+def agent_state(cur: Any, agent_id: str) -> tuple[int, int, int] | None:
+    """``(last_seq, version, tools_version)`` of an agent, None if it is gone: one indexed row, what every
+    process compares with its cached session before using it."""
+    return cur.execute("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
+                       "FROM agents WHERE id = ?", (agent_id,)).fetchone()
+
+
+def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:
+    """Extend our lease; False if it is no longer ours."""
+    return cur.execute("UPDATE agent_leases SET expires_at = ? WHERE agent_id = ? AND token = ? AND holder IS NOT NULL",
+                       (expires_at, agent_id, token)).rowcount == 1
+
+
+def release(cur: Any, agent_id: str, token: int) -> bool:
+    """Give the lease up (a no-op if it is no longer ours)."""
+    return cur.execute("UPDATE agent_leases SET holder = NULL, expires_at = NULL WHERE agent_id = ? AND token = ?",
+                       (agent_id, token)).rowcount == 1
+
+
+def fenced_update(cur: Any, agent_id: str, token: int, expected_last_seq: int, columns: dict[str, Any]) -> bool:
+    """Update the agent row only if our lease still holds and ``last_seq`` is what the turn read: the
+    compare-and-set every step commit starts with. False: refused (nothing written)."""
+    cols = sorted(columns)
+    return cur.execute(
+        f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ? AND last_seq = ? AND "
+        "(SELECT token FROM agent_leases WHERE agent_id = ? AND holder IS NOT NULL) = ?",
+        [*(columns[c] for c in cols), agent_id, expected_last_seq, agent_id, token],
+    ).rowcount == 1
+
+
+def bump_version(cur: Any, agent_id: str, token: int | None) -> bool:
+    """A change that is not a step (blocks, tools, settings): other processes reload the agent. With a
+    ``token``, only while our lease holds."""
+    if token is None:
+        return cur.execute("UPDATE agents SET version = version + 1 WHERE id = ?", (agent_id,)).rowcount == 1
+    return cur.execute(
+        "UPDATE agents SET version = version + 1 WHERE id = ? AND "
+        "(SELECT token FROM agent_leases WHERE agent_id = ? AND holder IS NOT NULL) = ?",
+        (agent_id, agent_id, token)).rowcount == 1
+
+
+def counter(cur: Any, name: str) -> int:
+    row = cur.execute("SELECT value FROM store_counters WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else 0
+
+
+def bump_counter(cur: Any, name: str) -> None:
+    cur.execute("INSERT INTO store_counters (name, value) VALUES (?, 1) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,))
