@@ -16,7 +16,8 @@ spans up to date (see :mod:`letta_nb.telemetry.recorder` for why they are fed la
 |---|---|---|
 | ``tools()`` | tool call | started_at, agent_id, tool, status, duration_ms, error_type |
 | ``steps()`` | agent step | started_at, ended_at, agent_id, model, llm_ms, tools_ms, db_ms, total_ms, ttft_ms, tokens |
-| ``locks()`` | turn that took an agent's lock | acquired_at, agent_id, wait_ms |
+| ``locks()`` | wait for an agent (its lock here, its lease across kernels) | acquired_at, agent_id, scope, wait_ms |
+| ``leases()`` | lease event (acquired, reused, waited, took_expired, refused_commit ...) | at, agent_id, event, wait_ms, token, holder_pid |
 | ``cache()`` | named cache (counters since the last reset) | cache, hits, misses, lookups, hit_ratio, ... |
 | ``pool()`` | SQLAlchemy pool event | time, event, connection, held_ms, checkout_latency_ms, checked_out, utilisation |
 | ``embedder()`` | embedding request | started_at, embedder, inputs, tokens, duration_ms, status, retries, splits, http_status |
@@ -34,7 +35,7 @@ from letta_nb.errors import InvalidArgumentError, RuntimeClosedError
 from letta_nb.telemetry import frames, plots
 from letta_nb.telemetry.recorder import live_telemetry
 
-__all__ = ["tools", "steps", "locks", "cache", "pool", "embedder", "embedders", "spans", "metrics", "reset", "runtime",
+__all__ = ["tools", "steps", "locks", "leases", "cache", "pool", "embedder", "embedders", "spans", "metrics", "reset", "runtime",
            "plot_latency", "plot_percentiles", "plot_pool", "plot_cache"]
 
 
@@ -67,8 +68,17 @@ def steps(client: Any = None) -> Any:
 
 
 def locks(client: Any = None) -> Any:
-    """One row per turn that acquired an agent's lock, with how long it queued."""
-    return frames.locks(list(runtime(client).locks.waits))
+    """One row per wait for an agent: ``scope`` "process" (its lock in this kernel: turns of this kernel) or
+    "store" (its lease: turns of other kernels on the same store), with how long it queued."""
+    rt = runtime(client)
+    return frames.locks(list(rt.locks.waits), list(rt.leases.events))
+
+
+def leases(client: Any = None) -> Any:
+    """One row per lease event of this kernel: acquired, reused (kept from the agent's last turn), waited
+    (another kernel held it), took_expired (its holder stopped renewing: killed or paused), renewed, released,
+    refused_commit (a commit under a lost lease was refused: nothing written), timed_out (AgentBusyError)."""
+    return frames.leases(list(runtime(client).leases.events))
 
 
 def cache(client: Any = None) -> Any:
@@ -107,6 +117,7 @@ def reset(client: Any = None) -> None:
     rt = runtime(client)
     rt.tool_calls.clear()
     rt.locks.waits.clear()
+    rt.leases.events.clear()
     rt.telemetry.reset()
 
 

@@ -167,11 +167,17 @@ def test_locks_probe_shows_queueing_on_one_agent(client):
 
     asyncio.run(three_at_once())
     locks = probes.locks(client)
-    mine = locks[locks.agent_id == agent.id].sort_values("acquired_at")
+    mine = locks[(locks.agent_id == agent.id) & (locks.scope == "process")].sort_values("acquired_at")
     assert len(mine) == 3
     # the last turn waited for two whole turns, each at least one 30 ms model call
     assert mine.wait_ms.iloc[-1] >= 2 * 30 * 0.9
     assert _metric(probes.metrics(client), "hist_lock_wait_ms")["count"].sum() == 3
+    # one kernel: its turns queue here, never for the store's lease (taken once, then kept between turns)
+    store = locks[(locks.agent_id == agent.id) & (locks.scope == "store")]
+    assert len(store) == 3 and (store.wait_ms == 0).all()
+    events = probes.leases(client)
+    assert events[events.agent_id == agent.id].event.tolist()[:3] == ["acquired", "reused", "reused"]
+    assert list(events.columns) == ["at", "agent_id", "event", "wait_ms", "token", "holder_pid", "holder_host"]
 
 
 def test_embedder_probe_reads_batch_records(client):

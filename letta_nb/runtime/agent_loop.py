@@ -95,9 +95,9 @@ class _Turn:
                        step_id=self.step_id, **fields)
 
     async def commit(self, messages: list[Message], step: dict[str, Any], memory: WorkingMemory | None,
-                     passages: list[dict[str, Any]], eviction_fields: dict[str, Any], *, last: bool) -> float:
-        """Commit a step, fenced by the turn's lease and the ``last_seq`` it builds on (runtime/leases.py);
-        the turn's ``last`` step also gives the lease up, in the same transaction."""
+                     passages: list[dict[str, Any]], eviction_fields: dict[str, Any]) -> float:
+        """Commit a step, fenced by the turn's lease and the ``last_seq`` it builds on, renewing the lease
+        (runtime/leases.py)."""
         write = StepWrite(
             agent_id=self.agent.id,
             messages=[message_row(m) for m in messages],
@@ -107,7 +107,6 @@ class _Turn:
             agent={"last_seq": self.seq, **eviction_fields},
             fence=(self.lease.token, self.agent.last_seq),
             lease_until=self.rt.leases.until(),
-            release=last,
         )
         fut = self.rt.store.submit_step(write)
         cancelled = False
@@ -120,14 +119,12 @@ class _Turn:
         except StaleCommitError:
             self.rt.invalidate_agent(self.agent.id)
             self.lease_lost = True
-            self.rt.leases.refused(self.lease)
-            self.rt.leases.released(self.lease)  # not ours any more: nothing to renew or give up
+            self.rt.leases.refused(self.lease)  # not ours any more: nothing to renew or give up
             raise StaleCommitError(self.agent.name) from None
         except Exception as e:
             self.rt.invalidate_agent(self.agent.id)
             raise StoreError(f"committing a step of agent {self.agent.name!r} failed: {e}") from e
-        if last:
-            self.rt.leases.released(self.lease)
+        self.rt.leases.renewed(self.lease)
         self.session.append(messages)
         if memory is not None and memory.changed:
             self.agent.blocks = memory.blocks
@@ -188,8 +185,7 @@ class _Turn:
             total_ms = (time.perf_counter() - t0) * 1000
             messages, self.pending = self.pending, []
             row = self.step_row(index, len(messages), llm_ms, tools_ms, total_ms, completion.usage, stop)
-            db_ms = await self.commit(messages, row, memory, ctx.pending_passages, eviction_fields,
-                                      last=finished or index == self.agent.max_steps - 1)
+            db_ms = await self.commit(messages, row, memory, ctx.pending_passages, eviction_fields)
             stats = StepStats(self.step_id, index, llm_ms, tools_ms, db_ms, (time.perf_counter() - t0) * 1000,
                               completion.usage.prompt_tokens, completion.usage.completion_tokens, stop,
                               tuple(r.name for r in results))
@@ -241,7 +237,7 @@ class _Turn:
         self.seq = keep[-1].seq
         self.pending = []
         row = self.step_row(len(self.steps), len(keep), 0.0, 0.0, 0.0, Usage(), reason)
-        await self.commit(keep, row, None, [], {}, last=True)
+        await self.commit(keep, row, None, [], {})
 
 
 def _reseq(m: Message, seq: int) -> Message:
@@ -266,7 +262,7 @@ async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None)
         try:
             return await _leased_turn(rt, agent_id, text, emit, lease)
         finally:
-            await rt.leases.release(lease)  # unless the turn's last commit gave it up
+            rt.leases.done(lease)  # kept a moment for the agent's next turn, then given up
 
 
 async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None, lease: Lease) -> Response:

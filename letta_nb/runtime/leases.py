@@ -48,15 +48,18 @@ _TICKET_TTL = 5.0  # a waiter renews its ticket at every poll; one that stops (k
 
 @dataclass
 class Lease:
-    """A held lease: ``token`` fences this turn's commits; ``released`` once given up."""
+    """A lease this runtime holds: ``token`` fences its commits. ``busy`` while a turn or change uses it;
+    an idle lease is kept for :data:`_GRACE` seconds so the agent's next turn reuses it without a write."""
 
     agent_id: str
     token: int
     last_seq: int
     version: int
     tools_version: int
-    released: bool = False
-    heartbeat: asyncio.Task | None = None
+    renewed_at: float
+    busy: bool = True
+    lost: bool = False
+    release_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,15 @@ class LeaseEvent:
     """One row of ``probes.leases()``."""
 
     agent_id: str
-    event: str  # acquired | waited | took_expired | renewed | released | refused_commit | timed_out
+    event: str  # acquired | reused | waited | took_expired | renewed | released | refused_commit | timed_out
     at: float  # time.time()
     wait_ms: float
     token: int | None
     holder_pid: int | None
     holder_host: str | None
+
+
+_GRACE = 0.05  # an idle lease is given up this long after its turn (another turn of the agent reuses it)
 
 
 class AgentLeases:
@@ -82,80 +88,129 @@ class AgentLeases:
         self.pid, self.host = os.getpid(), socket.gethostname()
         self.holder = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         self.events: collections.deque[LeaseEvent] = collections.deque(maxlen=history)
+        self.held: dict[str, Lease] = {}
+        self._heartbeat: asyncio.Task | None = None
 
     def _event(self, agent_id: str, event: str, wait_ms: float = 0.0, token: int | None = None,
                pid: int | None = None, host: str | None = None) -> None:
         self.events.append(LeaseEvent(agent_id, event, time.time(), wait_ms, token, pid, host))
 
     async def acquire(self, agent_id: str, name: str | None = None) -> Lease:
-        """Wait (in arrival order) for the agent's lease; AgentBusyError after ``timeout``."""
+        """The agent's lease: the one this runtime kept from the agent's last turn if it still holds and
+        nobody waits for it (one read, no write), else granted in arrival order; AgentBusyError after
+        ``timeout``."""
+        kept = self.held.get(agent_id)
+        if kept is not None:
+            if kept.release_timer is not None:
+                kept.release_timer.cancel()
+                kept.release_timer = None
+            now = time.time()
+            row = self._writer.read(functools.partial(rows.peek, agent_id=agent_id, now=now))
+            if row is None:
+                self._forget(kept)
+                raise AgentNotFoundError(name or agent_id, [])
+            if row[0] == kept.token and row[1] == self.holder and row[2] > now + min(1.0, self.ttl / 3) and not row[6]:
+                kept.last_seq, kept.version, kept.tools_version, kept.busy = row[3], row[4], row[5], True
+                self._event(agent_id, "reused", 0.0, kept.token, self.pid, self.host)
+                return kept
+            await self._give_up(kept)  # expired, taken, or someone is queued: go through the queue
+        return await self._queue(agent_id, name)
+
+    async def _queue(self, agent_id: str, name: str | None) -> Lease:
         start = time.monotonic()
-        delay, waited, busy = 0.002, False, None
+        delay, waited = 0.002, False
         try:
             while True:
                 op = functools.partial(rows.acquire, agent_id=agent_id, holder=self.holder, pid=self.pid,
                                        host=self.host, now=time.time(), ttl=self.ttl, ticket_ttl=_TICKET_TTL)
-                result = await self._writer.submit(lambda cur, op=op: op(cur))
+                result = await self._writer.submit(op)
                 if isinstance(result, Grant):
                     break
                 if result is None:
                     raise AgentNotFoundError(name or agent_id, [])
-                busy = result
                 if not waited:
                     waited = True
-                    self._event(agent_id, "waited", 0.0, None, busy.pid, busy.host)
+                    self._event(agent_id, "waited", 0.0, None, result.pid, result.host)
                 if time.monotonic() - start > self.timeout:
-                    self._event(agent_id, "timed_out", (time.monotonic() - start) * 1000, None, busy.pid, busy.host)
-                    raise AgentBusyError(name or agent_id, _holder(busy), time.monotonic() - start)
+                    self._event(agent_id, "timed_out", (time.monotonic() - start) * 1000, None, result.pid,
+                                result.host)
+                    raise AgentBusyError(name or agent_id, _holder(result), time.monotonic() - start)
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, 0.05)
         except BaseException:
             if waited:  # leave the queue at once rather than when the ticket expires
-                await asyncio.shield(self._writer.submit(functools.partial(_drop_ticket, agent_id=agent_id,
-                                                                           holder=self.holder)))
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._writer.submit(
+                        functools.partial(_drop_ticket, agent_id=agent_id, holder=self.holder)))
             raise
         wait_ms = (time.monotonic() - start) * 1000 if waited else 0.0
         self._event(agent_id, "took_expired" if result.took_expired else "acquired", wait_ms, result.token,
                     self.pid, self.host)
-        lease = Lease(agent_id, result.token, result.last_seq, result.version, result.tools_version)
-        lease.heartbeat = asyncio.get_running_loop().create_task(self._beat(lease))
+        lease = self.held[agent_id] = Lease(agent_id, result.token, result.last_seq, result.version,
+                                            result.tools_version, time.time())
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         return lease
 
-    async def _beat(self, lease: Lease) -> None:
-        """Renew a lease held across a long model call or tool; steps renew it too, so this rarely writes."""
-        while not lease.released:
+    async def _beat(self) -> None:
+        """Renew the busy leases that no step commit renewed lately (long model calls and tools); one task
+        for every lease of the runtime, and it ends when none is held."""
+        while self.held:
             await asyncio.sleep(self.ttl / 3)
-            if lease.released:
-                return
-            renew = functools.partial(rows.renew, agent_id=lease.agent_id, token=lease.token,
-                                      expires_at=time.time() + self.ttl)
-            if await self._writer.submit(lambda cur, op=renew: op(cur)):
-                self._event(lease.agent_id, "renewed", 0.0, lease.token, self.pid, self.host)
-            else:
-                return  # lost: the turn's next commit is refused
+            now = time.time()
+            for lease in [x for x in self.held.values() if x.busy and now - x.renewed_at > self.ttl / 3]:
+                renew = functools.partial(rows.renew, agent_id=lease.agent_id, token=lease.token,
+                                          expires_at=now + self.ttl)
+                if await self._writer.submit(renew):
+                    lease.renewed_at = now
+                    self._event(lease.agent_id, "renewed", 0.0, lease.token, self.pid, self.host)
+                else:
+                    lease.lost = True  # the turn's next commit is refused
 
     def until(self) -> float:
         """When a lease renewed now expires (step commits carry it)."""
         return time.time() + self.ttl
 
-    def released(self, lease: Lease) -> None:
-        """The lease was given up by a commit (the turn's last step): stop renewing it."""
-        lease.released = True
-        if lease.heartbeat is not None:
-            lease.heartbeat.cancel()
-        self._event(lease.agent_id, "released", 0.0, lease.token, self.pid, self.host)
+    def renewed(self, lease: Lease) -> None:
+        lease.renewed_at = time.time()
 
     def refused(self, lease: Lease) -> None:
+        """A commit under ``lease`` was refused: it is not ours any more."""
         self._event(lease.agent_id, "refused_commit", 0.0, lease.token, self.pid, self.host)
+        self._forget(lease)
 
-    async def release(self, lease: Lease) -> None:
-        """Give the lease up (if no commit did); safe to call twice, runs to the end if cancelled."""
-        if lease.released:
+    def done(self, lease: Lease) -> None:
+        """The turn or change is over: keep the lease idle for a moment, then give it up."""
+        if self.held.get(lease.agent_id) is not lease:
             return
+        lease.busy = False
+        loop = asyncio.get_running_loop()
+        lease.release_timer = loop.call_later(_GRACE, lambda: loop.create_task(self._give_up(lease)))
+
+    async def _give_up(self, lease: Lease) -> None:
+        """Release an idle lease (its grace ran out, or it cannot be reused)."""
+        if lease.busy:  # a turn reused it after the timer fired
+            return
+        self._forget(lease)
         op = functools.partial(rows.release, agent_id=lease.agent_id, token=lease.token)
-        self.released(lease)
         with contextlib.suppress(Exception):  # a store closed under us: the lease expires on its own
-            await asyncio.shield(self._writer.submit(lambda cur: op(cur)))
+            await asyncio.shield(self._writer.submit(op))
+        self._event(lease.agent_id, "released", 0.0, lease.token, self.pid, self.host)
+
+    def _forget(self, lease: Lease) -> None:
+        if lease.release_timer is not None:
+            lease.release_timer.cancel()
+            lease.release_timer = None
+        if self.held.get(lease.agent_id) is lease:
+            del self.held[lease.agent_id]
+
+    async def close(self) -> None:
+        """Give up every lease (the runtime is closing)."""
+        for lease in list(self.held.values()):
+            lease.busy = False
+            await self._give_up(lease)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
 
     @contextlib.asynccontextmanager
     async def hold(self, agent_id: str, name: str | None = None) -> AsyncIterator[Lease]:
@@ -164,7 +219,7 @@ class AgentLeases:
         try:
             yield lease
         finally:
-            await self.release(lease)
+            self.done(lease)
 
 
 def check_settings(ttl: Any, timeout: Any) -> None:

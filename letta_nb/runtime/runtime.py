@@ -91,6 +91,7 @@ class Runtime:
             task.cancel()
         if self.running:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
+        await self.leases.close()
         await self.executor.aclose()
         if self._http is not None:
             await self._http.aclose()

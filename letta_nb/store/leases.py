@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Grant", "Busy", "acquire", "agent_state", "release", "renew", "fenced_update", "bump_version", "counter", "bump_counter"]
+__all__ = ["Grant", "Busy", "acquire", "agent_state", "peek", "release", "renew", "fenced_update", "bump_version", "counter", "bump_counter"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +129,13 @@ def counter(cur: Any, name: str) -> int:
 def bump_counter(cur: Any, name: str) -> None:
     cur.execute("INSERT INTO store_counters (name, value) VALUES (?, 1) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,))
+
+
+def peek(cur: Any, agent_id: str, now: float) -> tuple[int | None, str | None, float | None, int, int, int, bool] | None:
+    """Read-only: ``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` of an agent, None
+    if it is gone. Lets a process that still holds a lease from its previous turn reuse it without a write."""
+    return cur.execute(
+        "SELECT l.token, l.holder, l.expires_at, a.last_seq, a.version, "
+        "coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0), "
+        "EXISTS (SELECT 1 FROM lease_waiters w WHERE w.agent_id = a.id AND w.expires_at >= ?) "
+        "FROM agents a LEFT JOIN agent_leases l ON l.agent_id = a.id WHERE a.id = ?", (now, agent_id)).fetchone()

@@ -56,10 +56,9 @@ class StepWrite:
     step: dict[str, Any] | None = None
     agent: dict[str, Any] = field(default_factory=dict)  # columns of the agent row to update
     # (lease token, the agent's last_seq this step builds on): the write lands only if both still hold
-    # (store/leases.py); with ``lease_until`` the lease is renewed to then, with ``release`` given up.
+    # (store/leases.py); with ``lease_until`` the lease is renewed to then.
     fence: tuple[int, int] | None = None
     lease_until: float | None = None
-    release: bool = False
 
 
 Op = Callable[[Any], Any]
@@ -113,9 +112,7 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
         if not leases.fenced_update(cursor, w.agent_id, w.fence[0], w.fence[1], w.agent or {"last_seq": w.fence[1]}):
             applied[i] = False
             continue
-        if w.release:
-            leases.release(cursor, w.agent_id, w.fence[0])
-        elif w.lease_until is not None:
+        if w.lease_until is not None:
             leases.renew(cursor, w.agent_id, w.fence[0], w.lease_until)
     if not all(applied):
         writes = [w for w, ok in zip(writes, applied) if ok]

@@ -51,9 +51,22 @@ def steps(records: Iterable[Any]) -> Any:
     })
 
 
-def locks(waits: Iterable[Any]) -> Any:
-    rows = ((w.acquired_at, w.agent_id, w.wait_ms) for w in waits)
-    return _frame(rows, {"acquired_at": "time", "agent_id": "string", "wait_ms": "float64"})
+_GRANTS = ("acquired", "took_expired", "reused")
+
+
+def locks(waits: Iterable[Any], lease_events: Iterable[Any] = ()) -> Any:
+    """Waits for an agent: ``scope`` "process" for its lock in this process, "store" for its lease across
+    processes (runtime/leases.py), oldest first."""
+    rows = [(w.acquired_at, w.agent_id, "process", w.wait_ms) for w in waits]
+    rows += [(e.at, e.agent_id, "store", e.wait_ms) for e in lease_events if e.event in _GRANTS]
+    rows.sort(key=lambda r: r[0])
+    return _frame(rows, {"acquired_at": "time", "agent_id": "string", "scope": "string", "wait_ms": "float64"})
+
+
+def leases(events: Iterable[Any]) -> Any:
+    rows = ((e.at, e.agent_id, e.event, e.wait_ms, e.token, e.holder_pid, e.holder_host) for e in events)
+    return _frame(rows, {"at": "time", "agent_id": "string", "event": "string", "wait_ms": "float64",
+                         "token": "Int64", "holder_pid": "Int64", "holder_host": "string"})
 
 
 def cache(stats: Iterable[Any]) -> Any:
