@@ -38,6 +38,7 @@ __all__ = [
     "SandboxUnavailableError",
     "StaleCommitError",
     "AgentBusyError",
+    "StoreWarning",
 ]
 
 
@@ -236,3 +237,7 @@ class AgentBusyError(LettaNBError):
         super().__init__(
             f"Agent {agent!r} is busy in another process: {who}; waited {waited_s:.1f} s. Try again when its "
             f"turn ends, or pass a longer lease_timeout to letta_nb.connect().")
+
+
+class StoreWarning(UserWarning):
+    """The store works, but something about where it lives can lose data (e.g. a network filesystem)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import warnings
 import os
 import random
 import time
@@ -30,10 +31,12 @@ from letta_nb.errors import (
     BlockNotFoundError,
     StaleCommitError,
     StoreError,
+    StoreWarning,
 )
 from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
 from letta_nb.store.checkpointer import Checkpointer, writer_connection
+from letta_nb.store.filesystem import network_filesystem
 from letta_nb.store.engine import (
     WRITE,
     StoreLocation,
@@ -182,6 +185,13 @@ class Store:
         location = resolve_location(where)
         if location.temporary is None:
             check_store_file(location.sqlite_path)  # not a database, or not ours: refused, left untouched
+            remote = network_filesystem(location.sqlite_path)
+            if remote is not None:
+                warnings.warn(StoreWarning(
+                    f"The store {location.sqlite_path!r} is on a network filesystem ({remote}). SQLite's WAL mode "
+                    "does not work there: two kernels on different hosts can corrupt it. Put the store on a local "
+                    "disk (letta_nb.connect('/local/path/letta_nb.db') or LETTA_NB_HOME), or share agents "
+                    "through a database server."), stacklevel=2)
         engine = make_async_engine(location)
         try:
             applied = await _migrate_when_free(engine, location.sqlite_path)
