@@ -114,3 +114,9 @@ def test_an_empty_file_becomes_a_new_store(tmp_path):
 def test_a_location_of_the_wrong_kind_is_an_argument_error(where):
     with pytest.raises(LettaNBError, match="where|store location"):
         letta_nb.connect(where)
+
+
+def test_a_name_longer_than_the_filesystem_allows_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError, match="File name too long"):
+        letta_nb.connect(tmp_path / ("x" * 300 + ".db"))
+    assert list(tmp_path.iterdir()) == []

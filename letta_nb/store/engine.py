@@ -77,8 +77,11 @@ def resolve_location(where: str | os.PathLike | None) -> StoreLocation:
             return resolve_location(":memory:")
         return resolve_location(path)
     path = Path(text).expanduser()
-    if path.is_dir():
-        path = path / "letta_nb.db"
+    try:
+        if path.is_dir():
+            path = path / "letta_nb.db"
+    except OSError as e:  # e.g. a name longer than the filesystem allows
+        raise StoreError(f"store path {text!r} cannot be used: {e.strerror}. Pass a shorter or valid path.") from None
     return StoreLocation(f"sqlite+aiosqlite:///{path}", str(path))
 
 
@@ -86,11 +89,15 @@ def check_store_file(path: str) -> None:
     """StoreError (naming the path, the problem and the fix) if ``path`` cannot be opened as a letta_nb
     store; nothing at all for a new file. Never writes the file (see the module docstring)."""
     where = Path(path)
-    if where.is_dir():
+    try:
+        is_dir, parent_is_dir = where.is_dir(), where.parent.is_dir()
+    except OSError as e:  # e.g. a name longer than the filesystem allows
+        raise StoreError(f"store path {path!r} cannot be used: {e.strerror}. Pass a shorter or valid path.") from None
+    if is_dir:
         raise StoreError(f"store path {path!r} is a directory, not a database file. Pass a file path, e.g. "
                          f"{str(where / 'store.db')!r}.")
     parent = where.parent
-    if not parent.is_dir():
+    if not parent_is_dir:
         problem = "is not a directory" if parent.exists() else "does not exist"
         raise StoreError(f"store path {path!r}: its folder {str(parent)!r} {problem}. Create the folder first "
                          "(os.makedirs(folder)) or fix the path.")
