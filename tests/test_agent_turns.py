@@ -7,7 +7,6 @@ turn must still be running when it is cancelled); assertions are on what a user 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import threading
 from typing import Any
