@@ -18,7 +18,7 @@ from typing import Any
 from letta_nb._text import check_name_text, clean_json, clean_text, has_surrogates
 from letta_nb.errors import BlockLimitError, InvalidArgumentError
 from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, Block
-from letta_nb.store.store import new_id
+from letta_nb.store.ids import new_id
 
 __all__ = ["DEFAULT_PERSONA", "agent_name", "agent_ref", "block_label", "check_block_value", "checked_api_keys", "flag", "input_text",
            "memory_blocks_from", "metadata_arg", "optional_text", "positive_int", "store_where", "tags_arg",

@@ -52,7 +52,8 @@ from letta_nb.runtime.runtime import Runtime
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response
 from letta_nb.store.files import delete_file, file_records
-from letta_nb.store.store import new_id, passage_from_row, utcnow
+from letta_nb.store.ids import new_id, utcnow
+from letta_nb.store.store import passage_from_row
 
 __all__ = ["Client", "connect"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from letta_nb.store.sqlite_driver import connect_raw
+from letta_nb.store.sqlite.driver import connect_raw
 
 
 def query(path: str, sql: str, *params: object) -> list[tuple]:

@@ -28,9 +28,10 @@ import pytest
 from store_query import query
 
 import letta_nb
-from letta_nb.store.sqlite_driver import connect_raw, sqlite_module
-from letta_nb.store.step_writer import StepWrite
-from letta_nb.store.store import Store, new_id, utcnow
+from letta_nb.store.backend import StepWrite
+from letta_nb.store.ids import new_id, utcnow
+from letta_nb.store.sqlite.driver import connect_raw, sqlite_module
+from letta_nb.store.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import os
 import time
 import uuid
 
-from letta_nb.store.store import new_id
+from letta_nb.store.ids import new_id
 
 
 def test_ids_are_valid_uuid7_with_prefix_and_carry_their_creation_time():

@@ -1,4 +1,4 @@
-"""The store warns when it sits on a network filesystem, where SQLite's WAL is unsafe (store/filesystem.py)."""
+"""The store warns when it sits on a network filesystem, where SQLite's WAL is unsafe (store/sqlite/filesystem.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 import letta_nb
 from letta_nb.errors import StoreWarning
-from letta_nb.store import filesystem, store
+from letta_nb.store import store
+from letta_nb.store.sqlite import filesystem
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

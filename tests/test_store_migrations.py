@@ -26,7 +26,7 @@ import letta_nb
 from letta_nb.errors import SchemaVersionError, SQLiteExtensionError
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.store.migrations import METADATA, MIGRATIONS, SCHEMA_VERSION, migrate
-from letta_nb.store.sqlite_driver import (
+from letta_nb.store.sqlite.driver import (
     connect_raw,
     sqlite_module,
     vec_unavailable_reason,

@@ -34,9 +34,10 @@ import letta_nb
 from letta_nb.errors import DimensionMismatchError, InvalidArgumentError
 from letta_nb.schemas import AgentState
 from letta_nb.store.migrations import MIGRATIONS, migrate
-from letta_nb.store.sqlite_driver import connect_raw, sqlite_module, vec_version
-from letta_nb.store.sqlite_vec import VEC0_MAX_K, SqliteVecStore
-from letta_nb.store.store import Store, new_id
+from letta_nb.store.ids import new_id
+from letta_nb.store.sqlite.driver import connect_raw, sqlite_module, vec_version
+from letta_nb.store.sqlite.vectors import VEC0_MAX_K, SqliteVecStore
+from letta_nb.store.store import Store
 from letta_nb.store.vector import VectorQuery
 
 HAVE_VEC0 = vec_version() is not None
@@ -476,8 +477,8 @@ WRITE_WITH_VEC0 = """
     import asyncio, json, sys
     import numpy as np
     import letta_nb
-    from letta_nb.store.sqlite_driver import sqlite_module, vec_version
-    from letta_nb.store.sqlite_vec import SqliteVecStore
+    from letta_nb.store.sqlite.driver import sqlite_module, vec_version
+    from letta_nb.store.sqlite.vectors import SqliteVecStore
     from letta_nb.store.vector import VectorQuery
 
     path = sys.argv[1]
@@ -504,8 +505,8 @@ WRITE_WITH_VEC0 = """
 SEARCH_WITH_VEC0 = """
     import json, sys
     import letta_nb
-    from letta_nb.store.sqlite_driver import connect_raw
-    from letta_nb.store.sqlite_vec import SqliteVecStore
+    from letta_nb.store.sqlite.driver import connect_raw
+    from letta_nb.store.sqlite.vectors import SqliteVecStore
     from letta_nb.store.vector import VectorQuery
 
     path = sys.argv[1]

@@ -19,7 +19,7 @@ __all__ = ["run"]
 
 
 def _baseline(path: str, n: int) -> float:
-    from letta_nb.store.sqlite_driver import connect_raw
+    from letta_nb.store.sqlite.driver import connect_raw
 
     conn = connect_raw(path, vec=False)
     conn.execute("create table m (id text primary key, agent_id text, seq integer, role text, content text, created_at text)")

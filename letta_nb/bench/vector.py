@@ -43,9 +43,10 @@ def _numpy_top10(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 async def _measure(path: str, matrix: np.ndarray, queries: np.ndarray, exact: list[set[int]]) -> dict[str, float]:
     from letta_nb.schemas import AgentState
-    from letta_nb.store.sqlite_driver import vec_version
-    from letta_nb.store.sqlite_vec import SqliteVecStore
-    from letta_nb.store.store import Store, new_id
+    from letta_nb.store.sqlite.driver import vec_version
+    from letta_nb.store.sqlite.vectors import SqliteVecStore
+    from letta_nb.store.ids import new_id
+    from letta_nb.store.store import Store
     from letta_nb.store.vector import VectorQuery
 
     store = await Store.open(path)
@@ -112,7 +113,7 @@ def run(quick: bool = False) -> BenchResult:
     exact = [set(_numpy_top10(matrix, q).tolist()) for q in queries]
     with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
         got = asyncio.run(_measure(os.path.join(tmp, "vector.db"), matrix, queries, exact))
-    from letta_nb.store.sqlite_driver import vec_unavailable_reason, vec_version
+    from letta_nb.store.sqlite.driver import vec_unavailable_reason, vec_version
 
     numpy_p50 = got["numpy_p50_ms"]
     ratio = got["p50_ms"] / numpy_p50

@@ -43,7 +43,7 @@ from letta_nb.embeddings.ingest_report import FileResult, IngestReport
 from letta_nb.embeddings.sources import Found, discover, explain_os_error, open_regular
 from letta_nb.errors import LettaNBError, InvalidArgumentError
 from letta_nb.store.files import FilePassages, FileUpdate, delete_file, file_records, replace_files
-from letta_nb.store.store import new_id, utcnow
+from letta_nb.store.ids import new_id, utcnow
 
 __all__ = ["ingest", "discover", "chunk_pool", "file_groups", "DEFAULT_MAX_FILE_MB"]
 

@@ -51,8 +51,9 @@ from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
 from letta_nb.runtime.session import EVICT_TO, AgentSession
 from letta_nb.schemas import Message, Response, StepStats
-from letta_nb.store.step_writer import StepWrite
-from letta_nb.store.store import message_row, new_id, utcnow
+from letta_nb.store.backend import StepWrite
+from letta_nb.store.ids import new_id, utcnow
+from letta_nb.store.store import message_row
 
 from letta_nb.runtime.runtime import current_agent
 

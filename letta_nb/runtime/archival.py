@@ -18,7 +18,8 @@ import numpy as np
 
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.schemas import AgentState, Passage
-from letta_nb.store.store import Store, new_id, passage_from_row, utcnow
+from letta_nb.store.ids import new_id, utcnow
+from letta_nb.store.store import Store, passage_from_row
 from letta_nb.store.vector import VectorQuery
 
 __all__ = ["Archival", "parse_time"]

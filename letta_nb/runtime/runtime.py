@@ -34,7 +34,7 @@ from letta_nb.runtime.session import AgentSession
 from letta_nb.runtime import trust
 from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 from letta_nb.schemas import AgentState, StepStats
-from letta_nb.store import leases as lease_rows
+from letta_nb.store.sqlite import leases as lease_rows
 from letta_nb.store.store import Store
 from letta_nb.telemetry import Telemetry
 from letta_nb.telemetry.providers import otlp_settings

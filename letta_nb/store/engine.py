@@ -10,10 +10,10 @@ store: a directory, a missing or non-directory parent, a file that is not SQLite
 damaged one, or another application's SQLite database (the migrations would add our tables to it). It
 reads at most the header and, read-only, the table names; the file's bytes are never changed.
 
-SQLite connections always come from :mod:`letta_nb.store.sqlite_driver` (the stdlib ``sqlite3``
+SQLite connections always come from :mod:`letta_nb.store.sqlite.driver` (the stdlib ``sqlite3``
 unless ``LETTA_NB_SQLITE=pysqlite3``: one SQLite library per process, see there) with WAL,
 ``busy_timeout`` and foreign keys on, and without sqlite-vec (only the vector store loads it). SQLAlchemy's
-"begin" hook emits BEGIN itself because the driver runs in autocommit mode (see sqlite_driver).
+"begin" hook emits BEGIN itself because the driver runs in autocommit mode (see sqlite/driver.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from letta_nb.errors import InvalidArgumentError, StoreError
-from letta_nb.store.sqlite_driver import sqlalchemy_dbapi, sqlite_module
+from letta_nb.store.sqlite.driver import sqlalchemy_dbapi, sqlite_module
 
 __all__ = ["WRITE", "StoreLocation", "resolve_location", "check_store_file", "default_home", "make_async_engine"]
 

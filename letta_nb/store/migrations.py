@@ -13,7 +13,6 @@ no SQLite-only DDL), so the same list drives PostgreSQL.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateColumn
 
 from letta_nb.errors import SchemaVersionError
+from letta_nb.store.ids import utcnow
 
 __all__ = ["MIGRATIONS", "METADATA", "SCHEMA_VERSION", "migrate", "applied_versions"]
 
@@ -49,10 +49,6 @@ class _Ops:
         index = sa.Index(name, *(table.c[c] for c in columns), unique=unique)
         if self.conn is not None:
             index.create(self.conn)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _fk_agent() -> sa.Column:
@@ -270,7 +266,7 @@ def migrate(conn: sa.Connection, *, target: int = SCHEMA_VERSION) -> list[str]:
             migration(_Ops(metadata, None))
         else:
             migration(_Ops(metadata, conn))
-            conn.execute(_LEDGER.insert().values(version=version, name=migration.__name__, applied_at=_now()))
+            conn.execute(_LEDGER.insert().values(version=version, name=migration.__name__, applied_at=utcnow()))
             names.append(migration.__name__)
         conn.commit()
     return names

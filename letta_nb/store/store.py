@@ -2,7 +2,7 @@
 
 Design:
 - One SQLAlchemy async engine serves reads and administrative writes (create/delete/update); the hot
-  per-step writes go through :class:`~letta_nb.store.step_writer.StepWriter` (see its docstring for the
+  per-step writes go through :class:`~letta_nb.store.sqlite.step_writer.StepWriter` (see its docstring for the
   measurement that motivated it). Both talk to the same SQLite file in WAL mode.
 - The schema comes from :mod:`letta_nb.store.migrations`, applied when the store opens.
 - Messages of an agent are ordered by ``seq`` (unique per agent); the runtime assigns it under the
@@ -13,12 +13,9 @@ Design:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
-import warnings
-import os
 import random
-import time
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,8 +32,7 @@ from letta_nb.errors import (
 )
 from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
-from letta_nb.store.checkpointer import Checkpointer, writer_connection
-from letta_nb.store.filesystem import network_filesystem
+from letta_nb.store.backend import StepWrite
 from letta_nb.store.engine import (
     WRITE,
     StoreLocation,
@@ -44,45 +40,19 @@ from letta_nb.store.engine import (
     make_async_engine,
     resolve_location,
 )
-from letta_nb.store.files import FileWriter
+from letta_nb.store.ids import aware, new_id, utcnow
 from letta_nb.store.migrations import METADATA, migrate
-from letta_nb.store.readonly import ReadOnlyQuery
-from letta_nb.store.sqlite_driver import connect_raw
-from letta_nb.store.sqlite_vec import SqliteVecStore, drop_vec_triggers
-from letta_nb.store.step_writer import StepWrite, StepWriter, is_busy
+from letta_nb.store.sqlite.checkpointer import Checkpointer, writer_connection
+from letta_nb.store.sqlite.driver import connect_raw
+from letta_nb.store.sqlite.file_writer import FileWriter
+from letta_nb.store.sqlite.filesystem import network_filesystem
+from letta_nb.store.sqlite.readonly import ReadOnlyQuery
+from letta_nb.store.sqlite.step_writer import StepWriter, is_busy
+from letta_nb.store.sqlite.vectors import SqliteVecStore, drop_vec_triggers
 
-__all__ = ["Store", "new_id", "utcnow", "message_row", "row_to_message"]
+__all__ = ["Store", "message_row", "row_to_message", "passage_from_row"]
 
 T = METADATA.tables
-
-
-# uuid4() reads os.urandom on every call (a syscall: ~20 us in some sandboxes, 5 ids a step); a
-# generator seeded once from os.urandom gives ids just as unique for our purposes, in ~1 us.
-_ids = random.Random(int.from_bytes(os.urandom(16), "big"))
-os.register_at_fork(after_in_child=lambda: _ids.seed(int.from_bytes(os.urandom(16), "big")))
-
-_UUID7_BITS = (7 << 76) | (2 << 62)  # "version 7, RFC 9562 variant"
-_LOW_62 = (1 << 62) - 1
-
-
-def new_id(prefix: str) -> str:
-    """``prefix-<uuid>`` like Letta's ids, with a version-7 UUID (RFC 9562): the creation time in
-    milliseconds, then 74 random bits. Same shape and uniqueness as Letta's uuid4, but ids made later sort
-    later, so primary-key inserts land at the right edge of the B-tree instead of on a random page each
-    (random keys were ~25% of an upload's SQLite write time). Formatted by hand: uuid.UUID costs more
-    than the step's SQL."""
-    r = _ids.getrandbits(74)
-    h = f"{(time.time_ns() // 1_000_000) << 80 | (r >> 62) << 64 | r & _LOW_62 | _UUID7_BITS:032x}"
-    return f"{prefix}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def message_row(m: Message) -> dict[str, Any]:
@@ -108,7 +78,7 @@ def row_to_message(r: Any) -> Message:
         seq=r.seq,
         role=r.role,
         content=r.content,
-        created_at=_aware(r.created_at),
+        created_at=aware(r.created_at),
         tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in (r.tool_calls or ())),
         tool_call_id=r.tool_call_id,
         name=r.name,
@@ -150,7 +120,7 @@ def _agents_where(conn: sa.Connection, where: Any) -> list[AgentState]:
         AgentState(
             id=row.id, name=row.name, model=row.model, embedding=row.embedding, system=row.system,
             blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
-            created_at=_aware(row.created_at), metadata=row.metadata or {},
+            created_at=aware(row.created_at), metadata=row.metadata or {},
             context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
             signature=row.signature, version=row.version,
         )
@@ -177,8 +147,8 @@ class Store:
         self._writer_engine = engine.execution_options(**WRITE)
         self.writer = writer
         self.applied_migrations: list[str] = []
-        self.vectors = SqliteVecStore(location.sqlite_path)  # archival search; see store/vector.py
-        self.file_writer = FileWriter(location.sqlite_path, writer.checkpointer)  # uploads' bulk writes; see store/files.py
+        self.vectors = SqliteVecStore(location.sqlite_path)  # archival search; see store/sqlite/vectors.py
+        self.file_writer = FileWriter(location.sqlite_path, writer.checkpointer)  # uploads' bulk writes; see store/sqlite/file_writer.py
 
     @classmethod
     async def open(cls, where: Any = None) -> Store:
@@ -401,7 +371,7 @@ class Store:
 
     # ---- people looking --------------------------------------------------------------------------------
     async def query(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
-        """(columns, rows) of one read-only statement (see store/readonly.py), off the event loop."""
+        """(columns, rows) of one read-only statement (see store/sqlite/readonly.py), off the event loop."""
         reader = ReadOnlyQuery(self.location.sqlite_path)
         try:
             return await asyncio.to_thread(reader.run, sql, params)
@@ -461,4 +431,4 @@ async def _ensure_name_free(conn: Any, name: str) -> None:
 
 
 def passage_from_row(r: Any, score: float | None = None) -> Passage:
-    return Passage(id=r.id, agent_id=r.agent_id, text=r.text, tags=tuple(r.tags or ()), created_at=_aware(r.created_at), score=score)
+    return Passage(id=r.id, agent_id=r.agent_id, text=r.text, tags=tuple(r.tags or ()), created_at=aware(r.created_at), score=score)

@@ -4,7 +4,7 @@ A backend answers one question (:meth:`VectorStore.search`) and keeps one promis
 exactly the passages committed before it, whoever wrote them (the step writer, file ingestion, the API,
 a cascade from deleting an agent). The vector lives in the row (``passages.embedding``); the SQLite
 backend brings its in-memory copies and sqlite-vec tables up to date from trigger-bumped version
-counters before each search (see sqlite_vec.py), a PostgreSQL backend would index the row itself
+counters before each search (see sqlite/vectors.py), a PostgreSQL backend would index the row itself
 (pgvector). So callers insert and delete passages through the store and never touch an index, and an
 index can always be rebuilt from ``passages.embedding``.
 
@@ -21,22 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from letta_nb.errors import InvalidArgumentError
+from letta_nb.store.ids import sql_time
 
-__all__ = ["VectorQuery", "VectorHit", "VectorStore", "TAG_MODES", "sql_time"]
+__all__ = ["VectorQuery", "VectorHit", "VectorStore", "TAG_MODES"]
 
 TAG_MODES = ("any", "all")
-
-
-def sql_time(value: dt.datetime) -> str:
-    """A datetime as the store writes ``created_at`` (naive UTC text), so text comparison is time order."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 @dataclass(frozen=True)
@@ -82,6 +76,7 @@ class VectorHit(NamedTuple):
     score: float  # cosine similarity
 
 
+@runtime_checkable
 class VectorStore(Protocol):
     async def prepare(self, dim: int) -> None:
         """Make sure vectors of this dimension are indexed from now on (idempotent, cheap when done)."""

@@ -5,7 +5,7 @@ a 100k x 384 search takes ~40 ms against ~10 ms for numpy's BLAS over the same m
 int8/bit quantizations were no faster or lost recall (see letta_nb/bench/vector.py). So the SQLite
 backend keeps a bounded in-memory copy of each searched agent's vectors (:class:`AgentVectors`),
 refreshed from the store by a version counter that triggers bump in the writing transaction (see
-sqlite_vec.py). An agent too large for the memory budget is searched by vec0 where sqlite-vec loads,
+sqlite/vectors.py). An agent too large for the memory budget is searched by vec0 where sqlite-vec loads,
 and otherwise by :func:`search_batches`: the agent's rows read in batches, a running top-k kept (ties
 by rowid, as in the copy), so memory stays bounded by one batch whatever the agent's size.
 

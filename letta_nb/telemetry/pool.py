@@ -7,7 +7,7 @@ out; a checkout carries how long getting it took. SQLAlchemy has no "checkout re
 latency is measured by wrapping the engine's ``pool.connect`` (what ``Engine.raw_connection`` calls).
 
 Only the async engine's pool is seen: the runtime's per-step commits go through the step writer's own
-DB-API connection (see :mod:`letta_nb.store.step_writer`) and show up as ``db.transaction`` spans instead.
+DB-API connection (see :mod:`letta_nb.store.sqlite.step_writer`) and show up as ``db.transaction`` spans instead.
 
 Invariants: the listeners never raise into SQLAlchemy, take no lock and do O(1) work (one append);
 :meth:`PoolMonitor.detach` removes every listener and the wrapper, so a closed runtime's engine holds

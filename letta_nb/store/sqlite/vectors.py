@@ -5,7 +5,7 @@ rebuilt from it. Searching an agent, fastest first:
 
 - its vectors fit the cache budget (``LETTA_NB_VECTOR_CACHE_MB``, default 1024): the in-memory copy
   (vector_cache.py), brought up to date by version counters, searched in numpy;
-- larger, and sqlite-vec loads through the runtime's sqlite3 module (see sqlite_driver.py): a vec0 KNN
+- larger, and sqlite-vec loads through the runtime's sqlite3 module (see driver.py): a vec0 KNN
   query (a brute-force scan too, so exact), after :meth:`SqliteVecStore._sync` brings the agent's vec0
   rows up to its passages;
 - larger, and no sqlite-vec (the stdlib sqlite3 of many Python builds cannot load extensions, and
@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from letta_nb.errors import DimensionMismatchError, InvalidArgumentError
-from letta_nb.store.sqlite_driver import connect_raw, vec_version, write_transaction
+from letta_nb.store.sqlite.driver import connect_raw, vec_version, write_transaction
 from letta_nb.store.vector import VectorHit, VectorQuery
 from letta_nb.store.vector_cache import (
     SCORE_NOISE,

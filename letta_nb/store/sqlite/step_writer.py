@@ -29,43 +29,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from letta_nb.errors import StaleCommitError
-from letta_nb.store import leases
-from letta_nb.store.checkpointer import Checkpointer
+from letta_nb.store.backend import Op, StepWrite
+from letta_nb.store.ids import DT_FORMAT
 from letta_nb.store.migrations import METADATA
-from letta_nb.store.sqlite_driver import write_transaction
+from letta_nb.store.sqlite import leases
+from letta_nb.store.sqlite.checkpointer import Checkpointer
+from letta_nb.store.sqlite.driver import write_transaction
 
-__all__ = ["Op", "StepWrite", "StepWriter", "apply_writes", "insert_rows", "is_busy"]
+__all__ = ["StepWriter", "apply_writes", "insert_rows", "is_busy"]
 
 _T = METADATA.tables
-
-
-@dataclass
-class StepWrite:
-    """Everything one step changes. Rows are dicts keyed by column name."""
-
-    agent_id: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    block_values: dict[str, str] = field(default_factory=dict)  # label -> new value
-    passages: list[dict[str, Any]] = field(default_factory=list)
-    step: dict[str, Any] | None = None
-    agent: dict[str, Any] = field(default_factory=dict)  # columns of the agent row to update
-    # (lease token, the agent's last_seq this step builds on): the write lands only if both still hold
-    # (store/leases.py); with ``lease_until`` the lease is renewed to then.
-    fence: tuple[int, int] | None = None
-    lease_until: float | None = None
-
-
-Op = Callable[[Any], Any]
-"""A function of a cursor run in a group's transaction (lease grants and releases); its value is its result."""
-
-
-DT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format, so reads parse it
 
 
 def _insert_sql(table: sa.Table) -> tuple[str, tuple[str, ...]]:
@@ -159,7 +137,7 @@ class StepWriter:
         self.commits = 0
         self.writes = 0
         self.deferred = 0  # groups handed to the thread because the database was locked
-        self.refused = 0  # fenced writes refused: their lease was lost (store/leases.py)
+        self.refused = 0  # fenced writes refused: their lease was lost (store/sqlite/leases.py)
 
     def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
         """Queue a write (or an :data:`Op`); the future resolves, once the group is durable, to the commit's

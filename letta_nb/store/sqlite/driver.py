@@ -14,7 +14,7 @@ opens the store with the stdlib module. pysqlite3 is imported only then.
 sqlite-vec is an accelerator, not a requirement: :func:`vec_version` says whether it loads through the
 chosen module (many Python builds, pyenv's and python.org's macOS installer among them, compile the
 stdlib ``sqlite3`` without ``enable_load_extension``). Without it, vectors stay in ``passages.embedding``
-and are searched exactly in numpy (see sqlite_vec.py). Only the vector store's own connection loads it;
+and are searched exactly in numpy (see vectors.py). Only the vector store's own connection loads it;
 nothing else in the schema needs the module (no trigger writes a vec0 table).
 
 The chosen module is wrapped for SQLAlchemy's aiosqlite dialect: SQLAlchemy maps driver exceptions by

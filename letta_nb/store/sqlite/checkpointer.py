@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from letta_nb.store.sqlite_driver import connect_raw
+from letta_nb.store.sqlite.driver import connect_raw
 
 __all__ = ["Checkpointer", "writer_connection", "WRITER_CACHE_KB"]
 
@@ -76,7 +76,7 @@ class Checkpointer:
 def writer_connection(path: str, busy_timeout_ms: int) -> Any:
     """A connection for the store's bulk writers (step writer, uploads): automatic checkpoints off (a
     :class:`Checkpointer` runs them) and a larger page cache. No sqlite-vec: nothing a writer does touches
-    a vec0 table (the vector store syncs them lazily, see sqlite_vec.py)."""
+    a vec0 table (the vector store syncs them lazily, see vectors.py)."""
     conn = connect_raw(path, busy_timeout_ms=busy_timeout_ms)
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KB}")

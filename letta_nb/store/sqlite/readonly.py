@@ -1,7 +1,7 @@
 """Read-only SQL over the store for people: what ``client.query(sql, params)`` runs.
 
 Why it exists: looking at the store from a notebook is natural (``pd.read_sql(..., sqlite3.connect(path))``),
-and it was how users corrupted it while letta_nb ran on a second SQLite library (see sqlite_driver.py).
+and it was how users corrupted it while letta_nb ran on a second SQLite library (see driver.py).
 This is the supported way to look: a fresh connection of the *runtime's own* sqlite3 module, so one
 library holds every lock on the file, that can only read.
 
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from letta_nb.errors import InvalidArgumentError
-from letta_nb.store.sqlite_driver import connect_raw, sqlite_module
+from letta_nb.store.sqlite.driver import connect_raw, sqlite_module
 
 __all__ = ["ReadOnlyQuery"]
 

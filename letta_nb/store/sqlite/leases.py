@@ -2,7 +2,8 @@
 
 These functions run inside the caller's write transaction on a raw DB-API cursor (the step writer's group
 commit, see step_writer.py), so taking a lease costs one row write in a transaction that many agents share.
-The runtime side (queueing, renewal, probes) is runtime/leases.py.
+The runtime side (queueing, renewal, probes) is runtime/leases.py; the protocol these functions
+satisfy (and the Grant and Busy they return) is store/backend.py's LeaseRows.
 
 Invariants:
 - ``agent_leases.token`` is incremented by every grant and never reset: a commit that carries an older token
@@ -16,32 +17,11 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Grant", "Busy", "acquire", "agent_state", "peek", "release", "renew", "fenced_update", "bump_version", "counter", "bump_counter"]
+from letta_nb.store.backend import Busy, Grant
 
-
-@dataclass(frozen=True)
-class Grant:
-    """The lease is ours: ``token`` fences our commits; the agent's state as of the grant."""
-
-    token: int
-    last_seq: int
-    version: int
-    tools_version: int  # store-wide: bumped when a tool is registered or changed
-    took_expired: bool  # the previous holder had not released it: its lease expired
-
-
-@dataclass(frozen=True)
-class Busy:
-    """Another process holds the lease (or an older waiter is ahead of us)."""
-
-    holder: str | None
-    pid: int | None
-    host: str | None
-    since: float | None
-    expires_at: float | None
+__all__ = ["acquire", "agent_state", "peek", "release", "renew", "fenced_update", "bump_version", "counter", "bump_counter"]
 
 
 def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,

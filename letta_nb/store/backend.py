@@ -1,0 +1,124 @@
+"""What the runtime sees of a storage backend: step writes, file writes, vectors and coordination.
+
+Reads stay portable SQLAlchemy (store.py, files.py) and need no protocol; what differs between SQLite and
+a server database is how the hot paths write and how processes take turns. Those are the four small
+protocols below. The SQLite backend (store/sqlite/) implements them; a PostgreSQL one (an asyncpg step
+writer, COPY for uploads, pgvector, lease rows or Redis) implements the same, and
+``tests/test_store_backend.py`` checks an implementation against them (names, parameters, sync or async):
+the checklist a new backend starts from.
+
+- :class:`StepWrites` commits a :class:`StepWrite` (everything one step changes) atomically, or runs an
+  :data:`Op` in a write transaction, and answers a quick read. A fenced write commits only while its lease
+  token and the ``last_seq`` its turn read still hold (a compare-and-set in the same transaction); otherwise
+  it is refused whole with ``StaleCommitError``.
+- :class:`FileWrites` replaces an upload's files and their passages, each file all there or absent.
+- :class:`~letta_nb.store.vector.VectorStore` (store/vector.py) searches an agent's passages.
+- :class:`LeaseRows` are the lease-row operations the runtime's :mod:`letta_nb.runtime.leases` runs inside
+  the step writer's transactions (as ops) or reads: one lease per agent, a fencing token that only grows,
+  waiters served in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from letta_nb.store.files import FileUpdate
+from letta_nb.store.vector import VectorStore
+
+__all__ = ["Busy", "FileWrites", "Grant", "LeaseRows", "Op", "StepWrite", "StepWrites", "VectorStore"]
+
+
+@dataclass
+class StepWrite:
+    """Everything one step changes. Rows are dicts keyed by column name."""
+
+    agent_id: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    block_values: dict[str, str] = field(default_factory=dict)  # label -> new value
+    passages: list[dict[str, Any]] = field(default_factory=list)
+    step: dict[str, Any] | None = None
+    agent: dict[str, Any] = field(default_factory=dict)  # columns of the agent row to update
+    # (lease token, the agent's last_seq this step builds on): the write lands only if both still hold
+    # (store/sqlite/leases.py); with ``lease_until`` the lease is renewed to then.
+    fence: tuple[int, int] | None = None
+    lease_until: float | None = None
+
+
+Op = Callable[[Any], Any]
+"""A function of a cursor run in a group's transaction (lease grants and releases); its value is its result."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The lease is ours: ``token`` fences our commits; the agent's state as of the grant."""
+
+    token: int
+    last_seq: int
+    version: int
+    tools_version: int  # store-wide: bumped when a tool is registered or changed
+    took_expired: bool  # the previous holder had not released it: its lease expired
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another process holds the lease (or an older waiter is ahead of us)."""
+
+    holder: str | None
+    pid: int | None
+    host: str | None
+    since: float | None
+    expires_at: float | None
+
+
+@runtime_checkable
+class StepWrites(Protocol):
+    """The step writer: group commits on the runtime's event loop."""
+
+    def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
+        """Queue a write (or an op); the future resolves once it is durable: to the commit's milliseconds (an
+        op: to its value). A fenced write that was refused fails with StaleCommitError, nothing written."""
+
+    def read(self, fn: Callable[[Any], Any]) -> Any:
+        """Run a read-only ``fn(cursor)`` now, on the loop (coherence checks of one indexed row)."""
+
+    def close(self) -> None:
+        """Commit what was submitted, then release the connections."""
+
+
+@runtime_checkable
+class FileWrites(Protocol):
+    """The uploads' bulk writer. Blocking: the store calls it from a worker thread."""
+
+    def replace_files(self, updates: list[FileUpdate]) -> None:
+        """Make each ``(file_row, passages)`` its file's whole record (keyed by agent and path), in one
+        transaction."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+@runtime_checkable
+class LeaseRows(Protocol):
+    """Lease rows on a backend cursor (an :data:`Op`'s argument). A module of functions satisfies it."""
+
+    def acquire(self, cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
+                ticket_ttl: float) -> Grant | Busy | None:
+        """Take the lease if it is free or expired and no older live waiter is queued, else queue (or keep)
+        our ticket; ``None``: the agent does not exist."""
+
+    def renew(self, cur: Any, agent_id: str, token: int, expires_at: float) -> bool:
+        """Extend our lease; False if it is no longer ours."""
+
+    def release(self, cur: Any, agent_id: str, token: int) -> bool:
+        """Give the lease up (a no-op if it is no longer ours)."""
+
+    def peek(self, cur: Any, agent_id: str,
+             now: float) -> tuple[int | None, str | None, float | None, int, int, int, bool] | None:
+        """Read-only: ``(token, holder, expires_at, last_seq, version, tools_version, waiters)``, None if the
+        agent is gone."""
+
+    def agent_state(self, cur: Any, agent_id: str) -> tuple[int, int, int] | None:
+        """Read-only: ``(last_seq, version, tools_version)``, None if the agent is gone."""
