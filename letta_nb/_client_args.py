@@ -16,13 +16,14 @@ import re
 from typing import Any
 
 from letta_nb._text import check_name_text, clean_json, clean_text, has_surrogates
-from letta_nb.errors import BlockLimitError, InvalidArgumentError
+from letta_nb.errors import InvalidArgumentError
 from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, Block
 from letta_nb.store.ids import new_id
 
-__all__ = ["DEFAULT_PERSONA", "agent_name", "agent_ref", "block_label", "check_block_value", "checked_api_keys", "flag", "input_text",
-           "memory_blocks_from", "metadata_arg", "optional_text", "positive_int", "store_where", "tags_arg",
-           "text_arg", "timeout_arg", "tool_name_arg"]
+__all__ = ["DEFAULT_PERSONA", "agent_name", "agent_ref", "block_limit", "block_value", "checked_api_keys", "flag",
+           "function_arg", "input_text", "memory_blocks_from", "metadata_arg", "optional_text", "positive_int",
+           "store_where", "tag_match_mode_arg", "tags_arg", "text_arg", "timeout_arg", "tool_name_arg", "tool_ref",
+           "tools_arg"]
 
 _BLOCK_KEYS = {"label", "value", "limit", "description", "read_only"}
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}")
@@ -205,18 +206,17 @@ def input_text(input: Any, messages: list[dict] | None) -> str:
     return clean_text(input)
 
 
-def check_block_value(label: str, value: Any, limit: Any, *, where: str = "") -> str:
-    """A block's value must be a string within its limit, an integer from 1 to MAX_BLOCK_LIMIT; ``where``
-    prefixes the argument names (``memory_blocks[0]['value']``), none for keyword arguments. Returns the
-    value made valid Unicode."""
-    name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
+def block_value(value: Any, argument: str = "value") -> str:
+    """A block's value: a string, made valid Unicode (whether it fits the block's limit is the domain's
+    rule: runtime/services/blocks.py)."""
     if not isinstance(value, str):
-        raise InvalidArgumentError(f"{name('value')} must be a string, got {type(value).__name__}")
-    positive_int(limit, name("limit"), hi=MAX_BLOCK_LIMIT)
-    value = clean_text(value)
-    if len(value) > limit:
-        raise BlockLimitError(label, len(value), limit)
-    return value
+        raise InvalidArgumentError(f"{argument} must be a string, got {type(value).__name__}")
+    return clean_text(value)
+
+
+def block_limit(limit: Any, argument: str = "limit") -> int:
+    """A block's limit in characters: an integer from 1 to MAX_BLOCK_LIMIT."""
+    return positive_int(limit, argument, hi=MAX_BLOCK_LIMIT)
 
 
 def memory_blocks_from(specs: list[dict[str, Any] | Block] | None) -> list[Block]:
@@ -239,10 +239,37 @@ def memory_blocks_from(specs: list[dict[str, Any] | Block] | None) -> list[Block
             raise InvalidArgumentError(f"memory_blocks[{i}]['label'] must be an identifier-like string, got {label!r}")
         if any(b.label == label for b in blocks):
             raise InvalidArgumentError(f"memory_blocks has two blocks labelled {label!r}")
-        value = check_block_value(label, spec.get("value", ""), spec.get("limit", DEFAULT_BLOCK_LIMIT),
-                                  where=f"memory_blocks[{i}]")
+        value = block_value(spec.get("value", ""), f"memory_blocks[{i}]['value']")
+        limit = block_limit(spec.get("limit", DEFAULT_BLOCK_LIMIT), f"memory_blocks[{i}]['limit']")
         description = optional_text(spec.get("description", ""), f"memory_blocks[{i}]['description']") or ""
         read_only = flag(spec.get("read_only", False), f"memory_blocks[{i}]['read_only']")
-        blocks.append(Block(label=label, value=value, limit=spec.get("limit", DEFAULT_BLOCK_LIMIT),
+        blocks.append(Block(label=label, value=value, limit=limit,
                             description=description, read_only=read_only, id=new_id("block")))
     return blocks
+
+
+def tools_arg(tools: Any) -> list[Any]:
+    """An agent's tools: a list (or tuple) of functions, ToolSpecs or tool names."""
+    if isinstance(tools, str) or not isinstance(tools, list | tuple):
+        raise InvalidArgumentError(f"tools must be a list of functions or tool names, got {type(tools).__name__}")
+    return list(tools)
+
+
+def function_arg(func: Any) -> Any:
+    """A Python function to register as a tool."""
+    if not callable(func):
+        raise InvalidArgumentError(f"func must be a Python function, got {type(func).__name__}")
+    return func
+
+
+def tool_ref(name: Any) -> str:
+    """The name of a tool to look up (``tools.retrieve``/``trust``)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"name must be a tool name, got {name!r}")
+    return name
+
+
+def tag_match_mode_arg(mode: Any) -> str:
+    if mode not in ("any", "all"):
+        raise InvalidArgumentError(f"tag_match_mode must be 'any' or 'all', got {mode!r}")
+    return mode

@@ -6,54 +6,63 @@ and the awaitable ``aname`` (usable with top-level ``await`` in a cell or inside
 parity test checks every sync method has its async twin with the same signature.
 
 Agents can be named by id, by name or by the AgentState itself.
+
+A thin shell: each operation checks the shape of its arguments (:mod:`letta_nb._client_args`) and calls
+one function of the runtime services (:mod:`letta_nb.runtime.services`), which hold the domain rules and
+every read and write of the store; each change of an agent takes its lease there, in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import inspect
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from letta_nb._client_args import (
     agent_name,
     agent_ref,
     block_label,
-    check_block_value,
+    block_limit,
+    block_value,
     checked_api_keys,
     flag,
+    function_arg,
     input_text,
     memory_blocks_from,
     metadata_arg,
     optional_text,
     positive_int,
     store_where,
+    tag_match_mode_arg,
     tags_arg,
     text_arg,
     timeout_arg,
     tool_name_arg,
+    tool_ref,
+    tools_arg,
 )
-from letta_nb.embeddings.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, ChunkSettings
-from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB, ingest
+from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB
 from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
-from letta_nb.errors import InvalidArgumentError, TurnCancelledError, UploadedFileNotFoundError
-from letta_nb.runtime import trust
+from letta_nb.errors import TurnCancelledError
 from letta_nb.runtime.agent_loop import run_turn
-from letta_nb.runtime.leases import check_settings as check_lease_settings
-from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.events import StreamEvent
+from letta_nb.runtime.leases import check_settings as check_lease_settings
 from letta_nb.runtime.loop_thread import Job, RuntimeThread, wait_interruptibly
-from letta_nb.runtime.memory import DEFAULT_SYSTEM
 from letta_nb.runtime.runtime import Runtime
+from letta_nb.runtime.services import agents as _agents
+from letta_nb.runtime.services import blocks as _blocks
+from letta_nb.runtime.services import files as _files
+from letta_nb.runtime.services import lookup as _lookup
+from letta_nb.runtime.services import messages as _messages
+from letta_nb.runtime.services import passages as _passages
+from letta_nb.runtime.services import store_info as _store_info
+from letta_nb.runtime.services import tools as _tools
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response
-from letta_nb.store.files import delete_file, file_records
-from letta_nb.store.ids import new_id, utcnow
-from letta_nb.store.store import passage_from_row
+from letta_nb.store.ids import new_id
 
 __all__ = ["Client", "connect"]
 
@@ -92,13 +101,6 @@ class _Resource:
     def _rt(self) -> Runtime:
         return self._client._runtime
 
-    async def _agent_id(self, agent: Any) -> str:
-        return await self._rt.resolve_agent(agent_ref(agent))
-
-    async def _agent(self, agent: Any) -> AgentState:
-        agent_id = await self._agent_id(agent)
-        return (await self._rt.session(agent_id)).agent
-
 
 @_twins
 class Messages(_Resource):
@@ -112,18 +114,17 @@ class Messages(_Resource):
 
     async def _list(self, agent: Any, *, limit: int | None = None) -> list[Message]:
         """Recall memory, oldest first (the newest ``limit`` when given)."""
-        agent_id = await self._agent_id(agent)
+        agent = agent_ref(agent)
         if limit is not None:
             positive_int(limit, "limit", hi=_MAX_ROWS)
-            return list(reversed(await self._rt.store.load_messages(agent_id, limit=limit, newest_first=True)))
-        return await self._rt.store.load_messages(agent_id)
+        return await _messages.recall(self._rt, agent, limit=limit)
 
     async def _cancel(self, agent: Any) -> bool:
         """Cancel the agent's running turn (what it streamed so far is kept). False if none was running.
 
         A ``create`` waiting for that turn raises :class:`~letta_nb.errors.TurnCancelledError` (its
         ``.response`` is the partial turn); a stream ends with a ``cancelled`` StopEvent."""
-        return self._rt.cancel_turn(await self._agent_id(agent))
+        return await _messages.cancel(self._rt, agent_ref(agent))
 
     def stream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> Iterator[StreamEvent]:
         """Yield events as the turn runs. Closing the iterator early (or Ctrl-C) cancels the turn."""
@@ -190,29 +191,21 @@ class Blocks(_Resource):
     _ops = ("list", "retrieve", "update")
 
     async def _list(self, agent: Any) -> list[Block]:
-        return list((await self._agent(agent)).blocks)
+        return await _blocks.list_blocks(self._rt, agent_ref(agent))
 
     async def _retrieve(self, agent: Any, label: str) -> Block:
         label = block_label(label)
-        return (await self._agent(agent)).block(label)
+        return await _blocks.get(self._rt, agent_ref(agent), label)
 
     async def _update(self, agent: Any, label: str, *, value: str | None = None, limit: int | None = None,
                       description: str | None = None, read_only: bool | None = None) -> Block:
         """Change a block. A value over the limit raises BlockLimitError and changes nothing."""
         label, description = block_label(label), optional_text(description, "description")
         read_only = None if read_only is None else flag(read_only, "read_only")
-        async with self._rt.agent_change(agent) as (state, token):
-            block = state.block(label)
-            new_value = block.value if value is None else value
-            new_limit = block.limit if limit is None else limit
-            new_value = check_block_value(label, new_value, new_limit)
-            changes = {"value": new_value, "char_limit": new_limit}
-            if description is not None:
-                changes["description"] = description
-            if read_only is not None:
-                changes["read_only"] = bool(read_only)
-            await self._rt.store.update_block(state.id, label, token, **changes)
-        return (await self._agent(state.id)).block(label)
+        value = None if value is None else block_value(value)
+        limit = None if limit is None else block_limit(limit)
+        return await _blocks.update(self._rt, agent_ref(agent), label, value=value, limit=limit,
+                                    description=description, read_only=read_only)
 
 
 Blocks.modify, Blocks.amodify = Blocks.update, Blocks.aupdate  # letta_client spells it "modify"
@@ -226,11 +219,10 @@ class Passages(_Resource):
 
     async def _create(self, agent: Any, text: str, *, tags: list[str] | None = None) -> Passage:
         text, tags = text_arg(text, "text"), tags_arg(tags)
-        return await self._rt.archival.insert(await self._agent(agent), text, tags)
+        return await _passages.create(self._rt, agent_ref(agent), text, tags)
 
     async def _list(self, agent: Any) -> list[Passage]:
-        state = await self._agent(agent)
-        return [passage_from_row(r) for r in await self._rt.store.passage_rows(state.id)]
+        return await _passages.list_passages(self._rt, agent_ref(agent))
 
     async def _search(self, agent: Any, query: str, *, top_k: int = 5, tags: list[str] | None = None,
                       tag_match_mode: str = "any", start_datetime: Any = None,
@@ -238,17 +230,14 @@ class Passages(_Resource):
         """Closest passages by meaning; ``start_datetime``/``end_datetime`` (datetime or ISO string) bound creation time."""
         query, tags = text_arg(query, "query"), tags_arg(tags)
         positive_int(top_k, "top_k", hi=_MAX_TOP_K, hint=" For every passage use passages.list(agent).")
-        if tag_match_mode not in ("any", "all"):
-            raise InvalidArgumentError(f"tag_match_mode must be 'any' or 'all', got {tag_match_mode!r}")
-        return await self._rt.archival.search(await self._agent(agent), query, top_k=top_k, tags=tags,
-                                              tag_match_mode=tag_match_mode, start_datetime=start_datetime,
-                                              end_datetime=end_datetime)
+        tag_match_mode = tag_match_mode_arg(tag_match_mode)
+        return await _passages.search(self._rt, agent_ref(agent), query, top_k=top_k, tags=tags,
+                                      tag_match_mode=tag_match_mode, start_datetime=start_datetime,
+                                      end_datetime=end_datetime)
 
     async def _delete(self, agent: Any, passage_id: str) -> None:
         passage_id = text_arg(passage_id, "passage_id")
-        state = await self._agent(agent)
-        if not await self._rt.store.delete_passage(state.id, passage_id):
-            raise InvalidArgumentError(f"agent {state.name!r} has no passage {passage_id!r}")
+        await _passages.delete(self._rt, agent_ref(agent), passage_id)
 
 
 @_twins
@@ -263,28 +252,16 @@ class Files(_Resource):
         """Upload files and directories (walked for known file types; symlinked directories inside are not
         followed). Unchanged files are ``unchanged``, changed ones replaced; a file that cannot be read or
         fails is an ``error`` row and the rest go on; a file with no text is a ``skipped`` row."""
-        state = await self._agent(agent)
-        settings = ChunkSettings(DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
-                                 DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap)
-        return await ingest(self._rt.store, self._rt.agent_embedder(state), state, path_or_paths,
-                            settings=settings, progress=progress, max_file_mb=max_file_mb)
+        return await _files.upload(self._rt, agent_ref(agent), path_or_paths, chunk_size=chunk_size,
+                                   chunk_overlap=chunk_overlap, progress=progress, max_file_mb=max_file_mb)
 
     async def _list(self, agent: Any) -> list[UploadedFile]:
-        state = await self._agent(agent)
-        return [UploadedFile(r.path, r.content_hash, r.size_bytes, r.chunks, r.chunking,
-                             r.updated_at.replace(tzinfo=r.updated_at.tzinfo or dt.timezone.utc))
-                for r in (await file_records(self._rt.store, state.id)).values()]
+        return await _files.list_files(self._rt, agent_ref(agent))
 
     async def _delete(self, agent: Any, path: str) -> int:
         """Remove a file's passages and record; returns how many passages were removed."""
         path = text_arg(path, "path")
-        state = await self._agent(agent)
-        known = list(await file_records(self._rt.store, state.id))
-        wanted = path if path in known else str(Path(path).expanduser().resolve())
-        removed = await delete_file(self._rt.store, state.id, wanted)
-        if removed is None:
-            raise UploadedFileNotFoundError(path, known, hint="See client.agents.files.list(agent).")
-        return removed
+        return await _files.delete(self._rt, agent_ref(agent), path)
 
 
 @_twins
@@ -294,20 +271,13 @@ class AgentTools(_Resource):
     _ops = ("list", "attach", "detach")
 
     async def _list(self, agent: Any) -> list[str]:
-        return list((await self._agent(agent)).tools)
+        return await _tools.agent_tools(self._rt, agent_ref(agent))
 
     async def _attach(self, agent: Any, tool: Any) -> list[str]:
-        name = await self._client.tools._resolve(tool)
-        async with self._rt.agent_change(agent) as (state, token):  # two attaches at once: neither is lost
-            await self._rt.store.set_agent_tools(state.id, [*state.tools, name], token)
-        return (await self._agent(state.id)).tools
+        return await _tools.attach(self._rt, agent_ref(agent), tool)
 
     async def _detach(self, agent: Any, tool: str) -> list[str]:
-        async with self._rt.agent_change(agent) as (state, token):
-            if tool not in state.tools:
-                raise InvalidArgumentError(f"agent {state.name!r} has no tool {tool!r}; it has {state.tools}")
-            await self._rt.store.set_agent_tools(state.id, [t for t in state.tools if t != tool], token)
-        return (await self._agent(state.id)).tools
+        return await _tools.detach(self._rt, agent_ref(agent), tool)
 
 
 @_twins
@@ -342,62 +312,30 @@ class Agents(_Resource):
         positive_int(max_steps, "max_steps", hi=100)
         system, metadata = optional_text(system, "system"), metadata_arg(metadata)
         include_base_tools = flag(include_base_tools, "include_base_tools")
-        if isinstance(tools, str) or not isinstance(tools, list | tuple):
-            raise InvalidArgumentError(f"tools must be a list of functions or tool names, got {type(tools).__name__}")
-        self._rt.llm(model)  # validates the model name before anything is written
-        self._rt.embedder(embedding)
-        blocks = memory_blocks_from(memory_blocks)
-        await self._rt.store.ensure_name_free(name)
-        for tool in tools:  # check every named tool before registering any function: all or nothing
-            if isinstance(tool, str):
-                await self._rt.tool_spec(tool)
-            elif not callable(tool):
-                raise InvalidArgumentError(f"a tool must be a function, a ToolSpec or a tool name, got {tool!r}")
-        tool_names = list(BASE_TOOL_NAMES) if include_base_tools else []
-        for tool in tools:
-            tool_name = await self._client.tools._resolve(tool)
-            if tool_name not in tool_names:
-                tool_names.append(tool_name)
-        agent_id = new_id("agent")
-        state = AgentState(
-            id=agent_id, name=name, model=model, embedding=embedding, system=system or DEFAULT_SYSTEM,
-            blocks=blocks, tools=tool_names, max_steps=max_steps, created_at=utcnow(), metadata=dict(metadata or {}),
-            signature=trust.sign("agent", trust.agent_fields(agent_id, model, embedding)),
-        )
-        await self._rt.store.insert_agent(state)
-        return (await self._rt.session(state.id)).agent
+        tools = tools_arg(tools)
+        return await _agents.create(self._rt, name, model=model, embedding=embedding,
+                                    blocks=memory_blocks_from(memory_blocks), tools=tools, system=system,
+                                    max_steps=max_steps, include_base_tools=include_base_tools, metadata=metadata)
 
     async def _retrieve(self, agent: Any) -> AgentState:
-        return await self._agent(agent)
+        return await _lookup.agent_state(self._rt, agent_ref(agent))
 
     async def _update(self, agent: Any, *, model: str | None = None, embedding: str | None = None,
                       system: str | None = None, max_steps: int | None = None,
                       metadata: dict[str, Any] | None = None) -> AgentState:
         """Change an agent's settings (between turns). Setting ``model``/``embedding`` also makes them
         yours: API keys go to an endpoint a spec names only if you wrote that spec (see runtime/trust.py)."""
-        state = await self._agent(agent)
         max_steps = None if max_steps is None else positive_int(max_steps, "max_steps", hi=100)
         system = optional_text(system, "system")
         metadata = None if metadata is None else metadata_arg(metadata)
-        new_model = state.model if model is None else model
-        new_embedding = state.embedding if embedding is None else embedding
-        self._rt.llm(new_model)  # both validated before anything is written
-        self._rt.embedder(new_embedding)
-        changes: dict[str, Any] = {"model": new_model, "embedding": new_embedding,
-                                   "signature": trust.sign("agent", trust.agent_fields(state.id, new_model, new_embedding))}
-        for key, value in (("system", system), ("max_steps", max_steps), ("metadata", metadata)):
-            if value is not None:
-                changes[key] = value
-        async with self._rt.agent_change(state.id) as (_, token):
-            await self._rt.store.update_agent(state.id, token, **changes)
-        return await self._agent(state.id)
+        return await _agents.update(self._rt, agent_ref(agent), model=model, embedding=embedding, system=system,
+                                    max_steps=max_steps, metadata=metadata)
 
     async def _list(self) -> list[AgentState]:
-        return await self._rt.store.list_agents()
+        return await _agents.list_all(self._rt)
 
     async def _delete(self, agent: Any) -> None:
-        async with self._rt.agent_change(await self._agent_id(agent)) as (state, token):
-            await self._rt.store.delete_agent(state.id, token)
+        await _agents.delete(self._rt, agent_ref(agent))
 
 
 Agents.modify, Agents.amodify = Agents.update, Agents.aupdate  # letta_client spells it "modify"
@@ -415,39 +353,25 @@ class Tools(_Resource):
         """Register ``func`` as a tool (or replace the tool of that name). ``sandbox=True`` runs it in the
         sandbox (isolated where this machine allows: ``letta_nb.runtime.sandbox.capabilities()``),
         ``"strict"`` only where it is isolated; ``network=True`` lets a sandboxed tool use the network."""
-        if not callable(func):
-            raise InvalidArgumentError(f"func must be a Python function, got {type(func).__name__}")
+        func = function_arg(func)
         name, timeout = tool_name_arg(name), timeout_arg(timeout)
         parallel_safe = flag(parallel_safe, "parallel_safe")
-        return await self._rt.register_tool(func, name=name, parallel_safe=parallel_safe, sandbox=sandbox,
-                                            timeout=timeout, network=network)
+        return await _tools.register(self._rt, func, name=name, parallel_safe=parallel_safe, sandbox=sandbox,
+                                     timeout=timeout, network=network)
 
     async def _list(self) -> list[str]:
-        return await self._rt.tool_names()
+        return await _tools.names(self._rt)
 
     async def _retrieve(self, name: str) -> ToolSpec:
         """A tool's spec: its schema, isolation and ``.source`` (reading it never runs it)."""
-        if not isinstance(name, str) or not name:
-            raise InvalidArgumentError(f"name must be a tool name, got {name!r}")
-        return await self._rt.tool_spec(name)
+        return await _tools.spec(self._rt, tool_ref(name))
 
     async def _trust(self, name: str) -> ToolSpec:
         """Let a stored tool that you did not register (a shared store, an imported agent) run as stored.
 
         Such a tool runs only in the strict sandbox, without network, until you re-register it or trust
         it: read its source first (``client.tools.trust`` returns the spec; ``.source`` is the code)."""
-        if not isinstance(name, str) or not name:
-            raise InvalidArgumentError(f"name must be a tool name, got {name!r}")
-        return await self._rt.trust_tool(name)
-
-    async def _resolve(self, tool: Any) -> str:
-        if isinstance(tool, ToolSpec):
-            return (await self._rt.register_tool(tool)).name
-        if callable(tool):
-            return (await self._rt.register_tool(tool)).name
-        if isinstance(tool, str):
-            return (await self._rt.tool_spec(tool)).name
-        raise InvalidArgumentError(f"a tool must be a function, a ToolSpec or a tool name, got {tool!r}")
+        return await _tools.trust(self._rt, tool_ref(name))
 
 
 @_twins
@@ -485,14 +409,11 @@ class Client:
         break the runtime's locks). ``params`` fill ``?`` (a list) or ``:name`` (a dict). Writes, bad SQL
         and bad params raise InvalidArgumentError with SQLite's message; change data through the API.
         ``client.query("SELECT name, sql FROM sqlite_master")`` lists the tables and their columns."""
-        columns, rows = await self._runtime.store.query(sql, params)
-        import pandas as pd
-
-        return pd.DataFrame.from_records(rows, columns=columns)
+        return await _store_info.query(self._runtime, sql, params)
 
     @property
     def store_location(self) -> str:
-        return self._runtime.store.location.display
+        return _store_info.location(self._runtime)
 
     def close(self) -> None:
         """Finish running turns, close the store and stop the runtime thread. Idempotent."""
