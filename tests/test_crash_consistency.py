@@ -28,8 +28,10 @@ import pytest
 from store_query import query
 
 import letta_nb
+from letta_nb.schemas import Message
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.ids import new_id, utcnow
+from letta_nb.store.records import PassageRecord, StepRecord
 from letta_nb.store.sqlite.driver import connect_raw, sqlite_module
 from letta_nb.store.store import Store
 
@@ -245,18 +247,19 @@ def _step_write(agent_id: str, seqs: list[int], *, human: str | None = None, pas
     """A complete step as the agent loop would write it: messages, step row, agent pointer, optional edits."""
     step_id, now = new_id("step"), utcnow()
     messages = [
-        {"id": new_id("message"), "agent_id": agent_id, "seq": seq, "step_id": step_id, "role": "user",
-         "content": f"message {seq}", "created_at": now}
+        Message(id=new_id("message"), agent_id=agent_id, seq=seq, step_id=step_id, role="user",
+                content=f"message {seq}", created_at=now)
         for seq in seqs
     ]
-    step = {"id": step_id, "agent_id": agent_id, "run_id": new_id("run"), "step_index": 0, "model": "offline",
-            "n_messages": len(seqs), "prompt_tokens": 1, "completion_tokens": 1, "llm_ms": 0.0, "tools_ms": 0.0,
-            "total_ms": 0.0, "stop_reason": "end_turn", "created_at": now}
+    step = StepRecord(id=step_id, agent_id=agent_id, run_id=new_id("run"), step_index=0, model="offline",
+                      n_messages=len(seqs), prompt_tokens=1, completion_tokens=1, llm_ms=0.0, tools_ms=0.0,
+                      total_ms=0.0, stop_reason="end_turn", created_at=now)
     passages = [] if passage is None else [
-        {"id": new_id("passage"), "agent_id": agent_id, "text": passage, "tags": [], "created_at": now}
+        PassageRecord(id=new_id("passage"), agent_id=agent_id, text=passage, embedding=None, embedding_model=None,
+                      tags=(), created_at=now)
     ]
     return StepWrite(agent_id=agent_id, messages=messages, block_values={} if human is None else {"human": human},
-                     passages=passages, step=step, agent={"last_seq": max(seqs)})
+                     passages=passages, step=step, last_seq=max(seqs))
 
 
 def _rows_of(db: str, agent_id: str) -> dict[str, object]:
@@ -313,11 +316,11 @@ def test_a_failing_step_write_leaves_nothing_and_spares_its_group(tmp_path):
     assert all(isinstance(outcome[k], float) for k in ("bad_setup", "good_first", "good_second")), outcome
 
     assert _rows_of(db, bad_id) == {
-        "seqs": [1], "steps": {writes["bad_setup"].step["id"]}, "passages": [], "human": "", "last_seq": 1,
+        "seqs": [1], "steps": {writes["bad_setup"].step.id}, "passages": [], "human": "", "last_seq": 1,
     }
     assert _rows_of(db, good_id) == {
         "seqs": [1, 2, 3],
-        "steps": {writes["good_first"].step["id"], writes["good_second"].step["id"]},
+        "steps": {writes["good_first"].step.id, writes["good_second"].step.id},
         "passages": ["lands"],
         "human": "Name: Good",
         "last_seq": 3,

@@ -1,6 +1,9 @@
 """The SQLite backend satisfies the backend protocols of store/backend.py, the checklist a PostgreSQL backend
 starts from.
 
+The records the store takes and returns (store/records.py) are checked against the migrated tables: the
+writers bind each column from the record's field of that name.
+
 Checked twice: ``isinstance`` against the ``runtime_checkable`` protocols on a real open store (which only
 sees that the names exist), and by ``inspect``: every protocol method is there with the same parameters, in
 the same order, of the same kind, with defaults where the protocol has them, sync or async alike.
@@ -9,13 +12,17 @@ the same order, of the same kind, with defaults where the protocol has them, syn
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import types
 from typing import Any
 
 import pytest
 
+from letta_nb.schemas import Message
 from letta_nb.store import backend
+from letta_nb.store.migrations import METADATA
+from letta_nb.store.records import FileRecord, PassageRecord, StepRecord, ToolRecord
 from letta_nb.store.sqlite import leases
 from letta_nb.store.sqlite.file_writer import FileWriter
 from letta_nb.store.sqlite.step_writer import StepWriter
@@ -105,3 +112,12 @@ def test_the_check_catches_a_backend_that_drifts():
     drifted_module.release = lambda cur, agent_id: True  # forgot the token
     assert mismatches(backend.LeaseRows, drifted_module) == [
         "release: parameters ['cur', 'agent_id'], expected ['cur', 'agent_id', 'token']"]
+
+
+RECORDS = [("messages", Message), ("passages", PassageRecord), ("steps", StepRecord), ("tools", ToolRecord),
+           ("files", FileRecord)]
+
+
+@pytest.mark.parametrize(("table", "record"), RECORDS, ids=[t for t, _ in RECORDS])
+def test_each_record_has_a_field_for_each_column_of_its_table(table, record):
+    assert sorted(f.name for f in dataclasses.fields(record)) == sorted(METADATA.tables[table].columns.keys())

@@ -13,10 +13,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import letta_nb
 from letta_nb.errors import ProviderError
 from letta_nb.runtime import trust
+from letta_nb.store.migrations import METADATA
 from letta_nb.testing import LoopbackServer
 from tests.agent_helpers import call, tool_messages
 
@@ -105,6 +107,38 @@ def test_a_signature_cannot_be_moved_to_another_row(db_path):
     _edit(db_path, "UPDATE tools SET source = replace(source, 'kernel', 'KERNEL') WHERE name = 'where_am_i'")
     with letta_nb.connect(db_path) as c:
         assert _ask(c, "sam") == "sandbox"
+
+
+def _signed_as_a_row(db_path: Path) -> tuple[dict[str, object], str | None]:
+    """The tool's fields as tools used to be signed (the dict of its row's columns but id, times and
+    signature, read through SQLAlchemy), and its stored signature."""
+    tools = METADATA.tables["tools"]
+    engine = sa.create_engine(f"sqlite:///{db_path}")
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(tools).where(tools.c.name == "where_am_i")).one()
+    finally:
+        engine.dispose()
+    return ({k: v for k, v in row._mapping.items() if k not in ("id", "created_at", "updated_at", "signature")},
+            row.signature)
+
+
+def test_a_signature_made_over_a_tool_row_still_verifies(db_path):
+    """The records that replaced those row dicts sign the same content, or every tool already in a store
+    would fall back to the sandbox. The row is edited, then re-signed the old way: the tool runs as stored;
+    registered again, it gets the signature the old way would have given it."""
+    _store_with_tool(db_path)
+    _edit(db_path, "UPDATE tools SET description = 'edited' WHERE name = 'where_am_i'")
+    fields, _ = _signed_as_a_row(db_path)
+    assert set(fields) == {"name", "description", "json_schema", "source", "parallel_safe", "sandbox",
+                           "sandbox_mode", "network", "timeout"} and fields["description"] == "edited"
+    _edit(db_path, "UPDATE tools SET signature = ? WHERE name = 'where_am_i'", trust.sign("tool", fields))
+    with letta_nb.connect(db_path) as c:
+        assert _ask(c, "sam") == "kernel"
+        c.tools.upsert_from_function(where_am_i, sandbox=True, network=True)
+    fields, signature = _signed_as_a_row(db_path)
+    assert fields["sandbox_mode"] == "on" and fields["network"] is True
+    assert signature == trust.sign("tool", fields)
 
 
 def test_trust_errors_name_the_fix(client):

@@ -19,6 +19,7 @@ opened without it (and back) are checked across processes the same way.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -35,6 +36,7 @@ from letta_nb.errors import DimensionMismatchError, InvalidArgumentError
 from letta_nb.schemas import AgentState
 from letta_nb.store.migrations import MIGRATIONS, migrate
 from letta_nb.store.ids import new_id
+from letta_nb.store.records import PassageRecord
 from letta_nb.store.sqlite.driver import connect_raw, sqlite_module, vec_version
 from letta_nb.store.sqlite.vectors import VEC0_MAX_K, SqliteVecStore
 from letta_nb.store.store import Store
@@ -56,30 +58,30 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def rows_for(agent_id: str, vectors: np.ndarray, rng: np.random.Generator, start: int = 0) -> list[dict]:
+def rows_for(agent_id: str, vectors: np.ndarray, rng: np.random.Generator, start: int = 0) -> list[PassageRecord]:
     return [
-        {"id": f"p-{agent_id}-{start + i}", "agent_id": agent_id, "text": f"passage {start + i}",
-         "embedding": v.tobytes(), "embedding_model": "test", "created_at": T0 + dt.timedelta(hours=start + i),
-         "tags": sorted({TAGS[j] for j in range(3) if rng.random() < 0.4})}
+        PassageRecord(id=f"p-{agent_id}-{start + i}", agent_id=agent_id, text=f"passage {start + i}",
+                      embedding=v.tobytes(), embedding_model="test", created_at=T0 + dt.timedelta(hours=start + i),
+                      tags=tuple(sorted({TAGS[j] for j in range(3) if rng.random() < 0.4})))
         for i, v in enumerate(vectors)
     ]
 
 
-def reference(rows: list[dict], q: np.ndarray, k: int, tags=(), mode="any", start=None, end=None) -> list[str]:
+def reference(rows: list[PassageRecord], q: np.ndarray, k: int, tags=(), mode="any", start=None, end=None) -> list[str]:
     keep = []
     for r in rows:
-        have = set(r["tags"])
+        have = set(r.tags)
         if tags and not (set(tags) <= have if mode == "all" else set(tags) & have):
             continue
-        if start is not None and r["created_at"] < start or end is not None and r["created_at"] >= end:
+        if start is not None and r.created_at < start or end is not None and r.created_at >= end:
             continue
         keep.append(r)
     if not keep:
         return []
-    matrix = np.stack([np.frombuffer(r["embedding"], dtype=np.float32) for r in keep]).astype(np.float64)
+    matrix = np.stack([np.frombuffer(r.embedding, dtype=np.float32) for r in keep]).astype(np.float64)
     scores = (matrix @ np.asarray(q, dtype=np.float64)).astype(np.float32)  # exact: equal vectors tie exactly
     order = np.argsort(-scores, kind="stable")[:k]
-    return [keep[i]["id"] for i in order]
+    return [keep[i].id for i in order]
 
 
 async def make_agents(store: Store, *names: str) -> list[str]:
@@ -136,14 +138,14 @@ def test_search_equals_exact_numpy_reference_with_filters_on_every_path(tmp_path
             rows_b = rows_for(b, unit(rng, 300), rng)
             await store.insert_passages(rows_a)
             await store.insert_passages(rows_b)
-            by_id = {r["id"]: np.frombuffer(r["embedding"], dtype=np.float32) for r in rows_a}
+            by_id = {r.id: np.frombuffer(r.embedding, dtype=np.float32) for r in rows_a}
             cases = [
                 dict(), dict(tags=("red",)), dict(tags=("red", "blue")), dict(tags=("red", "blue"), mode="all"),
                 dict(start=T0 + dt.timedelta(hours=100)), dict(end=T0 + dt.timedelta(hours=50)),
                 dict(tags=("green",), start=T0 + dt.timedelta(hours=200), end=T0 + dt.timedelta(hours=400)),
                 dict(tags=("nope",)),
             ]
-            queries = [*unit(rng, 5), rows_a[10]["embedding"]]  # the last one ties nothing but matches a row
+            queries = [*unit(rng, 5), rows_a[10].embedding]  # the last one ties nothing but matches a row
             queries[-1] = np.frombuffer(queries[-1], dtype=np.float32)
             for q in queries:
                 for case in cases:
@@ -192,10 +194,9 @@ def test_exact_ties_resolve_by_insertion_order_on_every_path(tmp_path):
             (a,) = await make_agents(store, "a")
             await store.vectors.prepare(DIM)
             rows = rows_for(a, np.repeat(unit(rng, 20), 10, axis=0), rng)
-            for i, r in enumerate(rows):
-                r["created_at"] = T0 - dt.timedelta(minutes=i)
+            rows = [dataclasses.replace(r, created_at=T0 - dt.timedelta(minutes=i)) for i, r in enumerate(rows)]
             await store.insert_passages(rows)
-            for q in (np.frombuffer(rows[35]["embedding"], dtype=np.float32), unit(rng, 1)[0]):
+            for q in (np.frombuffer(rows[35].embedding, dtype=np.float32), unit(rng, 1)[0]):
                 for k in (3, 10, 25, 200):
                     for tags in ((), ("red",)):
                         want = reference(rows, q, k, tags)
@@ -251,11 +252,11 @@ def test_search_follows_inserts_deletes_and_agent_deletion(tmp_path, path):
             await store.insert_passages(closest)
             rows += closest
             hits = await bk.search(VectorQuery(a, q, top_k=5))
-            assert hits[0].passage_id == closest[0]["id"] and hits[0].score == pytest.approx(1.0, abs=1e-6)
+            assert hits[0].passage_id == closest[0].id and hits[0].score == pytest.approx(1.0, abs=1e-6)
             if path == "cache":
                 assert bk.stats["appends"] == 1
             # A deleted passage is never returned again.
-            assert await store.delete_passage(a, closest[0]["id"])
+            assert await store.delete_passage(a, closest[0].id)
             rows.pop()
             assert [h.passage_id for h in await bk.search(VectorQuery(a, q, top_k=5))] == reference(rows, q, 5)
             # A rolled-back insert leaves nothing behind.
@@ -294,13 +295,13 @@ def test_vec0_is_synced_lazily_for_inserts_and_deletes(tmp_path):
             for agent in (a, b):
                 await vec0.search(VectorQuery(agent, q, top_k=1))
             assert vec_rows(path) == 70
-            assert await store.delete_passage(a, rows[0]["id"])
+            assert await store.delete_passage(a, rows[0].id)
             assert vec_rows(path, agent_id=a) == 50  # still there: deletes are applied lazily ...
-            assert rows[0]["id"] not in [h.passage_id for h in await vec0.search(VectorQuery(a, q, top_k=60))]
+            assert rows[0].id not in [h.passage_id for h in await vec0.search(VectorQuery(a, q, top_k=60))]
             assert vec_rows(path, agent_id=a) == 49  # ... by the agent's next vec0 search
             await store.delete_agent(b)
             assert vec_rows(path, agent_id=b) == 20
-            assert await store.delete_passage(a, rows[1]["id"])
+            assert await store.delete_passage(a, rows[1].id)
             await vec0.search(VectorQuery(a, q, top_k=1))
             assert vec_rows(path) == 48  # a's deleted passage and all of b's rows are gone
         finally:
@@ -345,19 +346,19 @@ def test_lazy_vec0_copy_survives_a_reused_rowid_and_is_shared_between_connection
             q = unit(rng, 1)[0]
             assert [h.passage_id for h in await first.search(VectorQuery(a, q, top_k=10))] == reference(rows, q, 10)
             last = rows.pop()
-            assert await store.delete_passage(a, last["id"])
+            assert await store.delete_passage(a, last.id)
             (newcomer,) = rows_for(a, q[None, :], rng, start=500)  # q itself: the best match of q
             await store.insert_passages([newcomer])
             rows.append(newcomer)
             conn = connect_raw(path)
             try:
-                (reused,) = conn.execute("select rowid from passages where id = ?", (newcomer["id"],)).fetchone()
+                (reused,) = conn.execute("select rowid from passages where id = ?", (newcomer.id,)).fetchone()
                 (gone_max,) = conn.execute("select max(max_rowid) from passages_vec_sync").fetchone()
             finally:
                 conn.close()
             assert reused == gone_max  # the deleted row's rowid went to the newcomer
             hits = await second.search(VectorQuery(a, q, top_k=10))  # another connection syncs it
-            assert hits[0].passage_id == newcomer["id"] and [h.passage_id for h in hits] == reference(rows, q, 10)
+            assert hits[0].passage_id == newcomer.id and [h.passage_id for h in hits] == reference(rows, q, 10)
             assert [h.passage_id for h in await first.search(VectorQuery(a, q, top_k=10))] == reference(rows, q, 10)
         finally:
             await first.close()

@@ -46,6 +46,7 @@ async def _measure(path: str, matrix: np.ndarray, queries: np.ndarray, exact: li
     from letta_nb.store.sqlite.driver import vec_version
     from letta_nb.store.sqlite.vectors import SqliteVecStore
     from letta_nb.store.ids import new_id
+    from letta_nb.store.records import PassageRecord
     from letta_nb.store.store import Store
     from letta_nb.store.vector import VectorQuery
 
@@ -65,15 +66,15 @@ async def _measure(path: str, matrix: np.ndarray, queries: np.ndarray, exact: li
         t = time.perf_counter()
         for start in range(0, len(matrix), 10_000):
             await store.insert_passages([
-                {"id": f"p{i}", "agent_id": ids[0], "text": f"passage {i}", "embedding": matrix[i].tobytes(),
-                 "embedding_model": "bench", "tags": [], "created_at": now}
+                PassageRecord(id=f"p{i}", agent_id=ids[0], text=f"passage {i}", embedding=matrix[i].tobytes(),
+                              embedding_model="bench", tags=(), created_at=now)
                 for i in range(start, min(start + 10_000, len(matrix)))
             ])
         insert_s = time.perf_counter() - t
         other = _unit(np.random.default_rng(1), len(matrix) // 10)
         await store.insert_passages([
-            {"id": f"o{i}", "agent_id": ids[1], "text": "other", "embedding": v.tobytes(), "embedding_model": "bench",
-             "tags": [], "created_at": now} for i, v in enumerate(other)
+            PassageRecord(id=f"o{i}", agent_id=ids[1], text="other", embedding=v.tobytes(), embedding_model="bench",
+                          tags=(), created_at=now) for i, v in enumerate(other)
         ])
         out: dict[str, float] = {"insert_rows_per_s": len(matrix) / insert_s}
         backends = {"": store.vectors, **others}

@@ -44,6 +44,7 @@ from letta_nb.embeddings.sources import Found, discover, explain_os_error, open_
 from letta_nb.errors import LettaNBError, InvalidArgumentError
 from letta_nb.store.files import FilePassages, FileUpdate, delete_file, file_records, replace_files
 from letta_nb.store.ids import new_id, utcnow
+from letta_nb.store.records import FileRecord
 
 __all__ = ["ingest", "discover", "chunk_pool", "file_groups", "DEFAULT_MAX_FILE_MB"]
 
@@ -98,7 +99,7 @@ def _check_options(max_file_mb: Any, progress: Any) -> int:
 
 
 async def _plan(store: Any, agent: Any, found: list[Found], chunking: str
-                ) -> tuple[dict[str, FileResult], list[str], dict[str, int], dict[str, Any]]:
+                ) -> tuple[dict[str, FileResult], list[str], dict[str, int], dict[str, FileRecord]]:
     """(rows already decided, files to chunk, their sizes, the agent's records of them): entries that
     cannot be read or are skipped, and known files whose size, settings and hash are unchanged, are
     decided here; everything else is chunked."""
@@ -197,21 +198,21 @@ async def ingest(
                     continue
                 if not isinstance(matrix, str):
                     try:
-                        passages, file_row = await _rows(store, agent, chunked, matrix, chunking, known.get(path))
+                        passages, file = await _records(store, agent, chunked, matrix, chunking, known.get(path))
                     except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
                         matrix = failure_message(e)
                 if isinstance(matrix, str):
                     results[path] = FileResult(path, "error", bytes=sizes[path], error=matrix)
                     continue
                 # Commits stay in input order; files embedded while a commit runs share the next one.
-                unwritten.append((file_row, passages))
+                unwritten.append((file, passages))
                 if previous_write is None or previous_write.done():
                     if previous_write is not None:
                         await previous_write  # its error, if any, stops the upload here
                     previous_write, unwritten = asyncio.ensure_future(replace_files(store, unwritten)), []
                 status = "replaced" if path in known else "added"
-                results[path] = FileResult(path, status, file_row["chunks"], chunked.size, splitter=chunked.splitter)
-                total_chunks += file_row["chunks"]
+                results[path] = FileResult(path, status, file.chunks, chunked.size, splitter=chunked.splitter)
+                total_chunks += file.chunks
                 bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=total_chunks, refresh=False)
         if previous_write is not None:
             await previous_write
@@ -264,9 +265,9 @@ async def _embed_one(embed: Any, file: ChunkedFile) -> np.ndarray | str:
         return failure_message(e)
 
 
-async def _rows(store: Any, agent: Any, chunked: ChunkedFile, matrix: np.ndarray, chunking: str,
-                old: Any) -> tuple[FilePassages | None, dict[str, Any]]:
-    """A file's passages and its ``files`` row, ready for :func:`replace_files`."""
+async def _records(store: Any, agent: Any, chunked: ChunkedFile, matrix: np.ndarray, chunking: str,
+                   old: FileRecord | None) -> tuple[FilePassages | None, FileRecord]:
+    """A file's passages and its record, ready for :func:`replace_files`."""
     now = utcnow()
     file_id = new_id("file")
     passages = None
@@ -275,9 +276,7 @@ async def _rows(store: Any, agent: Any, chunked: ChunkedFile, matrix: np.ndarray
         passages = FilePassages(ids=[new_id("passage") for _ in chunked.chunks], texts=list(chunked.chunks),
                                 vectors=matrix, agent_id=agent.id, embedding_model=agent.embedding,
                                 tags=[f"file:{Path(chunked.path).name}"], created_at=now)
-    file_row = {
-        "id": file_id, "agent_id": agent.id, "path": chunked.path, "content_hash": chunked.sha256,
-        "size_bytes": chunked.size, "chunks": len(passages.ids) if passages else 0, "chunking": chunking,
-        "created_at": old.created_at if old is not None else now, "updated_at": now,
-    }
-    return passages, file_row
+    file = FileRecord(id=file_id, agent_id=agent.id, path=chunked.path, content_hash=chunked.sha256,
+                      size_bytes=chunked.size, chunks=len(passages.ids) if passages else 0, chunking=chunking,
+                      created_at=old.created_at if old is not None else now, updated_at=now)
+    return passages, file

@@ -49,11 +49,11 @@ from letta_nb.runtime.events import (
 from letta_nb.runtime.leases import Lease
 from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
-from letta_nb.runtime.session import EVICT_TO, AgentSession
+from letta_nb.runtime.session import EVICT_TO, AgentSession, Eviction
 from letta_nb.schemas import Message, Response, StepStats
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.ids import new_id, utcnow
-from letta_nb.store.store import message_row
+from letta_nb.store.records import PassageRecord, StepRecord
 
 from letta_nb.runtime.runtime import current_agent
 
@@ -95,17 +95,19 @@ class _Turn:
         return Message(id=new_id("message"), agent_id=self.agent.id, seq=self.seq, created_at=utcnow(),
                        step_id=self.step_id, **fields)
 
-    async def commit(self, messages: list[Message], step: dict[str, Any], memory: WorkingMemory | None,
-                     passages: list[dict[str, Any]], eviction_fields: dict[str, Any]) -> float:
+    async def commit(self, messages: list[Message], step: StepRecord, memory: WorkingMemory | None,
+                     passages: list[PassageRecord], eviction: Eviction | None) -> float:
         """Commit a step, fenced by the turn's lease and the ``last_seq`` it builds on, renewing the lease
         (runtime/leases.py)."""
         write = StepWrite(
             agent_id=self.agent.id,
-            messages=[message_row(m) for m in messages],
+            messages=messages,
             block_values={label: memory.get(label).value for label in memory.changed} if memory else {},
             passages=passages,
             step=step,
-            agent={"last_seq": self.seq, **eviction_fields},
+            last_seq=self.seq,
+            context_start_seq=None if eviction is None else eviction.start_seq,
+            context_summary=None if eviction is None else eviction.summary,
             fence=(self.lease.token, self.agent.last_seq),
             lease_until=self.rt.leases.until(),
         )
@@ -135,14 +137,13 @@ class _Turn:
             raise asyncio.CancelledError
         return db_ms
 
-    def step_row(self, index: int, n: int, llm_ms: float, tools_ms: float, total_ms: float, usage: Usage,
-                 stop: str | None) -> dict[str, Any]:
-        return {
-            "id": self.step_id, "agent_id": self.agent.id, "run_id": self.run_id, "step_index": index,
-            "model": self.agent.model, "n_messages": n, "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens, "llm_ms": llm_ms, "tools_ms": tools_ms,
-            "total_ms": total_ms, "stop_reason": stop, "created_at": utcnow(),
-        }
+    def step_record(self, index: int, n: int, llm_ms: float, tools_ms: float, total_ms: float, usage: Usage,
+                    stop: str | None) -> StepRecord:
+        return StepRecord(
+            id=self.step_id, agent_id=self.agent.id, run_id=self.run_id, step_index=index, model=self.agent.model,
+            n_messages=n, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            llm_ms=llm_ms, tools_ms=tools_ms, total_ms=total_ms, stop_reason=stop, created_at=utcnow(),
+        )
 
     async def run(self) -> Response:
         session, rt = self.session, self.rt
@@ -153,11 +154,9 @@ class _Turn:
             self.reply_args = {}
             if index == 0:
                 self.pending = [self.new_message(role="user", content=self.user_text)]
-            eviction_fields: dict[str, Any] = {}
             eviction = session.plan_eviction(self.pending)
             if eviction is not None:
                 session.apply_eviction(eviction)
-                eviction_fields = {"context_start_seq": eviction.start_seq, "context_summary": eviction.summary}
             memory = WorkingMemory(self.agent.blocks)
 
             completion = await self._call_model(session.prompt(self.pending))
@@ -185,8 +184,8 @@ class _Turn:
             stop = "end_turn" if finished else None
             total_ms = (time.perf_counter() - t0) * 1000
             messages, self.pending = self.pending, []
-            row = self.step_row(index, len(messages), llm_ms, tools_ms, total_ms, completion.usage, stop)
-            db_ms = await self.commit(messages, row, memory, ctx.pending_passages, eviction_fields)
+            step = self.step_record(index, len(messages), llm_ms, tools_ms, total_ms, completion.usage, stop)
+            db_ms = await self.commit(messages, step, memory, ctx.pending_passages, eviction)
             stats = StepStats(self.step_id, index, llm_ms, tools_ms, db_ms, (time.perf_counter() - t0) * 1000,
                               completion.usage.prompt_tokens, completion.usage.completion_tokens, stop,
                               tuple(r.name for r in results))
@@ -237,8 +236,8 @@ class _Turn:
         keep = [_reseq(m, base + i) for i, m in enumerate(keep)]
         self.seq = keep[-1].seq
         self.pending = []
-        row = self.step_row(len(self.steps), len(keep), 0.0, 0.0, 0.0, Usage(), reason)
-        await self.commit(keep, row, None, [], {})
+        step = self.step_record(len(self.steps), len(keep), 0.0, 0.0, 0.0, Usage(), reason)
+        await self.commit(keep, step, None, [], None)
 
 
 def _reseq(m: Message, seq: int) -> Message:

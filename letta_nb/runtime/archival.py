@@ -10,6 +10,7 @@ query of another dimension than the stored vectors.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,8 @@ import numpy as np
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.schemas import AgentState, Passage
 from letta_nb.store.ids import new_id, utcnow
-from letta_nb.store.store import Store, passage_from_row
+from letta_nb.store.records import PassageRecord
+from letta_nb.store.store import Store
 from letta_nb.store.vector import VectorQuery
 
 __all__ = ["Archival", "parse_time"]
@@ -49,8 +51,8 @@ class Archival:
         self._store = store
         self._embedder_for = embedder_for
 
-    async def make_row(self, agent: AgentState, text: str, tags: list[str]) -> dict[str, Any]:
-        """A passage row, embedded, ready for the step writer (its vector index is prepared first)."""
+    async def embed_passage(self, agent: AgentState, text: str, tags: list[str]) -> PassageRecord:
+        """A new passage, embedded, ready for the step writer (its vector index is prepared first)."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("text must be a non-empty string")
         if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
@@ -58,20 +60,13 @@ class Archival:
         embedder = self._embedder_for(agent)
         vector = np.asarray((await embedder.embed([text]))[0], dtype=np.float32)
         await self._store.vectors.prepare(int(vector.shape[0]))
-        return {
-            "id": new_id("passage"),
-            "agent_id": agent.id,
-            "text": text,
-            "embedding": vector.tobytes(),
-            "embedding_model": agent.embedding,
-            "tags": sorted(set(tags)),
-            "created_at": utcnow(),
-        }
+        return PassageRecord(id=new_id("passage"), agent_id=agent.id, text=text, embedding=vector.tobytes(),
+                             embedding_model=agent.embedding, tags=tuple(sorted(set(tags))), created_at=utcnow())
 
     async def insert(self, agent: AgentState, text: str, tags: list[str] | None = None) -> Passage:
-        row = await self.make_row(agent, text, [] if tags is None else tags)
-        await self._store.insert_passages([row])
-        return Passage(row["id"], agent.id, text, tuple(row["tags"]), row["created_at"])
+        record = await self.embed_passage(agent, text, [] if tags is None else tags)
+        await self._store.insert_passages([record])
+        return record.passage()
 
     async def search(
         self,
@@ -97,6 +92,6 @@ class Archival:
         ))
         if not hits:
             return []
-        rows = await self._store.passages_by_id(agent.id, [h.passage_id for h in hits])
+        found = await self._store.passages_by_id(agent.id, [h.passage_id for h in hits])
         # A passage deleted between the index read and this one is simply not returned.
-        return [passage_from_row(rows[h.passage_id], h.score) for h in hits if h.passage_id in rows]
+        return [dataclasses.replace(found[h.passage_id], score=h.score) for h in hits if h.passage_id in found]

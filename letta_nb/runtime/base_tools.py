@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.runtime.memory import WorkingMemory
@@ -20,6 +20,7 @@ from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 if TYPE_CHECKING:
     from letta_nb.runtime.archival import Archival
     from letta_nb.schemas import AgentState
+    from letta_nb.store.records import PassageRecord
     from letta_nb.store.store import Store
 
 __all__ = ["ToolContext", "BASE_TOOLS", "BASE_TOOL_NAMES", "TERMINAL_TOOLS"]
@@ -33,7 +34,7 @@ class ToolContext:
     memory: WorkingMemory
     store: Store
     archival: Archival
-    pending_passages: list[dict[str, Any]] = field(default_factory=list)
+    pending_passages: list[PassageRecord] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -81,7 +82,7 @@ async def archival_memory_insert(content: str, agent_state: ToolContext, tags: l
     """
     if not content.strip():
         raise InvalidArgumentError("content must not be empty")
-    agent_state.pending_passages.append(await agent_state.archival.make_row(agent_state.agent, content, tags or []))
+    agent_state.pending_passages.append(await agent_state.archival.embed_passage(agent_state.agent, content, tags or []))
     return None
 
 

@@ -34,6 +34,7 @@ from letta_nb.runtime.session import AgentSession
 from letta_nb.runtime import trust
 from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 from letta_nb.schemas import AgentState, StepStats
+from letta_nb.store.records import ToolRecord
 from letta_nb.store.sqlite import leases as lease_rows
 from letta_nb.store.store import Store
 from letta_nb.telemetry import Telemetry
@@ -155,7 +156,7 @@ class Runtime:
         spec = func if isinstance(func, ToolSpec) else tool_from_function(func, **options)
         if spec.name in BASE_TOOLS:
             raise InvalidArgumentError(f"{spec.name!r} is a base tool name; give your function another name.")
-        await self.store.upsert_tool(_signed(tool_row(spec)))
+        await self.store.upsert_tool(_signed(tool_record(spec)))
         self._user_tools[spec.name] = spec
         self._forget_tool(spec.name)
         return spec
@@ -170,18 +171,17 @@ class Runtime:
             return BASE_TOOLS[name]
         if name in self._unverified:
             self._unverified.discard(name)
-            row = {r.name: r for r in await self.store.tool_rows()}.get(name)
-            if row is None or trust.tool_fields(row._mapping) != tool_row(self._user_tools[name]):
+            stored = {t.name: t for t in await self.store.tool_rows()}.get(name)
+            if stored is None or trust.tool_fields(stored) != trust.tool_fields(tool_record(self._user_tools[name])):
                 del self._user_tools[name]  # replaced (or deleted) by another process: the store's wins
         if name in self._user_tools:
             return self._user_tools[name]
 
         async def load() -> ToolSpec:
-            rows = {r.name: r for r in await self.store.tool_rows()}
-            row = rows.get(name)
-            if row is None:
-                raise ToolNotFoundError(name, [*BASE_TOOL_NAMES, *rows])
-            return tool_from_row(row._mapping)
+            stored = {t.name: t for t in await self.store.tool_rows()}
+            if name not in stored:
+                raise ToolNotFoundError(name, [*BASE_TOOL_NAMES, *stored])
+            return tool_from_record(stored[name])
 
         return await self.tool_cache.get_or_load(name, load)
 
@@ -189,15 +189,15 @@ class Runtime:
         """Sign the stored tool ``name`` as this user's (after reading its source): it then runs as stored."""
         if name in BASE_TOOLS:
             raise InvalidArgumentError(f"{name!r} is a base tool: it is part of letta_nb and always trusted.")
-        rows = {r.name: r for r in await self.store.tool_rows()}
-        if name not in rows:
-            raise ToolNotFoundError(name, [*BASE_TOOL_NAMES, *rows])
-        await self.store.upsert_tool(_signed(trust.tool_fields(rows[name]._mapping)))
+        stored = {t.name: t for t in await self.store.tool_rows()}
+        if name not in stored:
+            raise ToolNotFoundError(name, [*BASE_TOOL_NAMES, *stored])
+        await self.store.upsert_tool(_signed(stored[name]))
         self._forget_tool(name)
         return await self.tool_spec(name)
 
     async def tool_names(self) -> list[str]:
-        return [*BASE_TOOL_NAMES, *sorted({r.name for r in await self.store.tool_rows()} | set(self._user_tools))]
+        return [*BASE_TOOL_NAMES, *sorted({t.name for t in await self.store.tool_rows()} | set(self._user_tools))]
 
     def _record_tool(self, result: ToolResult) -> None:
         agent = current_agent.get(None)
@@ -279,32 +279,32 @@ def _wrote(agent: AgentState) -> bool:
     return trust.verify("agent", trust.agent_fields(agent.id, agent.model, agent.embedding), agent.signature)
 
 
-def tool_row(spec: ToolSpec) -> dict[str, Any]:
-    """The stored columns of a tool (what its signature covers)."""
+def tool_record(spec: ToolSpec) -> ToolRecord:
+    """A tool as the store keeps it (unsigned)."""
     mode = "strict" if spec.sandbox == "strict" else ("on" if spec.sandbox else "off")
-    return {"name": spec.name, "description": spec.description, "json_schema": spec.parameters,
-            "source": spec.source, "parallel_safe": spec.parallel_safe, "sandbox": mode != "off",
-            "sandbox_mode": mode, "network": spec.network, "timeout": spec.timeout}
+    return ToolRecord(name=spec.name, description=spec.description, json_schema=spec.parameters, source=spec.source,
+                      parallel_safe=spec.parallel_safe, sandbox=mode != "off", sandbox_mode=mode,
+                      network=spec.network, timeout=spec.timeout)
 
 
-def _signed(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "signature": trust.sign("tool", row)}
+def _signed(tool: ToolRecord) -> ToolRecord:
+    return dataclasses.replace(tool, signature=trust.sign("tool", trust.tool_fields(tool)))
 
 
-def tool_from_row(row: Any) -> ToolSpec:
+def tool_from_record(tool: ToolRecord) -> ToolSpec:
     """A stored tool as a spec, compiled from source only when called (reading never runs code).
 
-    A row this user did not sign (a shared store, an imported agent, an edit made in the database) runs
+    A tool this user did not sign (a shared store, an imported agent, an edit made in the database) runs
     only in the strict sandbox and without network, whatever its stored isolation says."""
-    if trust.verify("tool", trust.tool_fields(row), row.get("signature")):
-        mode = row.get("sandbox_mode") or ("on" if row["sandbox"] else "off")
+    if trust.verify("tool", trust.tool_fields(tool), tool.signature):
+        mode = tool.sandbox_mode or ("on" if tool.sandbox else "off")
         sandbox: bool | str = {"off": False, "on": True}.get(mode, "strict")
-        network = bool(row.get("network")) and sandbox is not False
+        network = bool(tool.network) and sandbox is not False
     else:
         sandbox, network = "strict", False
-    return ToolSpec(name=row["name"], description=row["description"], parameters=row["json_schema"], func=None,
-                    source=row["source"], parallel_safe=row["parallel_safe"], sandbox=sandbox,  # type: ignore[arg-type]
-                    timeout=row["timeout"], network=network)
+    return ToolSpec(name=tool.name, description=tool.description, parameters=tool.json_schema, func=None,
+                    source=tool.source, parallel_safe=tool.parallel_safe, sandbox=sandbox,  # type: ignore[arg-type]
+                    timeout=tool.timeout, network=network)
 
 
 def _ordered_tools(names: list[str]) -> list[str]:

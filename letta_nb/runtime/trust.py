@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from letta_nb.errors import LettaNBError
+from letta_nb.store.records import ToolRecord, columns
 
 __all__ = ["KEY_FILE", "sign", "verify", "tool_fields", "agent_fields", "TrustKeyError"]
 
 KEY_FILE = "trust_key"
 
-# Columns that are bookkeeping, not content: never signed.
+# Fields that are bookkeeping, not content: never signed.
 _UNSIGNED_TOOL_COLUMNS = frozenset({"id", "created_at", "updated_at", "signature"})
 
 
@@ -97,9 +98,10 @@ def verify(kind: str, fields: Mapping[str, Any], signature: str | None) -> bool:
     return hmac.compare_digest(_digest(kind, fields), signature)
 
 
-def tool_fields(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The signed content of a tool row: every column but the bookkeeping ones."""
-    return {k: v for k, v in row.items() if k not in _UNSIGNED_TOOL_COLUMNS}
+def tool_fields(tool: ToolRecord) -> dict[str, Any]:
+    """The signed content of a tool: every stored field but the bookkeeping ones (the same keys and values
+    as its row's columns, so signatures made when tools were signed as rows still verify)."""
+    return {k: v for k, v in columns(tool).items() if k not in _UNSIGNED_TOOL_COLUMNS}
 
 
 def agent_fields(agent_id: str, model: str, embedding: str) -> dict[str, Any]:

@@ -7,6 +7,9 @@ writer, COPY for uploads, pgvector, lease rows or Redis) implements the same, an
 ``tests/test_store_backend.py`` checks an implementation against them (names, parameters, sync or async):
 the checklist a new backend starts from.
 
+The runtime hands these writers domain objects (store/records.py), never column dicts: a backend decides
+how a record becomes its rows.
+
 - :class:`StepWrites` commits a :class:`StepWrite` (everything one step changes) atomically, or runs an
   :data:`Op` in a write transaction, and answers a quick read. A fenced write commits only while its lease
   token and the ``last_seq`` its turn read still hold (a compare-and-set in the same transaction); otherwise
@@ -25,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from letta_nb.schemas import Message
 from letta_nb.store.files import FileUpdate
+from letta_nb.store.records import PassageRecord, StepRecord
 from letta_nb.store.vector import VectorStore
 
 __all__ = ["Busy", "FileWrites", "Grant", "LeaseRows", "Op", "StepWrite", "StepWrites", "VectorStore"]
@@ -33,18 +38,27 @@ __all__ = ["Busy", "FileWrites", "Grant", "LeaseRows", "Op", "StepWrite", "StepW
 
 @dataclass
 class StepWrite:
-    """Everything one step changes. Rows are dicts keyed by column name."""
+    """Everything one step changes: its messages, block edits, archival passages, metrics row, and the
+    agent row's sequence and context pointers (``None``: unchanged)."""
 
     agent_id: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     block_values: dict[str, str] = field(default_factory=dict)  # label -> new value
-    passages: list[dict[str, Any]] = field(default_factory=list)
-    step: dict[str, Any] | None = None
-    agent: dict[str, Any] = field(default_factory=dict)  # columns of the agent row to update
+    passages: list[PassageRecord] = field(default_factory=list)
+    step: StepRecord | None = None
+    last_seq: int | None = None
+    context_start_seq: int | None = None  # an eviction moves the context window's start ...
+    context_summary: str | None = None  # ... and rewrites the note on what left it
     # (lease token, the agent's last_seq this step builds on): the write lands only if both still hold
     # (store/sqlite/leases.py); with ``lease_until`` the lease is renewed to then.
     fence: tuple[int, int] | None = None
     lease_until: float | None = None
+
+    def agent_columns(self) -> dict[str, Any]:
+        """The agent row's columns this write changes."""
+        values = {"last_seq": self.last_seq, "context_start_seq": self.context_start_seq,
+                  "context_summary": self.context_summary}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 Op = Callable[[Any], Any]
@@ -93,7 +107,7 @@ class FileWrites(Protocol):
     """The uploads' bulk writer. Blocking: the store calls it from a worker thread."""
 
     def replace_files(self, updates: list[FileUpdate]) -> None:
-        """Make each ``(file_row, passages)`` its file's whole record (keyed by agent and path), in one
+        """Make each ``(file, passages)`` its file's whole record (keyed by agent and path), in one
         transaction."""
 
     def close(self) -> None:

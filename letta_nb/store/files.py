@@ -20,14 +20,15 @@ import sqlalchemy as sa
 
 from letta_nb.store.engine import WRITE
 from letta_nb.store.migrations import METADATA
+from letta_nb.store.records import FileRecord, from_row
 
 __all__ = ["file_records", "replace_files", "delete_file", "FilePassages", "FileUpdate"]
 
 T = METADATA.tables
 
 
-async def file_records(store: Any, agent_id: str, paths: list[str] | None = None) -> dict[str, Any]:
-    """path -> files row for the agent (only ``paths`` when given)."""
+async def file_records(store: Any, agent_id: str, paths: list[str] | None = None) -> dict[str, FileRecord]:
+    """path -> record of the agent's uploaded files (only ``paths`` when given)."""
     f = T["files"]
     q = sa.select(f).where(f.c.agent_id == agent_id).order_by(f.c.path)
     if paths is not None:
@@ -35,7 +36,7 @@ async def file_records(store: Any, agent_id: str, paths: list[str] | None = None
             return {}
         q = q.where(f.c.path.in_(paths))
     async with store.engine.connect() as conn:
-        return {r.path: r for r in await conn.execute(q)}
+        return {r.path: from_row(FileRecord, r) for r in await conn.execute(q)}
 
 
 @dataclass
@@ -52,11 +53,11 @@ class FilePassages:
     created_at: dt.datetime
 
 
-FileUpdate = tuple[dict[str, Any], "FilePassages | None"]  # (files row, its passages)
+FileUpdate = tuple[FileRecord, "FilePassages | None"]  # (the file's record, its passages)
 
 
 async def replace_files(store: Any, updates: list[FileUpdate]) -> None:
-    """Make each ``(file_row, passages)`` its file's whole record (keyed by agent and path), all in one
+    """Make each ``(file, passages)`` its file's whole record (keyed by agent and path), all in one
     transaction: a file is all there or absent, whatever happens.
 
     Runs on a worker thread with the backend's file writer (store/sqlite/file_writer.py); once started it

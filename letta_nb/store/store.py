@@ -7,7 +7,8 @@ Design:
 - The schema comes from :mod:`letta_nb.store.migrations`, applied when the store opens.
 - Messages of an agent are ordered by ``seq`` (unique per agent); the runtime assigns it under the
   per-agent lock. Nothing here ever deletes a message except deleting its agent.
-- Only portable Core statements; rows become :mod:`letta_nb.schemas` objects at this boundary.
+- Only portable Core statements; rows become :mod:`letta_nb.schemas` objects and records
+  (store/records.py) at this boundary, in both directions.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from letta_nb.errors import (
     StoreError,
     StoreWarning,
 )
-from letta_nb.llm.base import ToolCall
 from letta_nb.schemas import AgentState, Block, Message, Passage
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.engine import (
@@ -42,6 +42,15 @@ from letta_nb.store.engine import (
 )
 from letta_nb.store.ids import aware, new_id, utcnow
 from letta_nb.store.migrations import METADATA, migrate
+from letta_nb.store.records import (
+    PassageRecord,
+    StepRecord,
+    ToolRecord,
+    columns,
+    from_row,
+    passage_from_row,
+    row_to_message,
+)
 from letta_nb.store.sqlite.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.sqlite.driver import connect_raw
 from letta_nb.store.sqlite.file_writer import FileWriter
@@ -50,41 +59,9 @@ from letta_nb.store.sqlite.readonly import ReadOnlyQuery
 from letta_nb.store.sqlite.step_writer import StepWriter, is_busy
 from letta_nb.store.sqlite.vectors import SqliteVecStore, drop_vec_triggers
 
-__all__ = ["Store", "message_row", "row_to_message", "passage_from_row"]
+__all__ = ["Store", "passage_from_row"]
 
 T = METADATA.tables
-
-
-def message_row(m: Message) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "agent_id": m.agent_id,
-        "seq": m.seq,
-        "step_id": m.step_id,
-        "role": m.role,
-        "content": m.content,
-        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls] or None,
-        "tool_call_id": m.tool_call_id,
-        "name": m.name,
-        "status": m.status,
-        "created_at": m.created_at,
-    }
-
-
-def row_to_message(r: Any) -> Message:
-    return Message(
-        id=r.id,
-        agent_id=r.agent_id,
-        seq=r.seq,
-        role=r.role,
-        content=r.content,
-        created_at=aware(r.created_at),
-        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in (r.tool_calls or ())),
-        tool_call_id=r.tool_call_id,
-        name=r.name,
-        step_id=r.step_id,
-        status=r.status,
-    )
 
 
 # Reads run as plain functions on a sync connection (``AsyncConnection.run_sync``), so a read of several
@@ -325,27 +302,30 @@ class Store:
             return await conn.scalar(sa.select(sa.func.count()).select_from(m).where(m.c.agent_id == agent_id))
 
     # ---- tools --------------------------------------------------------------------------------------
-    async def upsert_tool(self, row: dict[str, Any]) -> None:
+    async def upsert_tool(self, tool: ToolRecord) -> None:
+        """Register ``tool`` (by name), replacing its stored fields; the store keeps its id and times."""
         tools = T["tools"]
         now = utcnow()
+        values = {k: v for k, v in columns(tool).items() if k not in ("id", "created_at", "updated_at")}
         async with self._writer_engine.begin() as conn:
-            existing = await conn.scalar(sa.select(tools.c.id).where(tools.c.name == row["name"]))
+            existing = await conn.scalar(sa.select(tools.c.id).where(tools.c.name == tool.name))
             if existing:
-                await conn.execute(tools.update().where(tools.c.id == existing).values(updated_at=now, **row))
+                await conn.execute(tools.update().where(tools.c.id == existing).values(updated_at=now, **values))
             else:
-                await conn.execute(tools.insert().values(id=new_id("tool"), created_at=now, updated_at=now, **row))
+                await conn.execute(tools.insert().values(id=new_id("tool"), created_at=now, updated_at=now, **values))
             # Other processes compare this counter with theirs before using a cached tool (runtime.session).
             await conn.execute(sa.text("INSERT INTO store_counters (name, value) VALUES ('tools', 1) "
                                        "ON CONFLICT (name) DO UPDATE SET value = value + 1"))
 
-    async def tool_rows(self) -> list[Any]:
+    async def tool_rows(self) -> list[ToolRecord]:
+        """Every registered tool, by name."""
         async with self.engine.connect() as conn:
-            return list(await conn.execute(sa.select(T["tools"]).order_by(T["tools"].c.name)))
+            return [from_row(ToolRecord, r) for r in await conn.execute(sa.select(T["tools"]).order_by(T["tools"].c.name))]
 
     # ---- passages -----------------------------------------------------------------------------------
-    async def insert_passages(self, rows: list[dict[str, Any]]) -> None:
+    async def insert_passages(self, passages: list[PassageRecord]) -> None:
         async with self._writer_engine.begin() as conn:
-            await conn.execute(T["passages"].insert(), rows)
+            await conn.execute(T["passages"].insert(), [columns(p) for p in passages])
 
     async def passage_rows(self, agent_id: str, *, with_embeddings: bool = False) -> list[Any]:
         p = T["passages"]
@@ -355,13 +335,13 @@ class Store:
         async with self.engine.connect() as conn:
             return list(await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id).order_by(p.c.created_at)))
 
-    async def passages_by_id(self, agent_id: str, ids: Sequence[str]) -> dict[str, Any]:
-        """id -> row (id, agent_id, text, tags, created_at) of the agent's passages among ``ids``."""
+    async def passages_by_id(self, agent_id: str, ids: Sequence[str]) -> dict[str, Passage]:
+        """id -> passage of the agent's passages among ``ids``."""
         p = T["passages"]
         cols = [p.c.id, p.c.agent_id, p.c.text, p.c.tags, p.c.created_at]
         async with self.engine.connect() as conn:
             rows = await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id, p.c.id.in_(list(ids))))
-            return {r.id: r for r in rows}
+            return {r.id: passage_from_row(r) for r in rows}
 
     async def delete_passage(self, agent_id: str, passage_id: str) -> bool:
         p = T["passages"]
@@ -380,13 +360,13 @@ class Store:
             raise
 
     # ---- steps --------------------------------------------------------------------------------------
-    async def step_rows(self, agent_id: str | None = None) -> list[Any]:
+    async def step_rows(self, agent_id: str | None = None) -> list[StepRecord]:
         s = T["steps"]
         q = sa.select(s).order_by(s.c.created_at)
         if agent_id is not None:
             q = q.where(s.c.agent_id == agent_id)
         async with self.engine.connect() as conn:
-            return list(await conn.execute(q))
+            return [from_row(StepRecord, r) for r in await conn.execute(q)]
 
 
 async def _fenced(conn: Any, agent_id: str, token: int | None) -> None:
@@ -429,6 +409,3 @@ async def _ensure_name_free(conn: Any, name: str) -> None:
     if exists:
         raise AlreadyExistsError(f"An agent named {name!r} already exists ({exists}). Pick another name or delete it first.")
 
-
-def passage_from_row(r: Any, score: float | None = None) -> Passage:
-    return Passage(id=r.id, agent_id=r.agent_id, text=r.text, tags=tuple(r.tags or ()), created_at=aware(r.created_at), score=score)

@@ -19,6 +19,7 @@ import orjson
 
 from letta_nb.store.files import FilePassages, FileUpdate
 from letta_nb.store.ids import DT_FORMAT
+from letta_nb.store.records import FileRecord
 from letta_nb.store.sqlite.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.sqlite.driver import write_transaction
 from letta_nb.store.sqlite.step_writer import insert_rows
@@ -40,24 +41,24 @@ _INSERT_FILE_PASSAGES = (
 
 def _replace_files(conn: Any, updates: list[FileUpdate]) -> None:
     with write_transaction(conn) as cursor:
-        for file_row, passages in updates:
-            _replace_file(cursor, file_row, passages)
+        for file, passages in updates:
+            _replace_file(cursor, file, passages)
 
 
-def _replace_file(cursor: Any, file_row: dict[str, Any], passages: FilePassages | None) -> None:
+def _replace_file(cursor: Any, file: FileRecord, passages: FilePassages | None) -> None:
     old = [r[0] for r in cursor.execute("SELECT id FROM files WHERE agent_id = ? AND path = ?",
-                                        (file_row["agent_id"], file_row["path"]))]
+                                        (file.agent_id, file.path))]
     if old:
         marks = ", ".join("?" * len(old))
-        cursor.execute(f"DELETE FROM passages WHERE agent_id = ? AND file_id IN ({marks})", (file_row["agent_id"], *old))
+        cursor.execute(f"DELETE FROM passages WHERE agent_id = ? AND file_id IN ({marks})", (file.agent_id, *old))
         cursor.execute(f"DELETE FROM files WHERE id IN ({marks})", old)
-    insert_rows(cursor, "files", [file_row])
+    insert_rows(cursor, "files", [file])
     if passages is not None and passages.ids:
         vectors = np.ascontiguousarray(passages.vectors, dtype=np.float32)
         cursor.execute(_INSERT_FILE_PASSAGES, {
             "agent_id": passages.agent_id, "embedding_model": passages.embedding_model,
             "tags": json.dumps(passages.tags), "created_at": passages.created_at.strftime(DT_FORMAT),
-            "file_id": file_row["id"], "vectors": vectors.tobytes(), "nbytes": vectors.shape[1] * 4,
+            "file_id": file.id, "vectors": vectors.tobytes(), "nbytes": vectors.shape[1] * 4,
             # orjson: json.dumps(ensure_ascii=False) spent ~6 ms a MB of text on this thread's GIL. Text, not
             # bytes: SQLite reads a BLOB argument to json_each as JSONB.
             "rows": orjson.dumps(list(zip(passages.ids, passages.texts))).decode(),
@@ -81,7 +82,7 @@ class FileWriter:
         self._lock = threading.Lock()
 
     def replace_files(self, updates: list[FileUpdate]) -> None:
-        """Make each ``(file_row, passages)`` its file's whole record, in one transaction (blocks: call it
+        """Make each ``(file, passages)`` its file's whole record, in one transaction (blocks: call it
         from a worker thread)."""
         rows = sum(1 + (len(p.ids) if p is not None else 0) for _, p in updates)
         self.run(_replace_files, updates, rows=rows)

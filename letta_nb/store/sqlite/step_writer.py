@@ -11,7 +11,7 @@ another process holds the write lock does a group move to a thread that waits fo
 generated from the migrated tables, so they cannot drift from the schema.
 
 Invariants:
-- A :class:`StepWrite` (messages, block edits, passages, the step row, the agent's sequence/context
+- A :class:`StepWrite` (messages, block edits, passages, the step record, the agent's sequence/context
   pointers) is applied in one transaction: after a crash a step is either all there or absent.
 - Writes submitted in the same loop iteration are committed in one transaction (group commit), so a
   hundred agents stepping at once cost a handful of commits, not a hundred.
@@ -37,6 +37,7 @@ from letta_nb.errors import StaleCommitError
 from letta_nb.store.backend import Op, StepWrite
 from letta_nb.store.ids import DT_FORMAT
 from letta_nb.store.migrations import METADATA
+from letta_nb.store.records import tool_calls_value
 from letta_nb.store.sqlite import leases
 from letta_nb.store.sqlite.checkpointer import Checkpointer
 from letta_nb.store.sqlite.driver import write_transaction
@@ -62,17 +63,21 @@ def _converters(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
 
 
 _INSERTS = {name: (*_insert_sql(_T[name]), _converters(_T[name])) for name in ("messages", "passages", "steps", "files")}
+# A Message holds its tool calls as ToolCall objects; the column holds their JSON (store/records.py).
+_INSERTS["messages"][2]["tool_calls"] = lambda calls: json.dumps(tool_calls_value(calls)) if calls else None
 
 
-def insert_rows(cursor: Any, name: str, dicts: list[dict[str, Any]]) -> None:
-    """``executemany`` an INSERT of ``dicts`` (keyed by column) into table ``name``, in the caller's transaction."""
-    if dicts:
-        cursor.executemany(*_rows(name, dicts))
+def insert_rows(cursor: Any, name: str, records: list[Any]) -> None:
+    """``executemany`` an INSERT of ``records`` (store/records.py: fields named after the columns) into table
+    ``name``, in the caller's transaction."""
+    if records:
+        cursor.executemany(*_rows(name, records))
 
 
-def _rows(name: str, dicts: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+def _rows(name: str, records: list[Any]) -> tuple[str, list[tuple[Any, ...]]]:
+    # Attributes are bound straight into the statement: no dict per row on the step path.
     sql, cols, conv = _INSERTS[name]
-    return sql, [tuple(conv[c](d.get(c)) if c in conv else d.get(c) for c in cols) for d in dicts]
+    return sql, [tuple(conv[c](getattr(r, c)) if c in conv else getattr(r, c) for c in cols) for r in records]
 
 
 def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
@@ -87,7 +92,8 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
     for i, w in enumerate(writes):
         if w.fence is None:
             continue
-        if not leases.fenced_update(cursor, w.agent_id, w.fence[0], w.fence[1], w.agent or {"last_seq": w.fence[1]}):
+        if not leases.fenced_update(cursor, w.agent_id, w.fence[0], w.fence[1],
+                                    w.agent_columns() or {"last_seq": w.fence[1]}):
             applied[i] = False
             continue
         if w.lease_until is not None:
@@ -95,9 +101,9 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
     if not all(applied):
         writes = [w for w, ok in zip(writes, applied) if ok]
     for name, attr in (("messages", "messages"), ("passages", "passages")):
-        dicts = [row for w in writes for row in getattr(w, attr)]
-        if dicts:
-            cursor.executemany(*_rows(name, dicts))
+        records = [r for w in writes for r in getattr(w, attr)]
+        if records:
+            cursor.executemany(*_rows(name, records))
     steps = [w.step for w in writes if w.step is not None]
     if steps:
         cursor.executemany(*_rows("steps", steps))
@@ -105,11 +111,11 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
     if edits:
         cursor.executemany("UPDATE blocks SET value = ? WHERE agent_id = ? AND label = ?", edits)
     for w in writes:
-        if w.agent and w.fence is None:
-            cols = sorted(w.agent)
+        if w.fence is None and (values := w.agent_columns()):
+            cols = sorted(values)
             cursor.execute(
                 f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
-                [*(w.agent[c] for c in cols), w.agent_id],
+                [*(values[c] for c in cols), w.agent_id],
             )
     return applied
 
