@@ -32,7 +32,7 @@ def test_the_profiling_notebooks_are_all_here():
     names = {p.name.split("_", 1)[1] for p in NOTEBOOKS}
     assert names == {"mass_agent_creation.ipynb", "high_volume_messaging.ipynb", "tool_execution_stress.ipynb",
                      "concurrent_access.ipynb", "db_pool.ipynb", "cache_hit.ipynb", "embedder.ipynb",
-                     "vector_search.ipynb", "file_ingest.ipynb"}
+                     "vector_search.ipynb", "file_ingest.ipynb", "many_kernels.ipynb"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
