@@ -59,7 +59,7 @@ from letta_nb.store.sqlite.readonly import ReadOnlyQuery
 from letta_nb.store.sqlite.step_writer import StepWriter, is_busy
 from letta_nb.store.sqlite.vectors import SqliteVecStore, drop_vec_triggers
 
-__all__ = ["Store", "passage_from_row"]
+__all__ = ["Store"]
 
 T = METADATA.tables
 
@@ -327,13 +327,13 @@ class Store:
         async with self._writer_engine.begin() as conn:
             await conn.execute(T["passages"].insert(), [columns(p) for p in passages])
 
-    async def passage_rows(self, agent_id: str, *, with_embeddings: bool = False) -> list[Any]:
+    async def list_passages(self, agent_id: str) -> list[Passage]:
+        """The agent's passages, oldest first."""
         p = T["passages"]
         cols = [p.c.id, p.c.agent_id, p.c.text, p.c.tags, p.c.created_at]
-        if with_embeddings:
-            cols += [p.c.embedding, p.c.embedding_model]
         async with self.engine.connect() as conn:
-            return list(await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id).order_by(p.c.created_at)))
+            rows = await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id).order_by(p.c.created_at))
+            return [passage_from_row(r) for r in rows]
 
     async def passages_by_id(self, agent_id: str, ids: Sequence[str]) -> dict[str, Passage]:
         """id -> passage of the agent's passages among ``ids``."""

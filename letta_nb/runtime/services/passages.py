@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.runtime.services.lookup import agent_state
 from letta_nb.schemas import Passage
-from letta_nb.store.store import passage_from_row
 
 if TYPE_CHECKING:
     from letta_nb.runtime.runtime import Runtime
@@ -34,7 +33,7 @@ async def create(rt: Runtime, agent: Any, text: str, tags: list[str] | None = No
 
 async def list_passages(rt: Runtime, agent: Any) -> list[Passage]:
     state = await agent_state(rt, agent)
-    return [passage_from_row(r) for r in await rt.store.passage_rows(state.id)]
+    return await rt.store.list_passages(state.id)
 
 
 async def search(rt: Runtime, agent: Any, query: str, *, top_k: int, tags: list[str] | None, tag_match_mode: str,
