@@ -20,13 +20,14 @@ SLOW_SPEC = "offline?latency_ms=50&tps=40"
 
 class PausesMidReply:
     """Wraps the offline model; in its first stream, once some reply words went out, it holds the rest back
-    until the turn is cancelled (so a Ctrl-C lands mid-reply on any machine, not after a guessed sleep)."""
+    until the turn is cancelled or the test sets ``release`` (so a Ctrl-C lands mid-reply on any machine, not
+    after a guessed sleep)."""
 
     supports_parallel_tool_calls = True
 
     def __init__(self, inner):
         self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
-        self.mid_reply = threading.Event()
+        self.mid_reply, self.release = threading.Event(), threading.Event()
 
     async def stream(self, messages, tools):
         parser, reply = SendMessageParser(), ""
@@ -36,7 +37,8 @@ class PausesMidReply:
                 reply += parser.feed(event.arguments)
                 if len(reply) > 10:
                     self.mid_reply.set()
-                    await asyncio.sleep(120)  # cancelled by the Ctrl-C long before; only a hang guard
+                    while not self.release.is_set():  # a condition, polled; the cancellation ends it
+                        await asyncio.sleep(0.005)
 
 
 def _interrupt_when_mid_reply(model: PausesMidReply) -> threading.Thread:
@@ -74,33 +76,11 @@ def test_ctrl_c_cancels_the_step_and_keeps_the_partial_reply(client):
     assert seqs == sorted(set(seqs)) and r.stop_reason == "end_turn"
 
 
-class HeldMidReply:
-    """Wraps the offline model; in its first stream, once some reply words went out, it holds the rest back
-    until the test releases it (and a cancelled turn stops it holding)."""
-
-    supports_parallel_tool_calls = True
-
-    def __init__(self, inner):
-        self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
-        self.mid_reply, self.release = threading.Event(), threading.Event()
-
-    async def stream(self, messages, tools):
-        parser, reply = SendMessageParser(), ""
-        async for event in self.inner.stream(messages, tools):
-            yield event
-            if isinstance(event, ToolCallDelta) and not self.mid_reply.is_set():
-                reply += parser.feed(event.arguments)
-                if len(reply) > 10:
-                    self.mid_reply.set()
-                    while not self.release.is_set():  # a condition, polled; the cancellation ends it
-                        await asyncio.sleep(0.005)
-
-
 @pytest.mark.parametrize("how", ["create", "stream"])
 def test_interrupt_main_is_noticed_while_the_model_is_still_held(client, how):
     """``_thread.interrupt_main()`` sends no signal (it is how ipykernel interrupts on Windows): the blocked
     caller must notice it while the turn runs, not when it ends."""
-    model = HeldMidReply(resolve_model(SLOW_SPEC))
+    model = PausesMidReply(resolve_model(SLOW_SPEC))
     client.runtime.model_cache.set(SLOW_SPEC, model)
     agent = client.agents.create("held", model=SLOW_SPEC)
     returned = threading.Event()

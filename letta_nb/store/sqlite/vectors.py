@@ -215,12 +215,7 @@ class SqliteVecStore:
         tags = "tags" if query.tags else "NULL"  # decoding every row's JSON tags was most of the Python time
         sql = [f"SELECT rowid, id, embedding, {tags}, created_at FROM passages WHERE agent_id = ? AND length(embedding) = ?"]
         params: list[Any] = [query.agent_id, 4 * query.dim]
-        if query.start is not None:
-            sql.append("AND created_at >= ?")
-            params.append(query.start_text)
-        if query.end is not None:
-            sql.append("AND created_at < ?")
-            params.append(query.end_text)
+        _time_bounds(query, sql, params)
         cursor = db.execute(" ".join(sql), params)
         try:
             if query.tags:
@@ -344,12 +339,7 @@ class SqliteVecStore:
         """
         sql = [f"SELECT passage_id, distance FROM passages_vec_{query.dim} WHERE embedding MATCH ? AND k = ? AND agent_id = ?"]
         params: list[Any] = [query.vector.tobytes(), 0, query.agent_id]
-        if query.start is not None:
-            sql.append("AND created_at >= ?")
-            params.append(query.start_text)
-        if query.end is not None:
-            sql.append("AND created_at < ?")
-            params.append(query.end_text)
+        _time_bounds(query, sql, params)
         if query.tags:
             sql.append("AND passage_id IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(self._tagged_ids(db, query)))
@@ -386,3 +376,13 @@ class SqliteVecStore:
 def _row(r: Any) -> Row:
     """A ``(rowid, id, embedding, tags, created_at)`` row of ``passages`` with its tags decoded."""
     return (r[0], r[1], r[2], json.loads(r[3]) if r[3] else [], r[4])
+
+
+def _time_bounds(query: VectorQuery, sql: list[str], params: list[Any]) -> None:
+    """Append the query's creation-time bounds (the same text comparison the in-memory copy makes)."""
+    if query.start is not None:
+        sql.append("AND created_at >= ?")
+        params.append(query.start_text)
+    if query.end is not None:
+        sql.append("AND created_at < ?")
+        params.append(query.end_text)
