@@ -45,7 +45,7 @@ from letta_nb.store.sqlite import leases as rows
 
 __all__ = ["AgentLeases", "Lease", "LeaseEvent", "check_settings"]
 
-_TICKET_TTL = 5.0  # a waiter renews its ticket at every poll; one that stops (killed) drops out after this
+_TICKET_TTL = 5.0  # a waiter renews its ticket every third of this; one that stops (killed) drops out after it
 
 
 @dataclass
@@ -60,7 +60,6 @@ class Lease:
     tools_version: int
     renewed_at: float
     busy: bool = True
-    lost: bool = False
     release_timer: asyncio.TimerHandle | None = None
 
 
@@ -172,11 +171,9 @@ class AgentLeases:
             for lease in [x for x in self.held.values() if x.busy and now - x.renewed_at > self.ttl / 3]:
                 renew = functools.partial(rows.renew, agent_id=lease.agent_id, token=lease.token,
                                           expires_at=now + self.ttl)
-                if await self._writer.submit(renew):
+                if await self._writer.submit(renew):  # False: lost; the turn's next commit is refused
                     lease.renewed_at = now
                     self._event(lease.agent_id, "renewed", 0.0, lease.token, self.pid, self.host)
-                else:
-                    lease.lost = True  # the turn's next commit is refused
 
     def until(self) -> float:
         """When a lease renewed now expires (step commits carry it)."""
