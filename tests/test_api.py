@@ -301,3 +301,13 @@ def test_api_key_never_reaches_the_store(db_path: Path, monkeypatch: pytest.Monk
     closed = store_bytes()
     assert b"Name: Ada" in closed
     assert secret not in closed
+
+
+def test_one_version_source_and_a_typed_package() -> None:
+    """The distribution's version is letta_nb.__version__ (pyproject reads it); py.typed ships (PEP 561)."""
+    import importlib.metadata
+    from pathlib import Path
+
+    assert importlib.metadata.version("letta-nb") == letta_nb.__version__
+    assert (Path(letta_nb.__file__).parent / "py.typed").is_file()
+    assert "Apache License" in (Path(letta_nb.__file__).parent.parent / "LICENSE").read_text()
