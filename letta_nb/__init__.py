@@ -5,6 +5,9 @@ returned client (``client.agents.create``, ``client.agents.messages.create`` ...
 (``%load_ext letta_nb``) is the only part that imports IPython.
 """
 
+from letta_nb import (
+    probes as probes,  # re-exported submodule: letta_nb.probes.tools(), .steps(), ... (pandas loaded on use)
+)
 from letta_nb.client import Client, connect
 from letta_nb.errors import (
     AgentBusyError,
@@ -19,6 +22,7 @@ from letta_nb.errors import (
     NotFoundError,
     ProviderError,
     ReadOnlyBlockError,
+    ReentrantTurnError,
     RuntimeClosedError,
     SandboxUnavailableError,
     SQLiteExtensionError,
@@ -27,10 +31,8 @@ from letta_nb.errors import (
     ToolNotFoundError,
     ToolSchemaError,
     TurnCancelledError,
-    ReentrantTurnError,
 )
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
-from letta_nb import probes  # the submodule: letta_nb.probes.tools(), .steps(), ... (pandas loaded on use)
 
 __version__ = "0.1.0"
 

@@ -60,7 +60,9 @@ def store_where(where: Any) -> Any:
         raise InvalidArgumentError(f"where must be a path, ':memory:' or a database URL, got {type(where).__name__}; "
                                    "e.g. letta_nb.connect('notes.db').")
     if not where.strip():
-        raise InvalidArgumentError("where must not be empty; omit it for the default store, or pass a path or ':memory:'.")
+        raise InvalidArgumentError(
+            "where must not be empty; omit it for the default store, or pass a path or ':memory:'."
+        )
     if has_surrogates(where) or any(not c.isprintable() for c in where):
         raise InvalidArgumentError(f"where {where[:200]!a} holds a control character or invalid Unicode; pass the "
                                    "store's path as plain text.")
@@ -68,7 +70,8 @@ def store_where(where: Any) -> Any:
 
 
 def agent_name(name: Any, argument: str = "name") -> str:
-    """An agent name: 1-200 printable characters, letters, digits, space, '_', '-', '.', starting with a letter or digit."""
+    """An agent name: 1-200 printable characters, letters, digits, space, '_', '-', '.', starting with a
+    letter or digit."""
     if not isinstance(name, str):
         raise InvalidArgumentError(f"{argument} must be a string, got {type(name).__name__}; e.g. name='sam'.")
     check_name_text(name, argument, max_len=200)
@@ -233,7 +236,8 @@ def memory_blocks_from(specs: list[dict[str, Any] | Block] | None) -> list[Block
             raise InvalidArgumentError(f"memory_blocks[{i}] must be a dict with 'label' and 'value', got {spec!r}")
         unknown = set(spec) - _BLOCK_KEYS
         if unknown:
-            raise InvalidArgumentError(f"memory_blocks[{i}] has unknown keys {sorted(unknown)}; allowed: {sorted(_BLOCK_KEYS)}")
+            raise InvalidArgumentError(f"memory_blocks[{i}] has unknown keys {sorted(unknown)}; "
+                                       f"allowed: {sorted(_BLOCK_KEYS)}")
         label = spec.get("label")
         if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", label):
             raise InvalidArgumentError(f"memory_blocks[{i}]['label'] must be an identifier-like string, got {label!r}")

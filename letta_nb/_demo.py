@@ -23,28 +23,30 @@ SCRIPT = (
 
 
 def run(store: str | None = None, out=print) -> None:
-    with tempfile.TemporaryDirectory(prefix="letta_nb_demo_") as tmp:
-        with letta_nb.connect(store or f"{tmp}/demo.db") as client:
-            out(f"letta_nb {letta_nb.__version__} demo: store {client.store_location}, model 'offline', embedder 'hash'\n")
-            agent = client.agents.create(
-                "demo",
-                memory_blocks=[
-                    {"label": "persona", "value": "A concise research assistant."},
-                    {"label": "human", "value": ""},
-                ],
-            )
-            for text in SCRIPT:
-                t = time.perf_counter()
-                response = client.agents.messages.create(agent.id, text)
-                wall = (time.perf_counter() - t) * 1000
-                out(f"user   > {text}")
-                for step in response.steps:
-                    tools = ", ".join(n for n in step.tool_names if n != "send_message") or "-"
-                    out(f"         step {step.step_index}: tools {tools:<24} llm {step.llm_ms:6.2f} ms  "
-                        f"tools {step.tools_ms:6.2f} ms  commit {step.db_ms:5.2f} ms")
-                out(f"agent  > {response.text}   [{wall:.1f} ms, {response.usage.total_tokens} tokens]\n")
-            human = client.agents.blocks.retrieve(agent.id, "human").value
-            out("core memory 'human' block now holds:\n  " + human.replace("\n", "\n  "))
-            passages = client.agents.passages.list(agent.id)
-            out(f"archival memory holds {len(passages)} passage(s); recall memory "
-                f"{len(client.agents.messages.list(agent.id))} messages.")
+    with (
+        tempfile.TemporaryDirectory(prefix="letta_nb_demo_") as tmp,
+        letta_nb.connect(store or f"{tmp}/demo.db") as client,
+    ):
+        out(f"letta_nb {letta_nb.__version__} demo: store {client.store_location}, model 'offline', embedder 'hash'\n")
+        agent = client.agents.create(
+            "demo",
+            memory_blocks=[
+                {"label": "persona", "value": "A concise research assistant."},
+                {"label": "human", "value": ""},
+            ],
+        )
+        for text in SCRIPT:
+            t = time.perf_counter()
+            response = client.agents.messages.create(agent.id, text)
+            wall = (time.perf_counter() - t) * 1000
+            out(f"user   > {text}")
+            for step in response.steps:
+                tools = ", ".join(n for n in step.tool_names if n != "send_message") or "-"
+                out(f"         step {step.step_index}: tools {tools:<24} llm {step.llm_ms:6.2f} ms  "
+                    f"tools {step.tools_ms:6.2f} ms  commit {step.db_ms:5.2f} ms")
+            out(f"agent  > {response.text}   [{wall:.1f} ms, {response.usage.total_tokens} tokens]\n")
+        human = client.agents.blocks.retrieve(agent.id, "human").value
+        out("core memory 'human' block now holds:\n  " + human.replace("\n", "\n  "))
+        passages = client.agents.passages.list(agent.id)
+        out(f"archival memory holds {len(passages)} passage(s); recall memory "
+            f"{len(client.agents.messages.list(agent.id))} messages.")

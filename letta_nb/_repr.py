@@ -50,7 +50,8 @@ def block_html(b: Any) -> str:
     ro = " · read-only" if b.read_only else ""
     return (f'<div style="{_BOX}margin:2px 0"><b>{esc(b.label)}</b> '
             f'<span style="color:#6e7781">{b.chars}/{b.limit} chars{ro}</span>'
-            f'<pre style="white-space:pre-wrap;margin:4px 0 0 0">{esc(short(b.value, 2000)) or "<i>(empty)</i>"}</pre></div>')
+            f'<pre style="white-space:pre-wrap;margin:4px 0 0 0">'
+            f'{esc(short(b.value, 2000)) or "<i>(empty)</i>"}</pre></div>')
 
 
 def block_md(b: Any) -> str:
@@ -90,7 +91,8 @@ def passage_html(p: Any) -> str:
     score = f"score {p.score:.3f} · " if p.score is not None else ""
     tags = f" · tags {esc(', '.join(p.tags))}" if p.tags else ""
     return (f'<div style="{_BOX}margin:2px 0"><span style="color:#6e7781;font-size:85%">{score}'
-            f'<code>{esc(p.id)}</code>{tags}</span><div style="white-space:pre-wrap">{esc(short(p.text, 2000))}</div></div>')
+            f'<code>{esc(p.id)}</code>{tags}</span>'
+            f'<div style="white-space:pre-wrap">{esc(short(p.text, 2000))}</div></div>')
 
 
 def passage_md(p: Any) -> str:
@@ -106,8 +108,8 @@ def response_html(r: Any) -> str:
     t = r.timings
     msgs = "".join(message_html(m) for m in r.messages)
     return (f'<div><div style="color:#6e7781;font-size:85%">{len(r.steps)} step(s) · stop {esc(r.stop_reason)} · '
-            f'{r.usage.total_tokens} tokens · {t["total_ms"]:.1f} ms (llm {t["llm_ms"]:.1f}, tools {t["tools_ms"]:.1f}, '
-            f'db {t["db_ms"]:.1f})</div>{msgs}</div>')
+            f'{r.usage.total_tokens} tokens · {t["total_ms"]:.1f} ms '
+            f'(llm {t["llm_ms"]:.1f}, tools {t["tools_ms"]:.1f}, db {t["db_ms"]:.1f})</div>{msgs}</div>')
 
 
 def response_md(r: Any) -> str:

@@ -109,7 +109,8 @@ class Messages(_Resource):
     _ops = ("create", "list", "cancel")
 
     async def _create(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> Response:
-        """Send ``input`` (or letta_client-style ``messages=[{"role": "user", "content": ...}]``); returns a Response."""
+        """Send ``input`` (or letta_client-style ``messages=[{"role": "user", "content": ...}]``); returns a
+        Response."""
         return await self._turn(agent, input, messages)
 
     async def _list(self, agent: Any, *, limit: int | None = None) -> list[Message]:
@@ -126,7 +127,8 @@ class Messages(_Resource):
         ``.response`` is the partial turn); a stream ends with a ``cancelled`` StopEvent."""
         return await _messages.cancel(self._rt, agent_ref(agent))
 
-    def stream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> Iterator[StreamEvent]:
+    def stream(self, agent: Any, input: str | None = None, *,
+               messages: list[dict] | None = None) -> Iterator[StreamEvent]:
         """Yield events as the turn runs. Closing the iterator early (or Ctrl-C) cancels the turn."""
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         done = object()
@@ -139,7 +141,8 @@ class Messages(_Resource):
             if not job.done():
                 job.cancel_and_wait()  # closing the iterator early stops the turn; its partial reply is kept
 
-    async def astream(self, agent: Any, input: str | None = None, *, messages: list[dict] | None = None) -> AsyncIterator[StreamEvent]:
+    async def astream(self, agent: Any, input: str | None = None, *,
+                      messages: list[dict] | None = None) -> AsyncIterator[StreamEvent]:
         """Yield events as the turn runs. Closing the iterator early (or Ctrl-C) cancels the turn."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
@@ -227,7 +230,8 @@ class Passages(_Resource):
     async def _search(self, agent: Any, query: str, *, top_k: int = 5, tags: list[str] | None = None,
                       tag_match_mode: str = "any", start_datetime: Any = None,
                       end_datetime: Any = None) -> list[Passage]:
-        """Closest passages by meaning; ``start_datetime``/``end_datetime`` (datetime or ISO string) bound creation time."""
+        """Closest passages by meaning; ``start_datetime``/``end_datetime`` (datetime or ISO string) bound
+        creation time."""
         query, tags = text_arg(query, "query"), tags_arg(tags)
         positive_int(top_k, "top_k", hi=_MAX_TOP_K, hint=" For every passage use passages.list(agent).")
         tag_match_mode = tag_match_mode_arg(tag_match_mode)

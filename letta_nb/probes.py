@@ -17,11 +17,11 @@ spans up to date (see :mod:`letta_nb.telemetry.recorder` for why they are fed la
 | ``tools()`` | tool call | started_at, agent_id, tool, status, duration_ms, error_type |
 | ``steps()`` | agent step | started_at, ended_at, agent_id, model, llm_ms, tools_ms, db_ms, total_ms, ttft_ms, tokens |
 | ``locks()`` | wait for an agent (its lock here, its lease across kernels) | acquired_at, agent_id, scope, wait_ms |
-| ``leases()`` | lease event (acquired, reused, waited, took_expired, refused_commit ...) | at, agent_id, event, wait_ms, token, holder_pid |
+| ``leases()`` | lease event (acquired, reused, waited, took_expired, refused_commit ...) | at, agent_id, event, ... |
 | ``cache()`` | named cache (counters since the last reset) | cache, hits, misses, lookups, hit_ratio, ... |
-| ``pool()`` | SQLAlchemy pool event | time, event, connection, held_ms, checkout_latency_ms, checked_out, utilisation |
-| ``embedder()`` | embedding request | started_at, embedder, inputs, tokens, duration_ms, status, retries, splits, http_status |
-| ``embedders()`` | embedder (its requests summed) | embedder, requests, errors, throttled, inputs, tokens, retries, p50_ms, p95_ms |
+| ``pool()`` | SQLAlchemy pool event | time, event, connection, held_ms, checkout_latency_ms, utilisation ... |
+| ``embedder()`` | embedding request | started_at, embedder, inputs, tokens, duration_ms, status, retries ... |
+| ``embedders()`` | embedder (its requests summed) | embedder, requests, errors, throttled, p50_ms, p95_ms ... |
 | ``spans()`` | OpenTelemetry span | name, trace/span/parent ids, start, end, duration_ms, attributes as columns |
 | ``metrics()`` | OpenTelemetry data point | metric, kind, unit, attributes, value / count, sum, min, max |
 """
@@ -35,8 +35,8 @@ from letta_nb.errors import InvalidArgumentError, RuntimeClosedError
 from letta_nb.telemetry import frames, plots
 from letta_nb.telemetry.recorder import live_telemetry
 
-__all__ = ["tools", "steps", "locks", "leases", "cache", "pool", "embedder", "embedders", "spans", "metrics", "reset", "runtime",
-           "plot_latency", "plot_percentiles", "plot_pool", "plot_cache"]
+__all__ = ["tools", "steps", "locks", "leases", "cache", "pool", "embedder", "embedders", "spans", "metrics", "reset",
+           "runtime", "plot_latency", "plot_percentiles", "plot_pool", "plot_cache"]
 
 
 def runtime(client: Any = None) -> Any:

@@ -1,7 +1,8 @@
 """A second kernel for tests/test_multikernel.py: a process that does one thing at a time on command.
 
 ``python tests/multikernel_child.py DB [LEASE_TTL [LEASE_TIMEOUT]]`` (``-``: the default) connects to the store,
-prints ``{"ready": pid}`` and then reads one JSON command a line from stdin, answering each with one ``{"reply": ...}`` line on stdout (or ``{"reply": null, "error": ...}``):
+prints ``{"ready": pid}`` and then reads one JSON command a line from stdin, answering each with one
+``{"reply": ...}`` line on stdout (or ``{"reply": null, "error": ...}``):
 ``send`` (a turn: its text, or the error's class and message), ``block`` (a block's value as this process
 sees it), ``search`` (archival search), ``delay`` (wrap this process's model for a spec: announce each call,
 hang at call ``hang_at``; see letta_nb.bench.multikernel.DelayedModel). A ``send`` that never returns (a hung
@@ -57,7 +58,8 @@ def main(argv: list[str]) -> int:
             elif op == "search":
                 reply = [p.text for p in client.agents.passages.search(cmd["agent"], cmd["query"], top_k=cmd["k"])]
             elif op == "delay":
-                DelayedModel.install(client, cmd["spec"], emit, slow_calls=cmd.get("announce", 0), hang_at=cmd.get("hang_at", 0))
+                DelayedModel.install(client, cmd["spec"], emit, slow_calls=cmd.get("announce", 0),
+                                     hang_at=cmd.get("hang_at", 0))
                 reply = "installed"
             elif op == "exit":
                 break

@@ -103,7 +103,7 @@ def test_one_agent_fifty_messages_from_five_threads_never_interleave(client: let
         assert [x for x in tags if x.startswith(f"T{t}M")] == [f"T{t}M{j:02d}" for j in range(10)]
     # Between two user messages: exactly that message's reply and its result (turns never interleave).
     user_idx = [i for i, m in enumerate(recall) if m.role == "user"] + [len(recall)]
-    for a, b in zip(user_idx[1:-1], user_idx[2:]):
+    for a, b in zip(user_idx[1:-1], user_idx[2:], strict=True):
         turn = recall[a:b]
         assert [m.message_type for m in turn] == ["user_message", "assistant_message", "tool_return_message"]
         assert turn[1].text.startswith(f'Noted: "{turn[0].content}"')
@@ -122,7 +122,8 @@ def test_thirty_concurrent_sends_by_name_are_stored_in_submission_order(client: 
         # Submitted from one thread in a well-defined order: each acreate submits when its task first runs,
         # and tasks first run in creation order. Names, ids and another agent's name are interleaved.
         refs = [agent.name if i % 3 else agent.id for i in range(30)]
-        sends = [asyncio.create_task(client.agents.messages.acreate(ref, f"M{i:02d} ping")) for i, ref in enumerate(refs)]
+        sends = [asyncio.create_task(client.agents.messages.acreate(ref, f"M{i:02d} ping"))
+                 for i, ref in enumerate(refs)]
         sends += [asyncio.create_task(client.agents.messages.acreate(other.name, "interleaved")) for _ in range(3)]
         await asyncio.gather(*sends)
 

@@ -1,4 +1,5 @@
-"""The public API: its surface (``__all__``, sync/async parity) and what it keeps in the store (errors: test_api_errors.py).
+"""The public API: its surface (``__all__``, sync/async parity) and what it keeps in the store (errors:
+test_api_errors.py).
 
 Errors are checked the way a user meets them: the exception class (always a ``LettaNBError``), a message
 that names the problem and the fix, close-match suggestions, and -- just as important -- that a rejected
@@ -267,7 +268,8 @@ def test_tool_registered_in_one_client_works_after_reopening(db_path: Path) -> N
         rehydrated = c._thread.run(c.runtime.tool_spec("repeat"))
         assert rehydrated.func is not repeat  # built from the stored source, not this module
         assert rehydrated.parallel_safe and rehydrated.timeout == 5
-        r = c.agents.messages.create("sam", '/call repeat {"text": "ho", "times": 3}\n/call word_count {"text": "a b c"}')
+        r = c.agents.messages.create("sam",
+                                     '/call repeat {"text": "ho", "times": 3}\n/call word_count {"text": "a b c"}')
         results = [(m.name, m.status, m.content) for m in r.messages if m.role == "tool" and m.name != "send_message"]
         assert results == [("repeat", "success", "ho ho ho"), ("word_count", "success", "3")]
 

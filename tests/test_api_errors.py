@@ -44,7 +44,7 @@ def takes_a_point(p: Point) -> int:
     return 0
 
 
-def takes_optional(x: Optional[int] = None) -> int:  # noqa: UP007 - the typing spelling on purpose
+def takes_optional(x: Optional[int] = None) -> int:  # noqa: UP045 - the typing spelling on purpose
     """Optional is fine."""
     return x or 0
 
@@ -211,7 +211,8 @@ def test_hash_dim_is_bounded_by_what_the_store_can_index(client: letta_nb.Client
 
 
 def test_wrong_types_get_errors_that_show_the_fix(client: letta_nb.Client) -> None:
-    with pytest.raises(InvalidArgumentError, match=r"timeout must be a number of seconds .* timeout=5 \(not timeout='5'\)"):
+    with pytest.raises(InvalidArgumentError,
+                       match=r"timeout must be a number of seconds .* timeout=5 \(not timeout='5'\)"):
         client.tools.upsert_from_function(takes_optional, timeout="5")
     with pytest.raises(InvalidArgumentError, match=r"printable text on one line: 'x\\n' .* trailing newline"):
         client.agents.create("x\n")

@@ -21,7 +21,8 @@ def test_bench_multikernel_quick_json_reports_the_ratio_and_loses_nothing() -> N
                 "lease_wait_ms", "leases_taken_expired", "refused_stale_commits", "stale_retries", "failed_turns",
                 "lost", "duplicated", "order_violations", "seq_errors", "half_steps", "integrity_ok"):
         assert key in bench, key
-    assert (bench["processes"], bench["agents"], bench["messages_per_agent_per_process"], bench["rounds"]) == (2, 4, 4, 2)
+    shape = (bench["processes"], bench["agents"], bench["messages_per_agent_per_process"], bench["rounds"])
+    assert shape == (2, 4, 4, 2)
     assert bench["turns_per_run"] == 2 * 4 * 4
     assert len(bench["round_ratios"]) == 2 and bench["ratio_min"] <= bench["wall_ratio"] <= bench["ratio_max"]
     assert bench["multi_wall_s"] > 0 and bench["single_wall_s"] > 0

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("LETTA_NB_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts" / "browser"
 FULL_REPLY = ("Hello! I'm letta_nb's offline model: deterministic and needing no API key. Tell me facts (\"my name "
-              "is ...\", \"remember that ...\") and I'll store them; ask me questions and I'll look them up in my memory.")
+              "is ...\", \"remember that ...\") and I'll store them; ask me questions and I'll look them up in my "
+              "memory.")
 
 pytestmark = [
     pytest.mark.browser,
@@ -70,8 +71,9 @@ def jupyterlab(tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, sub
     log = open(ARTIFACTS / "jupyterlab.log", "w")  # noqa: SIM115 - closed in the finally below, after the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -49,11 +49,14 @@ def test_python_is_cut_along_its_syntax_tree():
 CODE_SAMPLES = [
     ("sample.py", "python", ["class Inventory:", "def load_inventory(", "def report("]),
     ("sample.js", "javascript", ["class Emitter", "off(event, handler) {", "function debounce(fn, ms)"]),
-    ("sample.ts", "typescript", ["export interface QueueOptions {", "class JobQueue<T>", "async drain(): Promise<Job<T>[]>",
-                                 "export function sleep(ms: number)"]),
-    ("sample.tsx", "tsx", ["function AddBookForm({ onAdd }", "export function pagesLeft(", '<form className="add-book"']),
-    ("sample.go", "go", ["type Cache struct {", "func (c *Cache) Get(key string)", "func (c *Cache) Keys() []string {"]),
-    ("sample.rs", "rust", ["impl fmt::Display for EvalError", "pub fn tokenize(", "fn atom(&mut self)", "#[cfg(test)]"]),
+    ("sample.ts", "typescript", ["export interface QueueOptions {", "class JobQueue<T>",
+                                 "async drain(): Promise<Job<T>[]>", "export function sleep(ms: number)"]),
+    ("sample.tsx", "tsx", ["function AddBookForm({ onAdd }", "export function pagesLeft(",
+                           '<form className="add-book"']),
+    ("sample.go", "go", ["type Cache struct {", "func (c *Cache) Get(key string)",
+                         "func (c *Cache) Keys() []string {"]),
+    ("sample.rs", "rust", ["impl fmt::Display for EvalError", "pub fn tokenize(", "fn atom(&mut self)",
+                           "#[cfg(test)]"]),
     ("sample.java", "java", ["public record Entry(", "public static class BudgetExceededException",
                              "public BigDecimal balance() {"]),
     ("sample.c", "c", ["struct reading {", "bool ring_pop(", "static int compare_doubles(", "int main(void)"]),
@@ -80,8 +83,10 @@ def assert_tiles(source: str, parts: list[str]) -> None:
     position = 0
     for number, part in enumerate(parts):
         found = source.find(part, position)
-        assert found >= 0, f"chunk {number} is not a verbatim piece of the file after the previous chunk: {part[:60]!r}"
-        assert not source[position:found].strip(), f"text before chunk {number} is in no chunk: {source[position:found]!r}"
+        assert found >= 0, (f"chunk {number} is not a verbatim piece of the file after the previous chunk: "
+                            f"{part[:60]!r}")
+        assert not source[position:found].strip(), (f"text before chunk {number} is in no chunk: "
+                                                     f"{source[position:found]!r}")
         position = found + len(part)
     assert not source[position:].strip(), f"the end of the file is in no chunk: {source[position:][:60]!r}"
 

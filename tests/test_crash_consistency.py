@@ -301,10 +301,10 @@ def test_a_failing_step_write_leaves_nothing_and_spares_its_group(tmp_path):
                 lock.execute("ROLLBACK")
             finally:
                 lock.close()
-            outcome.update(zip(group, await asyncio.gather(*group.values(), return_exceptions=True)))
+            outcome.update(zip(group, await asyncio.gather(*group.values(), return_exceptions=True), strict=True))
             # The same failure in a group of one (no isolation retry involved).
             outcome.update(zip(["bad_alone"], await asyncio.gather(store.submit_step(writes["bad_alone"]),
-                                                                   return_exceptions=True)))
+                                                                   return_exceptions=True), strict=True))
             return outcome
         finally:
             await store.close()

@@ -173,7 +173,7 @@ def test_adaptive_concurrency_rises_to_the_server_limit_and_backs_off_on_429():
         report = run(embed_report(emb, TEXTS[:200]))
         assert report.ok and report.indexes == list(range(200))
         assert emb.stats.throttled >= 1 and s.stats()["throttled"] == emb.stats.throttled
-        assert 2 < limit.peak and limit.limit < limit.peak  # it grew past the server's 4, then backed off
+        assert limit.peak > 2 and limit.limit < limit.peak  # it grew past the server's 4, then backed off
         # Once it knows the ceiling it stays there and probes past it only now and then (every 64 successes).
         learned = limit.limit
         again = make(s, limit=limit, max_inputs=4)

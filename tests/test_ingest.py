@@ -25,8 +25,8 @@ from store_query import query
 import letta_nb
 from letta_nb.embeddings import ingest as ingest_module
 from letta_nb.embeddings.chunking import ChunkSettings, chunk_file
-from letta_nb.embeddings.ingest import GROUP_BYTES, GROUP_FILES, chunk_pool, discover, file_groups, ingest
 from letta_nb.embeddings.hash import HashEmbedder
+from letta_nb.embeddings.ingest import GROUP_BYTES, GROUP_FILES, chunk_pool, discover, file_groups, ingest
 from letta_nb.errors import EmbeddingError, InvalidArgumentError, UploadedFileNotFoundError
 
 DATA = Path(__file__).parent / "data"
@@ -47,7 +47,8 @@ def assert_files_whole(db: str) -> dict[str, int]:
     for path, (fid, chunks) in files.items():
         (n,) = query(db, "select count(*) from passages where file_id = ?", fid)[0]
         assert n == chunks, f"{path}: {n} passages, record says {chunks}"
-    orphans = query(db, "select count(*) from passages where file_id is not null and file_id not in (select id from files)")
+    orphans = query(db, "select count(*) from passages "
+                        "where file_id is not null and file_id not in (select id from files)")
     assert orphans == [(0,)]
     # vec0 rows follow passages lazily (inserts and deletes, at the agent's next vec0 search): that
     # invariant is tested in test_vector_store.py, on every search path.
@@ -139,11 +140,13 @@ def test_an_embedding_failure_is_its_own_files_error(client, db_path, tmp_path):
             return await super().embed(texts)
 
     agent = client.agents.create("reader")
-    for name, text in [("a.txt", "Apples grow on trees."), ("b.txt", "The well is poisoned."), ("c.md", "# Cats\nsleep.")]:
+    for name, text in [("a.txt", "Apples grow on trees."), ("b.txt", "The well is poisoned."),
+                       ("c.md", "# Cats\nsleep.")]:
         (tmp_path / name).write_text(text)
     rt = client.runtime
     report = client._thread.run(ingest(rt.store, Picky(), client.agents.retrieve(agent), tmp_path, progress=False))
-    assert [(Path(f.path).name, f.status) for f in report.files] == [("a.txt", "added"), ("b.txt", "error"), ("c.md", "added")]
+    assert [(Path(f.path).name, f.status) for f in report.files] == [("a.txt", "added"), ("b.txt", "error"),
+                                                                     ("c.md", "added")]
     assert report.errors[0].error.startswith("1 of 1 chunks could not be embedded: #0: HTTP 400: refused")
     assert sorted(p.text for p in client.agents.passages.list(agent)) == ["# Cats\nsleep.", "Apples grow on trees."]
     assert assert_files_whole(db_path) == {str(tmp_path / "a.txt"): 1, str(tmp_path / "c.md"): 1}
@@ -226,7 +229,8 @@ def test_chunking_in_worker_processes_gives_the_same_passages(client, tmp_path, 
     outcome = [(f.status, f.chunks, f.splitter, f.error) for f in in_pool.files]
     assert outcome == [(f.status, f.chunks, f.splitter, f.error) for f in in_thread.files]
     assert [Path(f.path).name for f in in_pool.errors] == ["image.txt"] and "looks binary" in in_pool.errors[0].error
-    assert sorted(p.text for p in client.agents.passages.list(first)) == sorted(p.text for p in client.agents.passages.list(second))
+    assert (sorted(p.text for p in client.agents.passages.list(first))
+            == sorted(p.text for p in client.agents.passages.list(second)))
 
 
 def test_offline_model_answers_from_an_uploaded_document(client, tmp_path):
@@ -311,7 +315,8 @@ def test_discover_resolves_paths_like_path_resolve(tmp_path, monkeypatch):
     assert found == [(str(real / "a.md"), None), (str(real / "sub" / "b.py"), None),
                      (str(tmp_path / "nope.md"),
                       f"no such file or directory (relative paths start from the current directory, {tmp_path})")]
-    assert [p for p, _ in found] == list(dict.fromkeys(str(Path(g).resolve()) for g in given[:3])) + [str(tmp_path / "nope.md")]
+    assert [p for p, _ in found] == (list(dict.fromkeys(str(Path(g).resolve()) for g in given[:3]))
+                                     + [str(tmp_path / "nope.md")])
 
 
 def test_passage_text_is_stored_verbatim(client, tmp_path):

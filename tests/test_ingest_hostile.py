@@ -52,7 +52,8 @@ def test_broken_links_loops_and_devices_are_error_rows_and_the_rest_upload(clien
     report = client.agents.files.upload(agent, docs, progress=False)
     got = rows(report)
     assert got["good.txt"][0] == got["deep.md"][0] == got["far_link.txt"][0] == "added", report
-    assert got["dangling.md"] == ("error", f"dangling symlink: it points to {tmp_path / 'gone.md'}, which does not exist")
+    assert got["dangling.md"] == ("error",
+                                  f"dangling symlink: it points to {tmp_path / 'gone.md'}, which does not exist")
     assert got["loop_a.txt"] == got["loop_b.txt"] == ("error", "symlink loop: following its links never reaches a file")
     assert got["null.txt"][0] == "error" and got["null.txt"][1].startswith("a character device, not a regular file")
     assert got["linked_dir"][0] == "skipped" and f"a symlink to the directory {outside}" in got["linked_dir"][1]
@@ -235,7 +236,8 @@ def test_empty_and_blank_files_are_skipped_not_stored(client, db_path, tmp_path)
     # A stored file emptied since: skipped, and its old passages go (the file no longer says anything).
     (docs / "note.txt").write_text("\n")
     emptied = client.agents.files.upload(agent, docs, progress=False)
-    assert rows(emptied)["note.txt"] == ("skipped", "only whitespace: nothing to store; its 1 earlier passage(s) were removed")
+    assert rows(emptied)["note.txt"] == ("skipped",
+                                         "only whitespace: nothing to store; its 1 earlier passage(s) were removed")
     assert client.agents.files.list(agent) == [] and client.agents.passages.list(agent) == []
     assert [f.status for f in client.agents.files.upload(agent, docs, progress=False).files] == ["skipped"] * 3
 
@@ -254,7 +256,8 @@ def test_upload_of_a_non_path_names_the_argument(client, bad, words):
     with pytest.raises(InvalidArgumentError) as caught:
         client.agents.files.upload(agent, bad, progress=False)
     message = str(caught.value)
-    assert message.startswith("path_or_paths must be a file or directory path (a str or os.PathLike") and words in message
+    assert message.startswith("path_or_paths must be a file or directory path (a str or os.PathLike")
+    assert words in message
 
 
 @pytest.mark.parametrize("option, value", [("max_file_mb", float("nan")), ("max_file_mb", float("inf")),

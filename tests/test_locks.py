@@ -32,7 +32,7 @@ async def queue_workers(locks: AgentLocks, agent: str, n: int, order: list[int])
     tasks = []
     for i in range(n):
         tasks.append(asyncio.create_task(worker(i), name=f"worker-{i}"))
-        await until(lambda: locks.waiting(agent) == i + 1)
+        await until(lambda i=i: locks.waiting(agent) == i + 1)
     return tasks
 
 

@@ -80,9 +80,11 @@ def test_chat_without_script_runs_the_offline_rules(srv):
     ({"model": "m", "input": ["word " * 28, "word " * 28]}, "max 50 tokens per request"),
 ])
 def test_embedding_limits_answer_openai_shaped_400s(payload, needle):
-    with LoopbackServer(limits=Limits(max_inputs=4, max_input_tokens=30, max_request_tokens=50)) as s:
-        with pytest.raises(openai.BadRequestError) as e:
-            sdk(s).embeddings.create(**payload)
+    with (
+        LoopbackServer(limits=Limits(max_inputs=4, max_input_tokens=30, max_request_tokens=50)) as s,
+        pytest.raises(openai.BadRequestError) as e,
+    ):
+        sdk(s).embeddings.create(**payload)
     assert needle in e.value.message
 
 
@@ -202,7 +204,8 @@ def test_a_bad_content_length_is_answered_and_the_connection_closed(srv, length,
         while chunk := sock.recv(65536):  # the server closes the connection after answering
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    assert head.split()[1] == str(status).encode() and b"Content-Length" in json.loads(body)["error"]["message"].encode()
+    assert head.split()[1] == str(status).encode()
+    assert b"Content-Length" in json.loads(body)["error"]["message"].encode()
     assert sdk(srv).chat.completions.create(model="m", messages=HI).choices
 
 

@@ -40,7 +40,8 @@ def children(tmp_path: Path):
             self.append(Child.driver(str(db), str(tmp_path / f"{name}.err"), **options))
             return self[-1]
 
-        def serve(self, db: Path, name: str, lease_ttl: float | None = None, lease_timeout: float | None = None) -> Child:
+        def serve(self, db: Path, name: str, lease_ttl: float | None = None,
+                  lease_timeout: float | None = None) -> Child:
             args = [sys.executable, CHILD, str(db), str(lease_ttl or "-"), str(lease_timeout or "-")]
             self.append(Child(args, str(tmp_path / f"{name}.err")))
             return self[-1]

@@ -75,7 +75,8 @@ def test_quickstart_runs_end_to_end(this_python_kernel: str, tmp_path: Path, let
 def test_chat_widget_notebook_runs_and_its_widgets_work(this_python_kernel: str, tmp_path: Path) -> None:
     nb = execute("02_chat_widget.ipynb", this_python_kernel, tmp_path)
     for source in ("%letta chat ada", "%letta create slowpoke"):
-        views = [o for o in find_cell(nb, source).outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        views = [o for o in find_cell(nb, source).outputs
+                 if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(views) == 1, source
     assert 'Got it - I saved "Name: Ada"' in cell_text(nb, "scripted = ")
     assert "⚙ core_memory_append · success" in cell_text(nb, "[step.title")

@@ -26,8 +26,10 @@ async def collect(model, messages=MSGS, tools=()):
 
 def test_streaming_text_and_tool_calls_with_usage_and_ttft():
     with LoopbackServer(latency=Latency(base_ms=30)) as srv:
-        srv.reply("Saving it.", [("core_memory_append", {"label": "human", "content": "Name: Ada Lovelace, mathematician"}),
-                                 ("send_message", {"message": "Noted!"})])
+        srv.reply("Saving it.", [
+            ("core_memory_append", {"label": "human", "content": "Name: Ada Lovelace, mathematician"}),
+            ("send_message", {"message": "Noted!"}),
+        ])
         events = asyncio.run(collect(resolve_model(f"openai/loopback-chat?base_url={srv.base_url}")))
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
@@ -101,11 +103,13 @@ def test_model_specs(monkeypatch):
         resolve_model("openai/gpt-4o-mini")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     m = resolve_model("openai/gpt-4o-mini")
-    assert isinstance(m, OpenAICompatModel) and m.base_url == "https://api.openai.com/v1" and m.context_window == 128_000
+    assert isinstance(m, OpenAICompatModel)
+    assert m.base_url == "https://api.openai.com/v1" and m.context_window == 128_000
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert resolve_model("openai/gpt-4o-mini").base_url == "http://127.0.0.1:9/v1"
     ollama = resolve_model("ollama/llama3.2?context_window=4096&temperature=0.2")
-    assert ollama.base_url == "http://127.0.0.1:11434/v1" and ollama.context_window == 4096 and ollama.name == "ollama/llama3.2"
+    assert ollama.base_url == "http://127.0.0.1:11434/v1"
+    assert ollama.context_window == 4096 and ollama.name == "ollama/llama3.2"
     for bad, needle in [("openai/x?api_key=sk-1", "do not put an API key"), ("openai/x?nope=1", "valid options"),
                         ("openai/x?context_window=big", "not a valid int"), ("openai", "names no model")]:
         with pytest.raises(InvalidArgumentError, match=needle):

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 import letta_nb
 from letta_nb import probes
-from letta_nb.errors import InvalidArgumentError, RuntimeClosedError
 from letta_nb.embeddings.base import BatchRecord
+from letta_nb.errors import InvalidArgumentError, RuntimeClosedError
 from letta_nb.testing.loopback import Limits, LoopbackServer
 
 SLEEP_MS = 20
@@ -206,7 +206,8 @@ def test_embedders_probe_sums_each_embedders_real_requests(client):
         client._thread.run(rt.embedder(spec.replace("emb-a", "emb-b")).embed(["one", "two"]))
     df = probes.embedders(client)
     a, b = df.set_index("embedder").loc[spec], df.set_index("embedder").loc[spec.replace("emb-a", "emb-b")]
-    assert (a.requests, a.errors, a.throttled, a.inputs, a.retries) == (5, 2, 1, 10, 1)  # 3 batches of <= 4, 2 failed tries
+    # 3 batches of <= 4, 2 failed tries
+    assert (a.requests, a.errors, a.throttled, a.inputs, a.retries) == (5, 2, 1, 10, 1)
     assert (b.requests, b.errors, b.inputs) == (1, 0, 2)
     assert a.p95_ms >= a.p50_ms > 0 and a.busy_s > 0
     per_request = probes.embedder(client)

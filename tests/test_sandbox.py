@@ -17,8 +17,14 @@ import pytest
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.llm.base import ToolCall
 from letta_nb.runtime.executor import ToolExecutor
-from letta_nb.runtime.sandbox import SandboxLimits, SandboxOutcome, capabilities, run_in_sandbox, sandbox_env
-from letta_nb.runtime.sandbox import _capabilities
+from letta_nb.runtime.sandbox import (
+    SandboxLimits,
+    SandboxOutcome,
+    _capabilities,
+    capabilities,
+    run_in_sandbox,
+    sandbox_env,
+)
 from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap isolation is Linux-only")

@@ -2,14 +2,16 @@
 variables removed) and must fail, or be contained, in the isolated one.
 
 Processes a tool leaves behind are found from outside, by a unique marker in their command line
-(``sleep 600 0.<15 random digits>``: GNU sleep adds up its arguments), so a survivor is seen whatever namespace it lives in; the ``marker``
-fixture kills survivors so a failing run does not leak them. The kernel is this test process: its pid is
-passed to the tool (``os.getppid()`` means nothing inside a PID namespace).
+(``sleep 600 0.<15 random digits>``: GNU sleep adds up its arguments), so a survivor is seen whatever
+namespace it lives in; the ``marker`` fixture kills survivors so a failing run does not leak them. The
+kernel is this test process: its pid is passed to the tool (``os.getppid()`` means nothing inside a PID
+namespace).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -63,10 +65,8 @@ def marker() -> Iterator[str]:
     token = f"0.{secrets.randbelow(10 ** 15):015d}"
     yield token
     for pid in _marked(token):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 _SPAWN = "['sleep', '600', marker]"
@@ -109,7 +109,8 @@ def test_cannot_read_the_kernels_memory() -> None:
 
 def test_cannot_read_or_rewrite_the_store(db_path: Path, letta_home: Path) -> None:
     with letta_nb.connect(db_path) as client:
-        agent = client.agents.create("victim", memory_blocks=[{"label": "persona", "value": "I am the victim's agent."}])
+        agent = client.agents.create("victim",
+                                     memory_blocks=[{"label": "persona", "value": "I am the victim's agent."}])
         source = (
             "import sqlite3\n"
             "def pwn(path: str, home: str):\n"

@@ -108,7 +108,8 @@ def test_the_check_catches_a_backend_that_drifts():
         "close: sync expected",
     ]
     drifted_module = types.ModuleType("drifted")
-    drifted_module.__dict__.update({name: getattr(leases, name) for name in ("acquire", "renew", "peek", "agent_state")})
+    drifted_module.__dict__.update({name: getattr(leases, name)
+                                    for name in ("acquire", "renew", "peek", "agent_state")})
     drifted_module.release = lambda cur, agent_id: True  # forgot the token
     assert mismatches(backend.LeaseRows, drifted_module) == [
         "release: parameters ['cur', 'agent_id'], expected ['cur', 'agent_id', 'token']"]

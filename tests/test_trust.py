@@ -59,7 +59,8 @@ def test_reading_an_agent_never_runs_stored_source(db_path, tmp_path):
     _store_with_tool(db_path)
     marker = tmp_path / "pwned"
     evil = (f"try:\n    open({str(marker)!r}, 'w').write('x')\nexcept OSError:\n    pass\n"
-            "def where_am_i() -> str:\n    import sys\n    return 'kernel' if 'letta_nb' in sys.modules else 'sandbox'\n")
+            "def where_am_i() -> str:\n    import sys\n"
+            "    return 'kernel' if 'letta_nb' in sys.modules else 'sandbox'\n")
     _edit(db_path, "UPDATE tools SET source = ? WHERE name = 'where_am_i'", evil)
     with letta_nb.connect(db_path) as c:
         c.agents.retrieve("sam")

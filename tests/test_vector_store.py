@@ -34,8 +34,8 @@ import sqlalchemy as sa
 import letta_nb
 from letta_nb.errors import DimensionMismatchError, InvalidArgumentError
 from letta_nb.schemas import AgentState
-from letta_nb.store.migrations import MIGRATIONS, migrate
 from letta_nb.store.ids import new_id
+from letta_nb.store.migrations import MIGRATIONS, migrate
 from letta_nb.store.records import PassageRecord
 from letta_nb.store.sqlite.driver import connect_raw, sqlite_module, vec_version
 from letta_nb.store.sqlite.vectors import VEC0_MAX_K, SqliteVecStore
@@ -160,7 +160,7 @@ def test_search_equals_exact_numpy_reference_with_filters_on_every_path(tmp_path
                             assert [h.passage_id for h in hits] == want, (path, case, k)
                             exact = [float(by_id[h.passage_id] @ q) for h in hits]
                             np.testing.assert_allclose([h.score for h in hits], exact, atol=1e-5)
-                        for path, hits in got.items():  # the paths agree with each other (BLAS may round
+                        for hits in got.values():  # the paths agree with each other (BLAS may round
                             assert [h.passage_id for h in hits] == [h.passage_id for h in got["cache"]]
                             np.testing.assert_allclose([h.score for h in hits], [h.score for h in got["cache"]],
                                                        rtol=0, atol=1e-6)  # the last bit by matrix shape)
@@ -467,7 +467,8 @@ def in_pysqlite3_process(code: str, *args: str) -> dict:
 @pytest.mark.skipif(HAVE_VEC0, reason="sqlite-vec loads in this process: the vec0 cases already ran here")
 def test_vec0_cases_in_a_process_that_opted_into_pysqlite3():
     pytest.importorskip("pysqlite3", reason="pysqlite3-binary (the vec0 extra) is not installed")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not pysqlite3"],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "not pysqlite3"],
                           capture_output=True, text=True, env=CHILD_ENV, timeout=600, cwd=os.path.dirname(__file__))
     summary = proc.stdout.strip().splitlines()[-1]
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -487,7 +488,8 @@ WRITE_WITH_VEC0 = """
         for name in ("keep", "gone"):
             agent = client.agents.create(name)
             for i in range(30):
-                client.agents.passages.create(agent, f"{name} passage number {i} about topic {i % 7}", tags=[f"t{i % 3}"])
+                client.agents.passages.create(agent, f"{name} passage number {i} about topic {i % 7}",
+                                              tags=[f"t{i % 3}"])
         store = client.runtime.store
         q = client._thread.run(client.runtime.embedder("hash").embed(["topic 3"]))[0]
         vec0 = SqliteVecStore(path, cache_bytes=0)

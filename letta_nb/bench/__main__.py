@@ -8,8 +8,8 @@ import sys
 
 from letta_nb.bench._report import dump
 
-BENCHMARKS = {"step": "letta_nb.bench.step", "concurrency": "letta_nb.bench.concurrency", "embed": "letta_nb.bench.embed",
-              "vector": "letta_nb.bench.vector", "ingest": "letta_nb.bench.ingest"}
+BENCHMARKS = {"step": "letta_nb.bench.step", "concurrency": "letta_nb.bench.concurrency",
+              "embed": "letta_nb.bench.embed", "vector": "letta_nb.bench.vector", "ingest": "letta_nb.bench.ingest"}
 BENCHMARKS["startup"] = "letta_nb.bench.startup"  # %load_ext letta_nb in a fresh interpreter
 BENCHMARKS["sandbox"] = "letta_nb.bench.sandbox"  # one sandboxed tool call against a bare `python -I`
 BENCHMARKS["multikernel"] = "letta_nb.bench.multikernel"  # P processes on one store vs one process

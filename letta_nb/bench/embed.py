@@ -1,10 +1,10 @@
 """``bench embed``: embedding throughput against a rate-limited server, vs its ideal and vs Letta's scheme.
 
 Workload (DESIGN.md): N chunks (20k; 4k with ``--quick``) of 30-300 tokens, 1% empty or whitespace, 0.1%
-over the 8191-token per-input limit, sent to the loopback server (a real HTTP server in a child process, as a provider is elsewhere):
-40 ms + 0.05 ms per input, <= 2048 inputs and 300k tokens a request, 8 requests at once and 429 past
-that, 2% injected 5xx. The server counts tokens with the cheap estimate (so its own CPU stays small) and
-returns ``digest`` vectors, so every row can be checked against the chunk it belongs to.
+over the 8191-token per-input limit, sent to the loopback server (a real HTTP server in a child process, as
+a provider is elsewhere): 40 ms + 0.05 ms per input, <= 2048 inputs and 300k tokens a request, 8 requests
+at once and 429 past that, 2% injected 5xx. The server counts tokens with the cheap estimate (so its own CPU
+stays small) and returns ``digest`` vectors, so every row can be checked against the chunk it belongs to.
 
 - ideal = the server's busy time for the fewest requests that fit its limits, divided by 8;
 - ours = :class:`~letta_nb.embeddings.openai.OpenAIEmbedder` in adaptive mode (starts at 3 in flight,
@@ -92,7 +92,8 @@ async def _letta(texts: list[str], base_url: str, http: object) -> tuple[float, 
                 half = len(ids) // 2
                 await asyncio.gather(batch(ids[:half]), batch(ids[half:]))
             return  # a single input that fails is dropped
-        for i, d in zip(ids, sorted(r.data, key=lambda d: d.index)):
+        # strict=False: a short response leaves the rest undone (counted as lost, not raised)
+        for i, d in zip(ids, sorted(r.data, key=lambda d: d.index), strict=False):
             done[i] = np.frombuffer(base64.b64decode(d.embedding), dtype=np.float32)
 
     ids = [i for i, t in enumerate(texts) if t.strip()]
@@ -109,7 +110,8 @@ async def _capacity(texts: list[str], base_url: str, http: object, counter: obje
 
     from letta_nb.embeddings.batching import plan_batches
 
-    plan = plan_batches(texts, counter, max_inputs=LIMITS["max_inputs"], max_request_tokens=LIMITS["max_request_tokens"],
+    plan = plan_batches(texts, counter, max_inputs=LIMITS["max_inputs"],
+                        max_request_tokens=LIMITS["max_request_tokens"],
                         max_input_tokens=LIMITS["max_input_tokens"], safety=1.0)  # type: ignore[arg-type]
     sent = plan.pieces.texts
     bodies = [orjson.dumps({"model": "bench-embed", "input": sent[a:b], "encoding_format": "base64", "dimensions": DIM})
@@ -149,7 +151,7 @@ def _check(texts: list[str], report: object, counter: object) -> tuple[int, int]
     from letta_nb.testing._api import digest_vectors
 
     wanted = [i for i, t in enumerate(texts) if t.strip()]
-    got = dict(zip(report.indexes, report.vectors))  # type: ignore[attr-defined]
+    got = dict(zip(report.indexes, report.vectors, strict=True))  # type: ignore[attr-defined]
     lost = sum(1 for i in wanted if i not in got)
     plain = [i for i in wanted if i in got and i not in set(report.split)]  # type: ignore[attr-defined]
     expect = digest_vectors([texts[i] for i in plain], DIM)
@@ -196,9 +198,10 @@ def run(quick: bool = False) -> BenchResult:
             letta_s, letta_done, letta_requests = await _letta(texts, url, http)
         finally:
             await http.aclose()
-        return {"client_cpu_s": client_cpu_s, "server_cpu_s": None if server0 is None or server1 is None else server1 - server0,
-                "capacity_s": capacity_s, "cold_s": cold_s, "warm_s": warm_s, "report": report, "emb": emb, "letta_s": letta_s,
-                "letta_done": letta_done, "letta_requests": letta_requests}
+        return {"client_cpu_s": client_cpu_s,
+                "server_cpu_s": None if server0 is None or server1 is None else server1 - server0,
+                "capacity_s": capacity_s, "cold_s": cold_s, "warm_s": warm_s, "report": report, "emb": emb,
+                "letta_s": letta_s, "letta_done": letta_done, "letta_requests": letta_requests}
 
     with LoopbackProcess(latency=latency, limits=limits, faults=Faults(error_rate=0.02, seed=11), vectors="digest",
                          dim=DIM) as srv:

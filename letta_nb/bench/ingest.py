@@ -87,16 +87,18 @@ def _upload(files: list[str], settings, pool) -> _UploadRun:
     from letta_nb.embeddings.ingest import ingest
 
     hash_embedder._FEATURES.clear()
-    with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
-        with letta_nb.connect(os.path.join(tmp, "ingest.db")) as client:
-            agent = client.agents.create("bench-ingest", embedding="hash")
-            rt = client.runtime
-            workers, own = _workers_cpu(pool), time.process_time()
-            report = client._thread.run(
-                ingest(rt.store, rt.embedder("hash"), agent, files, settings=settings, pool=pool, progress=False)
-            )
-            workers, own = _workers_cpu(pool) - workers, time.process_time() - own
-            return _UploadRun(report, len(client.agents.passages.list(agent)), workers, own)
+    with (
+        tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp,
+        letta_nb.connect(os.path.join(tmp, "ingest.db")) as client,
+    ):
+        agent = client.agents.create("bench-ingest", embedding="hash")
+        rt = client.runtime
+        workers, own = _workers_cpu(pool), time.process_time()
+        report = client._thread.run(
+            ingest(rt.store, rt.embedder("hash"), agent, files, settings=settings, pool=pool, progress=False)
+        )
+        workers, own = _workers_cpu(pool) - workers, time.process_time() - own
+        return _UploadRun(report, len(client.agents.passages.list(agent)), workers, own)
 
 
 def run(quick: bool = False) -> BenchResult:
@@ -129,7 +131,7 @@ def run(quick: bool = False) -> BenchResult:
     report, stored = uploads[-1].report, uploads[-1].stored
     chunking_mb_s = total_mb / chunk_s
     mb_s = total_mb / seconds
-    round_ratios = [run.seconds / up.report.seconds for run, up in zip(chunk_runs, uploads)]
+    round_ratios = [run.seconds / up.report.seconds for run, up in zip(chunk_runs, uploads, strict=True)]
     ratio = statistics.median(round_ratios)
     return BenchResult(
         "ingest",

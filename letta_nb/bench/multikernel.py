@@ -248,7 +248,8 @@ def audit(db: str, expected: dict[str, dict[int, list[str]]]) -> dict[str, Any]:
                 result["duplicated"] += sum(counts[t] - 1 for t in texts if counts[t] > 1)
                 seen = list(dict.fromkeys(t for t in said if owner.get(t) == proc))
                 kept = [t for t in texts if t in seen]
-                result["order_violations"] += sum(1 for a, b in zip(seen, kept) if a != b)
+                # strict=False: this check counts what went wrong (lost, duplicated above); it never raises
+                result["order_violations"] += sum(1 for a, b in zip(seen, kept, strict=False) if a != b)
             steps = dict(conn.execute("SELECT id, n_messages FROM steps WHERE agent_id = ?", (agent_id,)).fetchall())
             per_step = collections.Counter(r[3] for r in rows)
             bad = sorted({s for s in per_step if per_step[s] != steps.get(s)} | {s for s in steps if s not in per_step})
@@ -269,7 +270,8 @@ def _make_store(db: str, agents: list[str], latency_ms: float) -> None:
             client.agents.create(name, model=f"offline?latency_ms={latency_ms:g}")
 
 
-def _one_run(tmp: str, tag: str, layout: list[list[int]], agents: list[str], k: int, latency_ms: float) -> dict[str, Any]:
+def _one_run(tmp: str, tag: str, layout: list[list[int]], agents: list[str], k: int,
+             latency_ms: float) -> dict[str, Any]:
     """One store, children playing ``layout`` (process numbers per child); wall time, the children's counts
     and the audit."""
     db = os.path.join(tmp, f"{tag}.db")
@@ -294,8 +296,8 @@ def _one_run(tmp: str, tag: str, layout: list[list[int]], agents: list[str], k: 
     for d in done:
         events.update(d["leases"]["events"])
         wait_ms += d["leases"]["wait_ms"]
-    return {"wall": wall, "failed": sum(len(d["failed"]) for d in done), "stale_retries": sum(d["stale_retries"] for d in done),
-            "events": events, "wait_ms": wait_ms,
+    return {"wall": wall, "failed": sum(len(d["failed"]) for d in done),
+            "stale_retries": sum(d["stale_retries"] for d in done), "events": events, "wait_ms": wait_ms,
             "first_failure": next((f for d in done for f in d["failed"]), None), **report}
 
 
@@ -308,7 +310,7 @@ def run(quick: bool = False, latency_ms: float = 5.0) -> BenchResult:
             sides = [("multi", [[p] for p in range(n_procs)], multi), ("single", [list(range(n_procs))], single)]
             for tag, layout, runs in sides if r % 2 == 0 else sides[::-1]:
                 runs.append(_one_run(tmp, f"{tag}{r}", layout, agents, k, latency_ms))
-    ratios = [m["wall"] / s["wall"] for m, s in zip(multi, single)]
+    ratios = [m["wall"] / s["wall"] for m, s in zip(multi, single, strict=True)]
     both = multi + single
     total = {key: sum(x[key] for x in both) for key in ("lost", "duplicated", "order_violations", "failed")}
     events: collections.Counter[str] = sum((m["events"] for m in multi), collections.Counter())
@@ -338,7 +340,8 @@ def run(quick: bool = False, latency_ms: float = 5.0) -> BenchResult:
         notes.append(f"first failed turn: {first}")
     return BenchResult(
         "multikernel", numbers,
-        goals={"0 lost, 0 duplicated": total["lost"] == total["duplicated"] == 0, "0 failed turns": total["failed"] == 0,
+        goals={"0 lost, 0 duplicated": total["lost"] == total["duplicated"] == 0,
+               "0 failed turns": total["failed"] == 0,
                "order, seq, steps, integrity kept": total["order_violations"] == 0 and numbers["seq_errors"] == 0
                and numbers["half_steps"] == 0 and numbers["integrity_ok"]},
         notes=notes,

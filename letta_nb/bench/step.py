@@ -22,7 +22,8 @@ def _baseline(path: str, n: int) -> float:
     from letta_nb.store.sqlite.driver import connect_raw
 
     conn = connect_raw(path, vec=False)
-    conn.execute("create table m (id text primary key, agent_id text, seq integer, role text, content text, created_at text)")
+    conn.execute("create table m (id text primary key, agent_id text, seq integer, role text, content text, "
+                 "created_at text)")
     times = []
     for i in range(n):
         t = time.perf_counter()

@@ -43,10 +43,10 @@ def _numpy_top10(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 async def _measure(path: str, matrix: np.ndarray, queries: np.ndarray, exact: list[set[int]]) -> dict[str, float]:
     from letta_nb.schemas import AgentState
-    from letta_nb.store.sqlite.driver import vec_version
-    from letta_nb.store.sqlite.vectors import SqliteVecStore
     from letta_nb.store.ids import new_id
     from letta_nb.store.records import PassageRecord
+    from letta_nb.store.sqlite.driver import vec_version
+    from letta_nb.store.sqlite.vectors import SqliteVecStore
     from letta_nb.store.store import Store
     from letta_nb.store.vector import VectorQuery
 
@@ -85,7 +85,7 @@ async def _measure(path: str, matrix: np.ndarray, queries: np.ndarray, exact: li
         # Interleaved per query, so the baseline and each path see the same machine load.
         times: dict[str, list[float]] = {"numpy_": [], **{label: [] for label in backends}}
         recalls: dict[str, list[float]] = {label: [] for label in backends}
-        for q, truth in zip(queries, exact):
+        for q, truth in zip(queries, exact, strict=True):
             t = time.perf_counter()
             _numpy_top10(matrix, q)
             times["numpy_"].append((time.perf_counter() - t) * 1000)
@@ -126,7 +126,8 @@ def run(quick: bool = False) -> BenchResult:
     }
     for label in ("scan_", "vec0_"):
         if f"{label}p50_ms" in got:
-            metrics |= {f"{label}p50_ms": got[f"{label}p50_ms"], f"{label}ratio_to_numpy": got[f"{label}p50_ms"] / numpy_p50,
+            metrics |= {f"{label}p50_ms": got[f"{label}p50_ms"],
+                        f"{label}ratio_to_numpy": got[f"{label}p50_ms"] / numpy_p50,
                         f"{label}recall_at_10": got[f"{label}recall_at_10"]}
     notes = ["p50_ms: the store's default path (exact search over an in-memory copy kept fresh by trigger-bumped "
              "versions); scan_*: the streaming exact scan (rows read from SQLite per query, bounded memory) and "

@@ -84,7 +84,7 @@ def _cut(texts: Sequence[str], owners: Sequence[int], estimates: Sequence[int], 
     out_tokens: list[int] = []
     truncated: list[int] = []
     split: list[int] = []
-    for i, estimate in zip(owners, estimates):
+    for i, estimate in zip(owners, estimates, strict=True):
         parts = split_oversized(texts[i], counter, max_input_tokens, oversize, estimate)
         if parts is None:
             out_owners.append(i)
@@ -126,7 +126,8 @@ def plan_batches(texts: Sequence[str], counter: TokenCounter, *, max_inputs: int
     if defer_oversized:
         deferred = over.tolist()
     elif over.size:
-        cut, truncated, split = _cut(texts, over.tolist(), estimates[over].tolist(), counter, max_input_tokens, oversize)
+        cut, truncated, split = _cut(texts, over.tolist(), estimates[over].tolist(), counter, max_input_tokens,
+                                     oversize)
         order = np.argsort(np.concatenate([pieces.owners, cut.owners]), kind="stable")  # back to input order
         both = pieces + cut
         pieces = Pieces(both.owners[order], [both.texts[k] for k in order.tolist()], both.tokens[order])

@@ -204,7 +204,7 @@ def _code(text: str, language: str, settings: ChunkSettings) -> tuple[str, list[
         return f"sentence ({language} parse error)", _sentence(settings).split_text(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_splitter(language: str, module: str | None, max_chars: int) -> Any:
     import importlib
 
@@ -219,21 +219,21 @@ def _code_splitter(language: str, module: str | None, max_chars: int) -> Any:
     return CodeSplitter(language=language, parser=parser, max_chars=max_chars)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sentence(settings: ChunkSettings) -> Any:
     from llama_index.core.node_parser import SentenceSplitter
 
     return SentenceSplitter(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _markdown_parser() -> Any:
     from llama_index.core.node_parser import MarkdownNodeParser
 
     return MarkdownNodeParser(include_prev_next_rel=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _html_parser() -> Any:
     try:
         import bs4  # noqa: F401 - HTMLNodeParser needs it
@@ -268,14 +268,17 @@ def _jsonl_records(text: str) -> list[str]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as e:
-            raise FileIngestError(f"line {number} is not valid JSON ({e}); JSONL needs one JSON value per line") from None
+            raise FileIngestError(
+                f"line {number} is not valid JSON ({e}); JSONL needs one JSON value per line"
+            ) from None
         records.append(" ".join(_flatten(value)))
     return records
 
 
 def _flatten(value: Any, prefix: str = "") -> list[str]:
     if isinstance(value, dict):
-        return [item for k, v in value.items() for item in _flatten(v, f"{prefix}{k}: " if not prefix else f"{prefix}{k}.")]
+        return [item for k, v in value.items()
+                for item in _flatten(v, f"{prefix}{k}: " if not prefix else f"{prefix}{k}.")]
     if isinstance(value, list):
         return [item for v in value for item in _flatten(v, prefix)]
     return [f"{prefix}{value}"]
@@ -290,7 +293,8 @@ def _csv_records(text: str) -> list[str]:
     header, body = rows[0], rows[1:]
     if not body:
         return [", ".join(header)]
-    return ["; ".join(f"{h}: {v}" if h else v for h, v in zip(header, row)) for row in body]
+    # strict=False: a ragged row's extra or missing cells are dropped, as before
+    return ["; ".join(f"{h}: {v}" if h else v for h, v in zip(header, row, strict=False)) for row in body]
 
 
 def _pdf_text(path: str, data: bytes) -> str:

@@ -97,9 +97,10 @@ class _Features:
             new = np.flatnonzero(known < 0)
             if new.size:
                 at = first_seen[new]
-                self._append([data[a:b] for a, b in zip(word_starts[at].tolist(), word_ends[at].tolist())])
+                self._append([data[a:b]
+                              for a, b in zip(word_starts[at].tolist(), word_ends[at].tolist(), strict=True)])
                 known[new] = np.arange(len(ids), len(ids) + new.size)
-                ids.update(zip(distinct[new].tolist(), known[new].tolist()))
+                ids.update(zip(distinct[new].tolist(), known[new].tolist(), strict=True))
             offsets, index, weight = self.offsets, self.index, self.weight
         wid = known[inverse.reshape(-1)]
         text_of_word = np.searchsorted(text_starts, word_starts, side="right") - 1
@@ -108,7 +109,8 @@ class _Features:
         skip = np.repeat(np.cumsum(lengths) - lengths, lengths)
         entry = np.repeat(feature_starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64) - skip
         cells = np.repeat(text_of_word, lengths) * dim + index[entry]
-        out = np.bincount(cells, weights=weight[entry], minlength=n * dim).astype(np.float64, copy=False).reshape(n, dim)
+        out = np.bincount(cells, weights=weight[entry], minlength=n * dim)
+        out = out.astype(np.float64, copy=False).reshape(n, dim)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out.astype(np.float32)

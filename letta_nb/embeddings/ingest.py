@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from concurrent.futures.process import BrokenProcessPool
 import hashlib
 import math
 import os
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from letta_nb.embeddings.chunk_workers import chunk_pool, processes_are_safe
 from letta_nb.embeddings.chunking import ChunkedFile, ChunkSettings, chunk_files, empty_note, failure_message
 from letta_nb.embeddings.ingest_report import FileResult, IngestReport
 from letta_nb.embeddings.sources import Found, discover, explain_os_error, open_regular
-from letta_nb.errors import LettaNBError, InvalidArgumentError
+from letta_nb.errors import InvalidArgumentError, LettaNBError
 from letta_nb.store.files import FilePassages, FileUpdate, delete_file, file_records, replace_files
 from letta_nb.store.ids import new_id, utcnow
 from letta_nb.store.records import FileRecord
@@ -114,7 +114,8 @@ async def _plan(store: Any, agent: Any, found: list[Found], chunking: str
             try:
                 sizes[f.path] = os.stat(f.path).st_size
             except OSError as e:  # gone (or changed) since it was listed
-                results[f.path] = FileResult(f.path, "error", error=f"cannot read {f.path}: {explain_os_error(f.path, e)}")
+                results[f.path] = FileResult(f.path, "error",
+                                             error=f"cannot read {f.path}: {explain_os_error(f.path, e)}")
     known = await file_records(store, agent.id, list(sizes))
     todo: list[str] = []
     for path, size in sizes.items():
@@ -188,7 +189,8 @@ async def ingest(
                 outcomes: list[ChunkedFile | str] = await fut
             except BrokenProcessPool:
                 outcomes = await submit(group)
-            for path, chunked, matrix in zip(group, outcomes, await _embed_files(embedder, outcomes)):
+            embedded = await _embed_files(embedder, outcomes)
+            for path, chunked, matrix in zip(group, outcomes, embedded, strict=True):
                 bar.update(sizes[path])
                 if isinstance(chunked, ChunkedFile) and not chunked.chunks:
                     results[path] = FileResult(path, "skipped", 0, chunked.size, splitter=chunked.splitter,

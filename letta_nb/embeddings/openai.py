@@ -71,7 +71,8 @@ class OpenAIEmbedder:
         self.name = name or f"openai/{model}"
         self.dimensions = dimensions
         self.dim = dimensions or NATIVE_DIMS.get(model, 0)  # 0: learned from the first response
-        self.max_inputs, self.max_request_tokens, self.max_input_tokens = max_inputs, max_request_tokens, max_input_tokens
+        self.max_inputs, self.max_request_tokens = max_inputs, max_request_tokens
+        self.max_input_tokens = max_input_tokens
         self.max_retries, self.backoff_s, self.timeout, self.oversize = max_retries, backoff_s, timeout, oversize
         self.on_batch = on_batch
         self.stats = EmbedderStats()
@@ -98,9 +99,9 @@ class OpenAIEmbedder:
 
     async def embed_report(self, texts: Sequence[str]) -> EmbedReport:
         check_types(texts)  # the plan finds the blank ones
-        plan = plan_batches(texts, self.counter, max_inputs=self.max_inputs, max_request_tokens=self.max_request_tokens,
-                            max_input_tokens=self.max_input_tokens, concurrency=self.limit.limit, oversize=self.oversize,
-                            defer_oversized=True)
+        plan = plan_batches(texts, self.counter, max_inputs=self.max_inputs,
+                            max_request_tokens=self.max_request_tokens, max_input_tokens=self.max_input_tokens,
+                            concurrency=self.limit.limit, oversize=self.oversize, defer_oversized=True)
         main = _Part(plan.pieces)
         late = _Part(Pieces.of([], [], []))
 
@@ -127,7 +128,8 @@ class OpenAIEmbedder:
             if e.kind == "split" and stop - start > 1:
                 self.stats.splits += 1
                 half = (start + stop) // 2
-                await asyncio.gather(self._run(part, (start, half), splits + 1), self._run(part, (half, stop), splits + 1))
+                await asyncio.gather(self._run(part, (start, half), splits + 1),
+                                     self._run(part, (half, stop), splits + 1))
             elif e.kind == "split" and (parts := self._halve(pieces.texts[start])):
                 # one input the server still finds too long: halve it by tokens (recursively), mean of the parts
                 try:
@@ -298,7 +300,8 @@ class OpenAIEmbedder:
         try:
             data = sorted(orjson.loads(response.content)["data"], key=lambda d: d["index"])
         except (ValueError, KeyError, TypeError) as e:
-            raise _Attempt("retry", f"malformed response body ({type(e).__name__}: {e})", response.status_code) from None
+            raise _Attempt("retry", f"malformed response body ({type(e).__name__}: {e})",
+                           response.status_code) from None
         if len(data) != n or [d["index"] for d in data] != list(range(n)):
             raise _Attempt("retry", f"malformed response: {len(data)} embeddings for {n} inputs", 200)
         try:

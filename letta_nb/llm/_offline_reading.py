@@ -23,9 +23,9 @@ _STOPWORDS = frozenset(
     can will just should now i me my myself mine we our ours you your yours he him his she her it its they them
     their what which who whom whose this that these those am is are was were be been being have has had having
     do does did doing would could ought when where why how tell remind please know user
-    ll re ve don didn doesn isn aren wasn won""".split()  # contraction pieces: "you're" -> "you", "re"
+    ll re ve don didn doesn isn aren wasn won""".split()  # noqa: SIM905 - a word list reads best as prose; contraction pieces: "you're" -> "you", "re"
 )
-_QUESTION_WORDS = frozenset("what who when where why how which do does did is are can could should".split())
+_QUESTION_WORDS = frozenset("what who when where why how which do does did is are can could should".split())  # noqa: SIM905
 _WORD = re.compile(r"[a-z0-9]+")
 _FIRST_WORD = re.compile(r"\s*([a-z]+)")
 _MEMORY_SECTION = re.compile(r"<memory_blocks>(.*?)</memory_blocks>", re.S)

@@ -3,8 +3,9 @@
 Everything here is pure and synchronous: no I/O, no clock, no randomness, so the same messages and tools
 always give the same plan. :mod:`letta_nb.llm.offline` turns a plan into a stream of events. The rules
 look only at the last message (a user message or a batch of tool results) plus the core memory parsed
-from the system prompt (reading the text is :mod:`letta_nb.llm._offline_reading`'s job). Invariants: a plan only names tools present in ``tools``
-(``/call`` lines excepted: they are a test hook and are emitted verbatim), and a tool called
+from the system prompt (reading the text is :mod:`letta_nb.llm._offline_reading`'s job). Invariants: a
+plan only names tools present in ``tools`` (``/call`` lines excepted: they are a test hook and are emitted
+verbatim), and a tool called
 :data:`MAX_SAME_TOOL_CALLS` times since the last user message is not called again.
 """
 

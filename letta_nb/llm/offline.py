@@ -106,7 +106,8 @@ class OfflineModel:
         plan = decide(messages, tools)
         n = len(messages)
         calls = tuple(
-            ToolCall(f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}", name, args)
+            ToolCall(f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}",
+                     name, args)
             for i, (name, args) in enumerate(plan.calls)
         )
         text = plan.answer if plan.answer is not None else plan.reasoning

@@ -70,10 +70,12 @@ class OpenAICompatModel:
                         "edited store), and keys go only to endpoints you configured. If you trust this endpoint, "
                         "set the model yourself: client.agents.update(agent, model=...)."
                         if self._key_withheld else " Check the API key (OPENAI_API_KEY) for this endpoint.")
-            hint = {401: key_hint,
-                    404: " Check the model name and base_url.",
-                    429: " The endpoint is rate limiting; retries were exhausted. Try again later."}.get(e.status_code, "")
-            return ProviderError(f"{where} answered HTTP {e.status_code}: {error_message(e)}.{hint}", status=e.status_code)
+            hints = {401: key_hint,
+                     404: " Check the model name and base_url.",
+                     429: " The endpoint is rate limiting; retries were exhausted. Try again later."}
+            hint = hints.get(e.status_code, "")
+            return ProviderError(f"{where} answered HTTP {e.status_code}: {error_message(e)}.{hint}",
+                                 status=e.status_code)
         if isinstance(e, openai.APITimeoutError):
             return ProviderError(f"{where} timed out after {self.timeout:g} s (after {self.max_retries} retries).")
         if isinstance(e, openai.APIConnectionError):

@@ -70,7 +70,8 @@ def number(lo: float, hi: float, *, above_lo: bool = False) -> OptionParser:
             raise ValueError(f"not a valid float: expected a number {'>' if above_lo else '>='} {lo:,.10g} and "
                              f"<= {hi:,.10g}") from None
         if not math.isfinite(value) or value < lo or value > hi or (above_lo and value == lo):
-            raise ValueError(f"out of range: expected a finite number {'>' if above_lo else '>='} {lo:,.10g} and <= {hi:,.10g}")
+            raise ValueError(f"out of range: expected a finite number {'>' if above_lo else '>='} {lo:,.10g} "
+                             f"and <= {hi:,.10g}")
         return value
     return parse
 

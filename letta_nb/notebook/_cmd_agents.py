@@ -7,6 +7,7 @@ name that no longer exists.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from IPython.core.magic_arguments import argument, magic_arguments
@@ -36,10 +37,8 @@ def create(args: Any, session: Any, shell: Any) -> Any:
     from letta_nb.errors import AgentNotFoundError
 
     if args.replace:
-        try:
+        with contextlib.suppress(AgentNotFoundError):
             session.client.agents.delete(args.name)
-        except AgentNotFoundError:
-            pass
     agent = session.client.agents.create(
         args.name,
         model=args.model or session.defaults["model"],

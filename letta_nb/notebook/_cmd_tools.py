@@ -50,7 +50,8 @@ def tool_add(args: Any, session: Any, shell: Any) -> Any:
         hidden = getattr(shell, "user_ns_hidden", {})
         candidates = [k for k, v in ns.items() if callable(v) and not k.startswith("_") and k not in hidden]
         close = difflib.get_close_matches(args.func, candidates, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else " Define it in a cell first (def " + args.func + "(...): ...)."
+        hint = (f" Did you mean {close[0]!r}?" if close
+                else " Define it in a cell first (def " + args.func + "(...): ...).")
         raise UsageError(f"No function named {args.func!r} in the notebook namespace.{hint}")
     if not callable(func) or isinstance(func, type):
         raise UsageError(f"{args.func!r} is a {type(func).__name__}, not a function; tools are plain Python functions.")

@@ -68,7 +68,8 @@ def _split(line: str) -> tuple[Command, str]:
     group = [n for n in COMMANDS if n.startswith(words[0] + " ")]
     if group:  # "archival" alone, or "archival frobnicate"
         got = f" {words[1]!r}" if len(words) > 1 else ""
-        raise UsageError(f"%letta {words[0]} needs one of: {', '.join(n.split()[1] for n in group)}; got{got or ' nothing'}.")
+        raise UsageError(f"%letta {words[0]} needs one of: {', '.join(n.split()[1] for n in group)}; "
+                         f"got{got or ' nothing'}.")
     close = difflib.get_close_matches(words[0], {n.split()[0] for n in COMMANDS}, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UsageError(f"Unknown %letta subcommand {words[0]!r}.{hint} Subcommands: {_names()}.")

@@ -79,7 +79,8 @@ class LiveReply:
     def markdown(self) -> str:
         tools = "".join(f"<div style='color:#8250df;font-family:monospace;font-size:85%'>{_repr.esc(t)}</div>"
                         for t in self._tool_lines())
-        body = _repr.md_text(self.text).replace("\n", "  \n") if self.text else ("*…*" if self.status == "streaming" else "")
+        body = (_repr.md_text(self.text).replace("\n", "  \n") if self.text
+                else ("*…*" if self.status == "streaming" else ""))
         footer = self._footer()
         footer = f"\n\n<span style='color:#cf222e'>{_repr.esc(footer)}</span>" if footer else ""
         return f"{tools}\n\n{body}{footer}" if tools else f"{body}{footer}"

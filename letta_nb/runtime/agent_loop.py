@@ -49,13 +49,12 @@ from letta_nb.runtime.events import (
 from letta_nb.runtime.leases import Lease
 from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
+from letta_nb.runtime.runtime import current_agent
 from letta_nb.runtime.session import EVICT_TO, AgentSession, Eviction
 from letta_nb.schemas import Message, Response, StepStats
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.ids import new_id, utcnow
 from letta_nb.store.records import PassageRecord, StepRecord
-
-from letta_nb.runtime.runtime import current_agent
 
 if TYPE_CHECKING:
     from letta_nb.runtime.runtime import Runtime

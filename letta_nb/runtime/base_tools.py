@@ -82,7 +82,8 @@ async def archival_memory_insert(content: str, agent_state: ToolContext, tags: l
     """
     if not content.strip():
         raise InvalidArgumentError("content must not be empty")
-    agent_state.pending_passages.append(await agent_state.archival.embed_passage(agent_state.agent, content, tags or []))
+    passage = await agent_state.archival.embed_passage(agent_state.agent, content, tags or [])
+    agent_state.pending_passages.append(passage)
     return None
 
 

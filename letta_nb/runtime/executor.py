@@ -21,6 +21,7 @@ returns. Use ``sandbox=True`` for untrusted code or code that may hang; sandboxe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -170,10 +171,8 @@ class ToolExecutor:
             result = ToolResult(call.id, call.name, "success", _truncate(_to_text(value), limit), value,
                                 _ms_since(start), started_at, None, stdout)
         if self.on_result is not None:
-            try:
+            with contextlib.suppress(Exception):  # an observer (widget, metrics) must not change what the model sees
                 self.on_result(result)
-            except Exception:  # an observer (widget, metrics) must not change what the model sees
-                pass
         return result
 
     async def _invoke(self, spec: ToolSpec, arguments: dict[str, Any],

@@ -37,7 +37,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from letta_nb.errors import InvalidArgumentError, LettaNBError
@@ -146,10 +146,8 @@ class AgentLocks:
             if place is not None and place.done() and not place.cancelled():
                 slot.release()  # we had been handed the lock: pass it on
             elif place is not None:
-                try:
+                with suppress(ValueError):
                     slot.queue.remove(place)
-                except ValueError:
-                    pass
             self._drop_if_idle(agent_id, slot)
             raise
         slot.waiting -= 1

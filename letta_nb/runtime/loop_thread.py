@@ -130,7 +130,8 @@ class RuntimeThread:
         """Run on the runtime loop and wait. Ctrl-C cancels the work, waits for its cleanup, re-raises."""
         if self.in_loop():
             coro.close()
-            raise RuntimeError("a sync letta_nb call was made from the runtime loop itself; use the async API (a-prefixed methods)")
+            raise RuntimeError("a sync letta_nb call was made from the runtime loop itself; "
+                               "use the async API (a-prefixed methods)")
         job = self.submit(coro)
         try:
             return wait_interruptibly(job.future.result, timeout)

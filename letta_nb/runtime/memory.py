@@ -110,7 +110,8 @@ class WorkingMemory:
         if line == -1:
             line = len(lines)
         if not 0 <= line <= len(lines):
-            raise MemoryEditError(f"insert_line {line} is out of range for block {label!r} (0..{len(lines)}, or -1 for the end).")
+            raise MemoryEditError(f"insert_line {line} is out of range for block {label!r} "
+                                  f"(0..{len(lines)}, or -1 for the end).")
         lines[line:line] = text.split("\n")
         self._set(label, "\n".join(lines))
 

@@ -24,6 +24,7 @@ from letta_nb.embeddings.registry import resolve_embedder
 from letta_nb.errors import AgentNotFoundError, InvalidArgumentError, ToolNotFoundError
 from letta_nb.llm.base import LLMClient
 from letta_nb.llm.registry import resolve_model
+from letta_nb.runtime import trust
 from letta_nb.runtime.archival import Archival
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES, BASE_TOOLS
 from letta_nb.runtime.cache import CacheRegistry
@@ -31,7 +32,6 @@ from letta_nb.runtime.executor import ToolExecutor, ToolResult
 from letta_nb.runtime.leases import AgentLeases
 from letta_nb.runtime.locks import AgentLocks
 from letta_nb.runtime.session import AgentSession
-from letta_nb.runtime import trust
 from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 from letta_nb.schemas import AgentState, StepStats
 from letta_nb.store.records import ToolRecord
@@ -251,13 +251,15 @@ class Runtime:
         the token to the store, which bumps the agent's version under it) and drops the cached session after.
         """
         agent_id = await self.resolve_agent(agent)
-        async with self.locks.hold(agent_id):  # never change an agent under a running step
-            async with self.leases.hold(agent_id, agent if isinstance(agent, str) else None) as lease:
-                try:
-                    session = await self.session(agent_id, (lease.last_seq, lease.version, lease.tools_version))
-                    yield session.agent, lease.token
-                finally:
-                    self.invalidate_agent(agent_id)
+        async with (
+            self.locks.hold(agent_id),  # never change an agent under a running step
+            self.leases.hold(agent_id, agent if isinstance(agent, str) else None) as lease,
+        ):
+            try:
+                session = await self.session(agent_id, (lease.last_seq, lease.version, lease.tools_version))
+                yield session.agent, lease.token
+            finally:
+                self.invalidate_agent(agent_id)
 
     def invalidate_agent(self, agent_id: str) -> None:
         self.agent_cache.invalidate(agent_id)

@@ -13,8 +13,8 @@ schema, so a model cannot supply them; and a sandboxed spec always carries sourc
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import enum
 import hashlib

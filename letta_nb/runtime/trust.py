@@ -77,7 +77,8 @@ def _key(home: Path) -> bytes:
             tmp.unlink()
         return bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError) as e:
-        raise TrustKeyError(f"cannot create the trust key in {str(home)!r} ({type(e).__name__}: {e.strerror if isinstance(e, OSError) else e}); "
+        why = e.strerror if isinstance(e, OSError) else e
+        raise TrustKeyError(f"cannot create the trust key in {str(home)!r} ({type(e).__name__}: {why}); "
                             "set LETTA_NB_HOME to a writable directory.") from None
 
 

@@ -125,7 +125,8 @@ class Store:
         self.writer = writer
         self.applied_migrations: list[str] = []
         self.vectors = SqliteVecStore(location.sqlite_path)  # archival search; see store/sqlite/vectors.py
-        self.file_writer = FileWriter(location.sqlite_path, writer.checkpointer)  # uploads' bulk writes; see store/sqlite/file_writer.py
+        # uploads' bulk writes; see store/sqlite/file_writer.py
+        self.file_writer = FileWriter(location.sqlite_path, writer.checkpointer)
 
     @classmethod
     async def open(cls, where: Any = None) -> Store:
@@ -186,7 +187,8 @@ class Store:
                     ],
                 )
             if agent.tools:
-                await conn.execute(T["agent_tools"].insert(), [dict(agent_id=agent.id, tool_name=t) for t in agent.tools])
+                await conn.execute(T["agent_tools"].insert(),
+                                   [dict(agent_id=agent.id, tool_name=t) for t in agent.tools])
 
     async def ensure_name_free(self, name: str) -> None:
         """AlreadyExistsError if an agent has this name (checked before work that must not half-happen)."""
@@ -239,7 +241,8 @@ class Store:
     async def update_agent(self, agent_id: str, fence: int | None = None, **values: Any) -> None:
         async with self._writer_engine.begin() as conn:
             await _fenced(conn, agent_id, fence)
-            await conn.execute(T["agents"].update().where(T["agents"].c.id == agent_id).values(updated_at=utcnow(), **values))
+            await conn.execute(T["agents"].update().where(T["agents"].c.id == agent_id)
+                               .values(updated_at=utcnow(), **values))
 
     async def set_agent_tools(self, agent_id: str, names: Iterable[str], fence: int | None = None) -> None:
         at = T["agent_tools"]
@@ -320,7 +323,8 @@ class Store:
     async def tool_rows(self) -> list[ToolRecord]:
         """Every registered tool, by name."""
         async with self.engine.connect() as conn:
-            return [from_row(ToolRecord, r) for r in await conn.execute(sa.select(T["tools"]).order_by(T["tools"].c.name))]
+            rows = await conn.execute(sa.select(T["tools"]).order_by(T["tools"].c.name))
+            return [from_row(ToolRecord, r) for r in rows]
 
     # ---- passages -----------------------------------------------------------------------------------
     async def insert_passages(self, passages: list[PassageRecord]) -> None:
@@ -407,5 +411,6 @@ async def _migrate_when_free(engine: AsyncEngine, path: str, *, attempts: int = 
 async def _ensure_name_free(conn: Any, name: str) -> None:
     exists = await conn.scalar(sa.select(T["agents"].c.id).where(T["agents"].c.name == name))
     if exists:
-        raise AlreadyExistsError(f"An agent named {name!r} already exists ({exists}). Pick another name or delete it first.")
+        raise AlreadyExistsError(f"An agent named {name!r} already exists ({exists}). "
+                                 "Pick another name or delete it first.")
 

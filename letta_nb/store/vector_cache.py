@@ -108,7 +108,7 @@ class AgentVectors:
                 return []
             best, scores = top_k(self._matrix[rows] @ q, lambda i: self._matrix[rows[i]], q, query.top_k)
             best = rows[best]
-        return [VectorHit(self.ids[i], s) for i, s in zip(best.tolist(), scores.tolist())]
+        return [VectorHit(self.ids[i], s) for i, s in zip(best.tolist(), scores.tolist(), strict=True)]
 
 
 # A float32 product's last bit depends on where its row sits in the matrix (BLAS kernels handle blocks of
@@ -164,4 +164,4 @@ def search_batches(dim: int, batches: Iterable[Sequence[Row]], query: VectorQuer
         ids += [rows[i][1] for i in won.tolist()]
         keep = np.lexsort((rowids, -scores))[: query.top_k]  # scores are exact now: sort the few winners
         scores, rowids, ids = scores[keep], rowids[keep], [ids[i] for i in keep.tolist()]
-    return [VectorHit(i, s) for i, s in zip(ids, scores.tolist())]
+    return [VectorHit(i, s) for i, s in zip(ids, scores.tolist(), strict=True)]

@@ -97,7 +97,7 @@ def cache_hit_ratio(df: Any, *, ax: Any = None, title: str | None = None) -> Any
     else:
         names = list(used["cache"].astype(str))
         bars = ax.barh(names, used["hit_ratio"])
-        for bar, hits, lookups in zip(bars, used["hits"], used["lookups"]):
+        for bar, hits, lookups in zip(bars, used["hits"], used["lookups"], strict=True):
             ax.text(min(bar.get_width(), 0.98), bar.get_y() + bar.get_height() / 2, f" {hits}/{lookups}",
                     va="center", ha="right" if bar.get_width() > 0.8 else "left", fontsize="small")
         ax.set_xlim(0, 1)

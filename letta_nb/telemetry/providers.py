@@ -34,7 +34,8 @@ def otlp_settings() -> str | None:
     """The OTLP protocol to export with, or None when no endpoint is configured.
 
     Raises :class:`OptionalDependencyError` when an endpoint is set but its exporter package is missing
-    (:class:`InvalidArgumentError` for an unknown protocol): exporting nothing while the user expects a dashboard to fill is worse.
+    (:class:`InvalidArgumentError` for an unknown protocol): exporting nothing while the user expects a
+    dashboard to fill is worse.
     """
     if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None

@@ -9,6 +9,7 @@ server's CPU out of a benchmark's process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -26,10 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                             dim=cfg.get("dim", 384), port=args.port)
     with server:
         print(server.base_url, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             sys.stdin.read()  # until the parent closes our stdin (or Ctrl-D)
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -248,8 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
             # The body cannot be read (or skipped) safely: answer and close the connection.
             self.close_connection = True
             status = 413 if length.isdigit() else 400
-            self._send(status, ApiError(status, f"Content-Length must be a byte count of at most {MAX_BODY_BYTES}.").body(),
-                       {"Connection": "close"})
+            message = f"Content-Length must be a byte count of at most {MAX_BODY_BYTES}."
+            self._send(status, ApiError(status, message).body(), {"Connection": "close"})
             return
         raw = self.rfile.read(int(length))
         if path not in ("/v1/chat/completions", "/v1/embeddings"):

@@ -23,8 +23,7 @@ import os
 import secrets
 from pathlib import PurePosixPath
 
-from letta_nb.runtime.sandbox._policy import (SCRATCH, SandboxLimits, network_paths, python_paths,
-                                              system_paths)
+from letta_nb.runtime.sandbox._policy import SCRATCH, SandboxLimits, network_paths, python_paths, system_paths
 
 __all__ = ["find_bwrap", "bwrap_argv", "throwaway_uid"]
 

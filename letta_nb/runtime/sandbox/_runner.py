@@ -15,7 +15,6 @@ __future__ import annotations``) so types imported by the tool's original module
 """
 
 from __future__ import annotations
-
 import __future__
 
 __all__ = ["RUNNER"]

@@ -61,7 +61,7 @@ def _replace_file(cursor: Any, file: FileRecord, passages: FilePassages | None) 
             "file_id": file.id, "vectors": vectors.tobytes(), "nbytes": vectors.shape[1] * 4,
             # orjson: json.dumps(ensure_ascii=False) spent ~6 ms a MB of text on this thread's GIL. Text, not
             # bytes: SQLite reads a BLOB argument to json_each as JSONB.
-            "rows": orjson.dumps(list(zip(passages.ids, passages.texts))).decode(),
+            "rows": orjson.dumps(list(zip(passages.ids, passages.texts, strict=True))).decode(),
         })
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from letta_nb.store.backend import Busy, Grant
 
-__all__ = ["acquire", "agent_state", "peek", "release", "renew", "fenced_update", "bump_version", "counter", "bump_counter"]
+__all__ = ["acquire", "agent_state", "peek", "release", "renew", "fenced_update", "bump_version", "counter",
+           "bump_counter"]
 
 
 def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
@@ -111,7 +112,8 @@ def bump_counter(cur: Any, name: str) -> None:
                 "ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,))
 
 
-def peek(cur: Any, agent_id: str, now: float) -> tuple[int | None, str | None, float | None, int, int, int, bool] | None:
+def peek(cur: Any, agent_id: str,
+         now: float) -> tuple[int | None, str | None, float | None, int, int, int, bool] | None:
     """Read-only: ``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` of an agent, None
     if it is gone. Lets a process that still holds a lease from its previous turn reuse it without a write."""
     return cur.execute(

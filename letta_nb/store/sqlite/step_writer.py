@@ -62,7 +62,8 @@ def _converters(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
     return out
 
 
-_INSERTS = {name: (*_insert_sql(_T[name]), _converters(_T[name])) for name in ("messages", "passages", "steps", "files")}
+_INSERTS = {name: (*_insert_sql(_T[name]), _converters(_T[name]))
+            for name in ("messages", "passages", "steps", "files")}
 # A Message holds its tool calls as ToolCall objects; the column holds their JSON (store/records.py).
 _INSERTS["messages"][2]["tool_calls"] = lambda calls: json.dumps(tool_calls_value(calls)) if calls else None
 
@@ -99,7 +100,7 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
         if w.lease_until is not None:
             leases.renew(cursor, w.agent_id, w.fence[0], w.lease_until)
     if not all(applied):
-        writes = [w for w, ok in zip(writes, applied) if ok]
+        writes = [w for w, ok in zip(writes, applied, strict=True) if ok]
     for name, attr in (("messages", "messages"), ("passages", "passages")):
         records = [r for w in writes for r in getattr(w, attr)]
         if records:
@@ -243,7 +244,7 @@ class StepWriter:
         if self.checkpointer is not None:
             self.checkpointer.wrote(sum(len(w.messages) + len(w.passages) + 1 for w, _ in batch
                                         if isinstance(w, StepWrite)))
-        for (item, fut), result in zip(batch, results):
+        for (item, fut), result in zip(batch, results, strict=True):
             if not isinstance(item, StepWrite):
                 _resolve(fut, value=result)
             elif result:
@@ -268,7 +269,7 @@ def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
             if not isinstance(item, StepWrite):
                 results[i] = item(cursor)
         if writes:
-            for (i, _), ok in zip(writes, apply_writes(cursor, [w for _, w in writes])):
+            for (i, _), ok in zip(writes, apply_writes(cursor, [w for _, w in writes]), strict=True):
                 results[i] = ok
     return results
 

@@ -109,7 +109,8 @@ def _cache_budget_bytes() -> int:
     try:
         mb = float(raw)
     except ValueError:
-        raise InvalidArgumentError(f"LETTA_NB_VECTOR_CACHE_MB={raw!r} is not a number of megabytes (0 turns the cache off)") from None
+        raise InvalidArgumentError(f"LETTA_NB_VECTOR_CACHE_MB={raw!r} is not a number of megabytes "
+                                   "(0 turns the cache off)") from None
     return int(mb * 1024 * 1024)
 
 
@@ -213,7 +214,8 @@ class SqliteVecStore:
         rowid) order and ties are broken by rowid afterwards. Time bounds use that index too (the same
         text comparison the in-memory copy makes)."""
         tags = "tags" if query.tags else "NULL"  # decoding every row's JSON tags was most of the Python time
-        sql = [f"SELECT rowid, id, embedding, {tags}, created_at FROM passages WHERE agent_id = ? AND length(embedding) = ?"]
+        sql = [f"SELECT rowid, id, embedding, {tags}, created_at FROM passages "
+               "WHERE agent_id = ? AND length(embedding) = ?"]
         params: list[Any] = [query.agent_id, 4 * query.dim]
         _time_bounds(query, sql, params)
         cursor = db.execute(" ".join(sql), params)
@@ -256,7 +258,8 @@ class SqliteVecStore:
                            "SELECT id, agent_id, embedding, created_at FROM passages "
                            f"WHERE agent_id = ? AND length(embedding) = ? AND {missing} ORDER BY rowid",
                            (agent_id, nbytes, *args))
-            top = cursor.execute("SELECT coalesce(max(rowid), 0) FROM passages WHERE agent_id = ?", (agent_id,)).fetchone()[0]
+            top = cursor.execute("SELECT coalesce(max(rowid), 0) FROM passages WHERE agent_id = ?",
+                                 (agent_id,)).fetchone()[0]
             cursor.execute("INSERT OR REPLACE INTO passages_vec_sync (dim, agent_id, inserts, deletes, max_rowid) "
                            "VALUES (?, ?, ?, ?, ?)", (dim, agent_id, version[0], version[1], top))
 
@@ -337,7 +340,8 @@ class SqliteVecStore:
         returns is within ``SCORE_NOISE`` of the k-th: then every row that could be in the exact top-k is
         a candidate. Past vec0's k limit, the scan answers instead.
         """
-        sql = [f"SELECT passage_id, distance FROM passages_vec_{query.dim} WHERE embedding MATCH ? AND k = ? AND agent_id = ?"]
+        sql = [f"SELECT passage_id, distance FROM passages_vec_{query.dim} "
+               "WHERE embedding MATCH ? AND k = ? AND agent_id = ?"]
         params: list[Any] = [query.vector.tobytes(), 0, query.agent_id]
         _time_bounds(query, sql, params)
         if query.tags:
@@ -359,7 +363,7 @@ class SqliteVecStore:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), query.dim)
         best, scores = top_k(matrix @ query.vector, matrix.__getitem__, query.vector, query.top_k,
                              keys=np.array([r[0] for r in rows], dtype=np.int64))
-        return [VectorHit(rows[i][1], s) for i, s in zip(best.tolist(), scores.tolist())]
+        return [VectorHit(rows[i][1], s) for i, s in zip(best.tolist(), scores.tolist(), strict=True)]
 
     @staticmethod
     def _tagged_ids(db: Any, query: VectorQuery) -> list[str]:
