@@ -1,7 +1,7 @@
 """The public Python API, shaped like ``letta_client`` (``client.agents.messages.create`` ...).
 
 One design, two surfaces: each operation is written once as an ``async def _name`` that runs on the
-runtime loop; :func:`_twins` derives the blocking ``name`` (submits and waits; Ctrl-C cancels cleanly)
+runtime loop; :func:`letta_nb._twins.twins` derives the blocking ``name`` (submits and waits; Ctrl-C cancels cleanly)
 and the awaitable ``aname`` (usable with top-level ``await`` in a cell or inside any event loop). A
 parity test checks every sync method has its async twin with the same signature.
 
@@ -15,8 +15,6 @@ every read and write of the store; each change of an agent takes its lease there
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -44,6 +42,7 @@ from letta_nb._client_args import (
     tool_ref,
     tools_arg,
 )
+from letta_nb._twins import twins as _twins
 from letta_nb.embeddings.ingest import DEFAULT_MAX_FILE_MB
 from letta_nb.embeddings.ingest_report import IngestReport, UploadedFile
 from letta_nb.errors import TurnCancelledError
@@ -68,26 +67,6 @@ __all__ = ["Client", "connect"]
 
 _MAX_ROWS = 1_000_000_000  # a row count SQLite's 64-bit integers hold with room to spare
 _MAX_TOP_K = 10_000
-
-
-def _twins(cls: type) -> type:
-    """For each ``async def _op`` (public ops only, listed in ``cls._ops``) add ``op`` and ``aop``."""
-    for op in cls._ops:
-        impl = getattr(cls, f"_{op}")
-
-        def sync(self: Any, *args: Any, __impl: Callable = impl, **kwargs: Any) -> Any:
-            return self._thread.run(__impl(self, *args, **kwargs))
-
-        async def async_(self: Any, *args: Any, __impl: Callable = impl, **kwargs: Any) -> Any:
-            return await self._thread.run_async(__impl(self, *args, **kwargs))
-
-        for fn, name in ((sync, op), (async_, f"a{op}")):
-            functools.update_wrapper(fn, impl)
-            fn.__name__ = fn.__qualname__ = name
-            fn.__signature__ = inspect.signature(impl)  # type: ignore[attr-defined]
-            del fn.__wrapped__
-            setattr(cls, name, fn)
-    return cls
 
 
 class _Resource:
