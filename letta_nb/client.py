@@ -59,6 +59,8 @@ from letta_nb.runtime.services import messages as _messages
 from letta_nb.runtime.services import passages as _passages
 from letta_nb.runtime.services import store_info as _store_info
 from letta_nb.runtime.services import tools as _tools
+from letta_nb.runtime.tool_rules import DEFAULT_AGENT_TYPE, agent_type_arg
+from letta_nb.runtime.tool_rules import normalize as normalize_tool_rules
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response
 from letta_nb.store.ids import new_id
@@ -289,8 +291,15 @@ class Agents(_Resource):
         max_steps: int = 10,
         include_base_tools: bool = True,
         metadata: dict[str, Any] | None = None,
+        agent_type: str = DEFAULT_AGENT_TYPE,
+        tool_rules: list[Any] | None = None,
+        tags: list[str] | None = None,
     ) -> AgentState:
-        """Create an agent. ``tools`` may hold Python functions (registered on the fly) or tool names."""
+        """Create an agent. ``tools`` may hold Python functions (registered on the fly) or tool names.
+
+        ``agent_type`` is ``"memgpt_agent"`` (replies through send_message) or ``"letta_v1_agent"`` (the
+        model's text is the reply); ``tool_rules`` are Letta's rule dicts (``{"type": "exit_loop",
+        "tool_name": ...}``), ``tags`` strings to find the agent by."""
         name = agent_name(name if name is not None else f"agent-{new_id('x')[2:10]}")
         positive_int(max_steps, "max_steps", hi=100)
         system, metadata = optional_text(system, "system"), metadata_arg(metadata)
@@ -298,21 +307,26 @@ class Agents(_Resource):
         tools = tools_arg(tools)
         return await _agents.create(self._rt, name, model=model, embedding=embedding,
                                     blocks=memory_blocks_from(memory_blocks), tools=tools, system=system,
-                                    max_steps=max_steps, include_base_tools=include_base_tools, metadata=metadata)
+                                    max_steps=max_steps, include_base_tools=include_base_tools, metadata=metadata,
+                                    agent_type=agent_type_arg(agent_type), tool_rules=normalize_tool_rules(tool_rules),
+                                    tags=tags_arg(tags))
 
     async def _retrieve(self, agent: Any) -> AgentState:
         return await _lookup.agent_state(self._rt, agent_ref(agent))
 
     async def _update(self, agent: Any, *, model: str | None = None, embedding: str | None = None,
                       system: str | None = None, max_steps: int | None = None,
-                      metadata: dict[str, Any] | None = None) -> AgentState:
+                      metadata: dict[str, Any] | None = None, agent_type: str | None = None,
+                      tool_rules: list[Any] | None = None, tags: list[str] | None = None) -> AgentState:
         """Change an agent's settings (between turns). Setting ``model``/``embedding`` also makes them
         yours: API keys go to an endpoint a spec names only if you wrote that spec (see runtime/trust.py)."""
         max_steps = None if max_steps is None else positive_int(max_steps, "max_steps", hi=100)
         system = optional_text(system, "system")
         metadata = None if metadata is None else metadata_arg(metadata)
-        return await _agents.update(self._rt, agent_ref(agent), model=model, embedding=embedding, system=system,
-                                    max_steps=max_steps, metadata=metadata)
+        return await _agents.update(
+            self._rt, agent_ref(agent), model=model, embedding=embedding, system=system, max_steps=max_steps,
+            metadata=metadata, agent_type=None if agent_type is None else agent_type_arg(agent_type),
+            tool_rules=None if tool_rules is None else normalize_tool_rules(tool_rules), tags=tags_arg(tags))
 
     async def _list(self) -> list[AgentState]:
         return await _agents.list_all(self._rt)

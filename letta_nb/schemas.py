@@ -134,6 +134,9 @@ class AgentState:
     context_summary: str | None = None
     last_seq: int = 0
     version: int = 0  # bumped by every change that is not a step (blocks, tools, settings): see runtime/leases.py
+    agent_type: str = "memgpt_agent"  # or "letta_v1_agent": see runtime/tool_rules.py
+    tool_rules: list[dict[str, Any]] = field(default_factory=list)  # Letta's JSON shapes (runtime/tool_rules.py)
+    tags: list[str] = field(default_factory=list)
     # This user's HMAC of (id, model, embedding) when this user wrote them (runtime/trust.py): decides
     # whether API keys may go to an endpoint the model spec names. Not shown, not compared.
     signature: str | None = field(default=None, repr=False, compare=False)

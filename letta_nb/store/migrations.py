@@ -214,8 +214,18 @@ def m0005_leases(op: _Ops) -> None:
     )
 
 
+def m0006_agent_type_rules_tags(op: _Ops) -> None:
+    """Letta compatibility: the agent's loop type (``memgpt_agent`` replies through send_message,
+    ``letta_v1_agent`` with its own text), its tool rules (Letta's JSON shapes, runtime/tool_rules.py) and
+    its tags (``agents.list(tags=...)``)."""
+    op.add_column("agents", sa.Column("agent_type", sa.String(32), nullable=False, server_default="memgpt_agent"))
+    op.add_column("agents", sa.Column("tool_rules", sa.JSON, nullable=False, server_default="[]"))
+    op.add_column("agents", sa.Column("tags", sa.JSON, nullable=False, server_default="[]"))
+
+
 MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (
     m0001_core, m0002_archival_steps_context, m0003_files, m0004_signatures_isolation, m0005_leases,
+    m0006_agent_type_rules_tags,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

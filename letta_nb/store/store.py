@@ -99,7 +99,8 @@ def _agents_where(conn: sa.Connection, where: Any) -> list[AgentState]:
             blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
             created_at=aware(row.created_at), metadata=row.metadata or {},
             context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
-            signature=row.signature, version=row.version,
+            signature=row.signature, version=row.version, agent_type=row.agent_type,
+            tool_rules=list(row.tool_rules or []), tags=list(row.tags or []),
         )
         for row in rows
     ]
@@ -175,6 +176,7 @@ class Store:
                     max_steps=agent.max_steps, metadata=agent.metadata, last_seq=agent.last_seq,
                     context_start_seq=agent.context_start_seq, context_summary=agent.context_summary,
                     created_at=agent.created_at, updated_at=now, signature=agent.signature,
+                    agent_type=agent.agent_type, tool_rules=agent.tool_rules, tags=agent.tags,
                 )
             )
             if agent.blocks:

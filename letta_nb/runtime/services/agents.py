@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from letta_nb.errors import InvalidArgumentError
 from letta_nb.runtime import trust
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
 from letta_nb.runtime.memory import DEFAULT_SYSTEM
 from letta_nb.runtime.services import blocks as block_rules
 from letta_nb.runtime.services import tools as tool_service
 from letta_nb.runtime.services.lookup import agent_id, agent_state
+from letta_nb.runtime.tool_rules import DEFAULT_AGENT_TYPE
 from letta_nb.schemas import AgentState, Block
 from letta_nb.store.ids import new_id, utcnow
 
@@ -37,7 +39,8 @@ async def list_all(rt: Runtime) -> list[AgentState]:
 
 async def create(rt: Runtime, name: str, *, model: str, embedding: str, blocks: list[Block], tools: Sequence[Any],
                  system: str | None, max_steps: int, include_base_tools: bool,
-                 metadata: dict[str, Any]) -> AgentState:
+                 metadata: dict[str, Any], agent_type: str = DEFAULT_AGENT_TYPE,
+                 tool_rules: list[dict[str, Any]] | None = None, tags: list[str] | None = None) -> AgentState:
     """Store a new agent; ``tools`` are functions (registered here), ToolSpecs or names of stored tools.
 
     All or nothing: every spec, block and named tool is checked before the first function is registered."""
@@ -52,11 +55,13 @@ async def create(rt: Runtime, name: str, *, model: str, embedding: str, blocks: 
         tool_name = await tool_service.resolve(rt, tool)
         if tool_name not in tool_names:
             tool_names.append(tool_name)
+    check_rule_tools(tool_rules or [], tool_names)
     new_agent_id = new_id("agent")
     state = AgentState(
         id=new_agent_id, name=name, model=model, embedding=embedding, system=system or DEFAULT_SYSTEM,
         blocks=blocks, tools=tool_names, max_steps=max_steps, created_at=utcnow(), metadata=dict(metadata),
         signature=trust.sign("agent", trust.agent_fields(new_agent_id, model, embedding)),
+        agent_type=agent_type, tool_rules=list(tool_rules or []), tags=list(tags or []),
     )
     await rt.store.insert_agent(state)
     return (await rt.session(state.id)).agent
@@ -64,7 +69,8 @@ async def create(rt: Runtime, name: str, *, model: str, embedding: str, blocks: 
 
 async def update(rt: Runtime, agent: Any, *, model: str | None = None, embedding: str | None = None,
                  system: str | None = None, max_steps: int | None = None,
-                 metadata: dict[str, Any] | None = None) -> AgentState:
+                 metadata: dict[str, Any] | None = None, agent_type: str | None = None,
+                 tool_rules: list[dict[str, Any]] | None = None, tags: list[str] | None = None) -> AgentState:
     """Change settings; the agent's model and embedding are re-signed as this user's (runtime/trust.py)."""
     async with rt.agent_change(agent) as (state, token):
         new_model = state.model if model is None else model
@@ -75,11 +81,23 @@ async def update(rt: Runtime, agent: Any, *, model: str | None = None, embedding
             "model": new_model, "embedding": new_embedding,
             "signature": trust.sign("agent", trust.agent_fields(state.id, new_model, new_embedding)),
         }
-        for key, value in (("system", system), ("max_steps", max_steps), ("metadata", metadata)):
+        if tool_rules is not None:
+            check_rule_tools(tool_rules, state.tools)
+        for key, value in (("system", system), ("max_steps", max_steps), ("metadata", metadata),
+                           ("agent_type", agent_type), ("tool_rules", tool_rules), ("tags", tags)):
             if value is not None:
                 changes[key] = value
         await rt.store.update_agent(state.id, token, **changes)
     return await agent_state(rt, state.id)
+
+
+def check_rule_tools(rules: list[dict[str, Any]], tool_names: Sequence[str]) -> None:
+    """A rule must name a tool the agent has (Letta's rule, too): a typo would otherwise never fire."""
+    for i, rule in enumerate(rules):
+        if rule["tool_name"] not in tool_names:
+            raise InvalidArgumentError(
+                f"tool_rules[{i}] ({rule['type']}) names tool {rule['tool_name']!r}, which this agent does not have "
+                f"(its tools: {', '.join(tool_names) or 'none'}); attach the tool first or fix the name.")
 
 
 async def delete(rt: Runtime, agent: Any) -> None:
