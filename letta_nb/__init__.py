@@ -3,69 +3,123 @@
 ``letta_nb.connect()`` opens the store and starts the runtime thread; everything else hangs off the
 returned client (``client.agents.create``, ``client.agents.messages.create`` ...). The notebook surface
 (``%load_ext letta_nb``) is the only part that imports IPython.
+
+Every type the API takes, returns, yields or raises is importable from here, and ``__all__`` lists exactly
+the public names of this namespace (tests/test_public_api.py derives both from the code).
 """
+
+import typing as _typing  # (not ``from typing import ...``: every public name here is part of the API)
 
 from letta_nb import (
     probes as probes,  # re-exported submodule: letta_nb.probes.tools(), .steps(), ... (pandas loaded on use)
 )
-from letta_nb.client import Client, connect
+from letta_nb.agentfile import AgentFileError, ImportItem, ImportReport
+from letta_nb.client import AgentRef, Client, connect
+from letta_nb.embeddings.ingest_report import FileResult, IngestReport, UploadedFile
 from letta_nb.errors import (
     AgentBusyError,
     AgentNotFoundError,
     AlreadyExistsError,
     BlockLimitError,
     BlockNotFoundError,
+    DimensionMismatchError,
+    EmbeddingError,
+    FileIngestError,
     InvalidArgumentError,
     LettaNBError,
     MemoryEditError,
     ModelNotFoundError,
     NotFoundError,
+    OptionalDependencyError,
+    OptionalDependencyWarning,
     ProviderError,
+    ProviderNotAllowedError,
     ReadOnlyBlockError,
     ReentrantTurnError,
     RuntimeClosedError,
     SandboxUnavailableError,
+    SchemaVersionError,
+    SettingError,
     SQLiteExtensionError,
     StaleCommitError,
     StoreError,
+    StoreWarning,
     ToolNotFoundError,
     ToolSchemaError,
     TurnCancelledError,
+    UploadedFileNotFoundError,
 )
+from letta_nb.runtime.events import (
+    AssistantDelta,
+    ReasoningDelta,
+    StepEvent,
+    StopEvent,
+    StreamEvent,
+    ToolCallEvent,
+    ToolReturnEvent,
+)
+from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
+
+if _typing.TYPE_CHECKING:  # imported on first use below (it imports ipywidgets); type checkers see the real class
+    from letta_nb.notebook.widget import ChatWidget
 
 __version__ = "0.1.0"
 
 
-def load_ipython_extension(ipython):  # ``%load_ext letta_nb``; IPython is imported only here
+def load_ipython_extension(ipython: _typing.Any) -> None:
+    """``%load_ext letta_nb``: open the notebook's client and register ``%letta`` (IPython is imported only here)."""
     from letta_nb.notebook import load_ipython_extension as load
 
     load(ipython)
 
 
-def unload_ipython_extension(ipython):
+def unload_ipython_extension(ipython: _typing.Any) -> None:
+    """``%unload_ext letta_nb``: close the notebook's client and remove the magics."""
     from letta_nb.notebook import unload_ipython_extension as unload
 
     unload(ipython)
 
 
-def __getattr__(name):  # ChatWidget imports ipywidgets, so only when asked for
-    if name == "ChatWidget":
-        from letta_nb.notebook.widget import ChatWidget
+if not _typing.TYPE_CHECKING:  # hidden from type checkers, so ``letta_nb.misspelt`` is an error there, not Any
 
-        return ChatWidget
-    raise AttributeError(f"module 'letta_nb' has no attribute {name!r}")
+    def __getattr__(name: str) -> _typing.Any:  # ChatWidget imports ipywidgets, so only when asked for
+        if name == "ChatWidget":
+            from letta_nb.notebook.widget import ChatWidget
+
+            return ChatWidget
+        raise AttributeError(f"module 'letta_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # tab completion offers the lazily imported ChatWidget too
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "connect",
     "Client",
     "ChatWidget",
+    "AgentRef",
     "AgentState",
     "Block",
     "Message",
     "Passage",
     "Response",
     "StepStats",
+    "StreamEvent",
+    "ReasoningDelta",
+    "AssistantDelta",
+    "ToolCallEvent",
+    "ToolReturnEvent",
+    "StepEvent",
+    "StopEvent",
+    "ToolSpec",
+    "IngestReport",
+    "ImportReport",
+    "ImportItem",
+    "AgentFileError",
+    "FileResult",
+    "UploadedFile",
     "LettaNBError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -87,4 +141,14 @@ __all__ = [
     "SandboxUnavailableError",
     "StaleCommitError",
     "AgentBusyError",
+    "SchemaVersionError",
+    "EmbeddingError",
+    "OptionalDependencyError",
+    "DimensionMismatchError",
+    "SettingError",
+    "ProviderNotAllowedError",
+    "FileIngestError",
+    "UploadedFileNotFoundError",
+    "StoreWarning",
+    "OptionalDependencyWarning",
 ]

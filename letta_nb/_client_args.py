@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from letta_nb._text import check_name_text, clean_json, clean_text, has_surrogates
@@ -21,12 +22,13 @@ from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, Block
 from letta_nb.store.ids import new_id
 
 __all__ = ["DEFAULT_PERSONA", "agent_name", "agent_ref", "block_limit", "block_value", "checked_api_keys", "flag",
-           "function_arg", "input_text", "memory_blocks_from", "metadata_arg", "optional_text", "positive_int",
-           "store_where", "tag_match_mode_arg", "tags_arg", "text_arg", "timeout_arg", "tool_name_arg", "tool_ref",
-           "tools_arg"]
+           "function_arg", "input_text", "memory_blocks_from", "metadata_arg", "new_block_label", "optional_text",
+           "positive_int", "store_where", "tag_match_mode_arg", "tags_arg", "text_arg", "timeout_arg", "tool_name_arg",
+           "tool_ref", "tools_arg"]
 
 _BLOCK_KEYS = {"label", "value", "limit", "description", "read_only"}
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}")
+_LABEL_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _TOOL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,63}")
 MAX_BLOCK_LIMIT = 1_000_000  # characters; a block is in every prompt, and this is ~250k tokens already
 MAX_TIMEOUT_S = 86_400.0  # a day: past any tool call; a larger number is a unit mistake (ms for s)
@@ -100,6 +102,18 @@ def block_label(label: Any) -> str:
         raise InvalidArgumentError(f"label must name a memory block (a string of 1-100 characters such as "
                                    f"'human'), got {shown}.")
     return clean_text(label)
+
+
+def new_block_label(label: Any, argument: str = "label") -> str:
+    """The label of a block being made: a name like ``human``, or a path of such names like Letta's
+    ``system/human/work`` (no empty part, no ``.`` or ``..``), at most 100 characters."""
+    parts = label.split("/") if isinstance(label, str) and len(label) <= 100 else []
+    if not parts or not all(_LABEL_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise InvalidArgumentError(
+            f"{argument} must be an identifier-like name of letters, digits, '_', '-' and '.' (e.g. 'human'), "
+            f"or a '/'-separated path of such names (e.g. 'system/human'), at most 100 characters "
+            f"with no empty part; got {label!r}")
+    return str(label)
 
 
 def tool_name_arg(name: Any) -> str | None:
@@ -184,7 +198,7 @@ def metadata_arg(metadata: Any) -> dict[str, Any]:
     return dict(clean_json(metadata))
 
 
-def input_text(input: Any, messages: list[dict] | None) -> str:
+def input_text(input: Any, messages: list[dict[str, Any]] | None) -> str:
     if input is not None and messages is not None:
         raise InvalidArgumentError("pass either input=... or messages=[...], not both")
     if messages is not None:
@@ -222,7 +236,7 @@ def block_limit(limit: Any, argument: str = "limit") -> int:
     return positive_int(limit, argument, hi=MAX_BLOCK_LIMIT)
 
 
-def memory_blocks_from(specs: list[dict[str, Any] | Block] | None) -> list[Block]:
+def memory_blocks_from(specs: Sequence[dict[str, Any] | Block] | None) -> list[Block]:
     if specs is None:
         specs = [{"label": "persona", "value": DEFAULT_PERSONA}, {"label": "human", "value": ""}]
     if not isinstance(specs, list | tuple):
@@ -239,8 +253,7 @@ def memory_blocks_from(specs: list[dict[str, Any] | Block] | None) -> list[Block
             raise InvalidArgumentError(f"memory_blocks[{i}] has unknown keys {sorted(unknown)}; "
                                        f"allowed: {sorted(_BLOCK_KEYS)}")
         label = spec.get("label")
-        if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", label):
-            raise InvalidArgumentError(f"memory_blocks[{i}]['label'] must be an identifier-like string, got {label!r}")
+        label = new_block_label(label, f"memory_blocks[{i}]['label']")
         if any(b.label == label for b in blocks):
             raise InvalidArgumentError(f"memory_blocks has two blocks labelled {label!r}")
         value = block_value(spec.get("value", ""), f"memory_blocks[{i}]['value']")
@@ -276,4 +289,5 @@ def tool_ref(name: Any) -> str:
 def tag_match_mode_arg(mode: Any) -> str:
     if mode not in ("any", "all"):
         raise InvalidArgumentError(f"tag_match_mode must be 'any' or 'all', got {mode!r}")
-    return mode
+    checked: str = mode
+    return checked

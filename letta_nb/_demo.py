@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 
 import letta_nb
 
@@ -22,7 +23,7 @@ SCRIPT = (
 )
 
 
-def run(store: str | None = None, out=print) -> None:
+def run(store: str | None = None, out: Callable[[str], object] = print) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="letta_nb_demo_") as tmp,
         letta_nb.connect(store or f"{tmp}/demo.db") as client,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +32,22 @@ def make_http_client() -> httpx.AsyncClient:
     )
 
 
+def warm_sdk_import() -> None:
+    """Start importing the ``openai`` SDK in a daemon thread, once per process. The import takes 0.5-1.2 s
+    here (several seconds on a cold disk) and was paid, unexplained, by the first turn or archival insert of an
+    agent with a remote model or embedder; started when such a client is built (agent created or loaded), it
+    overlaps the user's next step. A call that needs the SDK before it is done waits on Python's import lock."""
+    global _warming
+    if _warming or "openai" in sys.modules:
+        return
+    _warming = True
+    threading.Thread(target=functools.partial(__import__, "openai"), name="letta_nb-import-openai",
+                     daemon=True).start()
+
+
+_warming = False
+
+
 class SdkClient:
     """The ``openai.AsyncOpenAI`` a model or embedder talks through, holding the key (never in a repr).
 
@@ -44,6 +62,7 @@ class SdkClient:
         self._own_http: httpx.AsyncClient | None = None
         self._sdk: Any = None
         self._sdk_http: httpx.AsyncClient | None = None
+        warm_sdk_import()
 
     def __repr__(self) -> str:
         return f"SdkClient(base_url={self.base_url!r})"
@@ -55,7 +74,9 @@ class SdkClient:
         if http is None:
             http = self._own_http = make_http_client()
         if self._sdk is None or self._sdk_http is not http:
-            self._sdk = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, http_client=http,
+            # openai 3.x annotates http_client as an httpx2 client but takes an httpx one too (openai/_httpx2.py)
+            sdk_http: Any = http
+            self._sdk = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, http_client=sdk_http,
                                            max_retries=self.max_retries, timeout=self.timeout)
             self._sdk_http = http
         return self._sdk
@@ -65,9 +86,12 @@ class SdkClient:
         response. The body is serialised by orjson: the SDK's ``json.dumps(ensure_ascii=False)`` took
         ~6 ms for a 900-input embeddings request, orjson ~0.1 ms. (SDKs older than the ``content``
         argument serialise it themselves.)"""
+        response: httpx.Response
         if _post_takes_content():
-            return await self.get().post(path, content=orjson.dumps(payload), cast_to=httpx.Response)
-        return await self.get().post(path, body=payload, cast_to=httpx.Response)  # pragma: no cover - old SDKs
+            response = await self.get().post(path, content=orjson.dumps(payload), cast_to=httpx.Response)
+        else:  # pragma: no cover - old SDKs
+            response = await self.get().post(path, body=payload, cast_to=httpx.Response)
+        return response
 
     async def aclose(self) -> None:
         if self._own_http is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "LettaNBError",
@@ -31,6 +32,8 @@ __all__ = [
     "ProviderError",
     "OptionalDependencyError",
     "DimensionMismatchError",
+    "SettingError",
+    "ProviderNotAllowedError",
     "FileIngestError",
     "UploadedFileNotFoundError",
     "TurnCancelledError",
@@ -39,6 +42,7 @@ __all__ = [
     "StaleCommitError",
     "AgentBusyError",
     "StoreWarning",
+    "OptionalDependencyWarning",
 ]
 
 
@@ -161,6 +165,14 @@ class DimensionMismatchError(InvalidArgumentError):
     """A query vector's dimension differs from the stored vectors it would be compared with."""
 
 
+class SettingError(InvalidArgumentError):
+    """A setting (connect argument, LETTA_NB_* variable, config file) is invalid; see letta_nb/settings.py."""
+
+
+class ProviderNotAllowedError(SettingError):
+    """A model or embedder's provider is not in the ``allowed_providers`` setting."""
+
+
 class FileIngestError(LettaNBError):
     """One file could not be uploaded (too large, unreadable, binary, empty); the batch goes on without it."""
 
@@ -207,11 +219,14 @@ class SandboxUnavailableError(LettaNBError, RuntimeError):
 
 
 class StaleCommitError(StoreError):
-    """A step commit was refused: the turn's lease on the agent was lost (it expired while this process was
-    paused or cut off, and another process took the agent), or another process moved the agent on.
+    """A commit was refused: the lease on the agent was lost (it expired while this process was paused or cut
+    off, and another process took the agent), or another process moved the agent on.
 
-    Nothing of the refused step was written, the user's message included when it was the turn's first step;
-    steps the turn had already committed stay. The cached session is reloaded, so sending again is safe.
+    A turn recovers from a refused step by itself (it takes the lease again, reloads the agent and re-runs the
+    step); it raises this only when refused more often than ``agent_loop.MAX_RECOVERIES`` allows. Nothing of
+    the refused step was written, the user's message included when it was the turn's first step; steps the
+    turn had already committed stay. A passage or upload commit refused raises it at once, nothing of it
+    written. The cached session is reloaded, so sending again is safe.
     """
 
     def __init__(self, agent: str):
@@ -228,7 +243,7 @@ class AgentBusyError(LettaNBError):
     ``holder`` says who: ``{"pid": ..., "host": ..., "since": datetime}``.
     """
 
-    def __init__(self, agent: str, holder: dict, waited_s: float):
+    def __init__(self, agent: str, holder: dict[str, Any], waited_s: float):
         self.agent, self.holder, self.waited_s = agent, holder, waited_s
         since = holder.get("since")
         when = f" since {since:%H:%M:%S}" if since is not None else ""
@@ -241,3 +256,7 @@ class AgentBusyError(LettaNBError):
 
 class StoreWarning(UserWarning):
     """The store works, but something about where it lives can lose data (e.g. a network filesystem)."""
+
+
+class OptionalDependencyWarning(UserWarning):
+    """An optional package is missing, so a feature falls back to a simpler way; the message names the extra."""

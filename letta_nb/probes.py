@@ -17,7 +17,7 @@ spans up to date (see :mod:`letta_nb.telemetry.recorder` for why they are fed la
 | ``tools()`` | tool call | started_at, agent_id, tool, status, duration_ms, error_type |
 | ``steps()`` | agent step | started_at, ended_at, agent_id, model, llm_ms, tools_ms, db_ms, total_ms, ttft_ms, tokens |
 | ``locks()`` | wait for an agent (its lock here, its lease across kernels) | acquired_at, agent_id, scope, wait_ms |
-| ``leases()`` | lease event (acquired, reused, waited, took_expired, refused_commit ...) | at, agent_id, event, ... |
+| ``leases()`` | lease event (acquired, waited, took_expired, refused_commit, recovered ...) | at, agent_id, event ... |
 | ``cache()`` | named cache (counters since the last reset) | cache, hits, misses, lookups, hit_ratio, ... |
 | ``pool()`` | SQLAlchemy pool event | time, event, connection, held_ms, checkout_latency_ms, utilisation ... |
 | ``embedder()`` | embedding request | started_at, embedder, inputs, tokens, duration_ms, status, retries ... |
@@ -77,7 +77,9 @@ def locks(client: Any = None) -> Any:
 def leases(client: Any = None) -> Any:
     """One row per lease event of this kernel: acquired, reused (kept from the agent's last turn), waited
     (another kernel held it), took_expired (its holder stopped renewing: killed or paused), renewed, released,
-    refused_commit (a commit under a lost lease was refused: nothing written), timed_out (AgentBusyError)."""
+    refused_commit (a commit under a lost lease was refused: nothing written), recovered (a refused turn took
+    the lease again, ``wait_ms`` after the refusal, and re-ran the step), joined (a tool's commit shared its
+    running turn's lease), timed_out (AgentBusyError)."""
     return frames.leases(list(runtime(client).leases.events))
 
 

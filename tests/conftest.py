@@ -1,13 +1,79 @@
-"""Shared fixtures: every test gets its own letta_nb home; ``client`` is a store file in tmp_path."""
+"""Shared fixtures: every test gets its own letta_nb home; ``client`` is a store in tmp_path.
+
+The store backend the tests run on is chosen once: ``--backend postgres`` (or ``LETTA_NB_TEST_BACKEND=postgres``)
+routes :func:`store_url` (and so ``db_path`` and ``client``) to a fresh PostgreSQL database per test, copied from
+a migrated template on one server per session (letta_nb/testing/pgserver.py); the default is a SQLite file.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import letta_nb
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", choices=BACKENDS, default=None,
+                     help="store backend of the store tests (default: $LETTA_NB_TEST_BACKEND, else sqlite)")
+
+
+def selected_backend(config: pytest.Config) -> str:
+    chosen = config.getoption("--backend") or os.environ.get("LETTA_NB_TEST_BACKEND") or "sqlite"
+    if chosen not in BACKENDS:
+        raise pytest.UsageError(f"LETTA_NB_TEST_BACKEND={chosen!r}: expected one of {', '.join(BACKENDS)}")
+    return chosen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): checks something only a SQLite file has (its bytes, "
+                                       "its pragmas); skipped on --backend postgres with the reason")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if selected_backend(config) == "sqlite":
+        return
+    for item in items:
+        if (marker := item.get_closest_marker("sqlite_only")) is not None:
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.args[0] if marker.args else ''}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One PostgreSQL + pgvector server for the session; skipped only where its package is not installed
+    (never in CI, where a missing server fails)."""
+    from letta_nb.testing.pgserver import PgServer, PgServerUnavailable, install_dir
+
+    try:
+        install_dir()
+    except PgServerUnavailable as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(e))
+    server = PgServer().start()
+    try:
+        server.migrated_template()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh store for this test on the selected backend: a SQLite file path, or a PostgreSQL URL."""
+    if selected_backend(request.config) == "sqlite":
+        yield tmp_path / "s.db"
+        return
+    server = request.getfixturevalue("pg_server")
+    name = server.create_database(server.migrated_template())
+    yield server.url(name)
+    server.drop_database(name)
 
 
 @pytest.fixture(autouse=True)
@@ -20,8 +86,8 @@ def letta_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "s.db"
+def db_path(store_url: Any) -> Any:
+    return store_url
 
 
 @pytest.fixture

@@ -12,6 +12,12 @@ from letta_nb.store.sqlite.driver import connect_raw
 
 
 def query(path: str, sql: str, *params: object) -> list[tuple]:
+    """Rows of ``sql`` (``?`` placeholders) on the store at ``path``: a SQLite file, or a PostgreSQL URL (the
+    ``--backend postgres`` runs, see conftest.py), read on a fresh connection."""
+    if "://" in str(path):
+        from letta_nb.testing.pgserver import SyncConnection
+
+        return SyncConnection(str(path)).execute(sql, params).fetchall()
     conn = connect_raw(path, vec=False)
     try:
         return conn.execute(sql, params).fetchall()
@@ -29,4 +35,5 @@ def count(path: str | Path, table: str, agent_id: str | None = None) -> int:
 def table_counts(path: str | Path) -> dict[str, int]:
     """Rows per table of the store's user data: compare before and after a call that must write nothing."""
     return {t: count(path, t) for t in ("agents", "blocks", "messages", "tools", "agent_tools", "passages", "steps")}
+
 

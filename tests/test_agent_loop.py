@@ -120,9 +120,11 @@ MEMORY = [
 ]
 
 
-@pytest.fixture
-def mem_agent(client: letta_nb.Client) -> letta_nb.AgentState:
-    return client.agents.create("mem", memory_blocks=MEMORY)
+@pytest.fixture(params=["memgpt_agent", "letta_v1_agent"])
+def mem_agent(client: letta_nb.Client, request: pytest.FixtureRequest) -> letta_nb.AgentState:
+    """Both of Letta's agent types: the memory tools behave the same whether the reply goes through
+    send_message or is the model's content (runtime/replies.py)."""
+    return client.agents.create("mem", memory_blocks=MEMORY, agent_type=request.param)
 
 
 @pytest.mark.parametrize(
@@ -326,7 +328,7 @@ def test_context_window_evicts_from_the_prompt_but_never_from_recall(client: let
     assert state.context_start_seq > 1
     assert state.context_summary and "recall memory" in state.context_summary
     assert "Entry" in state.context_summary
-    [(start, summary)] = query(client.runtime.store.location.sqlite_path,
+    [(start, summary)] = query(client.runtime.store.location.sqlite_path or client.runtime.store.location.url,
                              "SELECT context_start_seq, context_summary FROM agents WHERE id = ?", agent.id)
     assert (start, summary) == (state.context_start_seq, state.context_summary)
 

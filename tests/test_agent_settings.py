@@ -21,8 +21,8 @@ RULES = [
 def test_type_rules_and_tags_survive_reopen(tmp_path):
     path = tmp_path / "store.db"
     with letta_nb.connect(path) as client:
-        agent = client.agents.create("a", agent_type="letta_v1_agent", tool_rules=RULES, tags=["x", "y"])
-        assert agent.agent_type == "letta_v1_agent"
+        agent = client.agents.create("a", agent_type="memgpt_agent", tool_rules=RULES, tags=["x", "y"])
+        assert agent.agent_type == "memgpt_agent"
         assert [r["type"] for r in agent.tool_rules] == [r["type"] for r in RULES]
         assert agent.tool_rules[2]["require_output_mapping"] is False  # defaults filled in Letta's shape
         assert agent.tags == ["x", "y"]
@@ -31,8 +31,8 @@ def test_type_rules_and_tags_survive_reopen(tmp_path):
     with letta_nb.connect(path) as client:
         again = client.agents.retrieve("a")
         assert again.tool_rules == agent.tool_rules and again.tags == ["x", "y"]
-        updated = client.agents.update("a", agent_type="memgpt_agent", tool_rules=[], tags=["z"])
-        assert (updated.agent_type, updated.tool_rules, updated.tags) == ("memgpt_agent", [], ["z"])
+        updated = client.agents.update("a", agent_type="letta_v1_agent", tool_rules=[], tags=["z"])
+        assert (updated.agent_type, updated.tool_rules, updated.tags) == ("letta_v1_agent", [], ["z"])
         assert client.agents.retrieve("a").version > again.version
 
 
@@ -58,9 +58,8 @@ def test_bad_rules_are_refused_and_nothing_is_written(tmp_path, rules, needle):
 
 
 def test_agent_type_is_checked(tmp_path):
-    with letta_nb.connect(tmp_path / "s.db") as client:
-        with pytest.raises(InvalidArgumentError, match="letta_v1_agent"):
-            client.agents.create("a", agent_type="react")
+    with letta_nb.connect(tmp_path / "s.db") as client, pytest.raises(InvalidArgumentError, match="letta_v1_agent"):
+        client.agents.create("a", agent_type="react")
 
 
 def test_old_letta_rule_names_map_to_current_types():

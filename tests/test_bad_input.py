@@ -68,13 +68,13 @@ AGENT_BAD = [None, 42, 3.5, "", ["sam"], {"id": "sam"}, f"sam{LONE}", LONG, "sam
 CASES = [
     # ---- agents -----------------------------------------------------------------------------------------
     *rows("create.name", lambda v: lambda c: c.agents.create(v), [v for v in NAME_BAD if v is not None], "name"),
-    *rows("create.model", lambda v: lambda c: c.agents.create("n1", model=v),
-          [None, 42, "", "gpt-9", "offline?latency_ms=-1", "offline?tps=0", "offline?context_window=0",
+    *rows("create.model", lambda v: lambda c: c.agents.create("n1", model=v),  # None: the default_model setting
+          [42, "", "gpt-9", "offline?latency_ms=-1", "offline?tps=0", "offline?context_window=0",
            "offline?latency_ms=nan", "offline?nope=1", "openai/x?temperature=nan&base_url=http://127.0.0.1:9/v1",
            "openai/x?context_window=0&base_url=http://127.0.0.1:9/v1", "openai/x?timeout=5s", "openai/x?base_url=ftp://x",
            "openai/x?timeout=1&timeout=2", "openai/x y", f"offline{LONE}"], "model"),
-    *rows("create.embedding", lambda v: lambda c: c.agents.create("n1", embedding=v),
-          [None, 42, "", "nope", "hash?dim=0", "hash?dim=-3", "hash?dim=2000000000", "hash?dim=3.5", "hash?size=3",
+    *rows("create.embedding", lambda v: lambda c: c.agents.create("n1", embedding=v),  # None: the setting's
+          [42, "", "nope", "hash?dim=0", "hash?dim=-3", "hash?dim=2000000000", "hash?dim=3.5", "hash?size=3",
            "openai/x?dimensions=0&base_url=http://127.0.0.1:9/v1", "openai/x?oversize=cut&base_url=http://127.0.0.1:9/v1",
            "openai/x?adaptive=maybe&base_url=http://127.0.0.1:9/v1"], "embedding"),
     *rows("create.max_steps", lambda v: lambda c: c.agents.create("n1", max_steps=v), COUNT_BAD, "max_steps"),

@@ -164,3 +164,68 @@ def _run(page, expect, url: str) -> None:
     assert "look them up in my memory" not in shown  # stopped well before the end (the whole reply takes ~15 s)
     expect(slow.locator(".letta-input textarea")).to_be_enabled()
     page.screenshot(path=str(ARTIFACTS / "03_stopped.png"), full_page=True)
+
+
+PLAIN_NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
+               "source": source} for i, source in enumerate([
+        "import letta_nb\n%load_ext letta_nb",
+        # the reported repro: no send_message, so the model answers in plain content; it also thinks aloud
+        "client = letta_nb.notebook.current_session().client\n"
+        "client.agents.create('plain', model='offline?tps=4&reasoning=field', include_base_tools=False)\n"
+        "letta_nb.ChatWidget('plain')",
+    ])],
+}
+
+
+def test_plain_content_reply_streams_live_and_reasoning_is_collapsed(
+        jupyterlab: tuple[str, str, subprocess.Popen], tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    base, token, _ = jupyterlab
+    (tmp_path / "root" / "plain_reply.ipynb").write_text(json.dumps(PLAIN_NOTEBOOK))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            sync_api.expect.set_options(timeout=60_000)
+            _plain(page, sync_api.expect, f"{base}/lab/tree/plain_reply.ipynb?token={token}")
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "failure_plain.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def _plain(page, expect, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    chat = page.locator(".letta-chat")
+    expect(chat).to_have_count(1)
+    chat.locator(".letta-input textarea").fill("Hi!")
+    chat.locator("button.letta-send").click()
+    bubble = chat.locator(".letta-msg-assistant").last
+    # While the turn runs, the bubble already holds the first words of the reply (not reasoning).
+    expect(bubble).to_contain_text("Hello! I'm")
+    streaming = bubble.inner_text()
+    expect(chat.locator("button.letta-stop")).to_be_enabled()  # still running: this is the live text
+    assert "look them up in my memory" not in streaming and "introducing myself" not in streaming
+    reasoning = chat.locator(".letta-reasoning")
+    expect(reasoning).to_have_count(1)
+    expect(reasoning).to_contain_text("💭 reasoning")
+    expect(chat.locator(".letta-reasoning-body")).to_be_hidden()  # collapsed until opened
+    page.screenshot(path=str(ARTIFACTS / "04_plain_reply_streaming.png"), full_page=True)
+    expect(chat.locator(".letta-input textarea")).to_be_enabled()  # the turn ended
+    expect(bubble).to_have_text(FULL_REPLY)
+    expect(chat.locator(".letta-reasoning-body")).to_be_hidden()
+    reasoning.get_by_text("💭 reasoning").click()  # open it: the reasoning is there
+    expect(chat.locator(".letta-reasoning-body")).to_be_visible()
+    expect(chat.locator(".letta-reasoning-body")).to_contain_text("First message of the conversation")
+    page.screenshot(path=str(ARTIFACTS / "05_reasoning_opened.png"), full_page=True)

@@ -16,7 +16,7 @@ import pytest
 
 from letta_nb.embeddings import chunking
 from letta_nb.embeddings.chunking import KNOWN_SUFFIXES, ChunkSettings, chunk_file, chunk_text, file_kind
-from letta_nb.errors import FileIngestError, InvalidArgumentError
+from letta_nb.errors import FileIngestError, InvalidArgumentError, OptionalDependencyWarning
 
 DATA = Path(__file__).parent / "data"
 SMALL = ChunkSettings(chunk_size=64, chunk_overlap=8)  # forces several chunks out of the small samples
@@ -137,8 +137,9 @@ def fresh_code_splitters():
 
 def test_a_missing_grammar_falls_back_and_says_what_to_install(monkeypatch, fresh_code_splitters):
     monkeypatch.setitem(sys.modules, "tree_sitter_rust", None)  # `import tree_sitter_rust` now fails as if uninstalled
-    result = chunk_file(str(DATA / "sample.rs"), SMALL)
-    assert result.splitter == "sentence (no tree-sitter grammar for rust: pip install tree-sitter-rust)"
+    with pytest.warns(OptionalDependencyWarning, match=r"pip install 'letta-nb\[code\]'"):
+        result = chunk_file(str(DATA / "sample.rs"), SMALL)
+    assert result.splitter == "sentence (no tree-sitter grammar for rust: pip install 'letta-nb[code]')"
     assert result.kind == "code:rust" and len(result.chunks) > 3
     assert "pub fn tokenize(input: &str)" in "\n".join(result.chunks)
     splitter, parts = chunk_text("IDENTIFICATION DIVISION.\nPROGRAM-ID. HELLO.\n", "code:cobol", SMALL)

@@ -13,6 +13,7 @@ import pytest
 
 from letta_nb.embeddings.hash import hash_vectors
 from letta_nb.errors import InvalidArgumentError
+from letta_nb.llm.text_calls import parse_text_call
 from letta_nb.testing import Limits, LoopbackServer
 from letta_nb.testing._api import digest_vectors
 from tests.agent_helpers import wait_until
@@ -245,3 +246,29 @@ def test_a_scripted_reply_may_carry_lone_surrogates_to_test_a_client(srv):
     message = r.choices[0].message
     assert message.content == "text \ud800" and message.tool_calls[0].function.name == "tool\ud800"
     assert json.loads(message.tool_calls[0].function.arguments) == {"x": "\ud800"}
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_chat_modes_reasoning_deltas_and_calls_written_as_text(field):
+    with LoopbackServer(offline="offline?calls=tagged&reasoning=field", reasoning_field=field) as s:
+        chunks = list(sdk(s).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "My name is Ada."}], stream=True,
+            tools=[{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {
+                "label": {"type": "string"}, "content": {"type": "string"}}}}}
+                   for n in ("send_message", "core_memory_append")]))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        thought = "".join(getattr(d, field, None) or "" for d in deltas)
+        text = "".join(d.content or "" for d in deltas)
+        assert thought.startswith("The user told me their name")
+        assert text.startswith("<tool_call>") and parse_text_call(text, {"send_message"})[0] == "send_message"
+        assert not any(d.tool_calls for d in deltas)  # the call is in the text, as small local models write it
+        s.reply("Plain.", reasoning="Because.")  # scripted replies carry reasoning too, streamed or not
+        r = sdk(s).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert r.choices[0].message.content == "Plain." and getattr(r.choices[0].message, field) == "Because."
+
+
+def test_bad_chat_mode_options_are_refused_at_construction():
+    with pytest.raises(InvalidArgumentError, match="reasoning_field must be one of 'reasoning_content', 'reasoning'"):
+        LoopbackServer(reasoning_field="thoughts")
+    with pytest.raises(InvalidArgumentError, match="'calls'"):
+        LoopbackServer(offline="offline?calls=xml")

@@ -310,6 +310,32 @@ def test_cell_bad_input(shell: InteractiveShell, line: str, body: str, message: 
     assert message in str(info.value)
 
 
+def test_cell_shows_a_plain_content_reply_live(shell: InteractiveShell, monkeypatch) -> None:
+    # the reported bug: an agent without send_message answers in plain content, which streamed as reasoning
+    # and showed nothing until the widget was reopened
+    current_session().client.agents.create("bare", include_base_tools=False)
+    monkeypatch.setattr(LiveReply, "due", lambda self: True)  # every event renders: frames need no timing
+    outputs = cell(shell, "bare -o r", "Hi!")
+    reply = shell.user_ns["r"].text
+    assert reply.startswith("Hello! I'm letta_nb's offline model")
+    frames = [o.data["text/plain"] for o in outputs[1:-1]]  # between the first frame and the final one
+    growing = [f for f in frames if f and f != "…"]
+    assert len(growing) > 3 and all(reply.startswith(f) for f in growing)  # the reply, word by word, live
+    assert outputs[-1].data["text/plain"] == reply and "💭" not in outputs[-1].data["text/markdown"]
+
+
+def test_cell_shows_reasoning_only_on_request(shell: InteractiveShell) -> None:
+    letta(shell, "create think --model 'offline?reasoning=field'")
+    plain = cell(shell, "think", "My name is Ada.")[-1].data
+    assert "The user told me their name" not in plain["text/plain"] + plain["text/markdown"]
+    assert 'Got it - I saved "Name: Ada"' in plain["text/plain"]
+    shown = cell(shell, "think --reasoning", "What is my name?")[-1].data
+    assert shown["text/plain"].startswith("💭 The user asked a question")
+    assert "letta-reasoning" in shown["text/markdown"] and "Ada" in shown["text/plain"].splitlines()[-1]
+    js = cell(shell, "think --reasoning --format json", "What is my name?")[-1].data["application/json"]
+    assert js["reasoning"].startswith("The user asked a question") and "Ada" in js["text"]
+
+
 def test_ctrl_c_stops_the_reply_and_keeps_the_partial_answer(shell: InteractiveShell, monkeypatch) -> None:
     letta(shell, "create slow --model 'offline?tps=50'")
     feed = LiveReply.feed
@@ -354,7 +380,7 @@ def test_models_and_config(shell: InteractiveShell) -> None:
     models = letta(shell, "models").set_index("provider")
     assert bool(models.loc["offline", "ready"])
     config = letta(shell, "config")
-    assert config.loc["default model", "value"] == "offline"
+    assert config.loc["default_model", "value"] == "offline"
     letta(shell, "config model 'offline?latency_ms=5'")
     letta(shell, "create sam")
     assert current_session().client.agents.retrieve("sam").model == "offline?latency_ms=5"

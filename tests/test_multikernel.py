@@ -3,10 +3,13 @@
 The parent creates the store and its agents, starts child processes (the driver of
 letta_nb/bench/multikernel.py, or tests/multikernel_child.py doing one command at a time), and afterwards
 audits the file: every user message stored exactly once, each process's messages to an agent in its send
-order, contiguous ``seq`` per agent, every step whole, ``PRAGMA integrity_check`` ok. Drivers retry a turn
-refused as stale (``StaleCommitError``), as a caller should; any other error is a failed turn. Lease
-expiry is forced, not waited for by luck: a process is SIGKILLed or SIGSTOPped while its model call (which
-runs under the lease) is announced, and the test goes on only when the other processes have moved past it.
+order, contiguous ``seq`` per agent, every step whole, ``PRAGMA integrity_check`` ok. A turn whose commit is
+refused (its lease expired and was taken) recovers inside (takes the lease again, re-runs the step), so the
+drivers see no ``StaleCommitError``; they would retry one, as a caller should, and any other error is a
+failed turn. Lease expiry is forced, not waited for by luck: a process is SIGKILLed or SIGSTOPped while its
+model call (which runs under the lease) is announced, and the test goes on only when the other processes
+have moved past it. Changes that are not turns (passages, uploads) and the recovery itself are tested in
+test_multikernel_mutations.py.
 """
 
 from __future__ import annotations
@@ -92,8 +95,8 @@ def ask(child: Child, op: str, **args: Any) -> dict[str, Any]:
     return child.wait_for("reply")
 
 
-def test_four_processes_drive_eight_agents_and_every_message_is_stored_once_in_order(tmp_path, children):
-    db, agents, k = tmp_path / "s.db", [f"a{i}" for i in range(8)], 4
+def test_four_processes_drive_eight_agents_and_every_message_is_stored_once_in_order(tmp_path, db_path, children):
+    db, agents, k = db_path, [f"a{i}" for i in range(8)], 4
     make_store(db, agents)
     drivers = [children.driver(db, f"p{p}", procs=p, agents=",".join(agents), messages=k) for p in range(4)]
     for c in drivers:
@@ -114,8 +117,8 @@ def lease_holder_pid(db: Path, agent: str) -> int | None:
     return rows[0][0] if rows else None
 
 
-def test_a_process_killed_holding_a_lease_blocks_the_others_only_until_it_expires(tmp_path, children):
-    db, agents, k = tmp_path / "s.db", ["a0", "a1", "a2"], 3
+def test_a_process_killed_holding_a_lease_blocks_the_others_only_until_it_expires(tmp_path, db_path, children):
+    db, agents, k = db_path, ["a0", "a1", "a2"], 3
     make_store(db, agents)
     victim = children.serve(db, "victim", lease_ttl=1.0)
     victim.wait_for("ready")
@@ -145,8 +148,8 @@ def test_a_process_killed_holding_a_lease_blocks_the_others_only_until_it_expire
     assert lease_events(done, "a0")["took_expired"] >= 1  # a driver took over the dead process's lease
 
 
-def test_a_lease_lost_mid_turn_refuses_the_stale_commit_and_the_retry_stores_it_once(tmp_path, children):
-    db, agents, k = tmp_path / "s.db", ["a0", "a1", "a2"], 3
+def test_a_lease_lost_mid_turn_refuses_the_stale_commit_and_the_turn_recovers_stored_once(tmp_path, db_path, children):
+    db, agents, k = db_path, ["a0", "a1", "a2"], 3
     make_store(db, agents)
     common = {"agents": ",".join(agents), "messages": k, "lease_ttl": 1.0}
     # p0's first call on each agent announces itself and takes a while; its retries are quick.
@@ -171,14 +174,16 @@ def test_a_lease_lost_mid_turn_refuses_the_stale_commit_and_the_retry_stores_it_
     finally:
         p0.proc.send_signal(signal.SIGCONT)
     done = finish([p0, *others])
-    assert done[0]["stale_retries"] >= len(agents)  # each of p0's paused turns was refused, then resent
+    # Each of p0's paused turns was refused, took the lease again and re-ran its step: the caller saw no error.
+    assert done[0]["stale_retries"] == 0
     assert_store_whole(db, range(3), agents, k)
-    events = lease_events(done)
-    assert events["refused_commit"] >= 1 and events["took_expired"] >= len(agents)
+    mine = lease_events(done[:1])
+    assert mine["refused_commit"] >= len(agents) and mine["recovered"] == mine["refused_commit"]
+    assert lease_events(done)["took_expired"] >= len(agents)
 
 
-def test_a_block_update_in_one_process_survives_the_other_process_turns_and_reaches_its_prompt(tmp_path, children):
-    db = tmp_path / "s.db"
+def test_a_block_update_in_one_process_survives_the_other_process_turns_and_reaches_its_prompt(db_path, children):
+    db = db_path
     spec = "offline?latency_ms=100"
     make_store(db, ["shared"], model=spec)
     b = children.serve(db, "b", lease_ttl=5.0)
@@ -201,8 +206,8 @@ def test_a_block_update_in_one_process_survives_the_other_process_turns_and_reac
     assert (report["lost"], report["duplicated"], report["seq_errors"], report["half_steps"]) == (0, 0, [], [])
 
 
-def test_a_deleted_agent_and_a_replaced_tool_reach_the_other_process(tmp_path, children):
-    db = tmp_path / "s.db"
+def test_a_deleted_agent_and_a_replaced_tool_reach_the_other_process(tmp_path, db_path, children):
+    db = db_path
     with letta_nb.connect(db) as a:
         a.tools.upsert_from_function(probe_v1, name="mk_probe")
         a.agents.create("doomed", model=MODEL)
@@ -222,11 +227,12 @@ def test_a_deleted_agent_and_a_replaced_tool_reach_the_other_process(tmp_path, c
         assert ask(b, "search", agent="toolie", query="zebras stripes", k=1)["reply"] == [
             "Zebras have black and white stripes."]
     assert query(str(db), "SELECT count(*) FROM messages WHERE agent_id = ?", doomed_id)[0][0] == 0
-    assert query(str(db), "PRAGMA integrity_check")[0][0] == "ok"
+    if "://" not in str(db):  # a SQLite file (a PostgreSQL server keeps its own integrity)
+        assert query(str(db), "PRAGMA integrity_check")[0][0] == "ok"
 
 
-def test_a_turn_that_waits_past_lease_timeout_gets_agent_busy_naming_the_holder(tmp_path, children):
-    db = tmp_path / "s.db"
+def test_a_turn_that_waits_past_lease_timeout_gets_agent_busy_naming_the_holder(tmp_path, db_path, children):
+    db = db_path
     make_store(db, ["a0"])
     holder = children.serve(db, "holder")
     holder.wait_for("ready")

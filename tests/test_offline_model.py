@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from letta_nb.errors import InvalidArgumentError
-from letta_nb.llm.base import Completion, LLMClient, TextDelta, ToolCallDelta, complete
+from letta_nb.llm.base import Completion, LLMClient, ReasoningTextDelta, TextDelta, ToolCallDelta, complete
 from letta_nb.llm.offline import _ARG_CHUNK, OfflineModel
 
 
@@ -404,3 +404,57 @@ def test_heartbeat_schema_gets_request_heartbeat():
     tools = [tool("send_message", "message"), tool("core_memory_append", "label", "content", "request_heartbeat")]
     args = only_call(final(convo(user("I live in London")), tools))[1]
     assert args["request_heartbeat"] is True
+
+
+# ---- answering modes (offline?reply=...&calls=...&reasoning=...) -------------------------------------------
+
+
+def test_default_mode_is_reasoning_content_then_api_calls():
+    c = final(convo(user("My name is Ada.")))
+    assert c.content.startswith("The user told me their name") and c.reasoning is None
+    assert only_call(c)[0] == "core_memory_append" and not c.tool_calls[0].recovered
+
+
+def test_reply_content_answers_in_plain_content_even_with_send_message_offered():
+    model = OfflineModel.from_spec("offline?reply=content")
+    c = final(convo(user("What is my name?")), model=model)
+    assert c.tool_calls == () and "Ada" in c.content and c.finish_reason == "stop"
+    assert only_call(final(convo(user("What is my name?"))))[0] == "send_message"  # the default calls it
+
+
+@pytest.mark.parametrize(("style", "head", "tail"), [
+    ("json", '{"name": "core_memory_append"', '"Name: Grace"}}'),
+    ("fenced", '```json\n{"name": "core_memory_append"', "}}\n```"),
+    ("tagged", '<tool_call>\n{"name": "core_memory_append"', "}}\n</tool_call>"),
+])
+def test_calls_written_as_text(style, head, tail):
+    model = OfflineModel.from_spec(f"offline?calls={style}")
+    events = run(convo(user("My name is Grace.")), model=model)
+    c = events[-1]
+    assert c.tool_calls == () and c.content.startswith(head) and c.content.endswith(tail)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == c.content
+    assert not any(isinstance(e, ToolCallDelta) for e in events)
+    # several calls in one step cannot be one JSON text: they stay API calls
+    two = final(convo(user('/call archival_memory_search {"query": "a"}\n/call conversation_search {"query": "b"}')),
+                model=model)
+    assert [t.name for t in two.tool_calls] == ["archival_memory_search", "conversation_search"]
+
+
+def test_reasoning_field_streams_reasoning_deltas_apart_from_the_content():
+    model = OfflineModel.from_spec("offline?reasoning=field")
+    events = run(convo(user("My name is Ada.")), model=model)
+    thought = "".join(e.text for e in events if isinstance(e, ReasoningTextDelta))
+    c = events[-1]
+    assert thought.startswith("The user told me their name") and c.reasoning == thought
+    assert c.content is None and only_call(c)[0] == "core_memory_append"
+    quiet = final(convo(user("My name is Ada.")), model=OfflineModel.from_spec("offline?reasoning=none"))
+    assert quiet.content is None and quiet.reasoning is None and quiet.tool_calls
+
+
+def test_mode_options_round_trip_and_bad_values_name_the_choices():
+    spec = "offline?reply=content&calls=tagged&reasoning=field"
+    assert OfflineModel.from_spec(spec).spec == spec and OfflineModel.from_spec("offline").spec == "offline"
+    with pytest.raises(InvalidArgumentError, match="'calls'.*expected one of 'api', 'json', 'fenced', 'tagged'"):
+        OfflineModel.from_spec("offline?calls=xml")
+    with pytest.raises(InvalidArgumentError, match="reply='loud' is invalid: expected one of 'auto', 'content'"):
+        OfflineModel(reply="loud")

@@ -1,5 +1,4 @@
-"""The SQLite backend satisfies the backend protocols of store/backend.py, the checklist a PostgreSQL backend
-starts from.
+"""The SQLite and PostgreSQL backends satisfy the backend protocols of store/backend.py.
 
 The records the store takes and returns (store/records.py) are checked against the migrated tables: the
 writers bind each column from the record's field of that name.
@@ -22,6 +21,10 @@ import pytest
 from letta_nb.schemas import Message
 from letta_nb.store import backend
 from letta_nb.store.migrations import METADATA
+from letta_nb.store.postgres import leases as pg_leases
+from letta_nb.store.postgres.file_writer import PgFileWriter
+from letta_nb.store.postgres.step_writer import PgStepWriter
+from letta_nb.store.postgres.vectors import PgVectorStore
 from letta_nb.store.records import FileRecord, PassageRecord, StepRecord, ToolRecord
 from letta_nb.store.sqlite import leases
 from letta_nb.store.sqlite.file_writer import FileWriter
@@ -34,6 +37,12 @@ SQLITE = [
     (backend.FileWrites, FileWriter),
     (backend.VectorStore, SqliteVecStore),
     (backend.LeaseRows, leases),
+]
+POSTGRES = [
+    (backend.StepWrites, PgStepWriter),
+    (backend.FileWrites, PgFileWriter),
+    (backend.VectorStore, PgVectorStore),
+    (backend.AsyncLeaseRows, pg_leases),
 ]
 
 
@@ -67,16 +76,43 @@ def mismatches(protocol: type, impl: Any) -> list[str]:
 def test_every_protocol_has_methods_to_check():
     protocols = {obj for obj in map(vars(backend).get, backend.__all__)
                  if isinstance(obj, type) and getattr(obj, "_is_protocol", False)}
-    assert protocols == {p for p, _ in SQLITE}  # each protocol has its SQLite implementation checked below
+    # each protocol has an implementation checked below (lease rows: sync on SQLite, async on PostgreSQL)
+    assert protocols == {p for p, _ in SQLITE} | {p for p, _ in POSTGRES}
     assert _methods(backend.StepWrites).keys() == {"submit", "read", "close"}
     assert _methods(backend.FileWrites).keys() == {"replace_files", "close"}
     assert _methods(backend.VectorStore).keys() == {"prepare", "search", "close"}
-    assert _methods(backend.LeaseRows).keys() == {"acquire", "renew", "release", "peek", "agent_state"}
+    lease_ops = {"acquire", "renew", "release", "peek", "agent_state", "drop_ticket"}
+    assert _methods(backend.LeaseRows).keys() == _methods(backend.AsyncLeaseRows).keys() == lease_ops
+    for name in lease_ops:  # the async flavour differs in nothing but being awaited
+        assert _shape(getattr(backend.LeaseRows, name), bound=True)[1] == \
+            _shape(getattr(backend.AsyncLeaseRows, name), bound=True)[1]
 
 
 @pytest.mark.parametrize(("protocol", "impl"), SQLITE, ids=[p.__name__ for p, _ in SQLITE])
 def test_sqlite_implementation_matches_its_protocol(protocol, impl):
     assert mismatches(protocol, impl) == []
+
+
+@pytest.mark.parametrize(("protocol", "impl"), POSTGRES, ids=[p.__name__ for p, _ in POSTGRES])
+def test_postgres_implementation_matches_its_protocol(protocol, impl):
+    assert mismatches(protocol, impl) == []
+
+
+def test_an_open_postgres_store_hands_the_runtime_protocol_objects(pg_server):
+    url = pg_server.url(pg_server.create_database(pg_server.migrated_template()))
+
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            assert isinstance(store.writer, PgStepWriter) and isinstance(store.writer, backend.StepWrites)
+            assert isinstance(store.file_writer, backend.FileWrites)
+            assert isinstance(store.vectors, backend.VectorStore)
+            assert store.lease_rows is pg_leases
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    assert isinstance(pg_leases, backend.AsyncLeaseRows)
 
 
 def test_an_open_store_hands_the_runtime_protocol_objects(tmp_path):
@@ -109,7 +145,7 @@ def test_the_check_catches_a_backend_that_drifts():
     ]
     drifted_module = types.ModuleType("drifted")
     drifted_module.__dict__.update({name: getattr(leases, name)
-                                    for name in ("acquire", "renew", "peek", "agent_state")})
+                                    for name in ("acquire", "renew", "peek", "agent_state", "drop_ticket")})
     drifted_module.release = lambda cur, agent_id: True  # forgot the token
     assert mismatches(backend.LeaseRows, drifted_module) == [
         "release: parameters ['cur', 'agent_id'], expected ['cur', 'agent_id', 'token']"]

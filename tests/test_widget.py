@@ -68,7 +68,9 @@ def test_history_is_rebuilt_from_the_store(client: letta_nb.Client) -> None:
     assert w.steps[0].widget.selected_index is None  # steps start collapsed
     assert "&quot;label&quot;: &quot;human&quot;" in w.steps[0].body.value  # arguments, pretty-printed and escaped
     assert "Name: Ada" in w.memory_panel.value
-    assert len(w.conversation.children) == len(w.messages) + len(w.steps)
+    # a memgpt agent's content beside its calls was inner thoughts: collapsed reasoning, not a bubble
+    assert len(w.reasoning) == 4 and all(w.reasoning)
+    assert len(w.conversation.children) == len(w.messages) + len(w.steps) + len(w.reasoning)
 
 
 def test_send_streams_the_reply_from_a_worker_thread(client: letta_nb.Client) -> None:
@@ -168,3 +170,39 @@ def test_top_level_chatwidget_uses_the_notebook_session(letta_home: Any) -> None
     finally:
         set_session(old)
         session.close()
+
+
+def test_a_plain_content_reply_streams_into_its_bubble(client: letta_nb.Client) -> None:
+    # the reported bug: no send_message, so the model answers in content; it streamed as reasoning and the
+    # bubble stayed empty until the widget was reopened
+    client.agents.create("bare", model="offline?tps=60", include_base_tools=False)
+    w = ChatWidget("bare", client=client)
+    assert w.send("Hi!") and w.wait(timeout=60)
+    assert w.messages[-1][0] == "assistant" and w.messages[-1][1].startswith(INTRO)
+    bubble = w._views[-1].widget
+    texts = [outputs[0]["data"]["text/plain"] for outputs, _ in updates_of(bubble, "outputs")]
+    assert len(texts) >= 2 and all(w.messages[-1][1].startswith(t) for t in texts)  # grew while streaming
+    assert w.reasoning == []
+    assert ChatWidget("bare", client=client).messages == w.messages
+
+
+def test_reasoning_shows_collapsed_apart_from_the_reply(client: letta_nb.Client) -> None:
+    client.agents.create("think", agent_type="letta_v1_agent", model="offline?reasoning=field")
+    w = ChatWidget("think", client=client)
+    assert w.send("My name is Ada.") and w.wait(timeout=60)
+    assert w.messages[-1] == ("assistant", 'Got it - I saved "Name: Ada" to my core memory (human).')
+    assert w.reasoning[0].startswith("The user told me their name")
+    views = [v for v in w._views if type(v).__name__ == "ReasoningView"]
+    assert all(v.widget.selected_index is None and v.widget.titles == ("💭 reasoning",) for v in views)
+    assert "letta-reasoning" in views[0].widget._dom_classes
+    assert all("The user told me" not in text for _, text in w.messages)
+
+
+def test_inner_thoughts_that_were_the_reply_show_once_as_the_reply(client: letta_nb.Client) -> None:
+    # a memgpt agent with send_message whose model answers in plain content: its content streamed as inner
+    # thoughts, then the step ended without a call, so it was the reply: a bubble, no leftover reasoning
+    client.agents.create("sam", model="offline?reply=content")
+    w = ChatWidget("sam", client=client)
+    assert w.send("Hi!") and w.wait(timeout=60)
+    assert w.messages[-1][0] == "assistant" and w.messages[-1][1].startswith(INTRO)
+    assert w.reasoning == [] and len(w.conversation.children) == 2

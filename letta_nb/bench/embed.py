@@ -20,10 +20,20 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from letta_nb.bench._report import BenchResult
+
+if TYPE_CHECKING:
+    import httpx
+
+    from letta_nb.embeddings.base import EmbedReport
+    from letta_nb.embeddings.concurrency import ConcurrencyLimit
+    from letta_nb.embeddings.openai import OpenAIEmbedder
+    from letta_nb.embeddings.tokens import TokenCounter
 
 __all__ = ["run"]
 
@@ -59,7 +69,8 @@ def _server_tokens(texts: list[str]) -> tuple[int, int]:
     return inputs, tokens
 
 
-async def _ours(texts: list[str], base_url: str, http: object, limit: object) -> tuple[float, object, object]:
+async def _ours(texts: list[str], base_url: str, http: httpx.AsyncClient,
+                limit: ConcurrencyLimit) -> tuple[float, EmbedReport, OpenAIEmbedder]:
     from letta_nb.embeddings.openai import OpenAIEmbedder
 
     emb = OpenAIEmbedder("bench-embed", base_url=base_url, api_key="no-key", http=lambda: http, dimensions=DIM,
@@ -70,12 +81,14 @@ async def _ours(texts: list[str], base_url: str, http: object, limit: object) ->
     return time.perf_counter() - t0, report, emb
 
 
-async def _letta(texts: list[str], base_url: str, http: object) -> tuple[float, dict[int, np.ndarray], int]:
+async def _letta(texts: list[str], base_url: str, http: httpx.AsyncClient) -> tuple[float, dict[int, np.ndarray], int]:
     import base64
 
     import openai
 
-    sdk = openai.AsyncOpenAI(api_key="no-key", base_url=base_url, http_client=http)  # default retries, like Letta
+    # openai 3.x annotates http_client as an httpx2 client but takes an httpx one too (openai/_httpx2.py)
+    sdk_http: Any = http
+    sdk = openai.AsyncOpenAI(api_key="no-key", base_url=base_url, http_client=sdk_http)  # default retries, like Letta
     sem = asyncio.Semaphore(3)
     done: dict[int, np.ndarray] = {}
     requests = 0
@@ -94,7 +107,8 @@ async def _letta(texts: list[str], base_url: str, http: object) -> tuple[float, 
             return  # a single input that fails is dropped
         # strict=False: a short response leaves the rest undone (counted as lost, not raised)
         for i, d in zip(ids, sorted(r.data, key=lambda d: d.index), strict=False):
-            done[i] = np.frombuffer(base64.b64decode(d.embedding), dtype=np.float32)
+            # encoding_format="base64": the SDK types `embedding` as list[float], the server sends a str
+            done[i] = np.frombuffer(base64.b64decode(d.embedding), dtype=np.float32)  # type: ignore[arg-type]
 
     ids = [i for i, t in enumerate(texts) if t.strip()]
     t0 = time.perf_counter()
@@ -102,7 +116,7 @@ async def _letta(texts: list[str], base_url: str, http: object) -> tuple[float, 
     return time.perf_counter() - t0, done, requests
 
 
-async def _capacity(texts: list[str], base_url: str, http: object, counter: object) -> float:
+async def _capacity(texts: list[str], base_url: str, http: httpx.AsyncClient, counter: TokenCounter) -> float:
     """What this server and machine allow at best: the fewest requests, bodies pre-built, 8 at once over raw
     httpx, decode only. Seconds for all chunks (the untimed part is all the planning and serialising)."""
     import orjson
@@ -112,7 +126,7 @@ async def _capacity(texts: list[str], base_url: str, http: object, counter: obje
 
     plan = plan_batches(texts, counter, max_inputs=LIMITS["max_inputs"],
                         max_request_tokens=LIMITS["max_request_tokens"],
-                        max_input_tokens=LIMITS["max_input_tokens"], safety=1.0)  # type: ignore[arg-type]
+                        max_input_tokens=LIMITS["max_input_tokens"], safety=1.0)
     sent = plan.pieces.texts
     bodies = [orjson.dumps({"model": "bench-embed", "input": sent[a:b], "encoding_format": "base64", "dimensions": DIM})
               for a, b in plan.batches]
@@ -121,7 +135,7 @@ async def _capacity(texts: list[str], base_url: str, http: object, counter: obje
     async def send(body: bytes) -> None:
         while True:
             async with sem:
-                r = await http.post(f"{base_url}/embeddings", content=body,  # type: ignore[attr-defined]
+                r = await http.post(f"{base_url}/embeddings", content=body,
                                     headers={"Content-Type": "application/json"})
             if r.status_code == 200:
                 pybase64.b64decode("".join(d["embedding"] for d in orjson.loads(r.content)["data"]))
@@ -145,20 +159,20 @@ def _best_schedule_seconds(inputs: int, tokens: int) -> float:
     return best
 
 
-def _check(texts: list[str], report: object, counter: object) -> tuple[int, int]:
+def _check(texts: list[str], report: EmbedReport, counter: TokenCounter) -> tuple[int, int]:
     """(lost, reordered): chunks with no vector; vectors that are not their own chunk's."""
     from letta_nb.embeddings.batching import split_oversized
     from letta_nb.testing._api import digest_vectors
 
     wanted = [i for i, t in enumerate(texts) if t.strip()]
-    got = dict(zip(report.indexes, report.vectors, strict=True))  # type: ignore[attr-defined]
+    got = dict(zip(report.indexes, report.vectors, strict=True))
     lost = sum(1 for i in wanted if i not in got)
-    plain = [i for i in wanted if i in got and i not in set(report.split)]  # type: ignore[attr-defined]
+    plain = [i for i in wanted if i in got and i not in set(report.split)]
     expect = digest_vectors([texts[i] for i in plain], DIM)
     reordered = int(np.sum(np.einsum("ij,ij->i", np.stack([got[i] for i in plain]), expect) < 0.9999))
-    for i in report.split:  # type: ignore[attr-defined]
+    for i in report.split:
         parts = split_oversized(texts[i], counter, LIMITS["max_input_tokens"], "split") or [texts[i]]
-        w = np.array([min(LIMITS["max_input_tokens"], max(counter.estimate(p), 1)) for p in parts], np.float32)  # type: ignore[attr-defined]
+        w = np.array([min(LIMITS["max_input_tokens"], max(counter.estimate(p), 1)) for p in parts], np.float32)
         v = np.average(digest_vectors(parts, DIM), axis=0, weights=w)
         reordered += int(float(got[i] @ (v / np.linalg.norm(v))) < 0.9999)
     return lost, reordered
@@ -179,7 +193,7 @@ def run(quick: bool = False) -> BenchResult:
     ideal_s = ideal_embed_seconds(inputs, tokens, latency, limits)
     schedule_s = _best_schedule_seconds(inputs, tokens)
 
-    async def main(url: str, server_cpu: object) -> dict[str, object]:
+    async def main(url: str, server_cpu: Callable[[], float | None]) -> dict[str, Any]:
         from letta_nb.embeddings.concurrency import ConcurrencyLimit
 
         http = make_http_client()
@@ -192,9 +206,9 @@ def run(quick: bool = False) -> BenchResult:
                                                                         "dimensions": DIM}) for _ in range(8)))
             capacity_s = await _capacity(texts, url, http, TokenCounter())
             cold_s, _, _ = await _ours(texts, url, http, limit)
-            cpu0, server0 = time.process_time(), server_cpu()  # type: ignore[operator]
+            cpu0, server0 = time.process_time(), server_cpu()
             warm_s, report, emb = await _ours(texts, url, http, limit)
-            client_cpu_s, server1 = time.process_time() - cpu0, server_cpu()  # type: ignore[operator]
+            client_cpu_s, server1 = time.process_time() - cpu0, server_cpu()
             letta_s, letta_done, letta_requests = await _letta(texts, url, http)
         finally:
             await http.aclose()
@@ -208,19 +222,19 @@ def run(quick: bool = False) -> BenchResult:
         out = asyncio.run(main(srv.base_url, srv.cpu_seconds))
         server = srv.stats()
     report, emb = out["report"], out["emb"]
-    lost, reordered = _check(texts, report, emb.counter)  # type: ignore[attr-defined]
-    letta_lost = chunks - len(out["letta_done"])  # type: ignore[arg-type]
-    ours = chunks / out["warm_s"]  # type: ignore[operator]
+    lost, reordered = _check(texts, report, emb.counter)
+    letta_lost = chunks - len(out["letta_done"])
+    ours = chunks / out["warm_s"]
     ideal = chunks / ideal_s
-    letta = chunks / out["letta_s"]  # type: ignore[operator]
-    st = emb.stats  # type: ignore[attr-defined]
+    letta = chunks / out["letta_s"]
+    st = emb.stats
     return BenchResult(
         "embed",
-        {"chunks": chunks, "empty_dropped": len(report.empty), "oversized_split": len(report.split),  # type: ignore[attr-defined]
+        {"chunks": chunks, "empty_dropped": len(report.empty), "oversized_split": len(report.split),
          "chunks_per_s": ours, "ideal_chunks_per_s": ideal, "ratio_to_ideal": ours / ideal,
-         "cold_chunks_per_s": chunks / out["cold_s"], "cold_ratio_to_ideal": chunks / out["cold_s"] / ideal,  # type: ignore[operator]
-         "capacity_chunks_per_s": chunks / out["capacity_s"],  # type: ignore[operator]
-         "ratio_to_capacity": out["capacity_s"] / out["warm_s"],  # type: ignore[operator]
+         "cold_chunks_per_s": chunks / out["cold_s"], "cold_ratio_to_ideal": chunks / out["cold_s"] / ideal,
+         "capacity_chunks_per_s": chunks / out["capacity_s"],
+         "ratio_to_capacity": out["capacity_s"] / out["warm_s"],
          "warm_s": out["warm_s"], "ideal_s": ideal_s, "best_schedule_s": schedule_s,
          "client_cpu_s": out["client_cpu_s"],
          "server_cpu_s": out["server_cpu_s"],
@@ -228,7 +242,7 @@ def run(quick: bool = False) -> BenchResult:
          "letta_lost": letta_lost, "requests": st.requests, "ideal_requests": max(math.ceil(inputs / 2048),
                                                                                   math.ceil(tokens / 300_000)),
          "throttled_429": st.throttled, "retries": st.retries, "splits": st.splits,
-         "learned_concurrency": emb.limit.limit, "letta_requests": out["letta_requests"],  # type: ignore[attr-defined]
+         "learned_concurrency": emb.limit.limit, "letta_requests": out["letta_requests"],
          "server_max_in_flight": server.get("max_in_flight", 0), "server_5xx": server.get("random_5xx", 0)},
         goals={">= 0.8 of ideal": ours / ideal >= 0.8, ">= 3x Letta's scheme": ours / letta >= 3,
                "0 lost, 0 reordered": lost == 0 and reordered == 0},
@@ -239,7 +253,7 @@ def run(quick: bool = False) -> BenchResult:
                "on 2 cores their sum against warm_s shows how much of the machine moving the data takes",
                "capacity = the ideal's plan (fewest requests) pre-serialised and sent 8 at a time over raw httpx: what "
                "the ideal's request shape gets from this server process on this machine, with no client work",
-               f"token counts: {'tiktoken cl100k_base' if emb.counter.exact else 'fallback estimate (no BPE file)'} "  # type: ignore[attr-defined]
+               f"token counts: {'tiktoken cl100k_base' if emb.counter.exact else 'fallback estimate (no BPE file)'} "
                "for oversized inputs, ceil(bytes/4) estimate for packing"],
     )
 

@@ -17,9 +17,14 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from letta_nb.bench._report import BenchResult
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from letta_nb.embeddings.chunking import ChunkSettings
 
 __all__ = ["run", "stdlib_files"]
 
@@ -46,12 +51,13 @@ def stdlib_files(budget_bytes: int) -> list[str]:
     return picked
 
 
-def _workers_cpu(pool) -> float:
+def _workers_cpu(pool: ProcessPoolExecutor) -> float:
     """CPU seconds the pool's worker processes have used so far (nan where /proc is not there)."""
     from letta_nb.testing.process import process_cpu_seconds
 
-    readings = [process_cpu_seconds(p.pid) for p in pool._processes.values()]
-    return math.nan if None in readings else sum(readings)  # type: ignore[arg-type]
+    readings = [process_cpu_seconds(p.pid) for p in pool._processes.values() if p.pid is not None]  # all started
+    seconds = [r for r in readings if r is not None]
+    return sum(seconds) if len(seconds) == len(readings) else math.nan
 
 
 class _ChunkRun(NamedTuple):
@@ -67,7 +73,7 @@ class _UploadRun(NamedTuple):
     own_cpu_s: float  # this process: embedding, storing and the pipeline's own work
 
 
-def _chunk_alone(pool, files: list[str], settings) -> _ChunkRun:
+def _chunk_alone(pool: ProcessPoolExecutor, files: list[str], settings: ChunkSettings) -> _ChunkRun:
     """The upload's chunking tasks (the same groups of files), all queued at once, and nothing else."""
     from letta_nb.embeddings.chunking import chunk_files
     from letta_nb.embeddings.ingest import file_groups
@@ -79,7 +85,7 @@ def _chunk_alone(pool, files: list[str], settings) -> _ChunkRun:
     return _ChunkRun(time.perf_counter() - t, chunks, _workers_cpu(pool) - cpu)
 
 
-def _upload(files: list[str], settings, pool) -> _UploadRun:
+def _upload(files: list[str], settings: ChunkSettings, pool: ProcessPoolExecutor) -> _UploadRun:
     """One upload of ``files`` to a new agent in a new store, as the first upload of a kernel: the hash
     embedder's vocabulary starts empty."""
     import letta_nb
@@ -112,11 +118,12 @@ def run(quick: bool = False) -> BenchResult:
     # which goes first (so a steady drift favours neither), and take the median of the rounds' ratios.
     rounds = 1 if quick else 7
     pool = chunk_pool()
+    workers: int = pool._max_workers  # type: ignore[attr-defined]  # typeshed leaves it out; CPython has it
     chunk_runs: list[_ChunkRun] = []
     uploads: list[_UploadRun] = []
     try:
         # Warm the workers (llama-index and the grammars imported, splitters built) for both runs.
-        list(pool.map(chunk_files, [files[:4]] * pool._max_workers, [settings] * pool._max_workers))
+        list(pool.map(chunk_files, [files[:4]] * workers, [settings] * workers))
         for k in range(rounds):
             if k % 2:
                 uploads.append(_upload(files, settings, pool))
@@ -136,7 +143,7 @@ def run(quick: bool = False) -> BenchResult:
     return BenchResult(
         "ingest",
         {
-            "files": len(files), "mb": total_mb, "workers": pool._max_workers, "rounds": rounds,
+            "files": len(files), "mb": total_mb, "workers": workers, "rounds": rounds,
             "mb_per_s": mb_s, "chunking_only_mb_per_s": chunking_mb_s, "ratio": ratio,
             "round_ratios": [round(r, 3) for r in round_ratios],
             "chunks": report.chunks, "chunks_per_s": report.chunks / seconds,
@@ -150,7 +157,7 @@ def run(quick: bool = False) -> BenchResult:
         },
         goals={"end to end >= 0.8x chunking alone": ratio >= 0.8,
                "every chunk stored": all(up.stored == up.report.chunks == chunk_count for up in uploads)},
-        notes=[f"chunking runs in {pool._max_workers} worker process(es); embedding (hash) and storing run in this "
+        notes=[f"chunking runs in {workers} worker process(es); embedding (hash) and storing run in this "
                "process, overlapped with it",
                f"{rounds} rounds of (chunking alone, upload to a new store), alternating which runs first; ratio: the "
                "median of round_ratios (each round's chunking-alone seconds / upload seconds); seconds: medians"],

@@ -11,7 +11,8 @@ each process's order, contiguous ``seq``, whole steps, ``PRAGMA integrity_check`
 
 The child driver (``python -m letta_nb.bench.multikernel DB ...``) and the audit are shared with the
 multi-process tests (tests/test_multikernel.py), so the benchmark and the tests check the same thing.
-A turn refused as stale (``StaleCommitError``: its lease expired and was taken) is retried by the driver,
+A turn whose commit is refused (its lease expired and was taken) recovers inside (it takes the lease again and
+re-runs the step: ``lease_recoveries``); one that still ends in ``StaleCommitError`` is retried by the driver,
 as a caller would; any other error is a failed turn. The driver can also slow or hang its own model calls
 (``--slow``, ``--hang-at``) so a test can hold a lease past its expiry or die holding one.
 """
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from letta_nb.bench._report import BenchResult
@@ -60,7 +62,7 @@ class DelayedModel:
         self.slow_calls, self.slow_ms, self.hang_at = slow_calls, slow_ms, hang_at
         self.calls = itertools.count(1)
 
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]):
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[Any]:
         n = next(self.calls)
         if n == self.hang_at:
             self.emit({"in_model": n, "hang": True})
@@ -121,7 +123,7 @@ def _drive(argv: list[str]) -> int:
             DelayedModel.install(client, spec, emit, slow_calls=int(slow_calls or 0), slow_ms=float(slow_ms or 0),
                                  hang_at=args.hang_at)
     states = {name: client.agents.retrieve(name) for name in agents}
-    stats = {"failed": [], "stale_retries": 0, "turns": 0}
+    stats: dict[str, Any] = {"failed": [], "stale_retries": 0, "turns": 0}
     stats_lock = threading.Lock()
 
     def talk(proc: int, name: str) -> None:
@@ -226,12 +228,14 @@ def audit(db: str, expected: dict[str, dict[int, list[str]]]) -> dict[str, Any]:
     """What the store holds against what was sent. ``expected[agent][proc]`` is that process's messages to
     that agent in send order. Other user messages are ignored (``unexpected`` counts them)."""
     from letta_nb.store.sqlite.driver import connect_raw
+    from letta_nb.testing.pgserver import SyncConnection
 
-    conn = connect_raw(db, vec=False)
+    # A PostgreSQL store (a URL) keeps its own integrity: only SQLite files get PRAGMA integrity_check.
+    conn: Any = SyncConnection(db) if "://" in db else connect_raw(db, vec=False)
     try:
         result: dict[str, Any] = {"lost": 0, "duplicated": 0, "order_violations": 0, "unexpected": 0,
-                                  "seq_errors": [], "half_steps": [], "integrity": conn.execute(
-                                      "PRAGMA integrity_check").fetchone()[0]}
+                                  "seq_errors": [], "half_steps": [], "integrity": "ok" if "://" in db else
+                                  conn.execute("PRAGMA integrity_check").fetchone()[0]}
         for name, by_proc in expected.items():
             agent_id, last_seq = conn.execute("SELECT id, last_seq FROM agents WHERE name = ?", (name,)).fetchone()
             rows = conn.execute("SELECT seq, role, content, step_id FROM messages WHERE agent_id = ? ORDER BY seq",
@@ -304,7 +308,8 @@ def _one_run(tmp: str, tag: str, layout: list[list[int]], agents: list[str], k: 
 def run(quick: bool = False, latency_ms: float = 5.0) -> BenchResult:
     n_procs, n_agents, k, rounds = (2, 4, 4, 2) if quick else (4, 8, 8, 5)
     agents = [f"a{i}" for i in range(n_agents)]
-    multi, single = [], []
+    multi: list[dict[str, Any]] = []
+    single: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
         for r in range(rounds):  # alternate which side goes first, so a steady drift favours neither
             sides = [("multi", [[p] for p in range(n_procs)], multi), ("single", [list(range(n_procs))], single)]
@@ -326,6 +331,7 @@ def run(quick: bool = False, latency_ms: float = 5.0) -> BenchResult:
         "leases_taken_expired": events["took_expired"],
         "leases_reused": events["reused"],  # kept from the agent's previous turn: no write
         "refused_stale_commits": events["refused_commit"],
+        "lease_recoveries": events["recovered"],  # refused turns that took the lease again and re-ran the step
         "stale_retries": sum(x["stale_retries"] for x in both),
         "failed_turns": total["failed"], "lost": total["lost"], "duplicated": total["duplicated"],
         "order_violations": total["order_violations"],

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from letta_nb.bench._report import BenchResult
 
@@ -49,7 +50,8 @@ print(json.dumps({"load_ext_s": load_ext, "first_letta_s": first}))
 def _sample(kind: str, home: str) -> dict[str, float]:
     env = {**os.environ, "LETTA_NB_HOME": home, "IPYTHONDIR": os.path.join(home, "ipython")}
     out = subprocess.run([sys.executable, "-c", _PROBE, kind], capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    sample: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return sample
 
 
 def _heavy_after_load_ext(home: str) -> list[str]:
@@ -72,7 +74,7 @@ def run(quick: bool = False) -> BenchResult:
         base = [_sample("baseline", home) for _ in range(runs)]
         heavy = _heavy_after_load_ext(home)
     load_ext = statistics.median(s["load_ext_s"] for s in letta)
-    numbers = {
+    numbers: dict[str, Any] = {
         "load_ext_s": load_ext,
         "first_letta_s": statistics.median(s["first_letta_s"] for s in letta),
         "ipython_import_s": statistics.median(s["ipython_import_s"] for s in base),

@@ -32,7 +32,8 @@ DIM = 384
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     x = rng.standard_normal((n, DIM), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
 
 
 def _numpy_top10(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:

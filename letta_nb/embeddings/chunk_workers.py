@@ -28,10 +28,11 @@ __all__ = ["chunk_pool", "processes_are_safe"]
 
 def chunk_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
     """Worker processes for chunking: one fewer than the cores (the embedder and the store run in this
-    process), 1 to 4, or ``LETTA_NB_CHUNK_WORKERS``. They exit when this process does."""
-    forced = os.environ.get("LETTA_NB_CHUNK_WORKERS", "").strip()
-    if workers is None and forced.isdigit() and int(forced) > 0:
-        workers = int(forced)
+    process), 1 to 4, or the ``chunk_workers`` setting (``LETTA_NB_CHUNK_WORKERS``). They exit when this
+    process does."""
+    forced = _forced_workers()
+    if workers is None and forced:
+        workers = forced
     workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
@@ -42,12 +43,20 @@ def processes_are_safe() -> bool:
     """Worker processes (forkserver/spawn) re-import ``__main__``: harmless in a notebook, a REPL or
     ``python -c``/``-m``, but a plain script without an ``if __name__ == "__main__"`` guard would run
     again in each worker. So scripts chunk in a thread unless LETTA_NB_CHUNK_WORKERS asks for processes."""
-    forced = os.environ.get("LETTA_NB_CHUNK_WORKERS", "").strip()
-    if forced:
-        return forced != "0"
+    forced = _forced_workers()
+    if forced is not None:
+        return forced != 0
     main = sys.modules.get("__main__")
     interactive = getattr(main, "__file__", None) is None or getattr(main, "__spec__", None) is not None
     return interactive and (os.cpu_count() or 1) > 1
+
+
+def _forced_workers() -> int | None:
+    """The ``chunk_workers`` setting: None (auto), 0 (a thread) or a number of processes. Imported here, not
+    at the top: the workers import this module and need no settings."""
+    from letta_nb.settings import current
+
+    return current().chunk_workers
 
 
 def _exit_with_parent() -> None:

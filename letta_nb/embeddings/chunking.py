@@ -28,7 +28,13 @@ from typing import Any
 
 from letta_nb._text import clean_text
 from letta_nb.embeddings.sources import open_regular
-from letta_nb.errors import FileIngestError, InvalidArgumentError, LettaNBError, OptionalDependencyError
+from letta_nb.errors import (
+    FileIngestError,
+    InvalidArgumentError,
+    LettaNBError,
+    OptionalDependencyError,
+    OptionalDependencyWarning,
+)
 
 __all__ = ["ChunkSettings", "ChunkedFile", "chunk_file", "chunk_files", "chunk_text", "file_kind", "failure_message",
            "empty_note", "KNOWN_SUFFIXES"]
@@ -92,7 +98,7 @@ class ChunkedFile:
     chunks: list[str] = field(default_factory=list)
 
 
-def file_kind(path: str | os.PathLike) -> str:
+def file_kind(path: str | os.PathLike[str]) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in _CODE:
         return "code:" + _CODE[suffix][0]
@@ -192,10 +198,15 @@ def _code(text: str, language: str, settings: ChunkSettings) -> tuple[str, list[
     module = next((m for lang, m in _CODE.values() if lang == language), None)
     try:
         splitter = _code_splitter(language, module, settings.max_chars)
-    except ImportError:
-        fix = f": pip install {module.replace('_', '-')}" if module else ""  # None: a language we have no grammar for
+    except ImportError:  # the grammars are the `code` extra; a language we have no grammar for has no module
+        fix = ": pip install 'letta-nb[code]'" if module else ""
+        if module:
+            warnings.warn(OptionalDependencyWarning(  # shown once per language (the default warnings filter)
+                f"{language} files are chunked as plain text: no tree-sitter grammar is installed for {language}. "
+                f"For chunks that follow its syntax tree: pip install 'letta-nb[code]'"), stacklevel=2)
         return f"sentence (no tree-sitter grammar for {language}{fix})", _sentence(settings).split_text(text)
     except ValueError as e:  # "Incompatible Language version 15": a grammar newer than the tree-sitter installed
+        assert module is not None  # without a module _code_splitter raised ImportError
         return (f"sentence (tree-sitter cannot load the {language} grammar: {e}; "
                 f"pip install -U tree-sitter {module.replace('_', '-')})"), _sentence(settings).split_text(text)
     try:
@@ -323,7 +334,9 @@ def _decode(data: bytes) -> str:
 
 def _pack(records: list[str], max_chars: int) -> list[str]:
     """Consecutive records joined by newlines into chunks of at most ``max_chars`` (longer records alone)."""
-    chunks, current, size = [], [], 0
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
     for record in records:
         if current and size + len(record) + 1 > max_chars:
             chunks.append("\n".join(current))
@@ -336,7 +349,7 @@ def _pack(records: list[str], max_chars: int) -> list[str]:
 
 
 def _bounded(pieces: list[str], settings: ChunkSettings) -> list[str]:
-    out = []
+    out: list[str] = []
     for piece in pieces:
         if not piece.strip():
             continue

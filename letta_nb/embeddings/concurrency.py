@@ -1,7 +1,7 @@
 """How many embedding requests may be in flight to one endpoint: a process-wide, resizable limit.
 
 Letta gates embedding requests with one global semaphore of 3. We keep that default (polite to real
-providers, configurable with :func:`configure` or ``LETTA_NB_EMBED_CONCURRENCY``) and add an adaptive
+providers, configurable with :func:`configure` or the ``embed_concurrency`` setting) and add an adaptive
 mode that finds the endpoint's capacity: slow start (+1 per success, doubling per round trip) until the
 first 429, then ``limit = in_flight - 1`` at each 429 (a burst of 429s compounds to the number that
 succeeded, which is the endpoint's capacity), then one more request in flight only every ``PROBE_EVERY``
@@ -18,15 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-import os
 import weakref
 
 __all__ = ["ConcurrencyLimit", "configure", "limit_for", "DEFAULT_CONCURRENCY"]
 
 DEFAULT_CONCURRENCY = 3
 PROBE_EVERY = 64  # successes at the known ceiling before one more request in flight is tried
-_settings = {"concurrency": int(os.environ.get("LETTA_NB_EMBED_CONCURRENCY", DEFAULT_CONCURRENCY)),
-             "adaptive": os.environ.get("LETTA_NB_EMBED_ADAPTIVE", "") not in ("", "0", "false")}
+_overrides: dict[str, object] = {}  # what configure() set; the rest is the settings' (letta_nb/settings.py)
 _limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ConcurrencyLimit]] = weakref.WeakKeyDictionary()
 
 
@@ -108,16 +106,25 @@ def configure(concurrency: int | None = None, adaptive: bool | None = None) -> d
     if concurrency is not None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        _settings["concurrency"] = concurrency
+        _overrides["concurrency"] = concurrency
     if adaptive is not None:
-        _settings["adaptive"] = bool(adaptive)
+        _overrides["adaptive"] = bool(adaptive)
     for per_loop in list(_limits.values()):
         for lim in per_loop.values():
             if concurrency is not None:
                 lim._limit, lim._ssthresh = float(concurrency), math.inf
             if adaptive is not None:
                 lim.adaptive = bool(adaptive)
-    return dict(_settings)
+    return _defaults()
+
+
+def _defaults() -> dict[str, object]:
+    """The process-wide defaults: :func:`configure`'s, else the ``embed_concurrency`` and ``embed_adaptive``
+    settings (``LETTA_NB_EMBED_CONCURRENCY``, ``LETTA_NB_EMBED_ADAPTIVE``, config files)."""
+    from letta_nb.settings import current
+
+    settings = current()
+    return {"concurrency": settings.embed_concurrency, "adaptive": settings.embed_adaptive, **_overrides}
 
 
 def limit_for(endpoint: str, concurrency: int | None = None, adaptive: bool | None = None) -> ConcurrencyLimit:
@@ -126,7 +133,8 @@ def limit_for(endpoint: str, concurrency: int | None = None, adaptive: bool | No
     per_loop = _limits.setdefault(loop, {})
     lim = per_loop.get(endpoint)
     if lim is None:
+        defaults = _defaults()
         lim = per_loop[endpoint] = ConcurrencyLimit(
-            concurrency or int(_settings["concurrency"]),  # type: ignore[arg-type]
-            adaptive=bool(_settings["adaptive"]) if adaptive is None else adaptive)
+            concurrency or int(defaults["concurrency"]),  # type: ignore[call-overload]
+            adaptive=bool(defaults["adaptive"]) if adaptive is None else adaptive)
     return lim

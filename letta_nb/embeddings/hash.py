@@ -109,8 +109,8 @@ class _Features:
         skip = np.repeat(np.cumsum(lengths) - lengths, lengths)
         entry = np.repeat(feature_starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64) - skip
         cells = np.repeat(text_of_word, lengths) * dim + index[entry]
-        out = np.bincount(cells, weights=weight[entry], minlength=n * dim)
-        out = out.astype(np.float64, copy=False).reshape(n, dim)
+        counts = np.bincount(cells, weights=weight[entry], minlength=n * dim)
+        out = counts.astype(np.float64, copy=False).reshape(n, dim)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out.astype(np.float32)
@@ -165,7 +165,8 @@ def _word_hashes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarra
     up, down = _powers(len(data) + 1)
     prefix = np.zeros(len(data) + 1, np.uint64)
     np.cumsum(np.frombuffer(data, np.uint8) * down[: len(data)], out=prefix[1:])
-    return (prefix[ends] - prefix[starts]) * up[ends - 1]
+    hashes: np.ndarray = (prefix[ends] - prefix[starts]) * up[ends - 1]
+    return hashes
 
 
 @functools.lru_cache(maxsize=8)

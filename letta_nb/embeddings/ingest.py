@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import math
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -143,10 +145,16 @@ async def ingest(
     progress: bool = True,
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     pool: concurrent.futures.Executor | None = None,
+    commit: Callable[[list[FileUpdate]], Awaitable[None]] | None = None,
+    remove: Callable[[str], Awaitable[int | None]] | None = None,
 ) -> IngestReport:
     """Upload files to ``agent``'s archival memory (see the module docstring). ``pool``: an executor to
-    chunk in (the benchmark passes a warm one); by default processes for large uploads, else a thread."""
+    chunk in (the benchmark passes a warm one); by default processes for large uploads, else a thread.
+    ``commit`` and ``remove`` write a group of files and delete one file's passages (by default straight to
+    the store; the runtime's take the agent's lease around each, see runtime/services/files.py)."""
     max_bytes = _check_options(max_file_mb, progress)
+    commit = commit or functools.partial(replace_files, store)
+    remove = remove or functools.partial(delete_file, store, agent.id)
     started = time.perf_counter()
     found = discover(paths)
     report = IngestReport(agent.id)
@@ -161,15 +169,15 @@ async def ingest(
     groups = file_groups(todo, sizes)
     ahead = 4 * getattr(pool, "_max_workers", 1) + 4 if pool is not None else 2  # ~1 MB of files queued
     bar = _progress(progress, sum(sizes[p] for p in todo))
-    pending: dict[int, asyncio.Future] = {}
-    previous_write: asyncio.Task | None = None
+    pending: dict[int, asyncio.Future[list[ChunkedFile | str]]] = {}
+    previous_write: asyncio.Future[None] | None = None
     total_chunks = 0
     unwritten: list[FileUpdate] = []
     emptied: list[str] = []  # known files that now have no text: their old passages go
     try:
         queue = iter(range(len(groups)))
 
-        def submit(group: list[str]) -> asyncio.Future:
+        def submit(group: list[str]) -> asyncio.Future[list[ChunkedFile | str]]:
             nonlocal pool
             try:
                 return loop.run_in_executor(pool, chunk_files, group, settings, max_bytes)
@@ -198,7 +206,8 @@ async def ingest(
                     if path in known:
                         emptied.append(path)
                     continue
-                if not isinstance(matrix, str):
+                # A file that failed to chunk (a str) has that error as its matrix too.
+                if isinstance(chunked, ChunkedFile) and not isinstance(matrix, str):
                     try:
                         passages, file = await _records(store, agent, chunked, matrix, chunking, known.get(path))
                     except Exception as e:  # noqa: BLE001 - any one file's failure is reported, not raised
@@ -206,12 +215,13 @@ async def ingest(
                 if isinstance(matrix, str):
                     results[path] = FileResult(path, "error", bytes=sizes[path], error=matrix)
                     continue
+                assert isinstance(chunked, ChunkedFile)  # (see above)
                 # Commits stay in input order; files embedded while a commit runs share the next one.
                 unwritten.append((file, passages))
                 if previous_write is None or previous_write.done():
                     if previous_write is not None:
                         await previous_write  # its error, if any, stops the upload here
-                    previous_write, unwritten = asyncio.ensure_future(replace_files(store, unwritten)), []
+                    previous_write, unwritten = asyncio.ensure_future(commit(unwritten)), []
                 status = "replaced" if path in known else "added"
                 results[path] = FileResult(path, status, file.chunks, chunked.size, splitter=chunked.splitter)
                 total_chunks += file.chunks
@@ -219,9 +229,9 @@ async def ingest(
         if previous_write is not None:
             await previous_write
         if unwritten:
-            await replace_files(store, unwritten)
+            await commit(unwritten)
         for path in emptied:
-            removed = await delete_file(store, agent.id, path)
+            removed = await remove(path)
             old = results[path]
             results[path] = FileResult(path, old.status, 0, old.bytes, splitter=old.splitter,
                                        note=f"{old.note}; its {removed or 0} earlier passage(s) were removed")
@@ -262,7 +272,8 @@ async def _embed_files(embedder: Any, outcomes: list[ChunkedFile | str]) -> list
 
 async def _embed_one(embed: Any, file: ChunkedFile) -> np.ndarray | str:
     try:
-        return await embed(file.chunks)
+        matrix: np.ndarray = await embed(file.chunks)
+        return matrix
     except Exception as e:  # noqa: BLE001 - reported per file
         return failure_message(e)
 

@@ -146,7 +146,8 @@ class OpenAIEmbedder:
     async def _halves(self, parts: list[str], splits: int) -> np.ndarray:
         async def one(text: str) -> np.ndarray:
             try:
-                return (await self._send([text], self.counter.estimate(text), splits))[0]
+                row: np.ndarray = (await self._send([text], self.counter.estimate(text), splits))[0]
+                return row
             except _Attempt as e:
                 if e.kind != "split" or splits >= 8 or not (sub := self._halve(text)):
                     raise
@@ -166,7 +167,8 @@ class OpenAIEmbedder:
         matrices = [p.matrix for p in (main, late) if p.matrix is not None]
         dim = self.dim or (matrices[0].shape[1] if matrices else 0)
         if not len(pieces) or not matrices:
-            reasons = {int(owner): failed.get(i, "no vector returned") for i, owner in enumerate(pieces.owners)}
+            reasons: dict[int, str] = {int(owner): failed.get(i, "no vector returned")
+                                       for i, owner in enumerate(pieces.owners)}
             self.stats.failed_chunks += len(reasons)
             return EmbedReport(total, dim, np.zeros((0, dim), np.float32), [], empty=plan.empty, failed=reasons,
                                truncated=plan.truncated, split=plan.split)
@@ -176,6 +178,7 @@ class OpenAIEmbedder:
                                      for p in (main, late)])
             have = np.concatenate([main.have, late.have])
         else:
+            assert main.matrix is not None  # in `matrices`, and the late part has no pieces to have a matrix
             matrix, have = main.matrix, main.have
         owner_of = pieces.owners
         starts = np.flatnonzero(np.r_[True, owner_of[1:] != owner_of[:-1]])
@@ -185,7 +188,7 @@ class OpenAIEmbedder:
         for k in np.flatnonzero((counts > 1) & ok):
             first, last = starts[k], starts[k] + counts[k]
             rows[k] = _mean(matrix[first:last], np.maximum(pieces.tokens[first:last], 1))
-        reasons: dict[int, str] = {}
+        reasons = {}
         for k in np.flatnonzero(~ok):
             ids = range(starts[k], starts[k] + counts[k])
             reasons[int(owner_of[starts[k]])] = next((failed[i] for i in ids if i in failed), "no vector returned")
@@ -250,7 +253,7 @@ class OpenAIEmbedder:
                     self.limit.release()
 
     def _backoff(self, attempt: int) -> float:
-        return min(4.0, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+        return min(4.0, self.backoff_s * 2.0 ** (attempt - 1)) * (0.5 + random.random())
 
     def _record(self, started: float, t0: float, inputs: int, tokens: int, status: str, retries: int, splits: int,
                 http_status: int | None) -> None:
@@ -322,7 +325,8 @@ class OpenAIEmbedder:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         if not np.all(np.isfinite(matrix)) or np.any(norms == 0):
             raise _Attempt("retry", "malformed response: zero or non-finite vectors", 200)
-        return matrix / norms
+        unit: np.ndarray = matrix / norms
+        return unit
 
 
 class _Part:
@@ -360,8 +364,9 @@ def _one_decode(rows: list[Any], n: int) -> np.ndarray | None:
 
 
 def _mean(rows: np.ndarray, weights: Sequence[int] | np.ndarray) -> np.ndarray:
-    v = np.average(rows, axis=0, weights=np.asarray(weights, dtype=np.float64))
-    return (v / np.linalg.norm(v)).astype(np.float32)
+    v: np.ndarray = np.average(rows, axis=0, weights=np.asarray(weights, dtype=np.float64))
+    unit: np.ndarray = v / np.linalg.norm(v)
+    return unit.astype(np.float32)
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -41,7 +41,7 @@ class Found(NamedTuple):
     skipped: str | None = None  # left out on purpose: a ``skipped`` row
 
 
-def discover(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Found]:
+def discover(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Found]:
     """The entries of an upload, in order, each path once: named files as given, directories walked
     (sorted; hidden entries and caches skipped) for files of a type chunking knows.
     InvalidArgumentError if ``paths`` is not a path or a list of paths."""
@@ -99,7 +99,7 @@ def _path_list(paths: object) -> list[str]:
     elif not isinstance(paths, Iterable) or isinstance(paths, dict):
         raise InvalidArgumentError(f"{_ACCEPTS}, got {type(paths).__name__} {_short(paths)}")
     out = []
-    for i, raw in enumerate(paths):  # type: ignore[arg-type]
+    for i, raw in enumerate(paths):
         text = os.fspath(raw) if isinstance(raw, (str, os.PathLike)) else raw
         if not isinstance(text, str):
             raise InvalidArgumentError(f"{_ACCEPTS}; item {i} is {type(raw).__name__} {_short(raw)}")

@@ -72,8 +72,9 @@ def load_encoding(name: str = "cl100k_base") -> Any | None:
             import tiktoken.load
             import tiktoken_ext.openai_public as public
         except ImportError:
-            tiktoken = None
-        if tiktoken is not None and name in _BPE_URLS:
+            _encodings[name] = None
+            return None
+        if name in _BPE_URLS:
             key = hashlib.sha1(_BPE_URLS[name].encode()).hexdigest()
             local = next((d / key for d in _cache_dirs() if (d / key).is_file()), None)
             if local is not None:

@@ -71,7 +71,7 @@ def is_question(text: str) -> bool:
     if t.endswith("?") or t.startswith(("tell me", "remind me")):
         return True
     m = _FIRST_WORD.match(t)
-    return bool(m) and m.group(1) in _QUESTION_WORDS
+    return m is not None and m.group(1) in _QUESTION_WORDS
 
 
 @lru_cache(maxsize=128)
@@ -115,8 +115,9 @@ def _user_text(message: Mapping[str, Any]) -> str | None:
         if isinstance(data, dict):
             if data.get("type") in ("heartbeat", "system_alert", "login"):
                 return None
-            if isinstance(data.get("message"), str):
-                return data["message"]
+            words = data.get("message")
+            if isinstance(words, str):
+                return words
     return text
 
 

@@ -279,7 +279,7 @@ def _after_tools(ctx: _Ctx, end: int) -> Plan:
     start = end
     while start and ctx.messages[start - 1].get("role") == "tool":
         start -= 1
-    calls: dict[str, dict[str, Any]] = {}
+    calls: dict[str | None, dict[str, Any]] = {}
     if start and ctx.messages[start - 1].get("role") == "assistant":
         calls = {c.get("id"): c["function"] for c in ctx.messages[start - 1].get("tool_calls") or ()}
     batch = []

@@ -1,8 +1,10 @@
 """The model-client protocol: one streaming method per backend.
 
 A backend (the offline model, an OpenAI-compatible endpoint, a scripted test model) implements only
-:meth:`LLMClient.stream`, yielding :class:`TextDelta` / :class:`ToolCallDelta` events and finishing with
-exactly one :class:`Completion`. :func:`complete` collects a stream for callers that do not care about
+:meth:`LLMClient.stream`, yielding :class:`TextDelta` (message content), :class:`ReasoningTextDelta` (a
+provider's separate reasoning field) and :class:`ToolCallDelta` events and finishing with exactly one
+:class:`Completion`. Whether content is the reply or inner thoughts is not the backend's call: the agent
+loop decides by agent type (runtime/replies.py). :func:`complete` collects a stream for callers that do not care about
 tokens. Messages and tools are plain OpenAI chat-completions dicts so every backend speaks the same shape.
 
 Text a backend yields is valid Unicode (:mod:`letta_nb._text`): a remote reply's lone surrogates are
@@ -22,6 +24,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "TextDelta",
+    "ReasoningTextDelta",
     "ToolCallDelta",
     "Completion",
     "LLMEvent",
@@ -32,11 +35,15 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A tool call as the model emitted it. ``arguments`` is the raw JSON text, possibly malformed."""
+    """A tool call as the model emitted it. ``arguments`` is the raw JSON text, possibly malformed.
+
+    ``recovered`` is True when the model wrote the call as JSON in its message content instead of the
+    API's ``tool_calls`` (small local models do) and letta_nb recognised it (llm/text_calls.py)."""
 
     id: str
     name: str
     arguments: str
+    recovered: bool = False
 
     def parsed_arguments(self) -> dict[str, Any]:
         """The arguments as a dict; raises ``ValueError`` with a readable reason when they are not a JSON object."""
@@ -46,7 +53,9 @@ class ToolCall:
             raise ValueError(f"arguments of {self.name!r} are not valid JSON ({e.msg} at char {e.pos})") from None
         if not isinstance(value, dict):
             raise ValueError(f"arguments of {self.name!r} must be a JSON object, got {type(value).__name__}")
-        return clean_json(value)  # a JSON "\ud800" escape decodes to a lone surrogate: repaired here, once
+        # a JSON "\ud800" escape decodes to a lone surrogate: repaired here, once
+        cleaned: dict[str, Any] = clean_json(value)
+        return cleaned
 
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
@@ -69,7 +78,15 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of the assistant's free text (reasoning / inner thoughts)."""
+    """A piece of the assistant's message content: the reply, or inner thoughts before a tool call."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningTextDelta:
+    """A piece of the model's reasoning sent apart from the content (``reasoning_content`` / ``reasoning``
+    deltas of DeepSeek, vLLM, Ollama thinking models, OpenRouter): never the reply."""
 
     text: str
 
@@ -93,9 +110,10 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = "stop"
     ttft_ms: float | None = None
+    reasoning: str | None = None  # the reasoning field's text, when the provider sent one
 
 
-LLMEvent = TextDelta | ToolCallDelta | Completion
+LLMEvent = TextDelta | ReasoningTextDelta | ToolCallDelta | Completion
 
 
 @runtime_checkable

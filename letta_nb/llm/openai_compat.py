@@ -12,6 +12,10 @@ store or an error message); the stream yields text and tool-call deltas as they 
 server's count (``stream_options.include_usage``), estimated only when the server sends none. Text,
 tool names and argument pieces are made valid Unicode as they arrive (a lone surrogate becomes U+FFFD),
 so the deltas and the Completion agree and the turn can be stored.
+
+Reasoning that a provider sends beside the content (``reasoning_content``: DeepSeek, vLLM;
+``reasoning``: Ollama thinking models, OpenRouter, newer vLLM) becomes :class:`ReasoningTextDelta`
+events and ``Completion.reasoning``, never content: the reply stays the reply.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from letta_nb.errors import ProviderError
 from letta_nb.llm.base import (
     Completion,
     LLMEvent,
+    ReasoningTextDelta,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -35,7 +40,21 @@ from letta_nb.llm.base import (
 )
 from letta_nb.llm.tokens import estimate_tokens, message_tokens
 
-__all__ = ["OpenAICompatModel"]
+__all__ = ["OpenAICompatModel", "reasoning_text"]
+
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def reasoning_text(part: Any) -> str:
+    """The reasoning a streamed delta or a whole message carries in a provider field, else ``""``.
+
+    The SDK keeps fields it does not know as attributes (pydantic extras); a dict works too. The first
+    non-empty field wins: a server sending both names sends the same text twice."""
+    for key in _REASONING_FIELDS:
+        value = part.get(key) if isinstance(part, dict) else getattr(part, key, None)
+        if isinstance(value, str) and value:
+            return clean_text(value)
+    return ""
 
 
 class OpenAICompatModel:
@@ -94,6 +113,7 @@ class OpenAICompatModel:
         start = time.perf_counter()
         ttft_ms: float | None = None
         text: list[str] = []
+        thoughts: list[str] = []
         calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         usage: Usage | None = None
         finish = "stop"
@@ -109,11 +129,16 @@ class OpenAICompatModel:
                             finish = choice.finish_reason
                         if delta is None:
                             continue
+                        thought = reasoning_text(delta)
+                        if thought:
+                            ttft_ms = ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000
+                            thoughts.append(thought)
+                            yield ReasoningTextDelta(thought)
                         if delta.content:
                             ttft_ms = ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000
-                            content = clean_text(delta.content)  # a JSON \ud800 escape in the SSE chunk
-                            text.append(content)
-                            yield TextDelta(content)
+                            words = clean_text(delta.content)  # a JSON \ud800 escape in the SSE chunk
+                            text.append(words)
+                            yield TextDelta(words)
                         for tc in delta.tool_calls or ():
                             ttft_ms = ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000
                             fn = tc.function
@@ -137,6 +162,7 @@ class OpenAICompatModel:
         if tool_calls and finish == "stop":
             finish = "tool_calls"
         yield Completion(content, tool_calls, usage, finish,
-                         ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000)
+                         ttft_ms if ttft_ms is not None else (time.perf_counter() - start) * 1000,
+                         "".join(thoughts) or None)
 
 

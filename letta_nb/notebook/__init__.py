@@ -13,7 +13,16 @@ from __future__ import annotations
 import atexit
 from typing import Any
 
-from letta_nb.notebook._session import NotebookSession, current_session, set_session
+from letta_nb.errors import OptionalDependencyError
+
+try:
+    import IPython  # noqa: F401 - the `notebook` extra; the runtime itself never needs it
+except ImportError as e:
+    raise OptionalDependencyError(
+        "the notebook surface (%load_ext letta_nb, ChatWidget) needs IPython and ipywidgets, which are not "
+        "installed. Run: pip install 'letta-nb[notebook]' (or: pip install ipykernel ipywidgets).") from e
+
+from letta_nb.notebook._session import NotebookSession, current_session, set_session  # noqa: E402
 
 __all__ = [
     "ChatWidget",

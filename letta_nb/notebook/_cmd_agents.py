@@ -1,4 +1,5 @@
-"""``%letta agents | create | use | delete``: which agents exist and which one the notebook talks to.
+"""``%letta agents | create | use | delete | import | export``: which agents exist and which one the notebook
+talks to, and moving agents in and out as Letta Agent Files.
 
 ``create`` and ``use`` set the *current* agent, the default of ``%%letta``, ``memory``, ``archival``,
 ``tool add`` and ``chat``. Deleting the current agent clears it, so no later command silently targets a
@@ -71,3 +72,32 @@ def delete(args: Any, session: Any, shell: Any) -> Any:
     if session.agent in (agent.name, agent.id):
         session.agent = None
     return Notice(f"Agent {agent.name!r} deleted.")
+
+
+@command("import", "import a Letta Agent File (.af) and make its agent current")
+@magic_arguments("letta import")
+@argument("path", help="the .af file")
+@argument("--model", help="model spec for every imported agent, e.g. offline (needed when the file's cannot run here)")
+@argument("--embedding", help="embedder for every imported agent, e.g. hash (needed when the file's cannot run here)")
+@argument("--name", help="a new name for the file's main agent")
+@argument("--suffix", default="", help="appended to every imported agent's name, e.g. -2")
+@argument("--keep-tools", action="store_true", help="a stored tool of the same name is used as it is")
+def import_file(args: Any, session: Any, shell: Any) -> Any:
+    """Import PATH (agents, blocks, tools, rules, messages; see client.agents.import_file) in one go, show
+    what was imported, mapped or not supported, and make the file's main agent current."""
+    report = session.client.agents.import_file(
+        args.path, model=args.model, embedding=args.embedding, name=args.name, suffix=args.suffix,
+        existing_tools="keep" if args.keep_tools else "error")
+    session.agent = report.agent.name
+    return report
+
+
+@command("export", "write an agent as a Letta Agent File (.af)")
+@magic_arguments("letta export")
+@argument("agent", help="an agent name or id")
+@argument("path", help="the .af file to write")
+def export_file(args: Any, session: Any, shell: Any) -> Any:
+    """Write AGENT (with the rest of its sleep-time group, if it was imported with one) to PATH in Letta's
+    Agent File format; it holds no API key."""
+    path = session.client.agents.export_file(args.agent, args.path)
+    return Notice(f"Agent {args.agent!r} exported to {str(path)!r}.")

@@ -71,46 +71,71 @@ sql.raw_line = True  # dispatch passes the line verbatim (quotes are SQL's, not 
 @command("models", "list model providers (DataFrame)")
 @magic_arguments("letta models")
 def models(args: Any, session: Any, shell: Any) -> Any:
-    """List the model providers this build knows, an example spec for each and whether it is ready to use."""
+    """List the model providers this build knows, an example spec for each and whether it is ready to use:
+    ready means its endpoint answered just now (GET .../models, at most 1.5 s, cached 10 s); `checked` says
+    what was asked and what came back."""
+    from letta_nb.llm.readiness import provider_readiness
     from letta_nb.llm.registry import KNOWN_PROVIDERS
 
     rows = []
     for provider in KNOWN_PROVIDERS:
         example, key, about = _PROVIDERS.get(provider, (provider, "", ""))
+        status = provider_readiness(provider)
         rows.append({"provider": provider, "example": example, "needs": key or "-",
-                     "ready": not key or bool(os.environ.get(key)), "about": about})
-    return records_frame(rows, ["provider", "example", "needs", "ready", "about"])
+                     "ready": status.ready, "checked": status.checked, "about": about})
+    return records_frame(rows, ["provider", "example", "needs", "ready", "checked", "about"])
 
 
-@command("config", "show or set notebook defaults")
+@command("config", "show settings (DataFrame) or set notebook defaults")
 @magic_arguments("letta config")
 @argument("key", nargs="?", choices=("model", "embedding"), help="a default to set: model or embedding")
 @argument("value", nargs="?", help="its new value, e.g. 'offline?latency_ms=50'")
 def config(args: Any, session: Any, shell: Any) -> Any:
-    """Without arguments, show the store, the defaults and the current agent. With KEY VALUE, set the
-    default model or embedding that %letta create uses."""
+    """Without arguments, a DataFrame of every setting (value, where it came from, its environment variable;
+    API keys only as set or not, never their text), the store and the current agent. With KEY VALUE, set
+    the default model or embedding that %letta create uses in this notebook."""
+    settings = session.client.runtime.settings
     if args.key is not None:
         if args.value is None:
             raise UsageError(f"%letta config {args.key} needs a value, e.g. %letta config {args.key} "
                              f"{session.defaults[args.key]}")
+        settings.check_provider(args.value, args.key)  # allowed_providers
         if args.key == "model":
-            from letta_nb.llm.registry import resolve_model as resolve
+            from letta_nb.llm.registry import resolve_model
+
+            resolve_model(args.value)  # an unknown name raises with the known ones listed
         else:
-            from letta_nb.embeddings.registry import resolve_embedder as resolve
-        resolve(args.value)  # an unknown name raises with the known ones listed
+            from letta_nb.embeddings.registry import resolve_embedder
+
+            resolve_embedder(args.value)
         session.defaults[args.key] = args.value
         return Notice(f"Default {args.key} is now {args.value!r}.")
-    import letta_nb
+    return records_frame(_config_rows(session, settings), ["setting", "value", "source", "env var"]).set_index(
+        "setting")
 
-    rows = [
-        {"setting": "version", "value": letta_nb.__version__},
-        {"setting": "store", "value": session.client.store_location},
-        {"setting": "current agent", "value": session.agent or "(none)"},
-        {"setting": "default model", "value": session.defaults["model"]},
-        {"setting": "default embedding", "value": session.defaults["embedding"]},
-        {"setting": "LETTA_NB_HOME", "value": os.environ.get("LETTA_NB_HOME", "~/.letta_nb (default)")},
+
+def _config_rows(session: Any, settings: Any) -> list[dict[str, Any]]:
+    import letta_nb
+    from letta_nb.llm.registry import PROVIDERS
+
+    rows: list[dict[str, Any]] = [
+        {"setting": "version", "value": letta_nb.__version__, "source": "letta_nb", "env var": "-"},
+        {"setting": "store", "value": session.client.store_location,
+         "source": "%load_ext / connect(where)" if session._where is not None else "home", "env var": "-"},
+        {"setting": "current agent", "value": session.agent or "(none)", "source": "%letta create / use",
+         "env var": "-"},
     ]
-    return records_frame(rows, ["setting", "value"]).set_index("setting")
+    for row in settings.rows():
+        kind = {"default_model": "model", "default_embedding": "embedding"}.get(row["setting"])
+        if kind is not None and session.defaults[kind] != row["value"]:
+            row = {**row, "value": session.defaults[kind], "source": f"%letta config {kind}"}
+        rows.append(row)
+    keys = session.client.runtime.api_keys
+    for provider, (_, _, key_env, _) in PROVIDERS.items():  # secrets: whether set and where, never the text
+        source = "connect(api_keys=)" if provider in keys else f"env {key_env}" if os.environ.get(key_env) else "-"
+        rows.append({"setting": f"api_keys.{provider}", "value": "(not set)" if source == "-" else "set (hidden)",
+                     "source": source, "env var": key_env})
+    return rows
 
 
 @command("chat", "open the chat widget")

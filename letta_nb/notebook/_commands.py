@@ -14,7 +14,7 @@ import argparse
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.utils.process import arg_split
@@ -24,11 +24,22 @@ from letta_nb.errors import LettaNBError
 __all__ = ["COMMANDS", "Command", "command", "dispatch", "help_text", "parse"]
 
 
+class Parsed(Protocol):
+    """A subcommand function as ``@magic_arguments`` leaves it: it carries its argparse parser."""
+
+    parser: argparse.ArgumentParser
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
     summary: str
-    func: Callable[..., Any]
+    func: Parsed
 
     @property
     def help(self) -> str:
@@ -45,10 +56,10 @@ def _ordered() -> list[Command]:
     return sorted(COMMANDS.values(), key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else len(_ORDER))
 
 
-def command(name: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def command(name: str, summary: str) -> Callable[[F], F]:
     """Register a subcommand (``name`` may be two words, e.g. ``"archival search"``)."""
 
-    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+    def register(func: F) -> F:
         if not hasattr(func, "parser"):
             raise TypeError(f"%letta {name}: put @command above @magic_arguments")
         COMMANDS[name] = Command(name, summary, func)
@@ -94,7 +105,7 @@ def dispatch(line: str, session: Any, shell: Any) -> Any:
         raise UsageError(str(e)) from None
 
 
-def parse(func: Callable[..., Any], argstring: str) -> Any:
+def parse(func: Parsed, argstring: str) -> Any:
     """Parse like a shell: quotes group words and are removed (IPython's own ``parse_argstring`` keeps them)."""
     try:
         argv = arg_split(argstring, posix=True)

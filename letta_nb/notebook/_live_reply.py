@@ -4,6 +4,8 @@ The stream runs in the cell's own thread (a kernel interrupt lands there, so Ctr
 event updates one display handle, throttled so a fast model does not flood the frontend with messages.
 Tool calls appear as compact lines (``⚙ core_memory_append(label='human', …) → success · 0.4 ms``) above
 the reply text. The last update always happens, whatever the throttle, so the final state is complete.
+The reply shows as it streams whether it came through ``send_message`` or as plain content; the model's
+reasoning is shown only on request (``%%letta --reasoning``), dimmed, above the tool lines.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ def call_line(name: str, arguments: str, width: int = 80) -> str:
 class LiveReply:
     """Accumulates one turn's events and renders them as a mime bundle in the requested format."""
 
-    def __init__(self, agent: str, fmt: str = "md"):
-        self.agent, self.fmt = agent, fmt
+    def __init__(self, agent: str, fmt: str = "md", reasoning: bool = False):
+        self.agent, self.fmt, self.show_reasoning = agent, fmt, reasoning
         self.text = ""
+        self.reasoning = ""
         self.calls: dict[str, list[str]] = {}  # call_id -> [line, outcome]
         self.status = "streaming"
         self.error: str | None = None
@@ -45,6 +48,8 @@ class LiveReply:
         kind = event.message_type
         if kind == "assistant_message":
             self.text += event.text
+        elif kind == "reasoning_message":
+            self.reasoning += event.text
         elif kind == "tool_call_message":
             self.calls[event.call_id] = [call_line(event.name, event.arguments), "…"]
         elif kind == "tool_return_message":
@@ -71,8 +76,12 @@ class LiveReply:
             return f"[{self.status}: the partial answer above was kept]"
         return ""
 
+    def _thoughts(self) -> str:
+        return self.reasoning.strip() if self.show_reasoning else ""
+
     def plain(self) -> str:
-        parts = self._tool_lines() + [self.text or ("…" if self.status == "streaming" else "")]
+        thoughts = [f"💭 {self._thoughts()}"] if self._thoughts() else []
+        parts = thoughts + self._tool_lines() + [self.text or ("…" if self.status == "streaming" else "")]
         footer = self._footer()
         return "\n".join(p for p in [*parts, footer] if p)
 
@@ -83,7 +92,10 @@ class LiveReply:
                 else ("*…*" if self.status == "streaming" else ""))
         footer = self._footer()
         footer = f"\n\n<span style='color:#cf222e'>{_repr.esc(footer)}</span>" if footer else ""
-        return f"{tools}\n\n{body}{footer}" if tools else f"{body}{footer}"
+        thoughts = (f"<div class='letta-reasoning' style='color:#6e7781;font-style:italic;white-space:pre-wrap'>"
+                    f"💭 {_repr.esc(self._thoughts())}</div>" if self._thoughts() else "")
+        head = thoughts + tools
+        return f"{head}\n\n{body}{footer}" if head else f"{body}{footer}"
 
     def bundle(self, response: Any = None) -> dict[str, Any]:
         data: dict[str, Any] = {"text/plain": self.plain()}
@@ -96,6 +108,8 @@ class LiveReply:
     def as_json(self, response: Any = None) -> dict[str, Any]:
         out: dict[str, Any] = {"agent": self.agent, "text": self.text, "status": self.status,
                                "tool_calls": [{"call": c[0], "outcome": c[1]} for c in self.calls.values()]}
+        if self.show_reasoning:
+            out["reasoning"] = self.reasoning
         if self.error:
             out["error"] = self.error
         if response is not None:

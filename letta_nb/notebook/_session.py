@@ -10,9 +10,11 @@ never closed here.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from IPython.core.error import UsageError
+
+from letta_nb.settings import current as current_settings
 
 if TYPE_CHECKING:
     from letta_nb.client import Client
@@ -32,7 +34,9 @@ class NotebookSession:
         self._owns_client = client is None
         self._lock = threading.Lock()
         self.agent: str | None = None  # the current agent's name, set by create/use
-        self.defaults: dict[str, str] = {"model": "offline", "embedding": "hash"}
+        # %letta create's defaults: the settings' (letta_nb/settings.py) until `%letta config model X` changes them
+        settings = client.runtime.settings if client is not None else current_settings()
+        self.defaults: dict[str, str] = {"model": settings.default_model, "embedding": settings.default_embedding}
 
     @property
     def client(self) -> Client:
@@ -66,6 +70,12 @@ class NotebookSession:
             client, self._client = self._client, None
         if client is not None and self._owns_client:
             client.close()
+
+
+@overload
+def current_session(create: Literal[True] = ...) -> NotebookSession: ...
+@overload
+def current_session(create: bool) -> NotebookSession | None: ...
 
 
 def current_session(create: bool = True) -> NotebookSession | None:

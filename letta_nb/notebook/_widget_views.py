@@ -1,10 +1,12 @@
 """The pieces a :class:`~letta_nb.notebook.widget.ChatWidget` is made of: message bubbles and tool-call steps.
 
 A bubble is an ``Output`` widget holding one ``text/markdown`` output, so the frontend's own Markdown
-renderer draws it (JupyterLab, Notebook 7 and VS Code alike) with no Markdown library in the kernel. A
-step is a collapsed ``Accordion`` whose title carries tool, status and milliseconds and whose body holds
-the arguments and the result. Both are updated by assigning traits, which ipywidgets 8 syncs from any
-thread; each view throttles its own updates so a fast stream does not flood the frontend.
+renderer draws it (JupyterLab, Notebook 7 and VS Code alike) with no Markdown library in the kernel. A step
+is a collapsed ``Accordion`` whose title carries tool, status and milliseconds and whose body holds the
+arguments and the result; the model's reasoning is a collapsed ``Accordion`` too (titled ``💭 reasoning``),
+so it is there to open and never mistaken for the reply. Both are updated by assigning traits, which
+ipywidgets 8 syncs from any thread; each view throttles its own updates so a fast stream does not flood the
+frontend.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import ipywidgets as widgets
 
 from letta_nb import _repr
 
-__all__ = ["MessageView", "StepView", "memory_html"]
+__all__ = ["MessageView", "ReasoningView", "StepView", "memory_html"]
 
 _MIN_INTERVAL_S = 0.05
 _MARGIN = {"user": "2px 0 2px 15%", "assistant": "2px 15% 2px 0"}  # user on the right, agent on the left
@@ -60,7 +62,8 @@ class StepView:
 
     def __init__(self, call_id: str, name: str, arguments: str):
         self.call_id, self.name, self.arguments = call_id, name, arguments
-        self.status, self.result, self.ms = "running", "", None
+        self.status, self.result = "running", ""
+        self.ms: float | None = None
         self.body = widgets.HTML()
         self.widget = widgets.Accordion(children=[self.body], selected_index=None)
         self.widget.add_class("letta-step")
@@ -86,6 +89,32 @@ class StepView:
                            f"{_repr.esc(args)}</pre><b>result</b> <span style='color:{color}'>{_repr.esc(self.status)}"
                            f"</span><pre style='white-space:pre-wrap'>{result}</pre></div>")
         self.widget.titles = (self.title,)
+
+
+class ReasoningView:
+    """The model's reasoning in one step: collapsed by default, growing while it streams."""
+
+    role = "reasoning"
+
+    def __init__(self, text: str = ""):
+        self.text = text
+        self.body = widgets.HTML()
+        self.body.add_class("letta-reasoning-body")
+        self.widget = widgets.Accordion(children=[self.body], selected_index=None)
+        self.widget.add_class("letta-reasoning")
+        self._last = 0.0
+        self.render()
+
+    def append(self, text: str) -> None:
+        self.text += text
+        if time.monotonic() - self._last >= _MIN_INTERVAL_S:
+            self.render()
+
+    def render(self) -> None:
+        self._last = time.monotonic()
+        self.body.value = (f"<pre style='white-space:pre-wrap;color:#57606a;font-size:90%'>"
+                           f"{_repr.esc(self.text)}</pre>")
+        self.widget.titles = ("💭 reasoning",)
 
 
 def memory_html(agent_name: str, blocks: list[Any]) -> str:

@@ -54,14 +54,18 @@ class LettaChatMagics(Magics):
     @argument("-o", "--output", metavar="VAR", help="store the Response in this notebook variable")
     @argument("--format", choices=FORMATS, default="md",
               help="md (rendered markdown, default), text (plain) or json (the reply as JSON)")
+    @argument("--reasoning", action="store_true",
+              help="also show the model's reasoning (hidden by default; the reply always shows)")
     @cell_magic
     def letta(self, line: str, cell: str) -> None:
         """Send the cell to an agent and stream its reply into the output area.
 
         ``{name}`` or ``{obj.attr}`` in the cell is replaced by that notebook variable (``{{`` and ``}}`` are
-        literal braces). Tool calls show as compact lines above the reply. Interrupt the kernel (Ctrl-C,
-        or the stop button) to stop: the partial answer is kept, on screen and in recall memory.
+        literal braces). Tool calls show as compact lines above the reply, the model's reasoning too with
+        ``--reasoning``. Interrupt the kernel (Ctrl-C, or the stop button) to stop: the partial answer is
+        kept, on screen and in recall memory.
         """
+        assert self.shell is not None  # IPython runs a magic in the shell that registered it
         args = parse(self.letta, clean_text(line))
         if args.output is not None and not _IDENT.match(args.output):
             raise UsageError(f"-o needs a Python variable name, got {args.output!r}.")
@@ -71,7 +75,7 @@ class LettaChatMagics(Magics):
         session = current_session()
         try:
             agent = session.client.agents.retrieve(session.agent_or_current(args.agent))
-            live, response = _stream_reply(session.client, agent, text, args.format)
+            live, response = _stream_reply(session.client, agent, text, args.format, args.reasoning)
         except LettaNBError as e:
             raise UsageError(str(e)) from None
         if args.output:
@@ -80,8 +84,8 @@ class LettaChatMagics(Magics):
             raise UsageError(f"agent {agent.name!r} failed: {live.error}")
 
 
-def _stream_reply(client: Any, agent: Any, text: str, fmt: str) -> tuple[LiveReply, Any]:
-    live = LiveReply(agent.name, fmt)
+def _stream_reply(client: Any, agent: Any, text: str, fmt: str, reasoning: bool = False) -> tuple[LiveReply, Any]:
+    live = LiveReply(agent.name, fmt, reasoning)
     before = agent.last_seq  # read now: the AgentState is the live session's and moves with the turn
     handle = display(live.bundle(), raw=True, display_id=True)
     steps: list[Any] = []

@@ -6,6 +6,10 @@ as events arrive; ipywidgets 8 syncs trait changes from any thread. While a turn
 input and Send are disabled and Stop is enabled. Stop calls ``client.agents.messages.cancel``; the agent
 loop then commits what was streamed, so the partial answer stays on screen *and* in recall memory.
 Reopening a widget on the same agent rebuilds the conversation from the store.
+
+A reply shows as it streams whether the model sent it through ``send_message`` or as plain content
+(runtime/replies.py decides which text is the reply); reasoning shows in a collapsed ``💭 reasoning``
+step, there to open, never as the reply.
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import ipywidgets as widgets
-import traitlets
+from letta_nb.errors import LettaNBError, OptionalDependencyError
 
-from letta_nb.errors import LettaNBError
-from letta_nb.notebook._widget_views import MessageView, StepView, memory_html
+try:
+    import ipywidgets as widgets
+    import traitlets
+except ImportError as e:  # the `notebook` extra: a script that only uses the runtime does not install it
+    raise OptionalDependencyError(
+        "ChatWidget needs ipywidgets, which is not installed. Run: pip install 'letta-nb[notebook]' "
+        "(or: pip install ipywidgets), then restart the kernel.") from e
+from letta_nb.notebook._widget_views import MessageView, ReasoningView, StepView, memory_html
+from letta_nb.runtime.replies import content_is_reply
 
 __all__ = ["ChatWidget"]
 
@@ -41,8 +51,9 @@ class ChatWidget(widgets.VBox):
         self._worker: threading.Thread | None = None
         self._stop_requested = False
         self._reply: MessageView | None = None
+        self._thinking: ReasoningView | None = None
         self._steps: dict[str, StepView] = {}
-        self._views: list[MessageView | StepView] = []
+        self._views: list[MessageView | StepView | ReasoningView] = []
 
         self.header = widgets.HTML(f"<b>{self.agent.name}</b> <span style='color:#6e7781'>· model "
                                    f"{self.agent.model}</span>")
@@ -81,7 +92,7 @@ class ChatWidget(widgets.VBox):
         self.input.value = ""
         self.error = ""
         self._add(MessageView("user", text))
-        self._reply, self._steps, self._stop_requested = None, {}, False
+        self._reply, self._thinking, self._steps, self._stop_requested = None, None, {}, False
         self.busy = True
         self.status = "thinking…"
         self._worker = threading.Thread(target=self._run, args=(text,), name="letta_nb-chat", daemon=True)
@@ -112,6 +123,11 @@ class ChatWidget(widgets.VBox):
     def steps(self) -> list[StepView]:
         return [v for v in self._views if isinstance(v, StepView)]
 
+    @property
+    def reasoning(self) -> list[str]:
+        """The reasoning shown (collapsed), one text per reasoning step, oldest first."""
+        return [v.text for v in self._views if isinstance(v, ReasoningView)]
+
     # ---- the turn, on the worker thread -------------------------------------------------------------
     def _run(self, text: str) -> None:
         note = ""
@@ -127,6 +143,8 @@ class ChatWidget(widgets.VBox):
         except Exception as e:  # noqa: BLE001 - a bug or a store failure: show it where the user is looking
             self.error, note = f"{type(e).__name__}: {e}", "error"
         finally:
+            if self._thinking is not None:
+                self._thinking.render()
             if self._reply is not None:
                 self._reply.finish("stopped - partial answer kept" if self._stop_requested else "")
             elif self._stop_requested:
@@ -137,13 +155,22 @@ class ChatWidget(widgets.VBox):
 
     def _on_event(self, event: Any) -> None:
         kind = event.message_type
-        if kind == "assistant_message":
+        if kind == "reasoning_message":
+            if self._thinking is None:
+                self._thinking = ReasoningView()
+                self._add(self._thinking)
+            self._thinking.append(event.text)
+        elif kind == "assistant_message":
+            if self._thinking is not None and self._reply is None and event.text == self._thinking.text:
+                self._remove(self._thinking)  # inner thoughts that turned out to be the reply: shown once, as it
+            self._end_thinking()
             if self._reply is None:
                 self._reply = MessageView("assistant")
                 self._add(self._reply)
                 self.status = "replying…"
             self._reply.append(event.text)
         elif kind == "tool_call_message":
+            self._end_thinking()
             if self._reply is not None:  # a reply before a tool call is complete; the next text is a new bubble
                 self._reply.finish()
                 self._reply = None
@@ -151,11 +178,17 @@ class ChatWidget(widgets.VBox):
             self._add(step)
             self.status = f"running {event.name}…"
         elif kind == "tool_return_message":
-            step = self._steps.get(event.call_id)
-            if step is not None:
-                step.finish(event.status, event.content, event.duration_ms)
+            running = self._steps.get(event.call_id)
+            if running is not None:
+                running.finish(event.status, event.content, event.duration_ms)
         elif kind == "step":
             self._refresh_memory()
+
+    def _end_thinking(self) -> None:
+        """Reasoning is over once the reply or a tool call comes: show all of it; new reasoning is a new step."""
+        if self._thinking is not None:
+            self._thinking.render()
+            self._thinking = None
 
     def _cancel(self) -> None:
         try:
@@ -164,9 +197,13 @@ class ChatWidget(widgets.VBox):
             self.error = str(e)
 
     # ---- views ----------------------------------------------------------------------------------------
-    def _add(self, view: MessageView | StepView) -> None:
+    def _add(self, view: MessageView | StepView | ReasoningView) -> None:
         self._views.append(view)
         self.conversation.children = (*self.conversation.children, view.widget)
+
+    def _remove(self, view: MessageView | StepView | ReasoningView) -> None:
+        self._views.remove(view)
+        self.conversation.children = tuple(c for c in self.conversation.children if c is not view.widget)
 
     def _refresh_memory(self) -> None:
         try:
@@ -178,8 +215,11 @@ class ChatWidget(widgets.VBox):
 
     def _load_history(self) -> None:
         steps: dict[str, StepView] = {}
+        content_reply = content_is_reply(self.agent.agent_type, self.agent.tools)
         for m in self.client.agents.messages.list(self.agent.id, limit=HISTORY_LIMIT):
             kind = m.message_type
+            if m.role == "assistant" and m.tool_calls and m.content:  # the content beside a call, as it streamed
+                self._add(MessageView("assistant", m.content) if content_reply else ReasoningView(m.content))
             if kind in ("user_message", "assistant_message"):
                 note = f"{m.status}: partial answer" if m.status in ("cancelled", "error") else ""
                 self._add(MessageView("user" if kind == "user_message" else "assistant", m.text, note))

@@ -10,6 +10,15 @@ Invariants:
   memory edits, its archival inserts and its metrics row are committed in one transaction; only then
   does the in-memory session move forward. If the commit fails, the cached session is dropped and
   reloaded from the store on the next turn.
+- A turn is stored whole, or the caller gets an exception and nothing of it is stored. Every step commit
+  is fenced by the turn's lease (runtime/leases.py). If one is refused (the lease was lost: this process
+  was paused past it and another process took the agent), nothing of that step was written; the turn
+  takes the lease again as an ordinary waiter, reloads the agent (stale by definition: the other process
+  wrote to it) and re-runs the refused step against it (model call and tools again), then goes on. Its
+  steps stay in order and ``seq`` stays contiguous; another process's turn may sit between two of its
+  steps. After :data:`MAX_RECOVERIES` such re-runs the turn ends in ``StaleCommitError``: the steps it
+  committed before the last refusal stay (whole, the user message with the first), nothing of the refused
+  step does; refused at its first step, nothing of the turn is stored.
 - Cancellation (Ctrl-C, Stop, ``messages.cancel``) commits what is worth keeping: the user message and
   any text the model had streamed, as a plain assistant message, in a step with stop reason
   ``cancelled``. Half-executed tool calls and their memory edits are dropped, never half-written.
@@ -33,13 +42,10 @@ from letta_nb.errors import (
     StoreError,
     TurnCancelledError,
 )
-from letta_nb.llm.base import Completion, TextDelta, ToolCallDelta, Usage
+from letta_nb.llm.base import Completion, Usage
 from letta_nb.llm.tokens import message_tokens
 from letta_nb.runtime.base_tools import TERMINAL_TOOLS, ToolContext
 from letta_nb.runtime.events import (
-    AssistantDelta,
-    ReasoningDelta,
-    SendMessageParser,
     StepEvent,
     StopEvent,
     StreamEvent,
@@ -49,6 +55,7 @@ from letta_nb.runtime.events import (
 from letta_nb.runtime.leases import Lease
 from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
+from letta_nb.runtime.replies import StepOutput, content_is_reply
 from letta_nb.runtime.runtime import current_agent
 from letta_nb.runtime.session import EVICT_TO, AgentSession, Eviction
 from letta_nb.schemas import Message, Response, StepStats
@@ -59,7 +66,10 @@ from letta_nb.store.records import PassageRecord, StepRecord
 if TYPE_CHECKING:
     from letta_nb.runtime.runtime import Runtime
 
-__all__ = ["run_turn"]
+__all__ = ["MAX_RECOVERIES", "run_turn"]
+
+#: Refused step commits a turn recovers from (re-taking the lease, re-running the step) before it gives up.
+MAX_RECOVERIES = 3
 
 Emit = Callable[[StreamEvent], None]
 
@@ -74,6 +84,7 @@ class _Turn:
     def __init__(self, rt: Runtime, session: AgentSession, text: str, emit: Emit, lease: Lease):
         self.rt, self.session, self.emit, self.lease = rt, session, emit, lease
         self.lease_lost = False
+        self.recoveries = 0  # refused commits this turn recovered from (see recover)
         self.agent = session.agent
         self.run_id = new_id("run")
         self.seq = self.agent.last_seq
@@ -82,9 +93,9 @@ class _Turn:
         self.steps: list[StepStats] = []
         self.usage = Usage()
         # Events are built only when someone watches the stream (a hundred busy agents feel every
-        # allocation: the garbage collector's passes grow with them). The reply's argument pieces of
-        # this step are kept raw and decoded as they arrive only then, else once if a cancel saves them.
-        self.reply_args: dict[int, list[str]] = {}
+        # allocation: the garbage collector's passes grow with them). The step's model output (the reply
+        # so far, kept if a cancel comes) is routed by runtime/replies.py.
+        self.output: StepOutput | None = None
         self.streaming = emit is not _noop
         self.user_text = text
         self.step_id = ""
@@ -95,9 +106,11 @@ class _Turn:
                        step_id=self.step_id, **fields)
 
     async def commit(self, messages: list[Message], step: StepRecord, memory: WorkingMemory | None,
-                     passages: list[PassageRecord], eviction: Eviction | None) -> float:
+                     passages: list[PassageRecord], eviction: Eviction | None, *,
+                     recover: bool = False) -> float | None:
         """Commit a step, fenced by the turn's lease and the ``last_seq`` it builds on, renewing the lease
-        (runtime/leases.py)."""
+        (runtime/leases.py). Refused (the lease was lost): with ``recover``, the turn holds the lease again
+        and a reloaded session, and None says "run the step again"; else StaleCommitError."""
         write = StepWrite(
             agent_id=self.agent.id,
             messages=messages,
@@ -122,19 +135,36 @@ class _Turn:
             self.rt.invalidate_agent(self.agent.id)
             self.lease_lost = True
             self.rt.leases.refused(self.lease)  # not ours any more: nothing to renew or give up
-            raise StaleCommitError(self.agent.name) from None
+            if cancelled:  # stopped meanwhile: nothing of this step is stored, and nothing more will be
+                raise asyncio.CancelledError from None
+            if not recover or self.recoveries >= MAX_RECOVERIES:
+                raise StaleCommitError(self.agent.name) from None
+            await self.recover()
+            return None
         except Exception as e:
             self.rt.invalidate_agent(self.agent.id)
             raise StoreError(f"committing a step of agent {self.agent.name!r} failed: {e}") from e
-        self.rt.leases.renewed(self.lease)
+        self.rt.leases.renewed(self.lease, self.seq)
         self.session.append(messages)
         if memory is not None and memory.changed:
             self.agent.blocks = memory.blocks
         self.out.extend(messages)
-        self.reply_args = {}  # committed: nothing of this step is left to save if cancelled now
+        self.output = None  # committed: nothing of this step is left to save if cancelled now
         if cancelled:
             raise asyncio.CancelledError
         return db_ms
+
+    async def recover(self) -> None:
+        """After a refused commit: take the agent's lease again (queued in arrival order behind other
+        processes, AgentBusyError after ``lease_timeout``), reload the agent and start the step afresh."""
+        self.recoveries += 1
+        started = time.monotonic()
+        lease = await self.rt.leases.acquire(self.agent.id, self.agent.name)
+        self.lease, self.lease_lost = lease, False
+        self.rt.leases.recovered(lease, (time.monotonic() - started) * 1000)
+        self.session = await self.rt.session(lease.agent_id, (lease.last_seq, lease.version, lease.tools_version))
+        self.agent = self.session.agent
+        self.seq, self.pending, self.output = self.agent.last_seq, [], None
 
     def step_record(self, index: int, n: int, llm_ms: float, tools_ms: float, total_ms: float, usage: Usage,
                     stop: str | None) -> StepRecord:
@@ -145,12 +175,14 @@ class _Turn:
         )
 
     async def run(self) -> Response:
-        session, rt = self.session, self.rt
+        rt = self.rt
         stop_reason = "max_steps"
-        for index in range(self.agent.max_steps):
+        index = 0
+        while index < self.agent.max_steps:
+            session = self.session  # a new one after a refused commit (see recover)
             t0 = time.perf_counter()
             self.step_id = new_id("step")
-            self.reply_args = {}
+            self.output = None
             if index == 0:
                 self.pending = [self.new_message(role="user", content=self.user_text)]
             eviction = session.plan_eviction(self.pending)
@@ -167,7 +199,7 @@ class _Turn:
             if self.streaming:
                 for call in completion.tool_calls:
                     if call.name not in TERMINAL_TOOLS:
-                        self.emit(ToolCallEvent(call.id, call.name, call.arguments))
+                        self.emit(ToolCallEvent(call.id, call.name, call.arguments, call.recovered))
 
             t_tools = time.perf_counter()
             ctx = ToolContext(agent=self.agent, memory=memory, store=rt.store, archival=rt.archival)
@@ -184,7 +216,9 @@ class _Turn:
             total_ms = (time.perf_counter() - t0) * 1000
             messages, self.pending = self.pending, []
             step = self.step_record(index, len(messages), llm_ms, tools_ms, total_ms, completion.usage, stop)
-            db_ms = await self.commit(messages, step, memory, ctx.pending_passages, eviction)
+            db_ms = await self.commit(messages, step, memory, ctx.pending_passages, eviction, recover=True)
+            if db_ms is None:  # refused, and the lease is ours again: the step runs again on the fresh state
+                continue
             stats = StepStats(self.step_id, index, llm_ms, tools_ms, db_ms, (time.perf_counter() - t0) * 1000,
                               completion.usage.prompt_tokens, completion.usage.completion_tokens, stop,
                               tuple(r.name for r in results))
@@ -192,6 +226,7 @@ class _Turn:
             rt.record_step(self.agent, stats, completion.ttft_ms)
             if self.streaming:
                 self.emit(StepEvent(stats))
+            index += 1
             if finished:
                 stop_reason = "end_turn"
                 break
@@ -200,33 +235,25 @@ class _Turn:
         return Response(self.out, self.usage, self.steps, stop_reason, self.run_id)
 
     async def _call_model(self, prompt: list[dict[str, Any]]) -> Completion:
-        parsers: dict[int, SendMessageParser] = {}
-        streaming = self.streaming
-        names: dict[int, str] = {}
+        """The model's answer for this step: reply, reasoning and tool calls as runtime/replies.py routes
+        them (a call written as JSON text comes back as a recovered tool call)."""
+        tools = self.session.tools
+        output = self.output = StepOutput(self.emit if self.streaming else None, offered=tools,
+                                          content_reply=content_is_reply(self.agent.agent_type, tools))
         completion: Completion | None = None
         async for event in self.session.llm.stream(prompt, self.session.tool_schemas):
-            if isinstance(event, ToolCallDelta):
-                if event.name:
-                    names[event.index] = event.name
-                if names.get(event.index) in TERMINAL_TOOLS and event.arguments:
-                    self.reply_args.setdefault(event.index, []).append(event.arguments)
-                    if streaming:
-                        text = parsers.setdefault(event.index, SendMessageParser()).feed(event.arguments)
-                        if text:
-                            self.emit(AssistantDelta(text))
-            elif isinstance(event, TextDelta):
-                if streaming:
-                    self.emit(ReasoningDelta(event.text))
-            elif isinstance(event, Completion):
+            if isinstance(event, Completion):
                 completion = event
+            else:
+                output.feed(event)
         if completion is None:
             raise RuntimeError(f"model {self.session.llm.name!r} ended its stream without a completion")
-        return completion
+        return output.finish(completion)
 
     async def save_interrupted(self, reason: str) -> None:
         """Commit the user message and any streamed reply text of an interrupted step."""
         keep = [m for m in self.pending if m.role == "user"]
-        partial = "".join(SendMessageParser().feed("".join(pieces)) for _, pieces in sorted(self.reply_args.items()))
+        partial = self.output.partial_reply() if self.output is not None else ""
         if partial:
             keep.append(self.new_message(role="assistant", content=partial, status=reason))
         if not keep:
@@ -236,7 +263,7 @@ class _Turn:
         self.seq = keep[-1].seq
         self.pending = []
         step = self.step_record(len(self.steps), len(keep), 0.0, 0.0, 0.0, Usage(), reason)
-        await self.commit(keep, step, None, [], None)
+        await self.commit(keep, step, None, [], None)  # refused: StaleCommitError (nothing to re-run)
 
 
 def _reseq(m: Message, seq: int) -> Message:
@@ -261,7 +288,9 @@ async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None)
         try:
             return await _leased_turn(rt, agent_id, text, emit, lease)
         finally:
-            rt.leases.done(lease)  # kept a moment for the agent's next turn, then given up
+            # kept a moment for the agent's next turn, then given up; the turn may hold a newer lease than
+            # the one it started with (it recovered from a refused commit): we hold the lock, so it is ours
+            rt.leases.done(rt.leases.held.get(agent_id, lease))
 
 
 async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None, lease: Lease) -> Response:
@@ -276,6 +305,7 @@ async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None,
         )
     turn = _Turn(rt, session, text, emit or _noop, lease)
     task = asyncio.current_task()
+    assert task is not None  # a turn is a coroutine the runtime's loop runs as a task
     # Seen by this turn's tools and what they submit (reset below: a turn may run inline in a tool's task).
     tokens = current_agent.set(agent_id), TURN_TASK.set(task)
     rt.running[agent_id] = task
@@ -301,7 +331,7 @@ async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None,
             rt.stop_requested(agent_id, task, clear=True)
 
 
-def _uncancel(task: asyncio.Task) -> int:
+def _uncancel(task: asyncio.Task[Any]) -> int:
     """Withdraw one cancellation request; the number left (3.10 has no count: taken as none left)."""
     uncancel = getattr(task, "uncancel", None)
     return uncancel() if uncancel is not None else 0

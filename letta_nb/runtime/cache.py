@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from letta_nb.errors import InvalidArgumentError, NotFoundError
 
@@ -143,7 +143,7 @@ class TTLCache(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            entry = self._data.get(key)  # type: ignore[call-overload]
+            entry = self._data.get(cast(K, key))  # `in` may ask about any object; a dict lookup takes it as is
             return entry is not None and self._live(entry, self._clock())
 
     def __len__(self) -> int:
@@ -274,7 +274,9 @@ class TTLCache(Generic[K, V]):
 
     def _emit(self, events: list[str]) -> None:
         hook = self._on_event
-        for event in events if hook is not None else ():
+        if hook is None:
+            return
+        for event in events:
             try:
                 hook(self.name, event)
             except Exception:  # telemetry must never break a lookup

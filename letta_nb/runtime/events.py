@@ -3,6 +3,11 @@
 Shaped after Letta's streaming chunks (``message_type`` strings) so letta_client users recognise them:
 reasoning and assistant text arrive as deltas, a tool call as one event when its arguments are complete,
 its result when the tool returns, a step summary after each commit, and one ``stop_reason`` last.
+
+Which text is the reply and which is reasoning is decided in one place, runtime/replies.py: a reply is an
+:class:`AssistantDelta` whether it came through ``send_message`` or as the model's plain content;
+reasoning (a provider's reasoning field, or a memgpt agent's inner thoughts before a tool call) is a
+:class:`ReasoningDelta`, which displays show collapsed or only on request.
 """
 
 from __future__ import annotations
@@ -33,13 +38,15 @@ class StreamEvent:
 
 @dataclass(frozen=True)
 class ReasoningDelta(StreamEvent):
+    """A piece of the model's reasoning: not the reply."""
+
     text: str
     message_type = "reasoning_message"
 
 
 @dataclass(frozen=True)
 class AssistantDelta(StreamEvent):
-    """A piece of the reply the agent is sending with ``send_message``."""
+    """A piece of the reply: the ``message`` of ``send_message`` as it streams, or the model's plain content."""
 
     text: str
     message_type = "assistant_message"
@@ -47,9 +54,12 @@ class AssistantDelta(StreamEvent):
 
 @dataclass(frozen=True)
 class ToolCallEvent(StreamEvent):
+    """A complete tool call; ``recovered`` when the model wrote it as JSON text in its content."""
+
     call_id: str
     name: str
     arguments: str
+    recovered: bool = False
     message_type = "tool_call_message"
 
 

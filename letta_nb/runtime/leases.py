@@ -3,13 +3,20 @@
 Two kernels on one store each keep a picture of an agent (its session, ``last_seq``, caches); without
 coordination both appended messages with the same ``seq`` (measured: 21 of 60 turns failed after the model
 call was paid for, and each failed turn's user message was dropped). So every turn, and every change to an
-agent (blocks, tools, settings, deletion), runs under the agent's lease (store/sqlite/leases.py):
+agent (blocks, tools, settings, deletion, passages, uploaded files), runs under the agent's lease
+(store/sqlite/leases.py):
 
 - **Correctness comes from the commit, not from the lease.** The grant carries a fencing token and the
   agent's ``last_seq``/``version`` read in the same transaction; a stale session is reloaded before the model
   is called. Every step commit is a compare-and-set on that token and ``last_seq``: a turn whose lease
   expired (a paused process, a long GC) and was taken is refused without writing anything
-  (``StaleCommitError``), however sure the process was that it held the lease.
+  (``StaleCommitError``), however sure the process was that it held the lease. A turn then takes the lease
+  again (an ordinary waiter), reloads and re-runs the refused step (agent_loop.py), so it is still stored
+  whole.
+- **Held only while writing.** A change that is slow to prepare (embedding a passage, chunking an upload)
+  prepares outside the lease and holds it only around each commit (Runtime.agent_lease). The holder may
+  re-enter: a tool of a running turn that files a passage into its own agent joins the turn's lease (its
+  commit fenced by the turn's token) instead of queueing behind its own turn.
 - **Leases queue, they do not bounce.** A process that finds the lease held waits its turn in arrival order
   (a ticket row per waiter; SQLite has no notifications, so it polls by reading, 1 to 10 ms apart, and writes
   only to take the lease or renew its ticket; a holder that sees a waiter at the end of its turn gives the
@@ -31,17 +38,18 @@ import collections
 import contextlib
 import datetime as dt
 import functools
+import inspect
 import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from letta_nb.errors import AgentBusyError, AgentNotFoundError, InvalidArgumentError
+from letta_nb.errors import AgentBusyError, AgentNotFoundError, InvalidArgumentError, StaleCommitError
 from letta_nb.store.backend import Busy, Grant
-from letta_nb.store.sqlite import leases as rows
+from letta_nb.store.sqlite import leases as sqlite_rows
 
 __all__ = ["AgentLeases", "Lease", "LeaseEvent", "check_settings"]
 
@@ -68,7 +76,9 @@ class LeaseEvent:
     """One row of ``probes.leases()``."""
 
     agent_id: str
-    event: str  # acquired | reused | waited | took_expired | renewed | released | refused_commit | timed_out
+    # acquired | reused | waited | took_expired | renewed | released | refused_commit | recovered | joined |
+    # timed_out
+    event: str
     at: float  # time.time()
     wait_ms: float
     token: int | None
@@ -82,15 +92,19 @@ _GRACE = 0.05  # an idle lease is given up this long after its turn (another tur
 class AgentLeases:
     """The leases of one runtime (one holder identity) on its store."""
 
-    def __init__(self, writer: Any, *, ttl: float = 30.0, timeout: float = 120.0, history: int = 100_000):
+    def __init__(self, writer: Any, *, rows: Any = None, ttl: float = 30.0, timeout: float = 120.0,
+                 history: int = 100_000):
+        """``writer``: the store's step writer; ``rows``: its backend's lease rows (store/backend.py LeaseRows,
+        SQLite's by default), run as the writer's ops and reads."""
         check_settings(ttl, timeout)
         self._writer = writer
+        self._rows = rows if rows is not None else sqlite_rows
         self.ttl, self.timeout = float(ttl), float(timeout)
         self.pid, self.host = os.getpid(), socket.gethostname()
         self.holder = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         self.events: collections.deque[LeaseEvent] = collections.deque(maxlen=history)
         self.held: dict[str, Lease] = {}
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def _event(self, agent_id: str, event: str, wait_ms: float = 0.0, token: int | None = None,
                pid: int | None = None, host: str | None = None) -> None:
@@ -106,14 +120,16 @@ class AgentLeases:
                 kept.release_timer.cancel()
                 kept.release_timer = None
             now = time.time()
-            row = self._writer.read(functools.partial(rows.peek, agent_id=agent_id, now=now))
+            kept.busy = True  # claimed while the read is out (awaited on PostgreSQL): nothing releases it meanwhile
+            row = await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
             if row is None:
                 self._forget(kept)
                 raise AgentNotFoundError(name or agent_id, [])
             if row[0] == kept.token and row[1] == self.holder and row[2] > now + min(1.0, self.ttl / 3) and not row[6]:
-                kept.last_seq, kept.version, kept.tools_version, kept.busy = row[3], row[4], row[5], True
+                kept.last_seq, kept.version, kept.tools_version = row[3], row[4], row[5]
                 self._event(agent_id, "reused", 0.0, kept.token, self.pid, self.host)
                 return kept
+            kept.busy = False
             await self._give_up(kept)  # expired, taken, or someone is queued: go through the queue
         return await self._queue(agent_id, name)
 
@@ -122,7 +138,7 @@ class AgentLeases:
         delay, waited, ticket_at = 0.001, False, 0.0
         try:
             while True:
-                op = functools.partial(rows.acquire, agent_id=agent_id, holder=self.holder, pid=self.pid,
+                op = functools.partial(self._rows.acquire, agent_id=agent_id, holder=self.holder, pid=self.pid,
                                        host=self.host, now=time.time(), ttl=self.ttl, ticket_ttl=_TICKET_TTL)
                 result = await self._writer.submit(op)
                 if isinstance(result, Grant):
@@ -144,14 +160,14 @@ class AgentLeases:
                     await asyncio.sleep(delay)
                     delay = min(delay * 1.5, 0.01)
                     now = time.time()
-                    row = self._writer.read(functools.partial(rows.peek, agent_id=agent_id, now=now))
+                    row = await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
                     if row is None or row[1] is None or row[2] < now or time.monotonic() - ticket_at > _TICKET_TTL / 3:
                         break
         except BaseException:
             if waited:  # leave the queue at once rather than when the ticket expires
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._writer.submit(
-                        functools.partial(_drop_ticket, agent_id=agent_id, holder=self.holder)))
+                        functools.partial(self._rows.drop_ticket, agent_id=agent_id, holder=self.holder)))
             raise
         wait_ms = (time.monotonic() - start) * 1000 if waited else 0.0
         self._event(agent_id, "took_expired" if result.took_expired else "acquired", wait_ms, result.token,
@@ -169,7 +185,7 @@ class AgentLeases:
             await asyncio.sleep(self.ttl / 3)
             now = time.time()
             for lease in [x for x in self.held.values() if x.busy and now - x.renewed_at > self.ttl / 3]:
-                renew = functools.partial(rows.renew, agent_id=lease.agent_id, token=lease.token,
+                renew = functools.partial(self._rows.renew, agent_id=lease.agent_id, token=lease.token,
                                           expires_at=now + self.ttl)
                 if await self._writer.submit(renew):  # False: lost; the turn's next commit is refused
                     lease.renewed_at = now
@@ -179,8 +195,27 @@ class AgentLeases:
         """When a lease renewed now expires (step commits carry it)."""
         return time.time() + self.ttl
 
-    def renewed(self, lease: Lease) -> None:
+    def renewed(self, lease: Lease, last_seq: int | None = None) -> None:
+        """A commit under ``lease`` landed (and renewed it); ``last_seq``: the agent's, as that commit left it
+        (what a joined commit is fenced on, see :meth:`join`)."""
         lease.renewed_at = time.time()
+        if last_seq is not None:
+            lease.last_seq = last_seq
+
+    def recovered(self, lease: Lease, wait_ms: float) -> None:
+        """A turn whose commit was refused holds the agent's lease again (``lease``), ``wait_ms`` after the
+        refusal, and re-runs the refused step against the reloaded agent."""
+        self._event(lease.agent_id, "recovered", wait_ms, lease.token, self.pid, self.host)
+
+    def join(self, agent_id: str) -> Lease:
+        """The lease of the agent's running turn, for a commit made by one of that turn's tools (the turn
+        holds the agent's lock, so queueing would wait for itself). StaleCommitError if the turn has lost it:
+        the turn's own commit is refused too, and it re-runs the step, this tool included."""
+        lease = self.held.get(agent_id)
+        if lease is None or not lease.busy:
+            raise StaleCommitError(agent_id)
+        self._event(agent_id, "joined", 0.0, lease.token, self.pid, self.host)
+        return lease
 
     def refused(self, lease: Lease) -> None:
         """A commit under ``lease`` was refused: it is not ours any more."""
@@ -195,20 +230,40 @@ class AgentLeases:
         lease.busy = False
         loop = asyncio.get_running_loop()
         try:
-            row = self._writer.read(functools.partial(rows.peek, agent_id=lease.agent_id, now=time.time()))
+            row = self._writer.read(functools.partial(self._rows.peek, agent_id=lease.agent_id, now=time.time()))
         except Exception:  # the store is closing: the timer (or close()) gives it up
             row = ()
+        if inspect.isawaitable(row):  # an async backend (PostgreSQL): decide once the read is back
+            loop.create_task(self._settle(lease, row))
+            return
+        self._keep_or_give_up(lease, row)
+
+    async def _settle(self, lease: Lease, pending: Awaitable[Any]) -> None:
+        try:
+            row = await pending
+        except Exception:
+            row = ()
+        if not lease.busy and self.held.get(lease.agent_id) is lease:  # not reused meanwhile
+            self._keep_or_give_up(lease, row)
+
+    def _keep_or_give_up(self, lease: Lease, row: Any) -> None:
+        loop = asyncio.get_running_loop()
         if row is None or (row and row[6]):
             loop.create_task(self._give_up(lease))
             return
         lease.release_timer = loop.call_later(_GRACE, lambda: loop.create_task(self._give_up(lease)))
+
+    async def _read(self, fn: Any) -> Any:
+        """A read of the writer's (sync on SQLite, awaitable on PostgreSQL)."""
+        value = self._writer.read(fn)
+        return await value if inspect.isawaitable(value) else value
 
     async def _give_up(self, lease: Lease) -> None:
         """Release an idle lease (its grace ran out, or it cannot be reused)."""
         if lease.busy:  # a turn reused it after the timer fired
             return
         self._forget(lease)
-        op = functools.partial(rows.release, agent_id=lease.agent_id, token=lease.token)
+        op = functools.partial(self._rows.release, agent_id=lease.agent_id, token=lease.token)
         with contextlib.suppress(Exception):  # a store closed under us: the lease expires on its own
             await asyncio.shield(self._writer.submit(op))
         self._event(lease.agent_id, "released", 0.0, lease.token, self.pid, self.host)
@@ -230,10 +285,15 @@ class AgentLeases:
 
     @contextlib.asynccontextmanager
     async def hold(self, agent_id: str, name: str | None = None) -> AsyncIterator[Lease]:
-        """The lease for a change that is not a turn (blocks, tools, settings, deletion)."""
+        """The lease for a change that is not a turn (blocks, tools, settings, deletion, passages, files). A
+        commit in the block that is refused (StaleCommitError) means the lease was lost: it is forgotten."""
         lease = await self.acquire(agent_id, name)
         try:
             yield lease
+        except StaleCommitError:
+            if self.held.get(agent_id) is lease:
+                self.refused(lease)
+            raise
         finally:
             self.done(lease)
 
@@ -243,10 +303,6 @@ def check_settings(ttl: Any, timeout: Any) -> None:
     for name, value in (("lease_ttl", ttl), ("lease_timeout", timeout)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e7:
             raise InvalidArgumentError(f"{name} must be a positive number of seconds (e.g. {name}=30), got {value!r}")
-
-
-def _drop_ticket(cur: Any, agent_id: str, holder: str) -> None:
-    cur.execute("DELETE FROM lease_waiters WHERE agent_id = ? AND holder = ?", (agent_id, holder))
 
 
 def _holder(busy: Busy) -> dict[str, Any]:

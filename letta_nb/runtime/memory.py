@@ -14,7 +14,7 @@ from dataclasses import replace
 from letta_nb.errors import BlockLimitError, BlockNotFoundError, MemoryEditError, ReadOnlyBlockError
 from letta_nb.schemas import Block
 
-__all__ = ["WorkingMemory", "render_memory", "compile_system_prompt", "DEFAULT_SYSTEM"]
+__all__ = ["WorkingMemory", "render_memory", "compile_system_prompt", "DEFAULT_SYSTEM", "DEFAULT_SYSTEM_V1"]
 
 DEFAULT_SYSTEM = (
     "You are a stateful agent with persistent memory, running inside a Jupyter kernel (letta_nb).\n"
@@ -24,6 +24,10 @@ DEFAULT_SYSTEM = (
     "archival memory (archival_memory_insert / archival_memory_search).\n"
     "Always reply to the user with send_message; other tools continue your turn."
 )
+# A letta_v1_agent replies in its own message content (runtime/replies.py): no send_message to call.
+DEFAULT_SYSTEM_V1 = DEFAULT_SYSTEM.replace(
+    "Always reply to the user with send_message; other tools continue your turn.",
+    "Reply to the user in your message; a tool call continues your turn, a message without one ends it.")
 
 
 def render_memory(blocks: list[Block]) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,15 +28,16 @@ from letta_nb.llm.registry import resolve_model
 from letta_nb.runtime import trust
 from letta_nb.runtime.archival import Archival
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES, BASE_TOOLS
-from letta_nb.runtime.cache import CacheRegistry
+from letta_nb.runtime.cache import CacheRegistry, TTLCache
 from letta_nb.runtime.executor import ToolExecutor, ToolResult
-from letta_nb.runtime.leases import AgentLeases
-from letta_nb.runtime.locks import AgentLocks
+from letta_nb.runtime.leases import AgentLeases, Lease
+from letta_nb.runtime.locks import TURN_TASK, AgentLocks
 from letta_nb.runtime.session import AgentSession
 from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
 from letta_nb.schemas import AgentState, StepStats
+from letta_nb.settings import Settings
+from letta_nb.settings import current as current_settings
 from letta_nb.store.records import ToolRecord
-from letta_nb.store.sqlite import leases as lease_rows
 from letta_nb.store.store import Store
 from letta_nb.telemetry import Telemetry
 from letta_nb.telemetry.providers import otlp_settings
@@ -59,15 +61,16 @@ class ToolCallRecord:
 
 class Runtime:
     def __init__(self, store: Store, *, max_parallel_tools: int = 8, history: int = 100_000,
-                 lease_ttl: float = 30.0, lease_timeout: float = 120.0):
+                 lease_ttl: float = 30.0, lease_timeout: float = 120.0, settings: Settings | None = None):
         self.store = store
-        self.leases = AgentLeases(store.writer, ttl=lease_ttl, timeout=lease_timeout)
+        self.settings = settings if settings is not None else current_settings()  # letta_nb/settings.py
+        self.leases = AgentLeases(store.writer, rows=store.lease_rows, ttl=lease_ttl, timeout=lease_timeout)
         self._tools_version: int | None = None  # the store's tools counter our tool caches reflect
         self.caches = CacheRegistry()
-        self.agent_cache = self.caches.cache("agent_state", maxsize=512)
+        self.agent_cache: TTLCache[str, AgentSession] = self.caches.cache("agent_state", maxsize=512)
         self.model_cache = self.caches.cache("model_config", maxsize=64)
         self.embedding_cache = self.caches.cache("embedding_config", maxsize=16)
-        self.tool_cache = self.caches.cache("tool_schemas", maxsize=2048)
+        self.tool_cache: TTLCache[str, ToolSpec] = self.caches.cache("tool_schemas", maxsize=2048)
         self.telemetry = Telemetry(self)  # cheap records per step; OpenTelemetry fed on read (see recorder)
         self.telemetry.watch_pool(store.engine)
         self.telemetry.watch_caches(self.caches)
@@ -75,8 +78,8 @@ class Runtime:
         self.tool_calls: collections.deque[ToolCallRecord] = collections.deque(maxlen=history)
         self.executor = ToolExecutor(max_parallel=max_parallel_tools, on_result=self._record_tool)
         self.archival = Archival(store, self.agent_embedder)
-        self.running: dict[str, asyncio.Task] = {}
-        self._stops: dict[str, asyncio.Task] = {}  # agent -> its turn's task that cancel_turn() stopped
+        self.running: dict[str, asyncio.Task[Any]] = {}
+        self._stops: dict[str, asyncio.Task[Any]] = {}  # agent -> its turn's task that cancel_turn() stopped
         self._user_tools: dict[str, ToolSpec] = {}
         self._unverified: set[str] = set()  # registrations another process may have replaced since
         self._http: Any = None  # the one httpx.AsyncClient for every model and embedder (see http_client)
@@ -110,7 +113,7 @@ class Runtime:
             task.cancel()
         return True
 
-    def stop_requested(self, agent_id: str, task: asyncio.Task, *, clear: bool = False) -> bool:
+    def stop_requested(self, agent_id: str, task: asyncio.Task[Any], *, clear: bool = False) -> bool:
         """Whether :meth:`cancel_turn` stopped ``task``'s turn of this agent (``clear`` forgets it)."""
         requested = self._stops.get(agent_id) is task
         if requested and clear:
@@ -129,6 +132,7 @@ class Runtime:
     def llm(self, model: str, *, trusted: bool = True) -> LLMClient:
         """The client for a model spec; ``trusted=False`` for a spec this user did not write (no key goes
         to an endpoint of its own: see runtime/trust.py)."""
+        self.settings.check_provider(model, "model")  # allowed_providers, checked on every use
         key = model if trusted else f"untrusted:{model}"
         client = self.model_cache.get(key)
         if client is None:
@@ -138,6 +142,7 @@ class Runtime:
 
     def embedder(self, name: str, *, trusted: bool = True) -> Any:
         """The embedder for a spec (``trusted`` as for :meth:`llm`)."""
+        self.settings.check_provider(name, "embedding")
         key = name if trusted else f"untrusted:{name}"
         embedder = self.embedding_cache.get(key)
         if embedder is None:
@@ -226,7 +231,8 @@ class Runtime:
         tools_version)`` row (``state``, when a lease grant just read it; else read now, ~20 us) decides
         whether the cached session is still the store's."""
         if state is None:
-            state = self.store.writer.read(functools.partial(lease_rows.agent_state, agent_id=agent_id))
+            read = self.store.writer.read(functools.partial(self.store.lease_rows.agent_state, agent_id=agent_id))
+            state = await read if inspect.isawaitable(read) else read  # awaitable on PostgreSQL
             if state is None:
                 self.invalidate_agent(agent_id)
                 raise AgentNotFoundError(agent_id, list(await self.store.agent_names()))
@@ -245,21 +251,37 @@ class Runtime:
         return await self.agent_cache.get_or_load(agent_id, load)
 
     @contextlib.asynccontextmanager
-    async def agent_change(self, agent: Any) -> AsyncIterator[tuple[AgentState, int]]:
-        """The one path for changing an agent outside a turn (blocks, tools, settings, deletion): its lock in
-        this process, its lease across processes, its state as of the grant; yields ``(state, token)`` (pass
-        the token to the store, which bumps the agent's version under it) and drops the cached session after.
-        """
+    async def agent_lease(self, agent: Any, *, join_turn: bool = False) -> AsyncIterator[Lease]:
+        """The one path for every change to an agent outside a step commit: its lock in this process, its
+        lease across processes. Hold it only around the commit (prepare first: embed, chunk) and fence the
+        commit with ``lease.token``; a refused commit forgets the lease (runtime/leases.py).
+
+        ``join_turn``: the change touches nothing a running turn holds in memory (passages, files), so a tool
+        of the agent's own running turn joins that turn's lease instead of waiting for its own turn to end
+        (elsewhere this task simply queues). Changes a turn would overwrite (blocks, settings) never join: a
+        tool making one gets ReentrantLockError at once."""
         agent_id = await self.resolve_agent(agent)
+        turn = TURN_TASK.get()
+        if join_turn and turn is not None and self.running.get(agent_id) is turn:
+            yield self.leases.join(agent_id)  # the tool runs inside a step: its commit lands before the step's
+            return
         async with (
             self.locks.hold(agent_id),  # never change an agent under a running step
             self.leases.hold(agent_id, agent if isinstance(agent, str) else None) as lease,
         ):
+            yield lease
+
+    @contextlib.asynccontextmanager
+    async def agent_change(self, agent: Any) -> AsyncIterator[tuple[AgentState, int]]:
+        """A change to what sessions cache (blocks, tools, settings, deletion) through :meth:`agent_lease`:
+        yields the agent's state as of the grant and the lease token (pass it to the store, which bumps the
+        agent's version under it, so every process reloads it) and drops the cached session after."""
+        async with self.agent_lease(agent) as lease:
             try:
-                session = await self.session(agent_id, (lease.last_seq, lease.version, lease.tools_version))
+                session = await self.session(lease.agent_id, (lease.last_seq, lease.version, lease.tools_version))
                 yield session.agent, lease.token
             finally:
-                self.invalidate_agent(agent_id)
+                self.invalidate_agent(lease.agent_id)
 
     def invalidate_agent(self, agent_id: str) -> None:
         self.agent_cache.invalidate(agent_id)

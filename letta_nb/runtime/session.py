@@ -12,7 +12,7 @@ prompt, and the cut point and note are saved with the step that made them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,7 @@ class AgentSession:
         if messages:
             self.agent.last_seq = messages[-1].seq
 
-    def plan_eviction(self, pending: list[Message] = ()) -> Eviction | None:
+    def plan_eviction(self, pending: Sequence[Message] = ()) -> Eviction | None:
         """Where the window should start so the prompt fits, or None if it already does."""
         total = self.prompt_tokens(pending)
         if total <= EVICT_AT * self.budget:

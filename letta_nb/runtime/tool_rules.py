@@ -72,7 +72,7 @@ def _rule(rule: Any, where: str) -> dict[str, Any]:
         rule = rule.model_dump(exclude_none=True)
     if not isinstance(rule, Mapping):
         raise InvalidArgumentError(f"{where} must be a dict with 'type' and 'tool_name', got {type(rule).__name__}")
-    kind = rule.get("type")
+    kind: Any = rule.get("type")  # a str, or an enum member (its .value is the name)
     kind = _OLD_NAMES.get(kind, getattr(kind, "value", kind))
     if kind not in RULE_TYPES:
         raise InvalidArgumentError(f"{where}['type'] is {kind!r}; expected one of: {', '.join(RULE_TYPES)}")

@@ -80,7 +80,8 @@ class ToolSpec:
     @property
     def injected(self) -> frozenset[str]:
         """Which of :data:`INJECTED_PARAMS` the function accepts (the runtime passes only those)."""
-        return self._injected  # type: ignore[attr-defined]
+        injected: frozenset[str] = self.__dict__["_injected"]  # set by __post_init__, off the dataclass fields
+        return injected
 
 
 def tool_from_function(
@@ -126,8 +127,9 @@ def tool_from_function(
         if param.name in INJECTED_PARAMS:
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
-            kind = {param.VAR_POSITIONAL: f"*{param.name}", param.VAR_KEYWORD: f"**{param.name}"}.get(
-                param.kind, f"positional-only {param.name}")
+            kinds: dict[inspect._ParameterKind, str] = {param.VAR_POSITIONAL: f"*{param.name}",
+                                                        param.VAR_KEYWORD: f"**{param.name}"}
+            kind = kinds.get(param.kind, f"positional-only {param.name}")
             raise ToolSchemaError(
                 f"Tool {name!r} cannot take {kind}: models pass arguments as a JSON object of named values. "
                 f"Declare each argument as a named, annotated parameter (use a list or dict parameter for collections)."
@@ -166,7 +168,7 @@ def function_from_source(source: str, name: str) -> Callable[..., Any]:
         exec(code, namespace)
     except Exception as e:
         raise ToolSchemaError(f"Running the source of tool {name!r} failed: {type(e).__name__}: {e}.") from None
-    func = namespace.get(name)
+    func: object = namespace.get(name)
     if not callable(func):
         defined = [k for k, v in namespace.items() if inspect.isfunction(v)]
         raise ToolSchemaError(
@@ -332,13 +334,15 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
             if current is None or (indent(line) <= entry_indent and _GOOGLE_ENTRY.match(s)):
                 entry_indent = indent(line)
                 match = _GOOGLE_ENTRY.match(s)
-                current = params.setdefault(match.group(1), []) if match else None
                 if match:
+                    current = params.setdefault(match.group(1), [])
                     current.append(match.group(2).strip())
+                else:
+                    current = None
             else:
                 current.append(s)
-        elif mode == "numpy" and indent(line) == base and not starts_section(i) and _NUMPY_ENTRY.match(s):
-            names = [n.strip().lstrip("*") for n in _NUMPY_ENTRY.match(s).group(1).split(",")]
+        elif mode == "numpy" and indent(line) == base and not starts_section(i) and (entry := _NUMPY_ENTRY.match(s)):
+            names = [n.strip().lstrip("*") for n in entry.group(1).split(",")]
             current = []
             for n in names:
                 params[n] = current

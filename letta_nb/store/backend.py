@@ -14,7 +14,9 @@ how a record becomes its rows.
   :data:`Op` in a write transaction, and answers a quick read. A fenced write commits only while its lease
   token and the ``last_seq`` its turn read still hold (a compare-and-set in the same transaction); otherwise
   it is refused whole with ``StaleCommitError``.
-- :class:`FileWrites` replaces an upload's files and their passages, each file all there or absent.
+- :class:`FileWrites` replaces an upload's files and their passages, each file all there or absent; fenced
+  like a step (by the lease token alone: an upload writes no message), it is refused whole if the lease was
+  lost.
 - :class:`~letta_nb.store.vector.VectorStore` (store/vector.py) searches an agent's passages.
 - :class:`LeaseRows` are the lease-row operations the runtime's :mod:`letta_nb.runtime.leases` runs inside
   the step writer's transactions (as ops) or reads: one lease per agent, a fencing token that only grows,
@@ -26,14 +28,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from letta_nb.schemas import Message
-from letta_nb.store.files import FileUpdate
 from letta_nb.store.records import PassageRecord, StepRecord
 from letta_nb.store.vector import VectorStore
 
-__all__ = ["Busy", "FileWrites", "Grant", "LeaseRows", "Op", "StepWrite", "StepWrites", "VectorStore"]
+if TYPE_CHECKING:  # store/files.py fences its writes with the lease rows, which import this module
+    from letta_nb.store.files import FileUpdate
+
+__all__ = ["AsyncLeaseRows", "Busy", "FileWrites", "Grant", "LeaseRows", "Op", "StepWrite", "StepWrites",
+           "VectorStore"]
 
 
 @dataclass
@@ -106,9 +111,10 @@ class StepWrites(Protocol):
 class FileWrites(Protocol):
     """The uploads' bulk writer. Blocking: the store calls it from a worker thread."""
 
-    def replace_files(self, updates: list[FileUpdate]) -> None:
+    def replace_files(self, updates: list[FileUpdate], fence: tuple[str, int] | None = None) -> None:
         """Make each ``(file, passages)`` its file's whole record (keyed by agent and path), in one
-        transaction."""
+        transaction; with ``fence`` ``(agent_id, lease token)``, only while that lease holds (else
+        StaleCommitError, nothing written)."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -136,3 +142,27 @@ class LeaseRows(Protocol):
 
     def agent_state(self, cur: Any, agent_id: str) -> tuple[int, int, int] | None:
         """Read-only: ``(last_seq, version, tools_version)``, None if the agent is gone."""
+
+    def drop_ticket(self, cur: Any, agent_id: str, holder: str) -> None:
+        """Leave the agent's queue (a waiter that gave up)."""
+
+
+@runtime_checkable
+class AsyncLeaseRows(Protocol):
+    """:class:`LeaseRows` as coroutines of an async driver's connection (PostgreSQL's asyncpg): the same
+    names, parameters and results, awaited. A backend whose rows are async also returns an awaitable from
+    :meth:`StepWrites.read`; the runtime awaits whatever is awaitable."""
+
+    async def acquire(self, cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
+                      ticket_ttl: float) -> Grant | Busy | None: ...
+
+    async def renew(self, cur: Any, agent_id: str, token: int, expires_at: float) -> bool: ...
+
+    async def release(self, cur: Any, agent_id: str, token: int) -> bool: ...
+
+    async def peek(self, cur: Any, agent_id: str,
+                   now: float) -> tuple[int | None, str | None, float | None, int, int, int, bool] | None: ...
+
+    async def agent_state(self, cur: Any, agent_id: str) -> tuple[int, int, int] | None: ...
+
+    async def drop_ticket(self, cur: Any, agent_id: str, holder: str) -> None: ...

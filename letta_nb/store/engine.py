@@ -3,7 +3,10 @@
 ``resolve_location`` turns what a user passes to ``letta_nb.connect`` into a SQLAlchemy URL: nothing means
 ``$LETTA_NB_HOME/letta_nb.db`` (default ``~/.letta_nb``), a path means that SQLite file (a directory: its
 ``letta_nb.db``), ``":memory:"`` means a throw-away file in a temporary directory (a real file, so WAL,
-several connections and the step writer behave exactly as they do on disk), and a URL is used as is.
+several connections and the step writer behave exactly as they do on disk), a ``postgresql://`` or
+``postgresql+asyncpg://`` URL is a PostgreSQL store on asyncpg (``?host=/socket/dir`` for a unix socket; the
+engine's sessions end a transaction left idle for ``IDLE_IN_TRANSACTION_MS``), and a ``sqlite://`` URL is
+its file.
 
 :func:`check_store_file` refuses, before anything opens it for writing, a path that cannot be a letta_nb
 store: a directory, a missing or non-directory parent, a file that is not SQLite (a text file, a PNG), a
@@ -36,14 +39,17 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("LETTA_NB_HOME") or Path.home() / ".letta_nb").expanduser()
+    """``$LETTA_NB_HOME`` (or the config files' ``home``), default ``~/.letta_nb``: see letta_nb/settings.py."""
+    from letta_nb.settings import current
+
+    return current().home
 
 
 @dataclass(frozen=True)
 class StoreLocation:
     url: str
     sqlite_path: str | None  # the file, for SQLite stores
-    temporary: tempfile.TemporaryDirectory | None = None
+    temporary: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def display(self) -> str:
@@ -52,7 +58,7 @@ class StoreLocation:
         return self.sqlite_path or sa.make_url(self.url).render_as_string(hide_password=True)
 
 
-def resolve_location(where: str | os.PathLike | None) -> StoreLocation:
+def resolve_location(where: str | os.PathLike[str] | None) -> StoreLocation:
     if where is None:
         home = default_home()
         home.mkdir(parents=True, exist_ok=True)
@@ -66,23 +72,41 @@ def resolve_location(where: str | os.PathLike | None) -> StoreLocation:
         path = os.path.join(tmp.name, "letta_nb.db")
         return StoreLocation(f"sqlite+aiosqlite:///{path}", path, tmp)
     if "://" in text:
-        url = sa.make_url(text)
+        try:
+            url = sa.make_url(text)
+        except sa.exc.ArgumentError:
+            raise InvalidArgumentError("store URL could not be parsed; expected e.g. 'postgresql://user@host/db' "
+                                       "or 'sqlite:///path/letta_nb.db'") from None
+        if url.get_backend_name() == "postgresql":
+            return _postgres_location(url)
         if url.get_backend_name() != "sqlite":
             raise InvalidArgumentError(
-                f"store URL {url.render_as_string(hide_password=True)!r}: only SQLite stores are supported "
-                "in this version (PostgreSQL + pgvector is planned). Pass a file path or ':memory:'."
+                f"store URL {url.render_as_string(hide_password=True)!r}: letta_nb stores are SQLite files or "
+                "PostgreSQL databases. Pass a file path, ':memory:', or 'postgresql://user@host/db'."
             )
-        path = url.database
-        if not path or path == ":memory:":
+        database = url.database
+        if not database or database == ":memory:":
             return resolve_location(":memory:")
-        return resolve_location(path)
-    path = Path(text).expanduser()
+        return resolve_location(database)
+    file = Path(text).expanduser()
     try:
-        if path.is_dir():
-            path = path / "letta_nb.db"
+        if file.is_dir():
+            file = file / "letta_nb.db"
     except OSError as e:  # e.g. a name longer than the filesystem allows
         raise StoreError(f"store path {text!r} cannot be used: {e.strerror}. Pass a shorter or valid path.") from None
-    return StoreLocation(f"sqlite+aiosqlite:///{path}", str(path))
+    return StoreLocation(f"sqlite+aiosqlite:///{file}", str(file))
+
+
+def _postgres_location(url: sa.URL) -> StoreLocation:
+    """``postgresql://``, ``postgresql+asyncpg://`` (any other driver is refused: the backend speaks asyncpg)."""
+    if url.drivername not in ("postgresql", "postgresql+asyncpg"):
+        raise InvalidArgumentError(
+            f"store URL driver {url.drivername!r}: the PostgreSQL store runs on asyncpg. Write the URL as "
+            "'postgresql://...' or 'postgresql+asyncpg://...'.")
+    if not url.database:
+        raise InvalidArgumentError(f"store URL {url.render_as_string(hide_password=True)!r} names no database; "
+                                   "add it, e.g. 'postgresql://user@host/letta'.")
+    return StoreLocation(url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False), None)
 
 
 def check_store_file(path: str) -> None:
@@ -149,7 +173,19 @@ def _emit_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("letta_nb_write") else "BEGIN")
 
 
+IDLE_IN_TRANSACTION_MS = 60_000
+"""PostgreSQL ends a session left idle inside a transaction this long (a cancelled task that never rolled
+back, a paused kernel): its locks must not outlive it."""
+
+
 def make_async_engine(location: StoreLocation, *, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
+    if location.sqlite_path is None:  # PostgreSQL on asyncpg
+        return create_async_engine(
+            location.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
+            connect_args={"server_settings": {
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                "application_name": "letta_nb"}},
+        )
     dbapi, creator = sqlalchemy_dbapi(location.sqlite_path)
     engine = create_async_engine(
         location.url,

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from letta_nb.errors import StaleCommitError
 from letta_nb.store.engine import WRITE
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.records import FileRecord, from_row
+from letta_nb.store.sqlite.leases import HELD
 
 __all__ = ["file_records", "replace_files", "delete_file", "FilePassages", "FileUpdate"]
 
@@ -56,24 +58,30 @@ class FilePassages:
 FileUpdate = tuple[FileRecord, "FilePassages | None"]  # (the file's record, its passages)
 
 
-async def replace_files(store: Any, updates: list[FileUpdate]) -> None:
+async def replace_files(store: Any, updates: list[FileUpdate], fence: tuple[str, int] | None = None) -> None:
     """Make each ``(file, passages)`` its file's whole record (keyed by agent and path), all in one
-    transaction: a file is all there or absent, whatever happens.
+    transaction: a file is all there or absent, whatever happens. With ``fence`` ``(agent_id, lease token)``
+    the transaction is refused whole (StaleCommitError) if that lease no longer holds (runtime/leases.py).
 
     Runs on a worker thread with the backend's file writer (store/sqlite/file_writer.py); once started it
     finishes even if the upload is cancelled. Uploads hand over every file embedded while the previous
     transaction ran: small files share a commit (each commit rewrites the index and vector-table pages
     it touched, ~60 pages a file when each had its own)."""
-    await asyncio.to_thread(store.file_writer.replace_files, updates)
+    await asyncio.to_thread(store.file_writer.replace_files, updates, fence)
 
 
-async def delete_file(store: Any, agent_id: str, path: str) -> int | None:
-    """Delete the file's passages and record; the number of passages removed, None if there was no such file."""
+async def delete_file(store: Any, agent_id: str, path: str, fence: int | None = None) -> int | None:
+    """Delete the file's passages and record; the number of passages removed, None if there was no such file.
+    With ``fence`` (a lease token on the agent), refused (StaleCommitError) if that lease no longer holds."""
     f, p = T["files"], T["passages"]
     async with store.engine.execution_options(**WRITE).begin() as conn:
+        if fence is not None and (await conn.execute(sa.text(HELD), {"agent_id": agent_id, "token": fence})).first() \
+                is None:
+            raise StaleCommitError(agent_id)
         ids = (await conn.execute(sa.select(f.c.id).where(f.c.agent_id == agent_id, f.c.path == path))).scalars().all()
         if not ids:
             return None
         removed = await conn.execute(p.delete().where(p.c.agent_id == agent_id, p.c.file_id.in_(ids)))
         await conn.execute(f.delete().where(f.c.id.in_(ids)))
-        return removed.rowcount
+        count: int = removed.rowcount
+        return count

@@ -9,6 +9,13 @@ store written by a newer letta_nb is refused rather than guessed at.
 
 Rules: never edit or reorder a released migration, only append; only portable SQL (SQLAlchemy types,
 no SQLite-only DDL), so the same list drives PostgreSQL.
+
+Both dialects: :class:`_Ops` makes the types dialect-aware in one place (a ``sa.JSON`` column is JSONB on
+PostgreSQL; ``LargeBinary`` is bytea and ``DateTime(timezone=True)`` timestamptz by SQLAlchemy's own
+mapping); SQLite serialises migrators with ``BEGIN IMMEDIATE`` (engine.WRITE), PostgreSQL with
+``pg_advisory_xact_lock`` taken first in each migration's transaction (:func:`lock_migrations`). Objects only
+one backend has (SQLite's vector tables and triggers, PostgreSQL's passage sequence) are made by that
+backend when it opens, not here.
 """
 
 from __future__ import annotations
@@ -17,12 +24,23 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateColumn
 
 from letta_nb.errors import SchemaVersionError
 from letta_nb.store.ids import utcnow
 
-__all__ = ["MIGRATIONS", "METADATA", "SCHEMA_VERSION", "migrate", "applied_versions"]
+__all__ = ["MIGRATIONS", "METADATA", "SCHEMA_VERSION", "migrate", "applied_versions", "lock_migrations"]
+
+
+_JSON = sa.JSON().with_variant(JSONB(), "postgresql")  # JSONB: indexable, compared by value, no reparse
+
+
+def _dialect_aware(item: Any) -> Any:
+    """A column with dialect-aware types (the one place a portable type gets a dialect's better one)."""
+    if isinstance(item, sa.Column) and type(item.type) is sa.JSON:
+        item.type = _JSON
+    return item
 
 
 class _Ops:
@@ -33,13 +51,13 @@ class _Ops:
         self.conn = conn
 
     def create_table(self, name: str, *items: Any) -> None:
-        table = sa.Table(name, self.metadata, *items)
+        table = sa.Table(name, self.metadata, *(_dialect_aware(i) for i in items))
         if self.conn is not None:
             table.create(self.conn)
 
-    def add_column(self, table_name: str, column: sa.Column) -> None:
+    def add_column(self, table_name: str, column: sa.Column[Any]) -> None:
         table = self.metadata.tables[table_name]
-        table.append_column(column)
+        table.append_column(_dialect_aware(column))
         if self.conn is not None:
             ddl = CreateColumn(column).compile(dialect=self.conn.dialect)
             self.conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {ddl}")
@@ -51,7 +69,7 @@ class _Ops:
             index.create(self.conn)
 
 
-def _fk_agent() -> sa.Column:
+def _fk_agent() -> sa.Column[Any]:
     return sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
 
 
@@ -249,6 +267,16 @@ def _build_metadata() -> sa.MetaData:
 METADATA = _build_metadata()
 
 
+_MIGRATION_LOCK = 0x6C6E_6264  # "lnbd": the advisory lock PostgreSQL migrators take, one at a time
+
+
+def lock_migrations(conn: sa.Connection) -> None:
+    """Begin a migrator's transaction holding the store-wide migration lock: on PostgreSQL an advisory lock
+    released at commit (SQLite's ``BEGIN IMMEDIATE`` already holds the write lock)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+
+
 def applied_versions(conn: sa.Connection) -> list[int]:
     _LEDGER.create(conn, checkfirst=True)
     return sorted(conn.execute(sa.select(_LEDGER.c.version)).scalars())
@@ -258,13 +286,15 @@ def migrate(conn: sa.Connection, *, target: int = SCHEMA_VERSION) -> list[str]:
     """Apply the missing migrations up to ``target``, one transaction each; return their names.
 
     Runs on a sync connection (``await conn.run_sync(migrate)``) whose transactions take the write lock
-    first (see engine.WRITE), and re-reads the ledger inside each transaction, so several processes
-    opening a new store at once apply each migration exactly once. The model of tables already applied
-    is rebuilt as it goes so later ``add_column`` calls find their tables.
+    first (see engine.WRITE; on PostgreSQL an advisory lock, :func:`lock_migrations`), and re-reads the ledger
+    inside each transaction, so several processes opening a new store at once apply each migration exactly
+    once. The model of tables already applied is rebuilt as it goes so later ``add_column`` calls find their
+    tables.
     """
     metadata = sa.MetaData()
     names = []
     for version, migration in enumerate(MIGRATIONS[:target], start=1):
+        lock_migrations(conn)
         done = applied_versions(conn)
         if done and max(done) > SCHEMA_VERSION:
             conn.rollback()

@@ -112,9 +112,11 @@ def from_row(cls: type[R], row: Any) -> R:
     return cls(**{k: aware(v) if isinstance(v, dt.datetime) else v for k, v in row._mapping.items()})
 
 
-def tool_calls_value(calls: tuple[ToolCall, ...]) -> list[dict[str, str]] | None:
-    """A message's tool calls as the JSON value of its ``tool_calls`` column (NULL when it made none)."""
-    return [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls] or None
+def tool_calls_value(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]] | None:
+    """A message's tool calls as the JSON value of its ``tool_calls`` column (NULL when it made none); a call
+    recovered from JSON text in the content (llm/text_calls.py) says so."""
+    return [{"id": c.id, "name": c.name, "arguments": c.arguments, **({"recovered": True} if c.recovered else {})}
+            for c in calls] or None
 
 
 def row_to_message(r: Any) -> Message:
@@ -125,7 +127,8 @@ def row_to_message(r: Any) -> Message:
         role=r.role,
         content=r.content,
         created_at=aware(r.created_at),
-        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in (r.tool_calls or ())),
+        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"], bool(c.get("recovered")))
+                         for c in (r.tool_calls or ())),
         tool_call_id=r.tool_call_id,
         name=r.name,
         step_id=r.step_id,

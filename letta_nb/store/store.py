@@ -50,11 +50,14 @@ from letta_nb.store.records import (
     from_row,
     passage_from_row,
     row_to_message,
+    tool_calls_value,
 )
+from letta_nb.store.sqlite import leases as sqlite_leases
 from letta_nb.store.sqlite.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.sqlite.driver import connect_raw
 from letta_nb.store.sqlite.file_writer import FileWriter
 from letta_nb.store.sqlite.filesystem import network_filesystem
+from letta_nb.store.sqlite.leases import HELD
 from letta_nb.store.sqlite.readonly import ReadOnlyQuery
 from letta_nb.store.sqlite.step_writer import StepWriter, is_busy
 from letta_nb.store.sqlite.vectors import SqliteVecStore, drop_vec_triggers
@@ -119,19 +122,27 @@ def _messages(conn: sa.Connection, agent_id: str, *, start_seq: int = 0, limit: 
 class Store:
     """Async access to one letta_nb database. Create with :meth:`open` on the runtime's event loop."""
 
-    def __init__(self, location: StoreLocation, engine: AsyncEngine, writer: StepWriter):
+    def __init__(self, location: StoreLocation, engine: AsyncEngine, writer: Any, *, backend: Any = None):
         self.location = location
         self.engine = engine
         self._writer_engine = engine.execution_options(**WRITE)
         self.writer = writer
         self.applied_migrations: list[str] = []
-        self.vectors = SqliteVecStore(location.sqlite_path)  # archival search; see store/sqlite/vectors.py
-        # uploads' bulk writes; see store/sqlite/file_writer.py
-        self.file_writer = FileWriter(location.sqlite_path, writer.checkpointer)
+        self._backend = backend  # the PostgreSQL backend (store/postgres/), None on SQLite
+        if backend is not None:
+            self.vectors, self.file_writer, self.lease_rows = backend.vectors, backend.file_writer, backend.lease_rows
+        else:
+            assert location.sqlite_path is not None  # no backend: a SQLite store
+            self.vectors = SqliteVecStore(location.sqlite_path)  # archival search; see store/sqlite/vectors.py
+            # uploads' bulk writes; see store/sqlite/file_writer.py
+            self.file_writer = FileWriter(location.sqlite_path, writer.checkpointer)
+            self.lease_rows = sqlite_leases  # what runtime/leases.py runs in the writer (store/backend.py)
 
     @classmethod
     async def open(cls, where: Any = None) -> Store:
         location = resolve_location(where)
+        if location.sqlite_path is None:
+            return await cls._open_postgres(location)
         if location.temporary is None:
             check_store_file(location.sqlite_path)  # not a database, or not ours: refused, left untouched
             remote = network_filesystem(location.sqlite_path)
@@ -153,7 +164,28 @@ class Store:
         store.applied_migrations = applied
         return store
 
+    @classmethod
+    async def _open_postgres(cls, location: StoreLocation) -> Store:
+        from letta_nb.store.postgres import open_backend, schema
+
+        engine = make_async_engine(location)
+        try:
+            async with engine.connect() as conn:
+                applied = await conn.run_sync(migrate)
+                await conn.run_sync(schema.ensure)
+            backend = await open_backend(location)
+        except BaseException:
+            await engine.dispose()
+            raise
+        store = cls(location, engine, backend.writer, backend=backend)
+        store.applied_migrations = applied
+        return store
+
     async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
+            await self.engine.dispose()
+            return
         self.writer.close()
         await self.vectors.close()
         self.file_writer.close()
@@ -163,34 +195,33 @@ class Store:
 
     def submit_step(self, write: StepWrite) -> asyncio.Future[float]:
         """Queue a step's rows for the step writer; the future gives the commit's milliseconds."""
-        return self.writer.submit(write)
+        future: asyncio.Future[float] = self.writer.submit(write)
+        return future
 
     # ---- agents -------------------------------------------------------------------------------------
     async def insert_agent(self, agent: AgentState) -> None:
+        async with self._writer_engine.begin() as conn:
+            await _insert_agent_rows(conn, agent, utcnow())
+
+    async def insert_imported(self, agents: Sequence[AgentState], messages: Sequence[Message],
+                              tools: Sequence[ToolRecord]) -> None:
+        """An imported Agent File in one transaction: its new tools (by name; a name already stored is the
+        caller's to have decided about), its agents with blocks and tool lists, and their messages. Either
+        all of it is stored or, on any error, none of it."""
         now = utcnow()
         async with self._writer_engine.begin() as conn:
-            await _ensure_name_free(conn, agent.name)  # again, under the write lock
-            await conn.execute(
-                T["agents"].insert().values(
-                    id=agent.id, name=agent.name, model=agent.model, embedding=agent.embedding, system=agent.system,
-                    max_steps=agent.max_steps, metadata=agent.metadata, last_seq=agent.last_seq,
-                    context_start_seq=agent.context_start_seq, context_summary=agent.context_summary,
-                    created_at=agent.created_at, updated_at=now, signature=agent.signature,
-                    agent_type=agent.agent_type, tool_rules=agent.tool_rules, tags=agent.tags,
-                )
-            )
-            if agent.blocks:
-                await conn.execute(
-                    T["blocks"].insert(),
-                    [
-                        dict(id=b.id, agent_id=agent.id, label=b.label, value=b.value, char_limit=b.limit,
-                             description=b.description, read_only=b.read_only, updated_at=now)
-                        for b in agent.blocks
-                    ],
-                )
-            if agent.tools:
-                await conn.execute(T["agent_tools"].insert(),
-                                   [dict(agent_id=agent.id, tool_name=t) for t in agent.tools])
+            for tool in tools:
+                values = {k: v for k, v in columns(tool).items() if k not in ("id", "created_at", "updated_at")}
+                await conn.execute(T["tools"].insert().values(id=new_id("tool"), created_at=now, updated_at=now,
+                                                              **values))
+            if tools:
+                await conn.execute(sa.text("INSERT INTO store_counters (name, value) VALUES ('tools', 1) "
+                                           "ON CONFLICT (name) DO UPDATE SET value = store_counters.value + 1"))
+            for agent in agents:
+                await _insert_agent_rows(conn, agent, now)
+            if messages:
+                await conn.execute(T["messages"].insert(), [
+                    {**columns(m), "tool_calls": tool_calls_value(m.tool_calls)} for m in messages])
 
     async def ensure_name_free(self, name: str) -> None:
         """AlreadyExistsError if an agent has this name (checked before work that must not half-happen)."""
@@ -206,7 +237,7 @@ class Store:
         """The id of the agent with this id or name; AgentNotFoundError with suggestions otherwise."""
         agents = T["agents"]
         async with self.engine.connect() as conn:
-            found = await conn.scalar(
+            found: str | None = await conn.scalar(
                 sa.select(agents.c.id).where(sa.or_(agents.c.id == name_or_id, agents.c.name == name_or_id))
             )
         if found:
@@ -304,7 +335,8 @@ class Store:
     async def count_messages(self, agent_id: str) -> int:
         m = T["messages"]
         async with self.engine.connect() as conn:
-            return await conn.scalar(sa.select(sa.func.count()).select_from(m).where(m.c.agent_id == agent_id))
+            count = await conn.scalar(sa.select(sa.func.count()).select_from(m).where(m.c.agent_id == agent_id))
+        return count or 0  # COUNT(*) is never NULL
 
     # ---- tools --------------------------------------------------------------------------------------
     async def upsert_tool(self, tool: ToolRecord) -> None:
@@ -320,7 +352,7 @@ class Store:
                 await conn.execute(tools.insert().values(id=new_id("tool"), created_at=now, updated_at=now, **values))
             # Other processes compare this counter with theirs before using a cached tool (runtime.session).
             await conn.execute(sa.text("INSERT INTO store_counters (name, value) VALUES ('tools', 1) "
-                                       "ON CONFLICT (name) DO UPDATE SET value = value + 1"))
+                                       "ON CONFLICT (name) DO UPDATE SET value = store_counters.value + 1"))
 
     async def tool_rows(self) -> list[ToolRecord]:
         """Every registered tool, by name."""
@@ -349,15 +381,21 @@ class Store:
             rows = await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id, p.c.id.in_(list(ids))))
             return {r.id: passage_from_row(r) for r in rows}
 
-    async def delete_passage(self, agent_id: str, passage_id: str) -> bool:
+    async def delete_passage(self, agent_id: str, passage_id: str, fence: int | None = None) -> bool:
+        """Delete one passage; with ``fence`` (a lease token), refused if that lease no longer holds."""
         p = T["passages"]
         async with self._writer_engine.begin() as conn:
+            await _fenced(conn, agent_id, fence, bump=False)  # no session caches passages: no reload
             result = await conn.execute(p.delete().where(p.c.agent_id == agent_id, p.c.id == passage_id))
         return result.rowcount > 0
 
     # ---- people looking --------------------------------------------------------------------------------
-    async def query(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
+    async def query(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """(columns, rows) of one read-only statement (see store/sqlite/readonly.py), off the event loop."""
+        if self._backend is not None:
+            result: tuple[list[str], list[tuple[Any, ...]]] = await self._backend.query(sql, params)
+            return result
+        assert self.location.sqlite_path is not None  # no backend: a SQLite store
         reader = ReadOnlyQuery(self.location.sqlite_path)
         try:
             return await asyncio.to_thread(reader.run, sql, params)
@@ -375,11 +413,15 @@ class Store:
             return [from_row(StepRecord, r) for r in await conn.execute(q)]
 
 
-async def _fenced(conn: Any, agent_id: str, token: int | None) -> None:
+async def _fenced(conn: Any, agent_id: str, token: int | None, *, bump: bool = True) -> None:
     """In a change's transaction: bump the agent's version (other processes reload it) and, with the
     lease ``token`` the change was made under, refuse it (StaleCommitError, rolled back) if the lease was
-    lost meanwhile (runtime/leases.py)."""
+    lost meanwhile (runtime/leases.py). ``bump=False``: the fence alone (a change no session caches)."""
     if token is None:
+        return
+    if not bump:
+        if (await conn.execute(sa.text(HELD), {"agent_id": agent_id, "token": token})).first() is None:
+            raise StaleCommitError(agent_id)
         return
     result = await conn.execute(
         sa.text("UPDATE agents SET version = version + 1 WHERE id = :id AND "
@@ -408,6 +450,32 @@ async def _migrate_when_free(engine: AsyncEngine, path: str, *, attempts: int = 
                                  "store you can write, or pass another path.") from e
             await asyncio.sleep(0.02 + 0.08 * random.random())
     raise AssertionError("unreachable")
+
+
+async def _insert_agent_rows(conn: Any, agent: AgentState, now: Any) -> None:
+    """An agent's row, blocks and tool list, in the caller's transaction (its name checked free under the write
+    lock)."""
+    await _ensure_name_free(conn, agent.name)
+    await conn.execute(
+        T["agents"].insert().values(
+            id=agent.id, name=agent.name, model=agent.model, embedding=agent.embedding, system=agent.system,
+            max_steps=agent.max_steps, metadata=agent.metadata, last_seq=agent.last_seq,
+            context_start_seq=agent.context_start_seq, context_summary=agent.context_summary,
+            created_at=agent.created_at, updated_at=now, signature=agent.signature,
+            agent_type=agent.agent_type, tool_rules=agent.tool_rules, tags=agent.tags,
+        )
+    )
+    if agent.blocks:
+        await conn.execute(
+            T["blocks"].insert(),
+            [
+                dict(id=b.id, agent_id=agent.id, label=b.label, value=b.value, char_limit=b.limit,
+                     description=b.description, read_only=b.read_only, updated_at=now)
+                for b in agent.blocks
+            ],
+        )
+    if agent.tools:
+        await conn.execute(T["agent_tools"].insert(), [dict(agent_id=agent.id, tool_name=t) for t in agent.tools])
 
 
 async def _ensure_name_free(conn: Any, name: str) -> None:

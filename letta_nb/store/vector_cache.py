@@ -90,11 +90,11 @@ class AgentVectors:
                     keep[list(rows)] = True
                     mask &= keep
         created = self._created[: self.n]
-        if query.start is not None:
-            after = created >= query.start_text.encode()
+        if (start := query.start_text) is not None:
+            after = created >= start.encode()
             mask = after if mask is None else mask & after
-        if query.end is not None:
-            before = created < query.end_text.encode()
+        if (end := query.end_text) is not None:
+            before = created < end.encode()
             mask = before if mask is None else mask & before
         return None if mask is None else np.flatnonzero(mask)
 

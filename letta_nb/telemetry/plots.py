@@ -16,8 +16,15 @@ __all__ = ["latency_histogram", "percentiles_over_time", "pool_utilisation", "ca
 def _axes(ax: Any, size: tuple[float, float] = (7.0, 3.6)) -> tuple[Any, Any]:
     if ax is not None:
         return ax.figure, ax
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # matplotlib is the `notebook` extra; the probes' DataFrames need only pandas
+        from letta_nb.errors import OptionalDependencyError
 
+        raise OptionalDependencyError(
+            "probe plots need matplotlib, which is not installed. Run: pip install 'letta-nb[notebook]' "
+            "(or: pip install matplotlib). The probes' DataFrames (letta_nb.probes.steps() ...) work without it."
+        ) from e
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.add_subplot()
 

@@ -56,7 +56,7 @@ class PoolMonitor:
             sa.event.listen(self._engine, name, fn)
             self._listeners.append((name, fn))
         self._pool = self._engine.pool
-        self._pool.connect = self._timed_connect  # type: ignore[method-assign]
+        self._pool.connect = self._timed_connect
 
     def detach(self) -> None:
         for name, fn in self._listeners:
@@ -115,7 +115,12 @@ class PoolMonitor:
         self._last_checkout = None
         start = time.perf_counter()
         conn = type(self._pool).connect(self._pool)
+        self._time_checkout(start)
+        return conn
+
+    def _time_checkout(self, start: float) -> None:
+        # _on_event("checkout") set _last_checkout inside connect(): a separate method, so the checker does not
+        # assume it is still the None assigned before the call
         event = self._last_checkout
         if event is not None:  # no await between the checkout event and here: it is this checkout's
             event.latency_ms = (time.perf_counter() - start) * 1000
-        return conn

@@ -1,7 +1,8 @@
 """``python -m letta_nb.testing [--port N] [--config JSON]``: serve the loopback server until stdin closes.
 
 Prints the base URL on the first line of stdout. ``--config`` is a JSON object with optional keys
-``latency``, ``limits``, ``faults`` (dicts of their dataclass fields), ``vectors`` and ``dim``. Use it to
+``latency``, ``limits``, ``faults`` (dicts of their dataclass fields), ``vectors``, ``dim``, ``offline`` (the
+offline model spec chat answers follow, e.g. ``"offline?reply=content"``) and ``reasoning_field``. Use it to
 point another process (a notebook, ``curl``) at a keyless OpenAI-compatible endpoint, or to keep the
 server's CPU out of a benchmark's process.
 """
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = json.loads(args.config)
     server = LoopbackServer(latency=Latency(**cfg.get("latency", {})), limits=Limits(**cfg.get("limits", {})),
                             faults=Faults(**cfg.get("faults", {})), vectors=cfg.get("vectors", "hash"),
-                            dim=cfg.get("dim", 384), port=args.port)
+                            dim=cfg.get("dim", 384), port=args.port, offline=cfg.get("offline", "offline"),
+                            reasoning_field=cfg.get("reasoning_field", "reasoning_content"))
     with server:
         print(server.base_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):

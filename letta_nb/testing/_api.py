@@ -1,11 +1,14 @@
 """What the loopback server answers: OpenAI-shaped chat completions and embeddings, without HTTP.
 
 Chat replies come from a queue of scripted replies when one is queued, else from the built-in offline
-model's decision rules, so an agent on ``openai/...`` pointed at the server holds a real conversation
-with tool calls. Embeddings are validated the way OpenAI validates them (no empty strings, at most
-``max_inputs`` inputs, ``max_input_tokens`` per input, ``max_request_tokens`` per request) and answered
-with ``hash`` vectors (similar texts land close) or ``digest`` vectors (cheap, a pseudo-random unit
-vector per distinct text, so a benchmark can check every row came back in the right place).
+model's decision rules, so an agent on ``openai/...`` pointed at the server holds a real conversation with
+tool calls; that model's modes (``offline?reply=content&calls=tagged&reasoning=field``) make it answer in
+plain content, write calls as JSON text, or send reasoning deltas (``reasoning_content`` as DeepSeek and
+vLLM do, or ``reasoning`` as Ollama and OpenRouter do). Embeddings are validated the way OpenAI validates
+them (no empty strings, at most ``max_inputs`` inputs, ``max_input_tokens`` per input,
+``max_request_tokens`` per request) and answered with ``hash`` vectors (similar texts land close) or
+``digest`` vectors (cheap, a pseudo-random unit vector per distinct text, so a benchmark can check every row
+came back in the right place).
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ import numpy as np
 import pybase64
 
 from letta_nb.embeddings.hash import hash_vectors
+from letta_nb.embeddings.registry import MAX_DIM
 from letta_nb.embeddings.tokens import TokenCounter, estimate_tokens
-from letta_nb.llm.base import Completion, TextDelta, ToolCall, ToolCallDelta, Usage
+from letta_nb.llm.base import Completion, ReasoningTextDelta, TextDelta, ToolCall, ToolCallDelta, Usage
 
-__all__ = ["ApiError", "ScriptedReply", "digest_vectors", "chat_completion", "chat_chunks", "embeddings"]
+__all__ = ["ApiError", "ScriptedReply", "REASONING_FIELDS", "digest_vectors", "check_request", "chat_completion",
+           "chat_chunks", "embeddings"]
+
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek / vLLM, Ollama / OpenRouter
 
 
 class ApiError(Exception):
@@ -45,10 +52,12 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class ScriptedReply:
-    """A queued chat reply: free text and/or tool calls ``(name, arguments dict or JSON text)``."""
+    """A queued chat reply: free text and/or tool calls ``(name, arguments dict or JSON text)``, and
+    reasoning sent in the provider's reasoning field."""
 
     content: str | None = None
     tool_calls: tuple[tuple[str, Any], ...] = ()
+    reasoning: str | None = None
 
 
 _PROJECTIONS: dict[int, np.ndarray] = {}
@@ -64,39 +73,67 @@ def digest_vectors(texts: Sequence[str], dim: int) -> np.ndarray:
     codes = [t.encode("utf-8", "surrogatepass") for t in texts]
     c = np.fromiter(map(zlib.crc32, codes), dtype=np.int64, count=len(codes))
     a = np.fromiter(map(zlib.adler32, codes), dtype=np.int64, count=len(codes))
-    out = table[0][c & 4095] + table[1][(c >> 12) & 4095] + table[2][(c >> 20) & 4095] + table[3][(a >> 16) & 4095]
+    out: np.ndarray = (table[0][c & 4095] + table[1][(c >> 12) & 4095] + table[2][(c >> 20) & 4095]
+                       + table[3][(a >> 16) & 4095])
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
+
+
+def check_request(path: str, request: dict[str, Any]) -> None:
+    """OpenAI-shaped 400s for the shapes the handlers rely on (the rest is caught as a generic 400)."""
+    if path == "/v1/embeddings":
+        dims = request.get("dimensions")
+        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIM):
+            raise ApiError(400, f"'dimensions' must be an integer from 1 to {MAX_DIM}.")
+        return
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty array of chat messages.")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ApiError(400, f"'messages[{i}]' must be an object with a string 'role'.")
+        content = m.get("content")
+        if not (content is None or isinstance(content, str)
+                or (isinstance(content, list) and all(isinstance(p, dict) for p in content))):
+            raise ApiError(400, f"'messages[{i}].content' must be a string, null or an array of content parts.")
+    tools = request.get("tools") or []
+    if not isinstance(tools, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+            for t in tools):
+        raise ApiError(400, "'tools' must be an array of {'type': 'function', 'function': {'name': ...}} objects.")
 
 
 # -- chat --------------------------------------------------------------------------------------------------
 
 
-async def _offline(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
+async def _offline(messages: list[dict[str, Any]], tools: list[dict[str, Any]], spec: str) -> Completion:
     from letta_nb.llm.offline import OfflineModel
 
     final = None
-    async for event in OfflineModel().stream(messages, tools):
+    async for event in OfflineModel.from_spec(spec).stream(messages, tools):
         final = event
     assert isinstance(final, Completion)
     return final
 
 
-def chat_completion(request: dict[str, Any], scripted: ScriptedReply | None) -> Completion:
+def chat_completion(request: dict[str, Any], scripted: ScriptedReply | None, offline: str = "offline") -> Completion:
+    """The reply to a chat request: the scripted one, else what the offline model ``offline`` (a spec) says."""
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty array of chat messages.")
     tools = request.get("tools") or []
     if scripted is None:
-        return asyncio.run(_offline(messages, tools))
+        return asyncio.run(_offline(messages, tools, offline))
     calls = tuple(  # surrogatepass: a script may name a tool with a lone surrogate, to test a client with it
         ToolCall(f"call_{hashlib.sha1(f'{len(messages)}:{i}:{n}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}",
                  n, a if isinstance(a, str) else json.dumps(a))
         for i, (n, a) in enumerate(scripted.tool_calls)
     )
     prompt = sum(estimate_tokens(m.get("content") or "") + 4 for m in messages)
-    done = estimate_tokens(scripted.content or "") + sum(estimate_tokens(c.arguments) + 3 for c in calls)
-    return Completion(scripted.content, calls, Usage(prompt, done), "tool_calls" if calls else "stop")
+    done = (estimate_tokens(scripted.content or "") + estimate_tokens(scripted.reasoning or "")
+            + sum(estimate_tokens(c.arguments) + 3 for c in calls))
+    return Completion(scripted.content, calls, Usage(prompt, done), "tool_calls" if calls else "stop",
+                      reasoning=scripted.reasoning)
 
 
 def _usage(c: Completion) -> dict[str, int]:
@@ -104,8 +141,10 @@ def _usage(c: Completion) -> dict[str, int]:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
-def completion_body(c: Completion, model: str) -> dict[str, Any]:
+def completion_body(c: Completion, model: str, reasoning_field: str = "reasoning_content") -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": c.content}
+    if c.reasoning:
+        message[reasoning_field] = c.reasoning
     if c.tool_calls:
         message["tool_calls"] = [t.to_openai() for t in c.tool_calls]
     return {"id": f"chatcmpl-{int(time.time() * 1000)}", "object": "chat.completion", "created": int(time.time()),
@@ -113,8 +152,10 @@ def completion_body(c: Completion, model: str) -> dict[str, Any]:
                                          "logprobs": None}], "usage": _usage(c)}
 
 
-def chat_chunks(c: Completion, model: str, include_usage: bool) -> Iterator[dict[str, Any]]:
-    """The SSE chunks of a streamed completion: role, text pieces, tool-call deltas, finish, usage."""
+def chat_chunks(c: Completion, model: str, include_usage: bool,
+                reasoning_field: str = "reasoning_content") -> Iterator[dict[str, Any]]:
+    """The SSE chunks of a streamed completion: role, reasoning pieces (in ``reasoning_field``), text
+    pieces, tool-call deltas, finish, usage."""
     from letta_nb.llm.offline import _deltas
 
     base = {"id": f"chatcmpl-{int(time.time() * 1000)}", "object": "chat.completion.chunk",
@@ -124,8 +165,10 @@ def chat_chunks(c: Completion, model: str, include_usage: bool) -> Iterator[dict
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
     yield chunk({"role": "assistant", "content": ""})
-    for ev in _deltas(c.content or "", c.tool_calls):
-        if isinstance(ev, TextDelta):
+    for ev in _deltas(c.content or "", c.tool_calls, c.reasoning or ""):
+        if isinstance(ev, ReasoningTextDelta):
+            yield chunk({reasoning_field: ev.text})
+        elif isinstance(ev, TextDelta):
             yield chunk({"content": ev.text})
         elif isinstance(ev, ToolCallDelta):
             call: dict[str, Any] = {"index": ev.index, "function": {"arguments": ev.arguments}}

@@ -7,8 +7,11 @@ daemon thread: ``/v1/chat/completions`` (JSON or SSE with tool-call deltas and u
 requests in flight it answers 429 with ``Retry-After``; bad input gets OpenAI-shaped 400s; ``inject()``
 queues faults (``"429"``, ``"500"``, ``"503"``, ``"malformed"``, ``"short"``, ``"timeout"``,
 ``"disconnect"``) for the next requests to a path, and ``Faults.error_rate`` answers a seeded random share
-of requests with 5xx. ``reply()`` queues scripted chat replies; with none queued it runs the offline
-model's rules. ``stats()`` counts what happened (the bench checks ideal vs achieved from it).
+of requests with 5xx. ``reply()`` queues scripted chat replies (content, tool calls, reasoning); with none
+queued it runs the offline model's rules, answering the way ``offline=`` says (``"offline?reply=content"``:
+plain content; ``calls=json|fenced|tagged``: a call written as JSON text; ``reasoning=field``: reasoning
+deltas in ``reasoning_field``, ``"reasoning_content"`` or ``"reasoning"``). ``stats()`` counts what happened
+(the bench checks ideal vs achieved from it).
 
 Invariants: the in-flight count is released *before* the response is written, so a client that sends its
 next request the moment it reads a reply is never throttled by a request that already finished; simulated
@@ -30,11 +33,10 @@ from typing import Any
 import orjson
 
 from letta_nb._text import clean_json, clean_text
-from letta_nb.embeddings.registry import MAX_DIM
 from letta_nb.embeddings.tokens import TokenCounter
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.testing import _api
-from letta_nb.testing._api import ApiError, ScriptedReply
+from letta_nb.testing._api import REASONING_FIELDS, ApiError, ScriptedReply
 
 __all__ = ["LoopbackServer", "Latency", "Limits", "Faults", "ScriptedReply", "FAULT_KINDS"]
 
@@ -82,9 +84,17 @@ class Faults:
 class LoopbackServer:
     def __init__(self, *, latency: Latency | None = None, limits: Limits | None = None, faults: Faults | None = None,
                  vectors: str = "hash", dim: int = 384, api_key: str | None = None,
-                 models: tuple[str, ...] = ("loopback-chat", "text-embedding-3-small"), port: int = 0):
+                 models: tuple[str, ...] = ("loopback-chat", "text-embedding-3-small"), port: int = 0,
+                 offline: str = "offline", reasoning_field: str = "reasoning_content"):
         if vectors not in ("hash", "digest"):
             raise InvalidArgumentError(f"vectors must be 'hash' or 'digest', got {vectors!r}")
+        if reasoning_field not in REASONING_FIELDS:
+            raise InvalidArgumentError(f"reasoning_field must be one of {', '.join(map(repr, REASONING_FIELDS))}, "
+                                       f"got {reasoning_field!r}")
+        from letta_nb.llm.offline import OfflineModel
+
+        self.offline = OfflineModel.from_spec(offline).spec  # checked now, not at the first request
+        self.reasoning_field = reasoning_field
         self.latency, self.limits, self.faults = latency or Latency(), limits or Limits(), faults or Faults()
         if self.limits.tokenizer not in ("exact", "estimate"):
             raise InvalidArgumentError(f"Limits.tokenizer must be 'exact' or 'estimate', got {self.limits.tokenizer!r}")
@@ -105,7 +115,7 @@ class LoopbackServer:
         self._httpd.allow_reuse_address = True
         self._httpd.server_bind()
         self._httpd.server_activate()
-        self._httpd.loopback = self  # type: ignore[attr-defined]
+        self._httpd.loopback = self
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------
@@ -150,10 +160,11 @@ class LoopbackServer:
         with self._lock:
             self._injected[path].extend(kinds)
 
-    def reply(self, content: str | None = None, tool_calls: tuple[tuple[str, Any], ...] | list = ()) -> None:
-        """Queue a scripted chat reply (used before the offline rules)."""
+    def reply(self, content: str | None = None, tool_calls: tuple[tuple[str, Any], ...] | list[Any] = (),
+              reasoning: str | None = None) -> None:
+        """Queue a scripted chat reply (used before the offline rules); ``reasoning`` goes in the reasoning field."""
         with self._lock:
-            self._replies.append(ScriptedReply(content, tuple(tool_calls)))
+            self._replies.append(ScriptedReply(content, tuple(tool_calls), reasoning))
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -204,11 +215,14 @@ class LoopbackServer:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    loopback: LoopbackServer  # the server whose requests the handlers answer
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up mid-response (a cancelled stream, a timeout test) is not an error here
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: _QuietServer
     protocol_version = "HTTP/1.1"
     server_version = "letta-nb-loopback/1"
 
@@ -217,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def lb(self) -> LoopbackServer:
-        return self.server.loopback  # type: ignore[attr-defined]
+        return self.server.loopback
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -293,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
             lb.check_key(self.headers.get("Authorization"))
             request = _parse_body(raw)
             if fault not in ("timeout", "disconnect", "500", "502", "503"):
-                _check_request(path, request)
+                _api.check_request(path, request)
             if fault in ("timeout", "disconnect"):
                 lb.sleep(lb.faults.hang_s if fault == "timeout" else 0)
                 self._finish(0, 0)
@@ -338,10 +352,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, request: dict[str, Any], fault: str | None, started: float) -> None:
         lb = self.lb
         model = str(request.get("model") or "loopback-chat")
-        completion = _api.chat_completion(request, lb.next_reply())
+        completion = _api.chat_completion(request, lb.next_reply(), lb.offline)
         lb.sleep(lb.latency.base_ms / 1000 - (time.perf_counter() - started))
         if not request.get("stream"):
-            body = json.dumps(_api.completion_body(completion, model)).encode()
+            body = json.dumps(_api.completion_body(completion, model, lb.reasoning_field)).encode()
             self._finish(200, 0)
             self._send(200, body[: len(body) // 2] if fault == "malformed" else body)
             return
@@ -353,7 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         per_chunk = 1 / lb.latency.tps if lb.latency.tps else 0.0
         try:
-            for chunk in _api.chat_chunks(completion, model, include_usage):
+            for chunk in _api.chat_chunks(completion, model, include_usage, lb.reasoning_field):
                 self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
                 if per_chunk:
                     lb.sleep(per_chunk)
@@ -383,30 +397,6 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     return request
-
-
-def _check_request(path: str, request: dict[str, Any]) -> None:
-    """OpenAI-shaped 400s for the shapes the handlers rely on (the rest is caught as a generic 400)."""
-    if path == "/v1/embeddings":
-        dims = request.get("dimensions")
-        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIM):
-            raise ApiError(400, f"'dimensions' must be an integer from 1 to {MAX_DIM}.")
-        return
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty array of chat messages.")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ApiError(400, f"'messages[{i}]' must be an object with a string 'role'.")
-        content = m.get("content")
-        if not (content is None or isinstance(content, str)
-                or (isinstance(content, list) and all(isinstance(p, dict) for p in content))):
-            raise ApiError(400, f"'messages[{i}].content' must be a string, null or an array of content parts.")
-    tools = request.get("tools") or []
-    if not isinstance(tools, list) or not all(
-            isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
-            for t in tools):
-        raise ApiError(400, "'tools' must be an array of {'type': 'function', 'function': {'name': ...}} objects.")
 
 
 def ideal_embed_seconds(inputs: int, tokens: int, latency: Latency, limits: Limits) -> float:

@@ -57,7 +57,8 @@ class LoopbackProcess:
         return None if self._proc is None else process_cpu_seconds(self._proc.pid)
 
     def stats(self) -> dict[str, Any]:
-        return httpx.get(self.base_url.rsplit("/v1", 1)[0] + "/_loopback/stats", timeout=10).json()
+        stats: dict[str, Any] = httpx.get(self.base_url.rsplit("/v1", 1)[0] + "/_loopback/stats", timeout=10).json()
+        return stats
 
     def close(self) -> None:
         if self._proc is not None:

@@ -85,7 +85,9 @@ def sandbox_env(extra: Mapping[str, str] | None = None, *, home: str = SCRATCH, 
 
 def private_dirs() -> list[Path]:
     """Directories whose content must never be visible: the home directory, ``LETTA_NB_HOME``, the cwd."""
-    dirs = [Path.home(), Path(os.environ.get("LETTA_NB_HOME") or Path.home() / ".letta_nb").expanduser()]
+    from letta_nb.settings import current
+
+    dirs = [Path.home(), current().home]
     with contextlib.suppress(OSError):  # the cwd was deleted
         dirs.append(Path.cwd())
     return [d.resolve() for d in dirs]

@@ -13,10 +13,12 @@ base tool's name, stays the runtime's: the agent loop resolves tools through it 
 - :mod:`.passages` and :mod:`.files`: archival memory, one passage at a time or whole files;
 - :mod:`.store_info`: read-only SQL and where the store is.
 
-Invariant: every change of an existing agent (its settings, blocks, tools, its deletion) goes through
-:meth:`Runtime.agent_change <letta_nb.runtime.runtime.Runtime.agent_change>`: the agent's lock in this
-process, its lease across processes, a write fenced by the lease's token, and the cached session dropped
-after, in that one place. Archival memory does not (see :mod:`.passages` for why).
+Invariant: every change of an existing agent goes through
+:meth:`Runtime.agent_lease <letta_nb.runtime.runtime.Runtime.agent_lease>`: the agent's lock in this process,
+its lease across processes, and a write fenced by the lease's token, in that one place. Changes to what
+sessions cache (settings, blocks, tools, deletion) use it through ``Runtime.agent_change``, which also drops
+the cached session after; archival memory (passages, files) holds it only around each commit (see
+:mod:`.passages` and :mod:`.files`).
 
 Each function takes the :class:`~letta_nb.runtime.runtime.Runtime` first and runs on the runtime loop.
 """

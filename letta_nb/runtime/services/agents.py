@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.runtime import trust
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES
-from letta_nb.runtime.memory import DEFAULT_SYSTEM
+from letta_nb.runtime.memory import DEFAULT_SYSTEM, DEFAULT_SYSTEM_V1
 from letta_nb.runtime.services import blocks as block_rules
 from letta_nb.runtime.services import tools as tool_service
 from letta_nb.runtime.services.lookup import agent_id, agent_state
@@ -37,20 +37,24 @@ async def list_all(rt: Runtime) -> list[AgentState]:
     return await rt.store.list_agents()
 
 
-async def create(rt: Runtime, name: str, *, model: str, embedding: str, blocks: list[Block], tools: Sequence[Any],
-                 system: str | None, max_steps: int, include_base_tools: bool,
+async def create(rt: Runtime, name: str, *, model: str | None, embedding: str | None, blocks: list[Block],
+                 tools: Sequence[Any], system: str | None, max_steps: int, include_base_tools: bool,
                  metadata: dict[str, Any], agent_type: str = DEFAULT_AGENT_TYPE,
                  tool_rules: list[dict[str, Any]] | None = None, tags: list[str] | None = None) -> AgentState:
     """Store a new agent; ``tools`` are functions (registered here), ToolSpecs or names of stored tools.
 
-    All or nothing: every spec, block and named tool is checked before the first function is registered."""
+    All or nothing: every spec, block and named tool is checked before the first function is registered.
+    ``model``/``embedding`` None: the runtime's ``default_model``/``default_embedding`` settings."""
+    model = rt.settings.default_model if model is None else model
+    embedding = rt.settings.default_embedding if embedding is None else embedding
     rt.llm(model)  # validates the model name before anything is written
     rt.embedder(embedding)
     for block in blocks:
         block_rules.check_fits(block.label, block.value, block.limit)
     await rt.store.ensure_name_free(name)
     await tool_service.check_all(rt, tools)
-    tool_names = list(BASE_TOOL_NAMES) if include_base_tools else []
+    v1 = agent_type == "letta_v1_agent"  # replies in its content: send_message is not one of its base tools
+    tool_names = [t for t in BASE_TOOL_NAMES if not (v1 and t == "send_message")] if include_base_tools else []
     for tool in tools:
         tool_name = await tool_service.resolve(rt, tool)
         if tool_name not in tool_names:
@@ -58,7 +62,8 @@ async def create(rt: Runtime, name: str, *, model: str, embedding: str, blocks: 
     check_rule_tools(tool_rules or [], tool_names)
     new_agent_id = new_id("agent")
     state = AgentState(
-        id=new_agent_id, name=name, model=model, embedding=embedding, system=system or DEFAULT_SYSTEM,
+        id=new_agent_id, name=name, model=model, embedding=embedding,
+        system=system or (DEFAULT_SYSTEM_V1 if v1 else DEFAULT_SYSTEM),
         blocks=blocks, tools=tool_names, max_steps=max_steps, created_at=utcnow(), metadata=dict(metadata),
         signature=trust.sign("agent", trust.agent_fields(new_agent_id, model, embedding)),
         agent_type=agent_type, tool_rules=list(tool_rules or []), tags=list(tags or []),

@@ -1,15 +1,16 @@
 """Archival memory from the API, a passage at a time: insert, list, search, delete.
 
-Why these changes do not go through :meth:`Runtime.agent_change` (the lease), unlike blocks and tools:
-nothing a session caches depends on passages (the session is the agent row, blocks, tools and the context
-window's messages), so there is nothing to invalidate; the one thing that follows passages, the vector
-index and its in-memory copy, follows the rows inside the store's own write transaction and is versioned
-by a per-agent sequence (store/vector.py), which is already the one place that keeps every process exact.
-Taking the lease would not be free: measured here, an empty ``agent_change`` (lease rows in, out, and the
-session reloaded after) takes ~6 ms at p50 against ~2 ms for a whole ``passages.create`` on the ``hash``
-embedder, so every insert would cost ~4x. It would also make an upload wait for a turn (and a turn for an
-upload that may take minutes), and turn a tool that files a passage into its own agent's archival memory
-into a ``ReentrantTurnError``. An agent deleted meanwhile takes its passages with it.
+Every insert and delete is a change of the agent, so it commits under the agent's lease, fenced by its
+token (:meth:`Runtime.agent_lease`), like every other change: a process paused past its lease cannot
+write into an agent another process has taken. The lease is held only around the commit: embedding (the
+slow part) happens before it, so an insert waits for a running turn at most as long as a step commit would.
+An insert is the same write as a step's archival insert (the step writer, a group commit), without messages.
+
+Nothing a session caches depends on passages (the session is the agent row, blocks, tools and the context
+window's messages), so nothing is invalidated and the agent's version is not bumped; the vector index and
+its in-memory copy follow the rows inside the same transaction and are versioned by a per-agent sequence
+(store/vector.py). A tool of a running turn that inserts into its own agent joins that turn's lease (it
+would otherwise wait for its own turn to end): its commit is fenced by the turn's token.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.runtime.services.lookup import agent_state
 from letta_nb.schemas import Passage
+from letta_nb.store.backend import StepWrite
 
 if TYPE_CHECKING:
     from letta_nb.runtime.runtime import Runtime
@@ -27,8 +29,12 @@ __all__ = ["create", "delete", "list_passages", "search"]
 
 
 async def create(rt: Runtime, agent: Any, text: str, tags: list[str] | None = None) -> Passage:
-    """Embed ``text`` with the agent's embedder and store it."""
-    return await rt.archival.insert(await agent_state(rt, agent), text, tags)
+    """Embed ``text`` with the agent's embedder, then store it under the agent's lease."""
+    state = await agent_state(rt, agent)
+    record = await rt.archival.embed_passage(state, text, [] if tags is None else tags)
+    async with rt.agent_lease(state.id, join_turn=True) as lease:
+        await rt.store.submit_step(StepWrite(state.id, passages=[record], fence=(lease.token, lease.last_seq)))
+    return record.passage()
 
 
 async def list_passages(rt: Runtime, agent: Any) -> list[Passage]:
@@ -47,5 +53,7 @@ async def search(rt: Runtime, agent: Any, query: str, *, top_k: int, tags: list[
 async def delete(rt: Runtime, agent: Any, passage_id: str) -> None:
     """Remove one passage; InvalidArgumentError if the agent has none of that id."""
     state = await agent_state(rt, agent)
-    if not await rt.store.delete_passage(state.id, passage_id):
+    async with rt.agent_lease(state.id, join_turn=True) as lease:
+        deleted = await rt.store.delete_passage(state.id, passage_id, fence=lease.token)
+    if not deleted:
         raise InvalidArgumentError(f"agent {state.name!r} has no passage {passage_id!r}")

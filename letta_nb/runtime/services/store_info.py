@@ -10,17 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from letta_nb.runtime.runtime import Runtime
 
 __all__ = ["location", "query"]
 
 
-async def query(rt: Runtime, sql: str, params: Any = None) -> Any:
+async def query(rt: Runtime, sql: str, params: Any = None) -> pd.DataFrame:
     """One read-only statement's rows as a pandas DataFrame; InvalidArgumentError for writes or bad SQL."""
     columns, rows = await rt.store.query(sql, params)
     import pandas as pd
 
-    return pd.DataFrame.from_records(rows, columns=columns)
+    frame: pd.DataFrame = pd.DataFrame.from_records(rows, columns=columns)  # (pandas-stubs: Any from records)
+    return frame
 
 
 def location(rt: Runtime) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -56,25 +55,23 @@ _ERROR_NAMES = (
 def sqlite_module() -> types.ModuleType:
     """The DB-API module every connection of this process uses: the stdlib ``sqlite3`` unless
     ``LETTA_NB_SQLITE=pysqlite3`` (see the module docstring for why that is opt-in only)."""
-    choice = os.environ.get("LETTA_NB_SQLITE", "").strip().lower()
-    if choice not in ("", "stdlib", "pysqlite3"):
-        raise SQLiteExtensionError(
-            f"LETTA_NB_SQLITE={choice!r} is not valid; expected 'stdlib' (the default) or 'pysqlite3'. "
-            "Unset it to use the stdlib sqlite3 module."
-        )
-    if choice != "pysqlite3":
+    from letta_nb.settings import current
+
+    # The ``sqlite`` setting; a bad value raises a SettingError that is also a SQLiteExtensionError.
+    if current().sqlite != "pysqlite3":
         import sqlite3
 
         return sqlite3
     try:
-        import pysqlite3.dbapi2 as pysqlite3  # type: ignore[import-not-found]
+        import pysqlite3.dbapi2 as pysqlite3
     except ImportError:
         raise SQLiteExtensionError(
             "LETTA_NB_SQLITE=pysqlite3, but pysqlite3 is not installed. Fix: `pip install 'letta-nb[vec0]'` "
             "(the pysqlite3-binary wheel, Linux), or unset LETTA_NB_SQLITE: the stdlib sqlite3 works everywhere "
             "and archival search then runs exactly in numpy."
         ) from None
-    return pysqlite3
+    module: types.ModuleType = pysqlite3
+    return module
 
 
 def _load_vec(conn: Any) -> None:
@@ -147,9 +144,9 @@ def sqlalchemy_dbapi(path: str, *, busy_timeout_ms: int = 10_000) -> tuple[Any, 
     shim = types.ModuleType("letta_nb_aiosqlite")
     for name in _ERROR_NAMES:
         setattr(shim, name, getattr(module, name))
-    shim.sqlite_version = module.sqlite_version
-    shim.sqlite_version_info = module.sqlite_version_info
-    shim.Connection = aiosqlite.Connection
+    # setattr: a ModuleType has no such attributes to a type checker; this shim is built to carry them
+    shim.__dict__.update(sqlite_version=module.sqlite_version, sqlite_version_info=module.sqlite_version_info,
+                         Connection=aiosqlite.Connection)
     dbapi = AsyncAdapt_aiosqlite_dbapi(shim, module)
 
     async def creator() -> aiosqlite.Connection:

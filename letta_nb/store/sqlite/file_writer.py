@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
+from letta_nb.errors import StaleCommitError
 from letta_nb.store.files import FilePassages, FileUpdate
 from letta_nb.store.ids import DT_FORMAT
 from letta_nb.store.records import FileRecord
+from letta_nb.store.sqlite import leases
 from letta_nb.store.sqlite.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.sqlite.driver import write_transaction
 from letta_nb.store.sqlite.step_writer import insert_rows
@@ -39,8 +41,10 @@ _INSERT_FILE_PASSAGES = (
 )
 
 
-def _replace_files(conn: Any, updates: list[FileUpdate]) -> None:
+def _replace_files(conn: Any, updates: list[FileUpdate], fence: tuple[str, int] | None = None) -> None:
     with write_transaction(conn) as cursor:
+        if fence is not None and not leases.holds(cursor, *fence):
+            raise StaleCommitError(fence[0])  # the lease was lost: nothing of this batch is written
         for file, passages in updates:
             _replace_file(cursor, file, passages)
 
@@ -81,11 +85,11 @@ class FileWriter:
         self._conn: Any = None
         self._lock = threading.Lock()
 
-    def replace_files(self, updates: list[FileUpdate]) -> None:
+    def replace_files(self, updates: list[FileUpdate], fence: tuple[str, int] | None = None) -> None:
         """Make each ``(file, passages)`` its file's whole record, in one transaction (blocks: call it
-        from a worker thread)."""
+        from a worker thread); with ``fence`` ``(agent_id, token)``, only while that lease holds."""
         rows = sum(1 + (len(p.ids) if p is not None else 0) for _, p in updates)
-        self.run(_replace_files, updates, rows=rows)
+        self.run(_replace_files, updates, fence, rows=rows)
 
     def run(self, fn: Callable[..., R], *args: Any, rows: int = 1) -> R:
         """``fn(connection, *args)`` on this thread; ``rows``: how many it writes (for the checkpointer)."""

@@ -21,8 +21,13 @@ from typing import Any
 
 from letta_nb.store.backend import Busy, Grant
 
-__all__ = ["acquire", "agent_state", "peek", "release", "renew", "fenced_update", "bump_version", "counter",
-           "bump_counter"]
+__all__ = ["HELD", "acquire", "agent_state", "peek", "release", "renew", "fenced_update", "holds", "bump_version",
+           "counter", "bump_counter"]
+
+#: One row if the lease ``:token`` on agent ``:agent_id`` still holds. Named parameters, so the same text
+#: serves a raw cursor (:func:`holds`) and ``sqlalchemy.text`` (store.py, files.py): the fence of a change
+#: that writes no step (passages, files), checked inside that change's own write transaction.
+HELD = "SELECT 1 FROM agent_leases WHERE agent_id = :agent_id AND token = :token AND holder IS NOT NULL"
 
 
 def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
@@ -64,42 +69,50 @@ def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: floa
 def agent_state(cur: Any, agent_id: str) -> tuple[int, int, int] | None:
     """``(last_seq, version, tools_version)`` of an agent, None if it is gone: one indexed row, what every
     process compares with its cached session before using it."""
-    return cur.execute("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
-                       "FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    row: tuple[int, int, int] | None = cur.execute(
+        "SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
+        "FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    return row
 
 
 def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:
     """Extend our lease; False if it is no longer ours."""
-    return cur.execute("UPDATE agent_leases SET expires_at = ? WHERE agent_id = ? AND token = ? AND holder IS NOT NULL",
-                       (expires_at, agent_id, token)).rowcount == 1
+    return bool(cur.execute("UPDATE agent_leases SET expires_at = ? WHERE agent_id = ? AND token = ? "
+                            "AND holder IS NOT NULL", (expires_at, agent_id, token)).rowcount == 1)
 
 
 def release(cur: Any, agent_id: str, token: int) -> bool:
     """Give the lease up (a no-op if it is no longer ours)."""
-    return cur.execute("UPDATE agent_leases SET holder = NULL, expires_at = NULL WHERE agent_id = ? AND token = ?",
-                       (agent_id, token)).rowcount == 1
+    return bool(cur.execute("UPDATE agent_leases SET holder = NULL, expires_at = NULL WHERE agent_id = ? AND token = ?",
+                            (agent_id, token)).rowcount == 1)
 
 
 def fenced_update(cur: Any, agent_id: str, token: int, expected_last_seq: int, columns: dict[str, Any]) -> bool:
     """Update the agent row only if our lease still holds and ``last_seq`` is what the turn read: the
     compare-and-set every step commit starts with. False: refused (nothing written)."""
     cols = sorted(columns)
-    return cur.execute(
+    return bool(cur.execute(
         f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ? AND last_seq = ? AND "
         "(SELECT token FROM agent_leases WHERE agent_id = ? AND holder IS NOT NULL) = ?",
         [*(columns[c] for c in cols), agent_id, expected_last_seq, agent_id, token],
-    ).rowcount == 1
+    ).rowcount == 1)
+
+
+def holds(cur: Any, agent_id: str, token: int) -> bool:
+    """Whether our lease still holds; run first in a write transaction, it fences the whole transaction (the
+    write lock is ours until COMMIT, so nobody can take the lease in between)."""
+    return cur.execute(HELD, {"agent_id": agent_id, "token": token}).fetchone() is not None
 
 
 def bump_version(cur: Any, agent_id: str, token: int | None) -> bool:
     """A change that is not a step (blocks, tools, settings): other processes reload the agent. With a
     ``token``, only while our lease holds."""
     if token is None:
-        return cur.execute("UPDATE agents SET version = version + 1 WHERE id = ?", (agent_id,)).rowcount == 1
-    return cur.execute(
+        return bool(cur.execute("UPDATE agents SET version = version + 1 WHERE id = ?", (agent_id,)).rowcount == 1)
+    return bool(cur.execute(
         "UPDATE agents SET version = version + 1 WHERE id = ? AND "
         "(SELECT token FROM agent_leases WHERE agent_id = ? AND holder IS NOT NULL) = ?",
-        (agent_id, agent_id, token)).rowcount == 1
+        (agent_id, agent_id, token)).rowcount == 1)
 
 
 def counter(cur: Any, name: str) -> int:
@@ -116,8 +129,14 @@ def peek(cur: Any, agent_id: str,
          now: float) -> tuple[int | None, str | None, float | None, int, int, int, bool] | None:
     """Read-only: ``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` of an agent, None
     if it is gone. Lets a process that still holds a lease from its previous turn reuse it without a write."""
-    return cur.execute(
+    row: tuple[int | None, str | None, float | None, int, int, int, bool] | None = cur.execute(
         "SELECT l.token, l.holder, l.expires_at, a.last_seq, a.version, "
         "coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0), "
         "EXISTS (SELECT 1 FROM lease_waiters w WHERE w.agent_id = a.id AND w.expires_at >= ?) "
         "FROM agents a LEFT JOIN agent_leases l ON l.agent_id = a.id WHERE a.id = ?", (now, agent_id)).fetchone()
+    return row
+
+
+def drop_ticket(cur: Any, agent_id: str, holder: str) -> None:
+    """Leave the agent's queue (a waiter that gave up)."""
+    cur.execute("DELETE FROM lease_waiters WHERE agent_id = ? AND holder = ?", (agent_id, holder))

@@ -51,7 +51,7 @@ class ReadOnlyQuery:
         self._interrupted = False
         self._denied: list[str] = []
 
-    def run(self, sql: Any, params: Any = None) -> tuple[list[str], list[tuple]]:
+    def run(self, sql: Any, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """(column names, rows) of ``sql``; InvalidArgumentError for a write, bad SQL or bad params."""
         if not isinstance(sql, str):
             raise InvalidArgumentError(f"client.query: sql must be a string of SQL, got {type(sql).__name__}")
@@ -83,16 +83,18 @@ class ReadOnlyQuery:
 
     def _authorize(self, action: int, arg1: Any, arg2: Any, _db: Any, _trigger: Any) -> int:
         module = sqlite_module()
+        ok: int = module.SQLITE_OK
+        deny: int = module.SQLITE_DENY
         if action in {getattr(module, name) for name in _READ_ACTIONS}:
-            return module.SQLITE_OK
+            return ok
         if action == module.SQLITE_PRAGMA:
             name = str(arg1).lower()
             if name in _REPORTING_PRAGMAS or (name in _READABLE_PRAGMAS and arg2 is None):
-                return module.SQLITE_OK
+                return ok
             self._denied.append(f"PRAGMA {name}" + (f" = {arg2}" if arg2 is not None else ""))
-            return module.SQLITE_DENY
+            return deny
         self._denied.append(_action_name(module, action, arg1))
-        return module.SQLITE_DENY
+        return deny
 
     def _explain(self, e: Exception) -> InvalidArgumentError:
         message = str(e)

@@ -136,9 +136,9 @@ class StepWriter:
         self.checkpointer = checkpointer  # set: ``connect`` turned automatic checkpoints off
         self._busy_timeout_ms = busy_timeout_ms
         self._inline: Any = None
-        self._pending: list[tuple[StepWrite | Op, asyncio.Future]] = []
+        self._pending: list[tuple[StepWrite | Op, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
-        self._queue: queue.SimpleQueue[list[tuple[StepWrite | Op, asyncio.Future]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[tuple[StepWrite | Op, asyncio.Future[Any]]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
         self.commits = 0
@@ -204,7 +204,7 @@ class StepWriter:
             return
         self._done(batch, results, (time.perf_counter() - t0) * 1000)
 
-    def _to_thread(self, batch: list[tuple[StepWrite | Op, asyncio.Future]]) -> None:
+    def _to_thread(self, batch: list[tuple[StepWrite | Op, asyncio.Future[Any]]]) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="letta_nb-step-writer", daemon=True)
             self._thread.start()
@@ -224,7 +224,7 @@ class StepWriter:
         finally:
             conn.close()
 
-    def _isolate(self, conn: Any, batch: list[tuple[StepWrite | Op, asyncio.Future]], error: Exception) -> None:
+    def _isolate(self, conn: Any, batch: list[tuple[StepWrite | Op, asyncio.Future[Any]]], error: Exception) -> None:
         """A group failed: retry each item alone so only the offending ones fail."""
         if len(batch) == 1:
             _resolve(batch[0][1], error=error)
@@ -238,7 +238,7 @@ class StepWriter:
             else:
                 self._done([(item, fut)], results, (time.perf_counter() - t1) * 1000)
 
-    def _done(self, batch: list[tuple[StepWrite | Op, asyncio.Future]], results: list[Any], ms: float) -> None:
+    def _done(self, batch: list[tuple[StepWrite | Op, asyncio.Future[Any]]], results: list[Any], ms: float) -> None:
         self.commits += 1
         self.writes += len(batch)
         if self.checkpointer is not None:
@@ -274,7 +274,7 @@ def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
     return results
 
 
-def _resolve(fut: asyncio.Future, *, value: float | None = None, error: BaseException | None = None) -> None:
+def _resolve(fut: asyncio.Future[Any], *, value: float | None = None, error: BaseException | None = None) -> None:
     """Settle a future from any thread (directly when already on its loop)."""
 
     def setter() -> None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -105,13 +104,10 @@ def drop_vec_triggers(conn: Any) -> list[str]:
 
 
 def _cache_budget_bytes() -> int:
-    raw = os.environ.get("LETTA_NB_VECTOR_CACHE_MB", "1024")
-    try:
-        mb = float(raw)
-    except ValueError:
-        raise InvalidArgumentError(f"LETTA_NB_VECTOR_CACHE_MB={raw!r} is not a number of megabytes "
-                                   "(0 turns the cache off)") from None
-    return int(mb * 1024 * 1024)
+    """The ``vector_cache_mb`` setting (``LETTA_NB_VECTOR_CACHE_MB``, default 1024; 0 turns the cache off)."""
+    from letta_nb.settings import current
+
+    return int(current().vector_cache_mb * 1024 * 1024)
 
 
 class SqliteVecStore:
@@ -180,7 +176,8 @@ class SqliteVecStore:
     # ---- search --------------------------------------------------------------------------------------
     async def search(self, query: VectorQuery) -> list[VectorHit]:
         await self.prepare(query.dim)
-        return await self._run(self._search, query)
+        hits: list[VectorHit] = await self._run(self._search, query)
+        return hits
 
     def _search(self, query: VectorQuery) -> list[VectorHit]:
         db = self._db()
@@ -245,6 +242,7 @@ class SqliteVecStore:
             return
         with write_transaction(db) as cursor:
             version = self._version(cursor, agent_id)  # again, under the write lock
+            args: tuple[Any, ...]
             if state is not None and state[1] == version[1]:
                 # Inserts only since the last copy: they have higher rowids (a rowid can only be reused
                 # after the agent's highest row is deleted, and that bumps the delete counter).
@@ -289,7 +287,7 @@ class SqliteVecStore:
             "WHERE agent_id = ? AND rowid > ? AND embedding IS NOT NULL GROUP BY 1",
             (agent_id, after),
         ).fetchall()
-        dims = (set(known[1]) if after else set()) | {int(r[0]) for r in rows if r[0]}
+        dims = (set(known[1]) if known is not None and after else set()) | {int(r[0]) for r in rows if r[0]}
         self._stored_dims[agent_id] = (version, dims, max([after, *(r[1] for r in rows)]))
         return dims
 

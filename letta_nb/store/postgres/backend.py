@@ -1,0 +1,107 @@
+"""The PostgreSQL backend put together: its asyncpg connections and the objects the store hands the runtime.
+
+Connections: one for the step writer (kept hot; opened again if lost) and a small pool for lease reads,
+vector refreshes, uploads and read-only queries, all with ``idle_in_transaction_session_timeout`` and the
+JSON codec. The SQLAlchemy engine (engine.py) has its own pool for the portable reads; ``probes.pool()``
+watches that one. Pool size per kernel: ``LETTA_NB_PG_POOL`` connections here (default 4) plus the engine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from letta_nb._text import clean_json
+from letta_nb.errors import InvalidArgumentError, StoreError
+from letta_nb.store.engine import IDLE_IN_TRANSACTION_MS, StoreLocation
+from letta_nb.store.postgres import leases
+from letta_nb.store.postgres.file_writer import PgFileWriter
+from letta_nb.store.postgres.step_writer import PgStepWriter
+from letta_nb.store.postgres.vectors import PgVectorStore
+
+__all__ = ["PgBackend", "open_backend", "dsn"]
+
+_SETTINGS = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS), "application_name": "letta_nb"}
+
+
+def dsn(location: StoreLocation) -> str:
+    """The libpq-style DSN asyncpg takes, from the store's SQLAlchemy URL."""
+    import sqlalchemy as sa
+
+    return sa.make_url(location.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _jsonb(value: Any) -> bytes:
+    # jsonb refuses a lone surrogate's \ud800 escape (SQLite's TEXT keeps it): made U+FFFD, the project's one
+    # policy for text that is not valid Unicode (letta_nb/_text.py); clean values pass through uncopied.
+    return b"\x01" + json.dumps(clean_json(value)).encode()
+
+
+async def _init(conn: Any) -> None:
+    # Binary jsonb (a version byte, then the text): COPY (uploads) needs a binary codec.
+    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary", encoder=_jsonb,
+                              decoder=lambda b: json.loads(b[1:]))
+
+
+@dataclass
+class PgBackend:
+    writer: PgStepWriter
+    vectors: PgVectorStore
+    file_writer: PgFileWriter
+    pool: Any
+    lease_rows: Any = leases
+
+    async def query(self, sql: Any, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """(columns, rows) of one statement in a READ ONLY transaction; ``$1``-style params."""
+        if not isinstance(sql, str):
+            raise InvalidArgumentError(f"client.query: sql must be a string of SQL, got {type(sql).__name__}")
+        if params is not None and not isinstance(params, (list, tuple)):
+            raise InvalidArgumentError("client.query: params must be a list or tuple (for $1, $2, ...) on "
+                                       f"PostgreSQL, got {type(params).__name__}")
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction(readonly=True):
+                    statement = await conn.prepare(sql)
+                    rows = await statement.fetch(*(params or ()))
+            except asyncpg.PostgresError as e:
+                raise InvalidArgumentError(f"client.query: PostgreSQL rejected the SQL: {e}. Only reads run "
+                                           "here (SELECT, WITH); change data through the API.") from None
+            return [a.name for a in statement.get_attributes()], [tuple(r) for r in rows]
+
+    async def close(self) -> None:
+        await self.writer.drain()
+        self.writer.close()
+        await self.vectors.close()
+        self.file_writer.close()
+        await self.pool.close()
+
+
+def _pool_size() -> int:
+    raw = os.environ.get("LETTA_NB_PG_POOL", "4")
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidArgumentError(f"LETTA_NB_PG_POOL={raw!r}: expected a positive number of connections, e.g. 4")
+    return int(raw)
+
+
+async def open_backend(location: StoreLocation) -> PgBackend:
+    """Open the backend's connections on the running loop (the runtime's)."""
+    target = dsn(location)
+
+    async def connect() -> Any:
+        conn = await asyncpg.connect(target, server_settings=_SETTINGS)
+        await _init(conn)
+        return conn
+
+    try:
+        pool = await asyncpg.create_pool(target, min_size=1, max_size=_pool_size(), init=_init,
+                                         server_settings=_SETTINGS)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise StoreError(f"could not connect to the store {location.display!r}: {e}. Check that the server "
+                         "runs and the URL's user, host and database are right.") from None
+    return PgBackend(PgStepWriter(connect, pool), PgVectorStore(pool), PgFileWriter(pool, asyncio.get_running_loop()),
+                     pool)

@@ -1,0 +1,109 @@
+"""Lease rows on PostgreSQL: the same tables and rules as store/sqlite/leases.py, on an asyncpg connection.
+
+Each function is a coroutine of an asyncpg connection inside the step writer's transaction (an op of its
+group commit) or of its read connection, and satisfies store/backend.py's LeaseRows (awaited).
+
+Where SQLite relied on its global write lock, PostgreSQL takes row locks:
+- a grant locks the agent's lease row (``SELECT ... FOR UPDATE``; the row is made on first use, token 0,
+  free) and only then reads the agent's ``last_seq``/``version``: a holder's last commit and release are
+  wholly visible to the next grant;
+- a fenced commit share-locks the same row (``FOR SHARE``) before its compare-and-set, so it cannot slip
+  between a new grant and that grant's read of ``last_seq``;
+- waiters queue in ``lease_waiters`` by ``id``, allocated while the lease row is locked, so in the order the
+  acquirers got the lock (their arrival order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from letta_nb.store.backend import Busy, Grant
+
+__all__ = ["acquire", "agent_state", "drop_ticket", "fenced_update", "peek", "release", "renew"]
+
+_STATE = ("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
+          "FROM agents WHERE id = $1")
+
+
+async def agent_state(cur: Any, agent_id: str) -> tuple[int, int, int] | None:
+    """``(last_seq, version, tools_version)``, None if the agent is gone."""
+    row = await cur.fetchrow(_STATE, agent_id)
+    return None if row is None else (row[0], row[1], row[2])
+
+
+async def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
+                  ticket_ttl: float) -> Grant | Busy | None:
+    """Take the lease if it is free or expired and no older live waiter is queued; else queue (or keep) our
+    ticket. ``None``: the agent does not exist."""
+    if await agent_state(cur, agent_id) is None:
+        await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1", agent_id)
+        return None
+    await cur.execute("INSERT INTO agent_leases (agent_id, token) VALUES ($1, 0) ON CONFLICT (agent_id) DO NOTHING",
+                      agent_id)
+    row = await cur.fetchrow("SELECT token, holder, pid, host, since, expires_at FROM agent_leases "
+                             "WHERE agent_id = $1 FOR UPDATE", agent_id)
+    agent = await agent_state(cur, agent_id)  # after the lock: the previous holder's commits are visible
+    if row is None or agent is None:
+        return None
+    await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1 AND expires_at < $2", agent_id, now)
+    held = row[1] is not None and row[1] != holder and row[5] >= now
+    first = await cur.fetchval("SELECT holder FROM lease_waiters WHERE agent_id = $1 ORDER BY id LIMIT 1", agent_id)
+    if held or (first is not None and first != holder):
+        mine = await cur.execute("UPDATE lease_waiters SET expires_at = $1 WHERE agent_id = $2 AND holder = $3",
+                                 now + ticket_ttl, agent_id, holder)
+        if mine == "UPDATE 0":
+            await cur.execute("INSERT INTO lease_waiters (agent_id, holder, expires_at) VALUES ($1, $2, $3)",
+                              agent_id, holder, now + ticket_ttl)
+        if held:
+            return Busy(row[1], row[2], row[3], row[4], row[5])
+        return Busy(None, None, None, None, None)  # free, but an older waiter goes first
+    took_expired = row[1] is not None and row[1] != holder
+    token = row[0] + 1
+    await cur.execute("UPDATE agent_leases SET token = $2, holder = $3, pid = $4, host = $5, since = $6, "
+                      "expires_at = $7 WHERE agent_id = $1", agent_id, token, holder, pid, host, now, now + ttl)
+    if first is not None:
+        await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1 AND holder = $2", agent_id, holder)
+    return Grant(token, agent[0], agent[1], agent[2], took_expired)
+
+
+async def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:
+    """Extend our lease; False if it is no longer ours."""
+    status: str = await cur.execute("UPDATE agent_leases SET expires_at = $1 WHERE agent_id = $2 AND token = $3 "
+                                    "AND holder IS NOT NULL", expires_at, agent_id, token)
+    return status == "UPDATE 1"
+
+
+async def release(cur: Any, agent_id: str, token: int) -> bool:
+    """Give the lease up (a no-op if it is no longer ours)."""
+    status: str = await cur.execute("UPDATE agent_leases SET holder = NULL, expires_at = NULL WHERE agent_id = $1 "
+                                    "AND token = $2", agent_id, token)
+    return status == "UPDATE 1"
+
+
+async def fenced_update(cur: Any, agent_id: str, token: int, expected_last_seq: int, columns: dict[str, Any]) -> bool:
+    """Update the agent row only if our lease still holds and ``last_seq`` is what the turn read (the lease
+    row share-locked first, see the module docstring). False: refused, nothing written."""
+    cols = sorted(columns)
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=4))
+    status: str = await cur.execute(
+        "WITH lease AS (SELECT token FROM agent_leases WHERE agent_id = $1 AND holder IS NOT NULL FOR SHARE) "
+        f"UPDATE agents SET {sets} WHERE id = $1 AND last_seq = $2 AND (SELECT token FROM lease) = $3",
+        agent_id, expected_last_seq, token, *(columns[c] for c in cols))
+    return status == "UPDATE 1"
+
+
+async def drop_ticket(cur: Any, agent_id: str, holder: str) -> None:
+    """Leave the agent's queue (a waiter that gave up)."""
+    await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1 AND holder = $2", agent_id, holder)
+
+
+async def peek(cur: Any, agent_id: str,
+               now: float) -> tuple[int | None, str | None, float | None, int, int, int, bool] | None:
+    """Read-only: ``(token, holder, expires_at, last_seq, version, tools_version, waiters)``, None if the
+    agent is gone."""
+    row = await cur.fetchrow(
+        "SELECT l.token, l.holder, l.expires_at, a.last_seq, a.version, "
+        "coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0), "
+        "EXISTS (SELECT 1 FROM lease_waiters w WHERE w.agent_id = a.id AND w.expires_at >= $1) "
+        "FROM agents a LEFT JOIN agent_leases l ON l.agent_id = a.id WHERE a.id = $2", now, agent_id)
+    return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6])

@@ -1,0 +1,260 @@
+"""The PostgreSQL step writer: every row a step produces, committed atomically on a raw asyncpg connection,
+with adaptive group commit.
+
+Why raw asyncpg: the same 3-row transaction costs ~0.4-1 ms through asyncpg and ~4 ms through SQLAlchemy's
+async engine on this kind of machine (shared/DESIGN.md), so the hot path skips SQLAlchemy; the statements
+are still generated from the migrated tables, so they cannot drift from the schema.
+
+Invariants (those of store/sqlite/step_writer.py, on a server):
+- A :class:`StepWrite` is applied in one transaction: all there or absent.
+- **Adaptive group commit, no timer:** one drain task commits whatever is pending; everything submitted
+  while a commit is in flight joins the next one. Alone, a write commits at once; under load, groups grow
+  by themselves with the commit latency.
+- A fenced write is a compare-and-set on (lease token, ``last_seq``) in the group's transaction
+  (postgres/leases.py); a stale write drops out of its group, nothing of it written, and fails with
+  StaleCommitError while the rest commits. If a group fails (a constraint, a deadlock with another
+  process's group), each item is retried alone, so only the offending one fails.
+- A write that was submitted is committed even if its submitter is cancelled (callers wait under
+  ``asyncio.shield``); a commit interrupted by cancellation is rolled back (asyncpg's transaction block),
+  so no connection is left "idle in transaction"; the server ends one that is anyway after
+  ``idle_in_transaction_session_timeout`` (engine.IDLE_IN_TRANSACTION_MS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from letta_nb.errors import StaleCommitError
+from letta_nb.store.backend import Op, StepWrite
+from letta_nb.store.migrations import METADATA
+from letta_nb.store.postgres import leases
+from letta_nb.store.records import tool_calls_value
+
+__all__ = ["PgStepWriter", "insert_rows"]
+
+_T = METADATA.tables
+_TRANSIENT = ("40P01", "40001")  # deadlock_detected, serialization_failure: run the transaction again
+Item = tuple["StepWrite | Op", "asyncio.Future[Any]"]
+
+
+def _insert(table: sa.Table) -> tuple[str, tuple[str, ...]]:
+    cols = tuple(c.name for c in table.columns)
+    marks = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+    return f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({marks})", cols
+
+
+_INSERTS = {name: _insert(_T[name]) for name in ("messages", "passages", "steps", "files")}
+_CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
+    ("messages", "tool_calls"): lambda calls: tool_calls_value(calls) if calls else None,
+    ("passages", "tags"): list,
+}
+
+
+async def insert_rows(conn: Any, name: str, records: list[Any]) -> None:
+    """``executemany`` an INSERT of ``records`` (fields named after the columns) into table ``name``."""
+    if not records:
+        return
+    sql, cols = _INSERTS[name]
+    conv = [_CONVERT.get((name, c)) for c in cols]
+    await conn.executemany(sql, [tuple(f(getattr(r, c)) if f else getattr(r, c) for c, f in zip(cols, conv,
+                                                                                                strict=True))
+                                 for r in records])
+
+
+def _agent_of(item: StepWrite | Op) -> str:
+    """The agent an item locks: a write's, or a lease op's (a ``functools.partial`` naming ``agent_id``,
+    runtime/leases.py); "" for anything else."""
+    if isinstance(item, StepWrite):
+        return item.agent_id
+    keywords = getattr(item, "keywords", None)
+    return str(keywords.get("agent_id", "")) if isinstance(keywords, dict) else ""
+
+
+async def _fence(conn: Any, w: StepWrite) -> bool:
+    """A write's compare-and-set on (lease token, ``last_seq``), renewing the lease; False: refused."""
+    if w.fence is None:
+        return True
+    if not await leases.fenced_update(conn, w.agent_id, w.fence[0], w.fence[1],
+                                      w.agent_columns() or {"last_seq": w.fence[1]}):
+        return False
+    if w.lease_until is not None:
+        await leases.renew(conn, w.agent_id, w.fence[0], w.lease_until)
+    return True
+
+
+async def _write_rows(conn: Any, writes: list[StepWrite]) -> None:
+    """The rows of applied writes, batched across them (``executemany`` per table)."""
+    await insert_rows(conn, "messages", [m for w in writes for m in w.messages])
+    await insert_rows(conn, "passages", [p for w in writes for p in w.passages])
+    await insert_rows(conn, "steps", [w.step for w in writes if w.step is not None])
+    edits = [(value, w.agent_id, label) for w in writes for label, value in w.block_values.items()]
+    if edits:
+        await conn.executemany("UPDATE blocks SET value = $1 WHERE agent_id = $2 AND label = $3", edits)
+    for w in writes:
+        if w.fence is None and (values := w.agent_columns()):
+            cols = sorted(values)
+            sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
+            await conn.execute(f"UPDATE agents SET {sets} WHERE id = $1", w.agent_id, *(values[c] for c in cols))
+
+
+async def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
+    """One transaction for a group; a result per item (an op's value; for a write, whether it was applied).
+
+    Row locks are taken in one global order, so groups of different processes cannot deadlock: first, agent
+    by agent (sorted; each agent's items in submission order), the ops and the writes' fences (lease and agent
+    rows); then the applied writes' rows, in the same agent order (the passage trigger's per-agent row).
+    """
+    results: list[Any] = [None] * len(items)
+    order = sorted(range(len(items)), key=lambda i: _agent_of(items[i]))
+    async with conn.transaction():
+        for i in order:
+            item = items[i]
+            if isinstance(item, StepWrite):
+                results[i] = await _fence(conn, item)
+            else:
+                value = item(conn)
+                results[i] = await value if inspect.isawaitable(value) else value
+        await _write_rows(conn, [w for i in order if isinstance(w := items[i], StepWrite) and results[i]])
+    return results
+
+
+class PgStepWriter:
+    """Commits step writes (and lease ops) in adaptive groups on one asyncpg connection; reads on a pool.
+
+    ``connect()`` opens the writer's connection (again after it was lost); ``pool`` serves :meth:`read`.
+    Must be used from one event loop (the runtime's).
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]], pool: Any):
+        self._connect = connect
+        self._pool = pool
+        self._conn: Any = None
+        self._pending: list[Item] = []
+        self._drain_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.commits = 0
+        self.writes = 0
+        self.refused = 0  # fenced writes refused: their lease was lost
+        self.largest_group = 0
+        self.retries = 0  # groups run again after a deadlock or serialization failure
+
+    def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
+        """Queue a write (or an op, a function of the asyncpg connection, sync or async); the future resolves
+        once its group committed: to the commit's ms (an op: to its value); StaleCommitError if refused."""
+        if self._closed:
+            raise RuntimeError("the step writer is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((write, fut))
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = loop.create_task(self._drain())
+        return fut
+
+    def read(self, fn: Callable[[Any], Any]) -> Awaitable[Any]:
+        """``fn(connection)`` on a pooled connection, as an awaitable (asyncpg cannot read synchronously):
+        callers await what ``read`` returns when it is awaitable (runtime/leases.py)."""
+        return self._read(fn)
+
+    async def _read(self, fn: Callable[[Any], Any]) -> Any:
+        async with self._pool.acquire() as conn:
+            value = fn(conn)
+            return await value if inspect.isawaitable(value) else value
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is committed (or failed)."""
+        while self._drain_task is not None and not self._drain_task.done():
+            await asyncio.shield(self._drain_task)
+
+    def close(self) -> None:
+        """Refuse new writes and drop the connection (``await drain()`` first to commit what was submitted:
+        Store.close does)."""
+        self._closed = True
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(RuntimeError("the step writer closed before this write was committed"))
+        self._pending = []
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._commit(batch)
+            except Exception as e:  # no connection: this group fails, the next one tries again
+                for _, fut in batch:
+                    _settle(fut, error=e)
+            except BaseException:  # cancelled (the loop is shutting down): nobody may wait forever
+                for _, fut in batch + self._pending:
+                    _settle(fut, error=RuntimeError("the step writer stopped before this write was committed"))
+                self._pending = []
+                raise
+
+    async def _connection(self) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
+    async def _commit(self, batch: list[Item]) -> None:
+        t0 = time.perf_counter()
+        try:
+            results = await self._transaction([w for w, _ in batch])
+        except Exception as e:
+            await self._isolate(batch, e)
+            return
+        self._done(batch, results, (time.perf_counter() - t0) * 1000)
+
+    async def _transaction(self, items: list[StepWrite | Op], attempts: int = 3) -> list[Any]:
+        """:func:`_transaction`, again when the server aborted it as a deadlock victim or a serialization
+        failure (the groups lock in one order, so only other writers, e.g. a cascade, can cause one)."""
+        for attempt in range(attempts):
+            try:
+                return await _transaction(await self._connection(), items)
+            except Exception as e:
+                if getattr(e, "sqlstate", None) not in _TRANSIENT or attempt == attempts - 1:
+                    raise
+                self.retries += 1
+        raise AssertionError("unreachable")
+
+    async def _isolate(self, batch: list[Item], error: Exception) -> None:
+        """A group failed: retry each item alone so only the offending ones fail."""
+        if len(batch) == 1:
+            _settle(batch[0][1], error=error)
+            return
+        for item, fut in batch:
+            t1 = time.perf_counter()
+            try:
+                results = await self._transaction([item])
+            except Exception as e:
+                _settle(fut, error=e)
+            else:
+                self._done([(item, fut)], results, (time.perf_counter() - t1) * 1000)
+
+    def _done(self, batch: list[Item], results: list[Any], ms: float) -> None:
+        self.commits += 1
+        self.writes += len(batch)
+        self.largest_group = max(self.largest_group, len(batch))
+        for (item, fut), result in zip(batch, results, strict=True):
+            if not isinstance(item, StepWrite):
+                _settle(fut, value=result)
+            elif result:
+                _settle(fut, value=ms)
+            else:
+                self.refused += 1
+                _settle(fut, error=StaleCommitError(item.agent_id))
+
+
+def _settle(fut: asyncio.Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
