@@ -14,12 +14,14 @@ from letta_nb import (
     probes as probes,  # re-exported submodule: letta_nb.probes.tools(), .steps(), ... (pandas loaded on use)
 )
 from letta_nb.agentfile import AgentFileError, ImportItem, ImportReport
+from letta_nb.api.chunks import LettaChunk
 from letta_nb.client import AgentRef, Client, connect
 from letta_nb.embeddings.ingest_report import FileResult, IngestReport, UploadedFile
 from letta_nb.errors import (
     AgentBusyError,
     AgentNotFoundError,
     AlreadyExistsError,
+    ApprovalError,
     BlockLimitError,
     BlockNotFoundError,
     DimensionMismatchError,
@@ -32,6 +34,7 @@ from letta_nb.errors import (
     NotFoundError,
     OptionalDependencyError,
     OptionalDependencyWarning,
+    PendingApprovalError,
     ProviderError,
     ProviderNotAllowedError,
     ReadOnlyBlockError,
@@ -50,6 +53,7 @@ from letta_nb.errors import (
     UploadedFileNotFoundError,
 )
 from letta_nb.runtime.events import (
+    ApprovalRequestEvent,
     AssistantDelta,
     ReasoningDelta,
     StepEvent,
@@ -60,6 +64,7 @@ from letta_nb.runtime.events import (
 )
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
+from letta_nb.store.shared_blocks import SharedBlock
 
 if _typing.TYPE_CHECKING:  # imported on first use below (it imports ipywidgets); type checkers see the real class
     from letta_nb.notebook.widget import ChatWidget
@@ -102,6 +107,7 @@ __all__ = [
     "AgentRef",
     "AgentState",
     "Block",
+    "SharedBlock",
     "Message",
     "Passage",
     "Response",
@@ -111,8 +117,10 @@ __all__ = [
     "AssistantDelta",
     "ToolCallEvent",
     "ToolReturnEvent",
+    "ApprovalRequestEvent",
     "StepEvent",
     "StopEvent",
+    "LettaChunk",
     "ToolSpec",
     "IngestReport",
     "ImportReport",
@@ -137,6 +145,8 @@ __all__ = [
     "SQLiteExtensionError",
     "TurnCancelledError",
     "ReentrantTurnError",
+    "ApprovalError",
+    "PendingApprovalError",
     "ProviderError",
     "SandboxUnavailableError",
     "StaleCommitError",

@@ -21,10 +21,10 @@ from letta_nb.errors import InvalidArgumentError
 from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, Block
 from letta_nb.store.ids import new_id
 
-__all__ = ["DEFAULT_PERSONA", "agent_name", "agent_ref", "block_limit", "block_value", "checked_api_keys", "flag",
-           "function_arg", "input_text", "memory_blocks_from", "metadata_arg", "new_block_label", "optional_text",
-           "positive_int", "store_where", "tag_match_mode_arg", "tags_arg", "text_arg", "timeout_arg", "tool_name_arg",
-           "tool_ref", "tools_arg"]
+__all__ = ["DEFAULT_PERSONA", "agent_and_item", "agent_name", "agent_ref", "block_limit", "block_value",
+           "checked_api_keys", "flag", "function_arg", "input_text", "memory_blocks_from", "metadata_arg",
+           "new_block_label", "optional_text", "positive_int", "store_where", "tag_match_mode_arg", "tags_arg",
+           "text_arg", "timeout_arg", "tool_name_arg", "tool_ref", "tools_arg"]
 
 _BLOCK_KEYS = {"label", "value", "limit", "description", "read_only"}
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}")
@@ -93,6 +93,20 @@ def agent_ref(agent: Any) -> Any:
         raise InvalidArgumentError(f"agent must be an agent name or id (at most 200 characters), got a "
                                    f"{len(agent):,}-character string starting {agent[:40]!r}.")
     return clean_text(agent)
+
+
+def agent_and_item(first: Any, second: Any, agent_id: Any, item: str, example: str) -> tuple[Any, Any]:
+    """An agent and the thing of it a call names, in either shape: letta_client's ``(item, agent_id=...)`` or
+    letta_nb's positional ``(agent, item)``. ``example`` is the call to show when neither shape is met."""
+    if agent_id is not None:
+        if second is not None or first is None:
+            raise InvalidArgumentError(f"name the agent once and the {item} once: {example}(ITEM, agent_id=AGENT) "
+                                       f"as letta_client does, or {example}(AGENT, ITEM).")
+        return agent_ref(agent_id), first
+    if first is None or second is None:
+        raise InvalidArgumentError(f"{example} needs an agent and a {item}: {example}(ITEM, agent_id=AGENT) "
+                                   f"or {example}(AGENT, ITEM).")
+    return agent_ref(first), second
 
 
 def block_label(label: Any) -> str:
@@ -202,25 +216,29 @@ def input_text(input: Any, messages: list[dict[str, Any]] | None) -> str:
     if input is not None and messages is not None:
         raise InvalidArgumentError("pass either input=... or messages=[...], not both")
     if messages is not None:
-        if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
-            raise InvalidArgumentError("messages must be a list with one {'role': 'user', 'content': ...} dict")
-        msg = messages[0]
-        if msg.get("role", "user") != "user":
-            raise InvalidArgumentError(f"messages[0]['role']: only role 'user' can be sent, got {msg.get('role')!r}")
-        content = msg.get("content")
-        if isinstance(content, list):  # letta_client's [{"type": "text", "text": ...}]
-            if not all(isinstance(part, dict) and isinstance(part.get("text", ""), str) for part in content):
-                raise InvalidArgumentError("messages[0]['content'] must be a string or a list of "
-                                           "{'type': 'text', 'text': ...} dicts")
-            content = "".join(part.get("text", "") for part in content)
-        if not isinstance(content, str) or not content.strip():
-            raise InvalidArgumentError("messages[0]['content'] must be a non-empty string (or a list of text parts), "
-                                       f"got {type(content).__name__}")
-        input = content
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise InvalidArgumentError("messages must be a non-empty list of {'role': 'user', 'content': ...} dicts")
+        # Several user messages are one turn: sent as one message, their texts in order, a blank line apart.
+        input = "\n\n".join(_message_text(i, msg) for i, msg in enumerate(messages))
     if not isinstance(input, str) or not input.strip():
         shown = repr(input) if isinstance(input, str) or input is None else type(input).__name__
         raise InvalidArgumentError(f"input must be a non-empty string, got {shown}")
     return clean_text(input)
+
+
+def _message_text(i: int, msg: dict[str, Any]) -> str:
+    if msg.get("role", "user") != "user":
+        raise InvalidArgumentError(f"messages[{i}]['role']: only role 'user' can be sent, got {msg.get('role')!r}")
+    content = msg.get("content")
+    if isinstance(content, list):  # letta_client's [{"type": "text", "text": ...}]
+        if not all(isinstance(part, dict) and isinstance(part.get("text", ""), str) for part in content):
+            raise InvalidArgumentError(f"messages[{i}]['content'] must be a string or a list of "
+                                       "{'type': 'text', 'text': ...} dicts")
+        content = "".join(part.get("text", "") for part in content)
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidArgumentError(f"messages[{i}]['content'] must be a non-empty string (or a list of text parts), "
+                                   f"got {type(content).__name__}")
+    return content
 
 
 def block_value(value: Any, argument: str = "value") -> str:
@@ -265,10 +283,10 @@ def memory_blocks_from(specs: Sequence[dict[str, Any] | Block] | None) -> list[B
     return blocks
 
 
-def tools_arg(tools: Any) -> list[Any]:
-    """An agent's tools: a list (or tuple) of functions, ToolSpecs or tool names."""
+def tools_arg(tools: Any, argument: str = "tools") -> list[Any]:
+    """An agent's tools: a list (or tuple) of functions, ToolSpecs or tool names (or of ids: ``block_ids``)."""
     if isinstance(tools, str) or not isinstance(tools, list | tuple):
-        raise InvalidArgumentError(f"tools must be a list of functions or tool names, got {type(tools).__name__}")
+        raise InvalidArgumentError(f"{argument} must be a list, got {type(tools).__name__}; e.g. {argument}=['...'].")
     return list(tools)
 
 

@@ -8,6 +8,7 @@ escaped, so a message containing ``<script>`` shows as text. Long values are sho
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 __all__ = [
@@ -25,11 +26,17 @@ __all__ = [
     "response_html",
     "response_md",
     "short",
+    "WRAP",
 ]
 
 _ROLE_COLOR = {"user_message": "#1f6feb", "assistant_message": "#2da44e", "tool_call_message": "#8250df",
                "tool_return_message": "#6e7781", "system_message": "#bf8700"}
 _BOX = "font-family:var(--jp-ui-font-family,sans-serif);border:1px solid #d0d7de;border-radius:6px;padding:6px 10px;"
+
+
+# For <pre> of model or user text: wrap at spaces, break inside a word only when it is longer than the line
+# (JupyterLab styles output <pre> with "word-break: break-all", which cut "matters" into "m|atters").
+WRAP = "white-space:pre-wrap;word-break:normal;overflow-wrap:anywhere"
 
 
 def esc(text: Any) -> str:
@@ -41,16 +48,33 @@ def short(text: str, n: int = 400) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+# A fenced code block (``` or ~~~, closed by the same fence or the end) or an inline code span (a run of
+# backticks closed by a run of the same length): CommonMark shows both verbatim, entities included.
+_MD_CODE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}\1[ \t]*$|\Z)|(?<!`)(`+)(?!`).+?(?<!`)\2(?!`)",
+                      re.M | re.S)
+
+
 def md_text(text: str) -> str:
-    """Text safe inside Markdown: HTML escaped (Markdown renderers pass raw HTML through)."""
-    return html.escape(str(text), quote=False)
+    """Text safe inside Markdown, shown as written: ``<`` and ``&`` escaped outside code (Markdown renderers
+    pass raw HTML through), code spans and fenced blocks left alone (there an entity would show as itself,
+    and a tag is text anyway)."""
+    text, out, pos = str(text), [], 0
+    for m in _MD_CODE.finditer(text):
+        out += [_md_escape(text[pos:m.start()]), m.group(0)]
+        pos = m.end()
+    out.append(_md_escape(text[pos:]))
+    return "".join(out)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;")
 
 
 def block_html(b: Any) -> str:
     ro = " · read-only" if b.read_only else ""
     return (f'<div style="{_BOX}margin:2px 0"><b>{esc(b.label)}</b> '
             f'<span style="color:#6e7781">{b.chars}/{b.limit} chars{ro}</span>'
-            f'<pre style="white-space:pre-wrap;margin:4px 0 0 0">'
+            f'<pre style="{WRAP};margin:4px 0 0 0">'
             f'{esc(short(b.value, 2000)) or "<i>(empty)</i>"}</pre></div>')
 
 
@@ -80,7 +104,7 @@ def message_html(m: Any) -> str:
     status = f" · {esc(m.status)}" if m.status else ""
     return (f'<div style="{_BOX}border-left:4px solid {color};margin:2px 0">'
             f'<span style="color:{color};font-size:85%">{esc(kind)} #{m.seq}{status}</span>'
-            f'<div style="white-space:pre-wrap">{esc(short(m.text, 4000))}</div></div>')
+            f'<div style="{WRAP}">{esc(short(m.text, 4000))}</div></div>')
 
 
 def message_md(m: Any) -> str:
@@ -92,7 +116,7 @@ def passage_html(p: Any) -> str:
     tags = f" · tags {esc(', '.join(p.tags))}" if p.tags else ""
     return (f'<div style="{_BOX}margin:2px 0"><span style="color:#6e7781;font-size:85%">{score}'
             f'<code>{esc(p.id)}</code>{tags}</span>'
-            f'<div style="white-space:pre-wrap">{esc(short(p.text, 2000))}</div></div>')
+            f'<div style="{WRAP}">{esc(short(p.text, 2000))}</div></div>')
 
 
 def passage_md(p: Any) -> str:

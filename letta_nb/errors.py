@@ -41,6 +41,8 @@ __all__ = [
     "SandboxUnavailableError",
     "StaleCommitError",
     "AgentBusyError",
+    "ApprovalError",
+    "PendingApprovalError",
     "StoreWarning",
     "OptionalDependencyWarning",
 ]
@@ -252,6 +254,27 @@ class AgentBusyError(LettaNBError):
         super().__init__(
             f"Agent {agent!r} is busy in another process: {who}; waited {waited_s:.1f} s. Try again when its "
             f"turn ends, or pass a longer lease_timeout to letta_nb.connect().")
+
+
+class ApprovalError(LettaNBError, ValueError):
+    """An answer to a tool call waiting for approval that cannot be taken: the call is unknown, was already
+    answered, or the answer is malformed. Nothing was run or stored; the message lists the calls that wait."""
+
+
+class PendingApprovalError(LettaNBError):
+    """A message was sent to an agent whose turn waits for approval of a tool call (runtime/approvals.py).
+
+    As in Letta, the waiting call must be answered first: ``client.agents.messages.approve(agent, call_id,
+    approve=True|False, reason=...)``. ``pending`` lists the waiting calls (``ToolCall`` objects)."""
+
+    def __init__(self, agent: str, pending: list[Any]):
+        self.agent, self.pending = agent, pending
+        calls = ", ".join(f"{c.name} ({c.id})" for c in pending)
+        first = pending[0].id if pending else "CALL_ID"
+        super().__init__(
+            f"Agent {agent!r} waits for approval of {calls}; answer it before sending a new message: "
+            f"client.agents.messages.approve({agent!r}, {first!r}, approve=True) (or approve=False, reason='...'), "
+            f"or `%letta approve {first}` in a notebook.")
 
 
 class StoreWarning(UserWarning):

@@ -193,6 +193,9 @@ class Response:
     steps: list[StepStats]
     stop_reason: str
     run_id: str = ""
+    #: Tool calls waiting for a person's answer when ``stop_reason`` is ``"requires_approval"``
+    #: (``client.agents.messages.approve(agent, call.id, approve=...)``).
+    pending_approvals: list[ToolCall] = field(default_factory=list)
 
     @property
     def text(self) -> str:

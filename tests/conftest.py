@@ -64,6 +64,32 @@ def pg_server() -> Iterator[Any]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One Redis server (Debian's redis-server on 127.0.0.1, a free port) for the session; skipped only where
+    the binary is missing outside CI (.ci/run installs it)."""
+    from letta_nb.testing.redisserver import RedisServer, RedisServerUnavailable, redis_binary
+
+    try:
+        redis_binary()
+    except RedisServerUnavailable as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(e))
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL store whatever the selected backend (tests of what only PostgreSQL has: Redis
+    coordination, pgvector)."""
+    server = request.getfixturevalue("pg_server")
+    name = server.create_database(server.migrated_template())
+    yield server.url(name)
+    server.drop_database(name)
+
+
 @pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh store for this test on the selected backend: a SQLite file path, or a PostgreSQL URL."""
@@ -97,3 +123,13 @@ def client(db_path: Path) -> Iterator[letta_nb.Client]:
         yield c
     finally:
         c.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Close the widgets tests made while ipywidgets is still whole: left to the interpreter's exit, each
+    one's ``__del__`` runs after the module state it needs is gone and prints a traceback."""
+    import sys
+
+    widgets = sys.modules.get("ipywidgets")
+    if widgets is not None:
+        widgets.Widget.close_all()

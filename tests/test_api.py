@@ -20,14 +20,16 @@ from letta_nb import client as client_module
 from letta_nb._twins import Twin
 from letta_nb.errors import (
     AgentNotFoundError,
+    AlreadyExistsError,
     InvalidArgumentError,
     ToolNotFoundError,
 )
-from tests.agent_helpers import repeat, word_count
+from tests.agent_helpers import record_prompts, repeat, word_count
 from tests.store_query import count
 
 RESOURCES = [client_module.Agents, client_module.Messages, client_module.Blocks, client_module.Passages,
-             client_module.Files, client_module.AgentTools, client_module.Tools, client_module.Client]
+             client_module.Files, client_module.AgentTools, client_module.Tools, client_module.SharedBlocks,
+             client_module.Client]
 # close() stops the runtime thread an awaitable twin would run on: it is sync only.
 SYNC_ONLY = {(client_module.Client, "close")}
 
@@ -65,7 +67,9 @@ def test_every_sync_method_has_an_async_twin_with_the_same_signature(cls: type) 
         sync = methods[name]
         if name == "stream":  # Iterator vs AsyncIterator: only the return annotation may differ
             assert inspect.signature(twin).parameters == inspect.signature(sync).parameters
-            assert inspect.isgeneratorfunction(sync) and inspect.isasyncgenfunction(twin)
+            # typed with overloads (letta_chunks=True yields LettaChunk); the bodies are generators
+            assert inspect.isgeneratorfunction(cls._stream) and inspect.isasyncgenfunction(cls._astream)
+            assert twin.__doc__ == sync.__doc__
             continue
         assert inspect.signature(twin) == inspect.signature(sync), f"{cls.__name__}.a{name}"
         assert not inspect.iscoroutinefunction(sync), f"{cls.__name__}.{name} must block, not return a coroutine"
@@ -277,3 +281,93 @@ def test_one_version_source_and_a_typed_package() -> None:
     assert importlib.metadata.version("letta-nb") == letta_nb.__version__
     assert (Path(letta_nb.__file__).parent / "py.typed").is_file()
     assert "Apache License" in (Path(letta_nb.__file__).parent.parent / "LICENSE").read_text()
+
+
+# ---- letta_client's call shapes (issue 13): both forms work, a half-written one names the fix -------------
+
+
+def test_agent_id_keyword_and_label_first_forms_work_beside_the_positional_ones(client):
+    agent = client.agents.create(name="shapes", model="offline")
+    assert client.agents.retrieve(agent_id=agent.id).name == "shapes"
+    client.agents.messages.create(agent_id=agent.id, messages=[{"role": "user", "content": "My name is Ada."}])
+    assert client.agents.blocks.retrieve("human", agent_id=agent.id).value == "Name: Ada"  # letta_client
+    assert client.agents.blocks.retrieve(block_label="human", agent_id="shapes").value == "Name: Ada"
+    assert client.agents.blocks.retrieve(agent, "human").value == "Name: Ada"  # letta_nb's own
+    client.agents.blocks.update("human", agent_id=agent.id, value="Name: Bo")
+    client.agents.blocks.update(agent, "persona", value="Terse.")
+    assert [b.value for b in client.agents.blocks.list(agent_id=agent.id)] == ["Name: Bo", "Terse."]
+    passage = client.agents.passages.create(agent_id=agent.id, text="a note")
+    client.agents.passages.delete(passage.id, agent_id=agent.id)
+    assert client.agents.passages.list(agent_id=agent.id) == []
+    client.agents.tools.detach("conversation_search", agent_id=agent.id)
+    assert "conversation_search" not in client.agents.tools.list(agent_id=agent.id)
+    client.agents.tools.attach(agent, "conversation_search")
+    with pytest.raises(InvalidArgumentError, match=r"blocks.retrieve\(ITEM, agent_id=AGENT\)"):
+        client.agents.blocks.retrieve("human")  # no agent
+    with pytest.raises(InvalidArgumentError, match="name the agent once"):
+        client.agents.blocks.update(agent, "human", agent_id=agent.id, value="x")
+    assert client.agents.blocks.retrieve(agent, "human").value == "Name: Bo"  # the refused update changed nothing
+
+
+def test_agents_update_renames_and_list_filters_and_pages(client):
+    a = client.agents.create(name="a1", model="offline", tags=["team", "x"])
+    b = client.agents.create(name="b1", model="offline", tags=["team"])
+    c = client.agents.create(name="c1", model="offline")
+    client.agents.update(agent_id=c.id, name="c2", tags=["x"], max_steps=3, system="Be brief.")
+    renamed = client.agents.retrieve("c2")
+    assert (renamed.id, renamed.tags, renamed.max_steps, renamed.system) == (c.id, ["x"], 3, "Be brief.")
+    with pytest.raises(AlreadyExistsError):
+        client.agents.update(c.id, name="a1")
+    assert [x.name for x in client.agents.list(tags=["team"])] == ["a1", "b1"]
+    assert [x.name for x in client.agents.list(tags=["team", "x"], match_all_tags=True)] == ["a1"]
+    assert [x.name for x in client.agents.list(name="b1")] == ["b1"]
+    assert [x.id for x in client.agents.list(limit=2)] == [a.id, b.id]
+    assert [x.id for x in client.agents.list(after=a.id, limit=1)] == [b.id]
+    assert [x.id for x in client.agents.list(order="desc", before=a.id)] == [c.id, b.id]
+    with pytest.raises(InvalidArgumentError, match="not the id of any agent"):
+        client.agents.list(after="agent-nope")
+    with pytest.raises(InvalidArgumentError, match="order must be 'asc' or 'desc'"):
+        client.agents.list(order="newest")
+
+
+def test_messages_several_max_steps_pages_and_reset(client):
+    prompts = record_prompts(client)
+    agent = client.agents.create(name="pager", model="offline")
+    parts = [{"type": "text", "text": "My name is Ada."}]
+    r = client.agents.messages.create(agent_id=agent.id, max_steps=1, messages=[
+        {"role": "user", "content": "Hello."}, {"role": "user", "content": parts}])
+    assert r.stop_reason == "max_steps" and len(r.steps) == 1  # the memory edit ran; its reply step did not
+    first = client.agents.messages.list(agent.id)[0]
+    assert first.role == "user" and first.content == "Hello.\n\nMy name is Ada."  # several messages: one turn
+    client.agents.messages.create(agent, "What is my name?")
+    every = client.agents.messages.list(agent_id=agent.id)
+    assert [m.id for m in client.agents.messages.list(agent.id, order="desc", limit=2)] == [m.id for m in every[:-3:-1]]
+    assert [m.id for m in client.agents.messages.list(agent.id, after=every[1].id, before=every[4].id)] == [
+        m.id for m in every[2:4]]
+    assert client.agents.messages.list(agent.id, limit=2) == every[-2:]  # letta_nb's own: the newest, in order
+
+    reset = client.agents.messages.reset(agent_id=agent.id)
+    assert reset.context_start_seq == every[-1].seq + 1
+    prompts.prompts.clear()
+    client.agents.messages.create(agent, "Hi again.")
+    assert "My name is Ada" not in str(prompts.prompts[0][0][1:])  # the conversation left the context ...
+    assert client.agents.blocks.retrieve("human", agent_id=agent.id).value == "Name: Ada"  # ... memory stayed
+    assert client.agents.messages.list(agent.id)[: len(every)] == every  # ... and recall kept every message
+
+
+def test_tools_from_source_code_and_delete(client):
+    source = 'def shout(text: str) -> str:\n    """Say it loudly.\n\n    Args:\n        text: What to say.\n    """\n' \
+             '    return text.upper()\n'
+    spec = client.tools.create(source_code=source)
+    assert spec.name == "shout" and spec.description == "Say it loudly."
+    agent = client.agents.create(name="loud", model="offline", tools=["shout"])
+    r = client.agents.messages.create(agent, '/call shout {"text": "hey"}')
+    assert any(m.role == "tool" and m.content == "HEY" for m in r.messages)
+    assert client.tools.upsert(source_code=source.replace("upper", "lower")).name == "shout"
+    assert client.tools.retrieve(tool_id="shout").source is not None
+    client.tools.delete("shout")
+    assert "shout" not in client.tools.list() and "shout" not in client.agents.tools.list(agent.id)
+    with pytest.raises(InvalidArgumentError, match="must define a function"):
+        client.tools.create(source_code="x = 1")
+    with pytest.raises(InvalidArgumentError, match="base tool"):
+        client.tools.delete("send_message")

@@ -133,6 +133,8 @@ def _run(page, expect, url: str) -> None:
     expect(chats).to_have_count(2)
     # Every cell ran: the last one shows the titles of the scripted widget's steps.
     expect(page.locator(".jp-OutputArea-output").filter(has_text="⚙ core_memory_append · success")).to_have_count(1)
+    # The scripted widget's turn (a later cell) edited ada's memory: the first chat's panel followed it.
+    expect(chats.nth(0).locator(".letta-memory")).to_contain_text("Name: Ada")
 
     # A streamed reply with a tool-call step, in the first widget.
     chat = chats.nth(0)
@@ -229,3 +231,268 @@ def _plain(page, expect, url: str) -> None:
     expect(chat.locator(".letta-reasoning-body")).to_be_visible()
     expect(chat.locator(".letta-reasoning-body")).to_contain_text("First message of the conversation")
     page.screenshot(path=str(ARTIFACTS / "05_reasoning_opened.png"), full_page=True)
+
+
+# ---- issue 15: the chat UI a new user meets in the first minute, in a 900 px window ------------------------
+
+SCREENSHOTS = ROOT / "build" / "screenshots"  # git-ignored: light and dark, for people to look at
+PERSONA = ("A concise research assistant who explains why each detail matters, cites its sources carefully and "
+           "keeps notes about experiments, hypotheses, measurements and conclusions.")
+UI_NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
+               "source": source} for i, source in enumerate([
+        "import letta_nb\n%load_ext letta_nb",
+        # latency before the first token, so the typing indicator has a moment of its own
+        "client = letta_nb.notebook.current_session().client\n"
+        "client.agents.create('ui', model='offline?latency_ms=300&tps=60',\n"
+        f"                     memory_blocks=[{{'label': 'persona', 'value': {PERSONA!r}}},\n"
+        "                                    {'label': 'human', 'value': ''}])\n"
+        "letta_nb.ChatWidget('ui')",
+    ])],
+}
+# Records, in the page, each change of (indicator shown?, last assistant bubble has words?), in order.
+RECORD_THINKING = """(root) => {
+  window.__letta = [];
+  const state = () => {
+    const t = root.querySelector('.letta-thinking');
+    const on = !!t && !t.hidden && t.getClientRects().length > 0;
+    const bubbles = root.querySelectorAll('.letta-msg-assistant');
+    const last = bubbles.length ? bubbles[bubbles.length - 1].innerText.trim() : '';
+    return (on ? 'thinking' : 'idle') + '|' + (last && last !== '…' ? 'words' : 'none');
+  };
+  window.__letta.push(state());
+  new MutationObserver(() => {
+    const s = state();
+    if (window.__letta[window.__letta.length - 1] !== s) window.__letta.push(s);
+  }).observe(root, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+AT_BOTTOM = "(log) => log.scrollHeight - log.scrollTop - log.clientHeight <= 24"
+NEWEST_IN_VIEW = """(log) => {
+  const bubbles = log.querySelectorAll('.letta-msg');
+  const last = bubbles[bubbles.length - 1].getBoundingClientRect(), box = log.getBoundingClientRect();
+  return last.bottom <= box.bottom + 1 && last.bottom > box.top;
+}"""
+# Words (2+ letters) of the visible text under `el` whose glyphs sit on more than one line: broken mid-word.
+BROKEN_WORDS = """(el) => {
+  const broken = [];
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const m of node.data.matchAll(/[A-Za-z]{2,}/g)) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+      if (tops.size > 1) broken.push(m[0]);
+    }
+  }
+  return broken;
+}"""
+
+
+def _open(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def test_chat_ui_in_a_900px_window(jupyterlab: tuple[str, str, subprocess.Popen], tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    base, token, _ = jupyterlab
+    (tmp_path / "root" / "chat_ui.ipynb").write_text(json.dumps(UI_NOTEBOOK))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 1000})
+            page.set_default_timeout(60_000)
+            sync_api.expect.set_options(timeout=60_000)
+            _open(page, f"{base}/lab/tree/chat_ui.ipynb?token={token}")
+            _chat_ui(page, sync_api.expect)
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "failure_ui.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def _chat_ui(page, expect) -> None:
+    chat = page.locator(".letta-chat")
+    expect(chat).to_have_count(1)
+    expect(chat.locator(".letta-frontend")).to_have_count(1)
+    log, box = chat.locator(".letta-log"), chat.locator(".letta-input textarea")
+    chat.element_handle().evaluate(RECORD_THINKING)
+
+    # Shift+Enter adds a line, Enter sends: one message holding both lines. The text carries code with < > &
+    # and HTML that would run if it were let through.
+    box.click()
+    page.keyboard.type("Remember that `a < b && c > d` matters.")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("<img src=x onerror=\"window.__pwned=1\"> <script>window.__pwned=2</script>")
+    expect(box).to_have_value("Remember that `a < b && c > d` matters.\n<img src=x onerror=\"window.__pwned=1\"> "
+                              "<script>window.__pwned=2</script>")
+    page.keyboard.press("Enter")
+    expect(box).to_have_value("")
+    expect(chat.locator(".letta-msg-assistant")).to_have_count(1)
+    expect(box).to_be_enabled()  # the turn ended
+    users = chat.locator(".letta-msg-user")
+    expect(users).to_have_count(1)
+    shown = users.first.inner_text()
+    assert "a < b && c > d" in shown and "<img src=x onerror=" in shown and "<script>" in shown  # verbatim
+    assert shown.index("matters.") < shown.index("<img")  # one message, two lines
+    reply = chat.locator(".letta-msg-assistant").last
+    expect(reply).to_contain_text("a < b && c > d")  # the model quoting the code back: verbatim too
+    assert chat.locator(".letta-msg img, .letta-msg script").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
+
+    # The indicator showed before the first token and was gone once words came.
+    states = page.evaluate("() => window.__letta")
+    first_words = next(i for i, s in enumerate(states) if s.endswith("|words"))
+    assert "thinking|none" in states[:first_words], states
+    assert states[first_words] == "idle|words" and states[-1] == "idle|words", states
+    expect(chat.locator(".letta-thinking")).to_be_hidden()
+
+    # The newest message is in view after each reply, from the fourth exchange on too.
+    for text in ("What is my name?", "My name is Ada.", "Remember that the MemGPT paper pages memory.",
+                 "Is this right?\n```python\nif a < b && c > d:\n    pass\n```", "What is my name?"):
+        replies = chat.locator(".letta-msg-assistant").count()
+        box.fill(text)
+        box.press("Enter")
+        expect(box).to_have_value("")
+        expect(chat.locator(".letta-msg-assistant")).to_have_count(replies + 1)  # the turn began ...
+        expect(box).to_be_enabled()  # ... and ended
+        page.wait_for_function(f"() => ({AT_BOTTOM})(document.querySelector('.letta-chat .letta-log'))")
+        assert log.evaluate(NEWEST_IN_VIEW)
+    assert log.evaluate("(log) => log.scrollHeight > 2 * log.clientHeight")  # it did overflow
+    # A fenced block: highlighted, verbatim, with a copy button.
+    code = chat.locator(".letta-msg-user pre.highlight")
+    expect(code).to_have_count(1)
+    expect(code.locator("code")).to_have_text("if a < b && c > d:\n    pass\n")
+    expect(code.locator("code .k").first).to_have_text("if")  # a keyword, coloured by the theme's Pygments CSS
+    expect(code.locator("button.letta-copy")).to_have_count(1)
+    page.screenshot(path=str(ARTIFACTS / "06_autoscroll.png"))
+
+    # Scrolled up to read: a new reply does not pull the view down; back at the bottom, it follows again.
+    box.fill("Hi!")
+    chat.locator("button.letta-send").click()
+    log.hover()
+    page.mouse.wheel(0, -5000)  # the user scrolls up while the reply streams
+    expect(chat.locator(".letta-msg-assistant").last).to_contain_text("Noted: \"Hi!\"")
+    expect(chat.locator(".letta-msg-assistant").last).to_contain_text("when you ask.")
+    expect(box).to_be_enabled()
+    assert log.evaluate("(log) => log.scrollTop") < 5  # still where the user put it
+    page.mouse.wheel(0, 50_000)  # back to the bottom: it follows again
+    page.wait_for_function(f"() => ({AT_BOTTOM})(document.querySelector('.letta-chat .letta-log'))")
+    replies = chat.locator(".letta-msg-assistant").count()
+    box.fill("What is my name?")
+    box.press("Enter")
+    expect(chat.locator(".letta-msg-assistant")).to_have_count(replies + 1)
+    expect(box).to_be_enabled()
+    page.wait_for_function(f"() => ({AT_BOTTOM})(document.querySelector('.letta-chat .letta-log'))")
+    assert log.evaluate(NEWEST_IN_VIEW)
+
+    # No word broken mid-word: memory panel, a tool step's arguments and result, the bubbles.
+    step = chat.locator(".letta-step").last
+    step.get_by_text("⚙ ").first.click()  # open it: arguments and result
+    expect(step).to_contain_text("arguments")
+    memory = chat.locator(".letta-memory")
+    tallest = "(el) => Math.max(...[...el.querySelectorAll('pre')].map(p => p.clientHeight))"
+    assert memory.evaluate(tallest) > 40  # the persona wraps over several lines
+    for part in (memory, step, log):
+        assert part.evaluate(BROKEN_WORDS) == [], part
+
+    # Screenshots of both themes, for people to look at.
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    chat.screenshot(path=str(SCREENSHOTS / "chat_light.png"))
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'"
+                           " && !document.querySelector('#jupyterlab-splash')")
+    chat.locator(".letta-log").evaluate("(log) => { log.scrollTop = log.scrollHeight; }")
+    page.wait_for_function("() => getComputedStyle(document.querySelector('.letta-chat .letta-msg'))"
+                           ".backgroundColor !== 'rgb(255, 255, 255)'")
+    chat.screenshot(path=str(SCREENSHOTS / "chat_dark.png"))
+
+
+# ---- issue 14: Approve / Deny of a tool call that waits for a person -----------------------------------------
+
+APPROVAL_NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
+               "source": source} for i, source in enumerate([
+        "import letta_nb\n%load_ext letta_nb",
+        "def touch(path: str) -> str:\n"
+        "    \"\"\"Append a line to a file.\"\"\"\n"
+        "    with open(path, 'a') as f:\n"
+        "        f.write('ran\\n')\n"
+        "    return 'wrote it'\n",
+        "%letta create gate\n%letta tool add touch --approve --agent gate",
+        "letta_nb.ChatWidget('gate')",
+    ])],
+}
+
+
+def test_approve_and_deny_in_the_chat_widget(jupyterlab: tuple[str, str, subprocess.Popen], tmp_path: Path,
+                                             letta_home: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    base, token, _ = jupyterlab
+    (tmp_path / "root" / "approval.ipynb").write_text(json.dumps(APPROVAL_NOTEBOOK))
+    side = tmp_path / "side.txt"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            sync_api.expect.set_options(timeout=60_000)
+            _open(page, f"{base}/lab/tree/approval.ipynb?token={token}")
+            _approvals(page, sync_api.expect, side)
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "failure_approval.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert side.read_text() == "ran\n"  # denied: never ran; approved: ran once
+    with letta_nb.connect(letta_home / "letta_nb.db") as client:
+        answers = [m for m in client.agents.messages.list("gate") if m.role == "tool" and m.name == "touch"]
+    assert [(m.status, m.content) for m in answers] == [
+        ("error", "Error: request to call tool denied. User reason: not this file"), ("success", "wrote it")]
+
+
+def _approvals(page, expect, side: Path) -> None:
+    chat = page.locator(".letta-chat")
+    expect(chat).to_have_count(1)
+    box = chat.locator(".letta-input textarea")
+    ask = f'/call touch {{"path": "{side}"}}'
+
+    # Deny: the call never runs and the model reads the reason.
+    box.fill(ask)
+    chat.locator("button.letta-send").click()
+    approval = chat.locator(".letta-approval").last
+    expect(approval).to_contain_text("touch")
+    expect(approval.locator(".letta-approval-args")).to_contain_text(str(side))  # its arguments, shown
+    expect(chat.locator(".letta-status")).to_contain_text("waiting for your approval")
+    page.screenshot(path=str(ARTIFACTS / "07_approval_asked.png"), full_page=True)
+    approval.locator(".letta-approval-reason input").fill("not this file")
+    approval.locator("button.letta-deny").click()
+    expect(approval.locator(".letta-approval-outcome")).to_contain_text("denied → error")
+    expect(chat.locator(".letta-msg-assistant").last).to_contain_text("User reason: not this file")
+    expect(box).to_be_enabled()
+    assert not side.exists()
+    page.screenshot(path=str(ARTIFACTS / "08_approval_denied.png"), full_page=True)
+
+    # Approve: it runs once.
+    box.fill(ask)
+    chat.locator("button.letta-send").click()
+    approval = chat.locator(".letta-approval").last
+    expect(chat.locator(".letta-approval")).to_have_count(2)
+    expect(approval.locator("button.letta-approve")).to_be_enabled()
+    approval.locator("button.letta-approve").click()
+    expect(approval.locator(".letta-approval-outcome")).to_contain_text("approved → success")
+    expect(chat.locator(".letta-msg-assistant").last).to_contain_text("wrote it")
+    expect(approval.locator("button.letta-approve")).to_be_disabled()
+    expect(box).to_be_enabled()
+    page.screenshot(path=str(ARTIFACTS / "09_approval_approved.png"), full_page=True)

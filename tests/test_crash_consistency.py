@@ -158,14 +158,16 @@ def message_rows(db: str, agent_id: str) -> list[Row]:
 
 
 def committed_human_value(messages: list[Row]) -> str:
-    """What the human block must hold: the content of every core_memory_append that succeeded, in order."""
+    """What the human block must hold: the content of every core_memory_append that succeeded, in order,
+    each line once."""
     status = {(m.step_id, m.tool_call_id): m.status for m in messages if m.role == "tool"}
     lines = []
     for m in messages:
         for call in m.tool_calls:
             args = json.loads(call["arguments"])
             appended = call["name"] == "core_memory_append" and args.get("label") == "human"
-            if appended and status[(m.step_id, call["id"])] == "success":
+            # an append of a line the block already holds changes nothing (runtime/memory.py)
+            if appended and status[(m.step_id, call["id"])] == "success" and args["content"] not in lines:
                 lines.append(args["content"])
     return "\n".join(lines)
 

@@ -34,7 +34,8 @@ SAMPLES = sorted(p.name for p in DATA.iterdir())
 
 
 def passages_by_file(db: str) -> dict[str, list[str]]:
-    rows = query(db, "select f.path, p.text from passages p join files f on f.id = p.file_id order by p.rowid")
+    order = "p.pseq" if str(db).startswith("postgresql") else "p.rowid"  # insertion order on each backend
+    rows = query(db, f"select f.path, p.text from passages p join files f on f.id = p.file_id order by {order}")
     out: dict[str, list[str]] = {}
     for path, text in rows:
         out.setdefault(path, []).append(text)

@@ -120,8 +120,9 @@ def _signed_as_a_row(db_path: Path) -> tuple[dict[str, object], str | None]:
             row = conn.execute(sa.select(tools).where(tools.c.name == "where_am_i")).one()
     finally:
         engine.dispose()
-    return ({k: v for k, v in row._mapping.items() if k not in ("id", "created_at", "updated_at", "signature")},
-            row.signature)
+    fields = {k: v for k, v in row._mapping.items() if k not in ("id", "created_at", "updated_at", "signature")}
+    assert fields.pop("requires_approval") is False  # a column since migration 0007, signed only when True
+    return fields, row.signature
 
 
 def test_a_signature_made_over_a_tool_row_still_verifies(db_path):

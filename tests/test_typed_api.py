@@ -64,7 +64,7 @@ reveal_type(client.agents.files.list(agent))  # -> list[letta_nb.embeddings.inge
 reveal_type(client.tools.retrieve("shout"))  # -> letta_nb.runtime.tool_schema.ToolSpec
 reveal_type(client.agents.tools.attach(agent, "shout"))  # -> list[str]
 reveal_type(client.query("SELECT name FROM agents"))  # -> pandas.core.frame.DataFrame
-reveal_type(client.agents.messages.cancel)  # -> def (agent: str | letta_nb.schemas.AgentState) -> bool
+reveal_type(client.agents.messages.cancel)  # -> def (agent_id: str | letta_nb.schemas.AgentState) -> bool
 for event in client.agents.messages.stream(agent, "What is my name?"):
     reveal_type(event)  # -> letta_nb.runtime.events.StreamEvent
 reveal_type(letta_nb.ChatWidget.send)  # -> def (self: letta_nb.notebook.widget.ChatWidget, text: str) -> bool
@@ -94,7 +94,7 @@ client.agents.lsit()  # error: "Agents" has no attribute "lsit"
 client.agents.messages.create(agent, input=3)  # error: Argument "input" has incompatible type "int"
 client.agents.messages.create(agent, "hi", mesages=[])  # error: Unexpected keyword argument "mesages"
 client.agents.messages.create(42, "hi")  # error: Argument 1 has incompatible type "int"
-client.agents.blocks.retrieve(agent)  # error: Too few arguments
+client.agents.blocks.retrieve(agent, 3)  # error: Argument 2 has incompatible type "int"
 client.agents.messages.acreate(agent, "hi").text  # error: "Coroutine[Any, Any, Response]" has no attribute "text"
 letta_nb.ChatWidgt  # error: Module has no attribute "ChatWidgt"
 

@@ -125,7 +125,7 @@ def test_a_store_written_with_vec0_works_without_it_and_back(tmp_path):
         added = client.agents.passages.create(keep, "a late passage about topic 3")
         left = {p.id for p in client.agents.passages.list(keep)}
         assert left == {p.id for p in before} - {p.id for p in doomed} | {added.id}
-        hits = client.agents.passages.search(keep, "topic 3", top_k=100)
+        hits = client.agents.passages.search(keep, "topic 3", top_k=100, search_mode="vector")
         assert {h.id for h in hits} == left and hits[0].id == added.id
         q = client._thread.run(client.runtime.embedder("hash").embed(["topic 3"]))[0]
         scan = backend(client.runtime.store, "scan")

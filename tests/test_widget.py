@@ -7,6 +7,7 @@ several updates sent from the widget's worker thread, steps, the memory panel, d
 
 from __future__ import annotations
 
+import html
 import threading
 import uuid
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ def test_send_streams_the_reply_from_a_worker_thread(client: letta_nb.Client) ->
     reply = 'Got it - I saved "Name: Ada" to my core memory (human).'
     assert w.messages == [("user", "My name is Ada."), ("assistant", reply)]
     bubble = w._views[-1].widget
-    assert bubble.outputs[0]["data"]["text/markdown"] == reply
+    assert bubble.outputs[0]["data"]["text/html"] == f"<div class='letta-md'><p>{html.escape(reply)}</p>\n</div>"
     texts = [outputs[0]["data"]["text/plain"] for outputs, _ in updates_of(bubble, "outputs")]
     assert len(texts) >= 2 and texts[-1] == reply  # it grew in several synced updates ...
     assert all(reply.startswith(t) for t in texts)  # ... each a prefix of the reply
@@ -110,22 +111,22 @@ def test_stop_keeps_the_partial_answer_on_screen_and_in_recall(client: letta_nb.
     assert w.status == "stopped" and not w.busy and not w.input.disabled
     partial = w.messages[-1][1]
     assert INTRO.startswith(partial[:40]) and len(partial) < 150
-    assert "stopped - partial answer kept" in w._views[-1].widget.outputs[0]["data"]["text/markdown"]
+    assert "stopped - partial answer kept" in w._views[-1].widget.outputs[0]["data"]["text/html"]
     stored = client.agents.messages.list("slow")[-1]
     assert stored.message_type == "assistant_message" and stored.status == "cancelled"
     assert stored.text == partial
     reopened = ChatWidget("slow", client=client)
     assert reopened.messages[-1] == ("assistant", partial)
-    assert "cancelled: partial answer" in reopened._views[-1].widget.outputs[0]["data"]["text/markdown"]
+    assert "cancelled: partial answer" in reopened._views[-1].widget.outputs[0]["data"]["text/html"]
 
 
-def test_markdown_is_rendered_by_the_frontend_and_html_is_escaped(client: letta_nb.Client) -> None:
+def test_markdown_is_rendered_and_html_is_escaped(client: letta_nb.Client) -> None:
     client.agents.create("sam")
     w = ChatWidget("sam", client=client)
     w.send("Remember that **bold** and <script>alert(1)</script> are fine.")
     assert w.wait(timeout=60)
-    user = w._views[0].widget.outputs[0]["data"]["text/markdown"]
-    assert "**bold**" in user and "<script>" not in user and "&lt;script&gt;" in user
+    user = w._views[0].widget.outputs[0]["data"]["text/html"]
+    assert "<strong>bold</strong>" in user and "<script>" not in user and "&lt;script&gt;alert(1)" in user
 
 
 def test_errors_show_inline_and_free_the_input(client: letta_nb.Client) -> None:
@@ -206,3 +207,91 @@ def test_inner_thoughts_that_were_the_reply_show_once_as_the_reply(client: letta
     assert w.send("Hi!") and w.wait(timeout=60)
     assert w.messages[-1][0] == "assistant" and w.messages[-1][1].startswith(INTRO)
     assert w.reasoning == [] and len(w.conversation.children) == 2
+
+
+# ---- issue 15: what a new user met in the first minute --------------------------------------------------
+
+
+def frontend_submit(w: ChatWidget, text: str) -> None:
+    """What the browser sends when Enter is pressed in the input (static/chat.js): a custom comm message."""
+    w.frontend._handle_msg({"content": {"data": {"method": "custom", "content": {"event": "submit", "text": text}}},
+                            "buffers": []})
+
+
+def test_enter_in_the_browser_sends_the_message(client: letta_nb.Client) -> None:
+    client.agents.create("sam")
+    w = ChatWidget("sam", client=client)
+    assert "Enter to send, Shift+Enter for a new line" in w.input.placeholder
+    w.input.value = "My name is Ada."  # typed (synced as the user types)
+    frontend_submit(w, "My name is Ada.")
+    w.input.value = "My name is Ada"  # the last keystrokes, held back by the browser, arriving after the send
+    assert w.input.value == ""  # ... do not refill the box
+    assert w.wait(timeout=60)
+    assert w.messages[0] == ("user", "My name is Ada.") and w.input.value == ""
+    frontend_submit(w, "   ")  # Enter in an empty input sends nothing
+    assert len(w.messages) == 2
+
+
+def test_thinking_indicator_shows_before_the_first_token_and_hides_after(client: letta_nb.Client) -> None:
+    client.agents.create("sam", model="offline?tps=60")
+    w = ChatWidget("sam", client=client)
+    assert w.frontend.thinking is False
+    assert w.send("My name is Ada.") and w.wait(timeout=60)
+    assert w.frontend.thinking is False
+    # The order the browser received: indicator on, then off, then the reply's first words.
+    bubble = w._views[-1].widget
+    order = []
+    for i, (comm_id, data, _) in enumerate(RecordingComm.sent):
+        state = data.get("state", {}) if data.get("method") == "update" else {}
+        if comm_id == w.frontend.comm.comm_id and "thinking" in state:
+            order.append((i, "on" if state["thinking"] else "off"))
+        elif comm_id == bubble.comm.comm_id and "outputs" in state and state["outputs"][0]["data"]["text/plain"]:
+            order.append((i, "words"))
+    kinds = [k for _, k in order]
+    assert kinds[0] == "on" and "words" in kinds
+    first_words = kinds.index("words")
+    assert kinds[first_words - 1] == "off"  # hidden just before the first words showed
+    assert kinds[-1] in ("off", "words")
+
+
+def test_code_keeps_its_angle_brackets_and_model_html_does_not_run(client: letta_nb.Client) -> None:
+    client.agents.create("sam")
+    w = ChatWidget("sam", client=client)
+    evil = "<img src=x onerror=alert(1)> <script>alert(2)</script> [x](javascript:alert(3))"
+    assert w.send(f"Remember that `a < b && c > d` matters and so does a < b && c > d. {evil}") and w.wait(60)
+    user = w._views[0].widget.outputs[0]["data"]["text/html"]
+    # escaped exactly once, in code and in prose (the bug: "&amp;lt;" showed as "&lt;" inside code)
+    assert "<code>a &lt; b &amp;&amp; c &gt; d</code>" in user and "so does a &lt; b &amp;&amp; c &gt; d." in user
+    assert "&amp;lt;" not in user and "<img" not in user and "<script" not in user and 'href="javascript' not in user
+    reply = w._views[-1].widget.outputs[0]["data"]["text/html"]  # the model quoting it back: same rules
+    assert "<code>a &lt; b &amp;&amp; c &gt; d</code>" in reply and "<img" not in reply
+    fence = w._views[0].__class__("assistant", "```python\nif a < b && c > d:\n    pass\n```")
+    code = fence.widget.outputs[0]["data"]["text/html"]
+    assert '<pre class="highlight letta-code"><code class="language-python">' in code
+    assert "&lt;" in code and "&amp;&amp;" in code and "&amp;lt;" not in code
+
+
+def test_memory_panel_follows_edits_made_elsewhere_in_the_kernel(client: letta_nb.Client) -> None:
+    client.agents.create("ada")
+    w = ChatWidget("ada", client=client)
+    client.agents.blocks.update("ada", "human", value="Prefers tea.")  # a %letta memory set, another cell
+    wait_until(lambda: "Prefers tea." in w.memory_panel.value, "the panel to show the edit", timeout=30)
+    other = ChatWidget("ada", client=client)  # the notebook's scripted widget on the same agent
+    assert other.send("My name is Ada.") and other.wait(timeout=60)
+    wait_until(lambda: "Name: Ada" in w.memory_panel.value, "the first panel to follow the second widget's turn",
+               timeout=30)
+    subscribers = len(client.runtime.leases._subscribers)
+    w.close()
+    assert len(client.runtime.leases._subscribers) == subscribers - 1  # a closed widget stops listening
+
+
+def test_telling_the_same_fact_twice_stores_it_once(client: letta_nb.Client) -> None:
+    # the notebook's own script: its scripted widget says "My name is Ada.", then the user does in the chat
+    client.agents.create("ada")
+    for _ in range(2):
+        w = ChatWidget("ada", client=client)
+        assert w.send("My name is Ada.") and w.wait(timeout=60)
+    human = client.agents.blocks.retrieve("ada", "human").value
+    assert human.count("Name: Ada") == 1
+    client.agents.messages.create("ada", "My name is Grace.")  # a new fact is still added
+    assert client.agents.blocks.retrieve("ada", "human").value.count("Name:") == 2

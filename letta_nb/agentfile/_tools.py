@@ -7,7 +7,8 @@ Four kinds, decided by Letta's ``tool_type`` and name:
   ``memory_replace``, ``memory_rethink``): the agent gets letta_nb's own; nothing is stored.
 - **custom**: a tool with Python source. Imported code is untrusted: it is stored unsigned and sandboxed
   (runtime/trust.py), so it runs only in the strict sandbox without network until the user reads it and
-  ``client.tools.trust(name)`` it (then it still runs sandboxed). It is parsed, never run, on import.
+  ``client.tools.trust(name)`` it (then it still runs sandboxed). It is parsed, never run, on import, and
+  each call waits for the user's approval (runtime/approvals.py) until it is registered again without.
 - **shim**: a Letta tool letta_nb can honour with a few lines of its own (``memory_finish_edits``, a no-op
   a sleep-time agent calls to end its edits). Our code, so signed.
 - **stub**: everything letta_nb cannot run (Letta's built-in ``web_search``/``fetch_webpage``/``run_code``,
@@ -101,7 +102,8 @@ def plan_tool(tool: dict[str, Any], where: str) -> ToolPlan:
     python = (tool.get("source_type") or "python") == "python"
     if kind == "custom" and code and python:
         return ToolPlan(name, "custom", _record(name, description, _parameters(tool), code, sandbox=True,
-                                                parallel=bool(tool.get("enable_parallel_execution"))),
+                                                parallel=bool(tool.get("enable_parallel_execution")),
+                                                approval=True),
                         _source_note(name, code))
     why = _WHY.get(kind) or (
         f"a Letta {kind} tool letta_nb has no equivalent of" if kind != "custom" else
@@ -115,10 +117,10 @@ def plan_tool(tool: dict[str, Any], where: str) -> ToolPlan:
 
 
 def _record(name: str, description: str, parameters: dict[str, Any], source: str, *, sandbox: bool,
-            parallel: bool = False) -> ToolRecord:
+            parallel: bool = False, approval: bool = False) -> ToolRecord:
     return ToolRecord(name=name, description=description, json_schema=parameters, source=source,
                       parallel_safe=parallel, sandbox=sandbox, sandbox_mode="on" if sandbox else "off",
-                      network=False, timeout=30.0)
+                      network=False, timeout=30.0, requires_approval=approval)
 
 
 def _source_note(name: str, source: str) -> str:

@@ -1,11 +1,14 @@
-"""``python -m letta_nb.bench NAME [NAME ...] [--quick] [--json]``: run benchmarks, report ratios."""
+"""``python -m letta_nb.bench NAME [NAME ...] [--quick] [--json] [--backend postgres [--redis]]``: run benchmarks,
+report ratios. ``--backend``/``--redis`` apply to the benchmarks that use a store (bench/_backend.py)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 
+from letta_nb.bench._backend import BACKENDS, BenchBackend
 from letta_nb.bench._report import dump
 
 BENCHMARKS = {"step": "letta_nb.bench.step", "concurrency": "letta_nb.bench.concurrency",
@@ -13,6 +16,7 @@ BENCHMARKS = {"step": "letta_nb.bench.step", "concurrency": "letta_nb.bench.conc
 BENCHMARKS["startup"] = "letta_nb.bench.startup"  # %load_ext letta_nb in a fresh interpreter
 BENCHMARKS["sandbox"] = "letta_nb.bench.sandbox"  # one sandboxed tool call against a bare `python -I`
 BENCHMARKS["multikernel"] = "letta_nb.bench.multikernel"  # P processes on one store vs one process
+BENCHMARKS["retrieval"] = "letta_nb.bench.retrieval"  # recall@k of text/vector/hybrid search, batched inserts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,17 +24,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="+", metavar="NAME", help=f"one or more of: {', '.join(BENCHMARKS)}, all")
     parser.add_argument("--quick", action="store_true", help="a smaller size of the same workload")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite",
+                        help="the store: a SQLite file (default) or a throw-away PostgreSQL + pgvector server")
+    parser.add_argument("--redis", action="store_true", help="coordinate through a throw-away Redis (postgres)")
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; available: {', '.join(BENCHMARKS)}")
+    runs = {name: importlib.import_module(BENCHMARKS[name]).run for name in names}
+    storeless = [n for n, run in runs.items() if "backend" not in inspect.signature(run).parameters]
+    if (args.backend != "sqlite" or args.redis) and storeless:
+        parser.error(f"bench {storeless[0]} uses no store: --backend/--redis do not apply to it")
+    if args.redis and args.backend != "postgres":
+        parser.error("--redis coordinates kernels of a PostgreSQL store: add --backend postgres")
     results = []
-    for name in names:
-        result = importlib.import_module(BENCHMARKS[name]).run(quick=args.quick)
-        results.append(result)
-        if not args.json:
-            print(result.table(), flush=True)
+    with BenchBackend(args.backend, redis=args.redis) as backend:
+        for name, run in runs.items():
+            result = run(quick=args.quick, backend=backend) if name not in storeless else run(quick=args.quick)
+            results.append(result)
+            if not args.json:
+                print(result.table(), flush=True)
     if args.json:
         print(dump(results))
     return 0

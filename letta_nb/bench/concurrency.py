@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import tempfile
 import time
 
+from letta_nb.bench._backend import BenchBackend
 from letta_nb.bench._report import BenchResult
 
 __all__ = ["run"]
 
 
-def run(quick: bool = False, latency_ms: float = 50.0) -> BenchResult:
-    import letta_nb
-
+def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | None = None) -> BenchResult:
+    if backend is None:
+        with BenchBackend() as sqlite:
+            return run(quick, latency_ms, sqlite)
     n_agents, n_msgs = (20, 10) if quick else (100, 20)
     with (
         tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp,
-        letta_nb.connect(os.path.join(tmp, "bench.db")) as client,
+        backend.connect(backend.store(tmp, "bench")) as client,
     ):
         agents = [client.agents.create(f"c{i}", model=f"offline?latency_ms={latency_ms:g}").id for i in range(n_agents)]
 
@@ -51,7 +52,8 @@ def run(quick: bool = False, latency_ms: float = 50.0) -> BenchResult:
     ratio = wall / ideal
     return BenchResult(
         "concurrency",
-        {"agents": n_agents, "messages_per_agent": n_msgs, "wall_s": wall, "ideal_s": ideal, "ratio": ratio,
+        {"backend": backend.label, "agents": n_agents, "messages_per_agent": n_msgs, "wall_s": wall, "ideal_s": ideal,
+         "ratio": ratio,
          "lost": lost, "order_violations": violations, "steps_per_commit": writes / max(commits, 1)},
         goals={"wall <= 1.3x ideal": ratio <= 1.3, "0 lost": lost == 0, "order kept": violations == 0},
     )

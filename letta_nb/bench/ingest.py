@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from letta_nb.bench._backend import BenchBackend
 from letta_nb.bench._report import BenchResult
 
 if TYPE_CHECKING:
@@ -85,17 +86,16 @@ def _chunk_alone(pool: ProcessPoolExecutor, files: list[str], settings: ChunkSet
     return _ChunkRun(time.perf_counter() - t, chunks, _workers_cpu(pool) - cpu)
 
 
-def _upload(files: list[str], settings: ChunkSettings, pool: ProcessPoolExecutor) -> _UploadRun:
+def _upload(files: list[str], settings: ChunkSettings, pool: ProcessPoolExecutor, backend: BenchBackend) -> _UploadRun:
     """One upload of ``files`` to a new agent in a new store, as the first upload of a kernel: the hash
     embedder's vocabulary starts empty."""
-    import letta_nb
     from letta_nb.embeddings import hash as hash_embedder
     from letta_nb.embeddings.ingest import ingest
 
     hash_embedder._FEATURES.clear()
     with (
         tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp,
-        letta_nb.connect(os.path.join(tmp, "ingest.db")) as client,
+        backend.connect(backend.store(tmp, "ingest")) as client,
     ):
         agent = client.agents.create("bench-ingest", embedding="hash")
         rt = client.runtime
@@ -107,7 +107,10 @@ def _upload(files: list[str], settings: ChunkSettings, pool: ProcessPoolExecutor
         return _UploadRun(report, len(client.agents.passages.list(agent)), workers, own)
 
 
-def run(quick: bool = False) -> BenchResult:
+def run(quick: bool = False, backend: BenchBackend | None = None) -> BenchResult:
+    if backend is None:
+        with BenchBackend() as sqlite:
+            return run(quick, sqlite)
     from letta_nb.embeddings.chunking import ChunkSettings, chunk_files
     from letta_nb.embeddings.ingest import chunk_pool
 
@@ -126,10 +129,10 @@ def run(quick: bool = False) -> BenchResult:
         list(pool.map(chunk_files, [files[:4]] * workers, [settings] * workers))
         for k in range(rounds):
             if k % 2:
-                uploads.append(_upload(files, settings, pool))
+                uploads.append(_upload(files, settings, pool, backend))
             chunk_runs.append(_chunk_alone(pool, files, settings))
             if not k % 2:
-                uploads.append(_upload(files, settings, pool))
+                uploads.append(_upload(files, settings, pool, backend))
     finally:
         pool.shutdown()
     chunk_s = statistics.median(run.seconds for run in chunk_runs)
@@ -143,7 +146,7 @@ def run(quick: bool = False) -> BenchResult:
     return BenchResult(
         "ingest",
         {
-            "files": len(files), "mb": total_mb, "workers": workers, "rounds": rounds,
+            "backend": backend.label, "files": len(files), "mb": total_mb, "workers": workers, "rounds": rounds,
             "mb_per_s": mb_s, "chunking_only_mb_per_s": chunking_mb_s, "ratio": ratio,
             "round_ratios": [round(r, 3) for r in round_ratios],
             "chunks": report.chunks, "chunks_per_s": report.chunks / seconds,

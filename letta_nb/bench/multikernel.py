@@ -35,6 +35,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from letta_nb.bench._backend import BenchBackend
 from letta_nb.bench._report import BenchResult
 
 __all__ = ["Child", "DelayedModel", "audit", "run", "text_of"]
@@ -106,6 +107,7 @@ def _drive(argv: list[str]) -> int:
     p.add_argument("--lease-timeout", type=float)
     p.add_argument("--slow", default="", help="N:MS: the first N model calls sleep MS ms first")
     p.add_argument("--hang-at", type=int, default=0)
+    p.add_argument("--redis-url", help="coordinate through Redis (a PostgreSQL store)")
     args = p.parse_args(argv)
     out_lock = threading.Lock()
 
@@ -115,7 +117,7 @@ def _drive(argv: list[str]) -> int:
             sys.stdout.flush()
 
     leases = {k: v for k, v in (("lease_ttl", args.lease_ttl), ("lease_timeout", args.lease_timeout)) if v is not None}
-    client = letta_nb.connect(args.db, **leases)
+    client = letta_nb.connect(args.db, redis_url=args.redis_url, **leases)
     agents, procs = args.agents.split(","), [int(x) for x in args.procs.split(",")]
     if args.slow or args.hang_at:  # before any session is loaded: a session keeps the model it was made with
         slow_calls, _, slow_ms = args.slow.partition(":")
@@ -275,13 +277,14 @@ def _make_store(db: str, agents: list[str], latency_ms: float) -> None:
 
 
 def _one_run(tmp: str, tag: str, layout: list[list[int]], agents: list[str], k: int,
-             latency_ms: float) -> dict[str, Any]:
+             latency_ms: float, backend: BenchBackend) -> dict[str, Any]:
     """One store, children playing ``layout`` (process numbers per child); wall time, the children's counts
     and the audit."""
-    db = os.path.join(tmp, f"{tag}.db")
+    db = backend.store(tmp, tag)
     _make_store(db, agents, latency_ms)
     children = [Child.driver(db, os.path.join(tmp, f"{tag}-{i}.err"), procs=",".join(map(str, procs)),
-                             agents=",".join(agents), messages=k) for i, procs in enumerate(layout)]
+                             agents=",".join(agents), messages=k, redis_url=backend.redis_url)
+                for i, procs in enumerate(layout)]
     try:
         for c in children:
             c.wait_for("ready")
@@ -305,7 +308,10 @@ def _one_run(tmp: str, tag: str, layout: list[list[int]], agents: list[str], k: 
             "first_failure": next((f for d in done for f in d["failed"]), None), **report}
 
 
-def run(quick: bool = False, latency_ms: float = 5.0) -> BenchResult:
+def run(quick: bool = False, latency_ms: float = 5.0, backend: BenchBackend | None = None) -> BenchResult:
+    if backend is None:
+        with BenchBackend() as sqlite:
+            return run(quick, latency_ms, sqlite)
     n_procs, n_agents, k, rounds = (2, 4, 4, 2) if quick else (4, 8, 8, 5)
     agents = [f"a{i}" for i in range(n_agents)]
     multi: list[dict[str, Any]] = []
@@ -314,13 +320,14 @@ def run(quick: bool = False, latency_ms: float = 5.0) -> BenchResult:
         for r in range(rounds):  # alternate which side goes first, so a steady drift favours neither
             sides = [("multi", [[p] for p in range(n_procs)], multi), ("single", [list(range(n_procs))], single)]
             for tag, layout, runs in sides if r % 2 == 0 else sides[::-1]:
-                runs.append(_one_run(tmp, f"{tag}{r}", layout, agents, k, latency_ms))
+                runs.append(_one_run(tmp, f"{tag}{r}", layout, agents, k, latency_ms, backend))
     ratios = [m["wall"] / s["wall"] for m, s in zip(multi, single, strict=True)]
     both = multi + single
     total = {key: sum(x[key] for x in both) for key in ("lost", "duplicated", "order_violations", "failed")}
     events: collections.Counter[str] = sum((m["events"] for m in multi), collections.Counter())
     numbers = {
-        "processes": n_procs, "agents": n_agents, "messages_per_agent_per_process": k, "rounds": rounds,
+        "backend": backend.label, "processes": n_procs, "agents": n_agents, "messages_per_agent_per_process": k,
+        "rounds": rounds,
         "turns_per_run": n_procs * n_agents * k, "latency_ms": latency_ms,
         "multi_wall_s": statistics.median(m["wall"] for m in multi),
         "single_wall_s": statistics.median(s["wall"] for s in single),

@@ -3,16 +3,19 @@
 Workload: N sequential messages to one agent on the offline model at zero latency, each answered with
 one tool call (``send_message``), through the public sync API (thread hop included). Baseline in the
 same process: a bare sqlite3 INSERT of the same three message rows plus COMMIT, on a file with the
-same pragmas. Overhead = wall time per message (the model costs ~0.03 ms). Flatness = p50 of the late
-steps over p50 of the early ones: the runtime must not re-read history as it grows.
+same pragmas (``--backend postgres``: a bare asyncpg INSERT of the same rows plus COMMIT on the same server,
+the fastest a client can commit a step there). Overhead = wall time per message (the model costs ~0.03 ms).
+Flatness = p50 of the late steps over p50 of the early ones: the runtime must not re-read history as it grows.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
 import tempfile
 import time
+from typing import Any
 
+from letta_nb.bench._backend import BenchBackend
 from letta_nb.bench._report import BenchResult, percentile
 
 __all__ = ["run"]
@@ -38,13 +41,36 @@ def _baseline(path: str, n: int) -> float:
     return percentile(times, 50)
 
 
-def run(quick: bool = False) -> BenchResult:
-    import letta_nb
+async def _pg_baseline(dsn: str, n: int) -> float:
+    import asyncpg
 
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("create table m (id text primary key, agent_id text, seq integer, role text, "
+                           "content text, created_at text)")
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            async with conn.transaction():
+                await conn.executemany("insert into m values ($1,$2,$3,$4,$5,$6)",
+                                       [(f"m{i}-{j}", "agent", 3 * i + j, "user", f"message {i}", "2026-01-01")
+                                        for j in range(3)])
+            times.append((time.perf_counter() - t) * 1000)
+        return percentile(times, 50)
+    finally:
+        await conn.close()
+
+
+def run(quick: bool = False, backend: BenchBackend | None = None) -> BenchResult:
+    if backend is None:
+        with BenchBackend() as sqlite:
+            return run(quick, sqlite)
     n = 200 if quick else 1000
     with tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp:
-        baseline = _baseline(os.path.join(tmp, "baseline.db"), n)
-        with letta_nb.connect(os.path.join(tmp, "bench.db")) as client:
+        base = backend.store(tmp, "baseline")
+        baseline = asyncio.run(_pg_baseline(backend.dsn(base), n)) if backend.name == "postgres" else _baseline(base, n)
+        client: Any
+        with backend.connect(backend.store(tmp, "bench")) as client:
             agent = client.agents.create("bench-step", model="offline")
             times, db = [], []
             for i in range(n):
@@ -64,7 +90,7 @@ def run(quick: bool = False) -> BenchResult:
     return BenchResult(
         "step",
         {
-            "messages": n,
+            "backend": backend.label, "messages": n,
             "p50_overhead_ms": p50,
             "p99_overhead_ms": percentile(times, 99),
             "late_vs_early_ratio": ratio,

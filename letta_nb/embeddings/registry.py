@@ -10,6 +10,9 @@ An agent's ``embedding`` field stores one of these specs (never a key):
   until 429s, then back off), ``max_inputs``, ``max_request_tokens``, ``max_input_tokens``, ``oversize``
   (``split`` | ``truncate``), ``max_retries``, ``timeout``.
 
+``local`` and endpoint embedders come wrapped in a :class:`~letta_nb.embeddings.microbatch.MicroBatcher`
+(small concurrent calls share one model call); ``hash`` needs none (it costs microseconds a text).
+
 Options follow the spec grammar of :mod:`letta_nb.llm.registry` (typed, bounded, errors never echo a value).
 Dimensions are bounded by :data:`MAX_DIM`.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from letta_nb.embeddings.microbatch import MicroBatcher
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.llm.registry import (
     MAX_RETRIES,
@@ -67,7 +71,7 @@ def resolve_embedder(name: str, http: Callable[[], Any] | None = None, api_keys:
         from letta_nb.embeddings.local import LocalEmbedder
 
         _options(spec, query, {})
-        return LocalEmbedder()
+        return MicroBatcher(LocalEmbedder())
     if kind in ("openai", "ollama"):
         from letta_nb.embeddings.openai import OpenAIEmbedder
         from letta_nb.llm.registry import endpoint
@@ -80,7 +84,8 @@ def resolve_embedder(name: str, http: Callable[[], Any] | None = None, api_keys:
         base_url, key = endpoint(kind, options, api_keys, redact_spec(spec), trusted=trusted)
         options.pop("base_url", None)
         try:
-            return OpenAIEmbedder(model, base_url=base_url, api_key=key, http=http, name=spec, **options)
+            return MicroBatcher(OpenAIEmbedder(model, base_url=base_url, api_key=key, http=http, name=spec,
+                                               **options))
         except ValueError as e:
             raise InvalidArgumentError(f"embedding {redact_spec(spec)!r}: {e}") from None
     raise InvalidArgumentError(

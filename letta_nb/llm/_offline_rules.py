@@ -58,6 +58,7 @@ class Plan:
     reasoning: str
     calls: tuple[tuple[str, str], ...] = ()  # (tool name, arguments JSON text)
     answer: str | None = None
+    explicit: bool = False  # a /call line: emitted verbatim, whatever tool_choice says (a test hook)
 
 
 def _quote(text: str, limit: int) -> str:
@@ -138,9 +139,44 @@ class _Ctx:
         )
 
 
-def decide(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Plan:
-    """The plan for the next assistant turn, with the loop guard applied."""
+def decide(messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: Any = None) -> Plan:
+    """The plan for the next assistant turn, with the loop guard applied and ``tool_choice`` honoured."""
     ctx = _Ctx(messages, tools)
+    return _honour(ctx, _decide(ctx, messages), tool_choice, tools)
+
+
+_PLACEHOLDERS: dict[str, Any] = {"integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}
+
+
+def _honour(ctx: _Ctx, plan: Plan, tool_choice: Any, tools: list[dict[str, Any]]) -> Plan:
+    """The plan under OpenAI's ``tool_choice``: ``"required"`` turns an answer into a call of the first tool
+    offered, a named function into a call of that tool, ``"none"`` a call into an answer. Arguments of a
+    call the plan did not choose are made from the tool's schema (strings: the user's words)."""
+    if plan.explicit or tool_choice in (None, "auto"):
+        return plan
+    if tool_choice == "none":
+        if not plan.calls:
+            return plan
+        said = [_args(a).get("message") for n, a in plan.calls if n == "send_message"]
+        return Plan(plan.reasoning, answer=str(said[0]) if said and said[0] else plan.reasoning)
+    if tool_choice == "required" and plan.calls:
+        return plan
+    schemas = {t.get("function", t).get("name"): t.get("function", t) for t in tools}
+    forced = tool_choice.get("function") or {} if isinstance(tool_choice, dict) else {}
+    name = forced.get("name") if forced else next(iter(schemas), None)
+    if not isinstance(name, str) or name not in schemas or (plan.calls and all(n == name for n, _ in plan.calls)):
+        return plan
+    text = plan.answer or plan.reasoning
+    args: dict[str, Any] = {}
+    props = (schemas[name].get("parameters") or {}).get("properties") or {}
+    for key in (schemas[name].get("parameters") or {}).get("required") or ():
+        prop = props.get(key) or {}
+        args[key] = (prop["enum"][0] if prop.get("enum") else text if key == "message"
+                     else _PLACEHOLDERS.get(str(prop.get("type")), ctx.user_text))
+    return ctx.call(f"A tool rule requires calling {name} now.", name, **args)
+
+
+def _decide(ctx: _Ctx, messages: list[dict[str, Any]]) -> Plan:
     end = len(messages)
     while end and messages[end - 1].get("role") == "user" and _user_text(messages[end - 1]) is None:
         end -= 1  # heartbeats hand control back: decide as if on the message before them
@@ -175,7 +211,8 @@ def _on_user(ctx: _Ctx) -> Plan:
             name, *args = line[6:].split(None, 1)
             explicit.append((name, args[0].strip() if args else "{}"))
     if explicit:
-        return Plan("Explicit /call request: calling " + ", ".join(n for n, _ in explicit) + ".", tuple(explicit))
+        return Plan("Explicit /call request: calling " + ", ".join(n for n, _ in explicit) + ".", tuple(explicit),
+                    explicit=True)
 
     text = _GREETING.sub("", raw.strip()).strip() or raw.strip()
     if m := _REMEMBER.match(text):

@@ -28,6 +28,7 @@ __all__ = [
     "ToolCallDelta",
     "Completion",
     "LLMEvent",
+    "ToolChoice",
     "LLMClient",
     "complete",
 ]
@@ -114,6 +115,8 @@ class Completion:
 
 
 LLMEvent = TextDelta | ReasoningTextDelta | ToolCallDelta | Completion
+# OpenAI's tool_choice: "auto", "none", "required" or {"type": "function", "function": {"name": ...}}
+ToolChoice = str | dict[str, Any] | None
 
 
 @runtime_checkable
@@ -121,14 +124,18 @@ class LLMClient(Protocol):
     """What the agent loop needs from a model.
 
     ``messages`` are OpenAI chat messages (system/user/assistant/tool dicts); ``tools`` are OpenAI
-    function-tool schemas. Implementations must end the stream with one :class:`Completion`.
+    function-tool schemas; ``tool_choice`` is OpenAI's (``"required"``, or ``{"type": "function",
+    "function": {"name": ...}}`` to force that call; None: the model's choice), passed only when an
+    agent's tool rules demand a call (runtime/rule_solver.py), so a backend without rules to honour may
+    leave it out of its signature. Implementations must end the stream with one :class:`Completion`.
     """
 
     name: str
     context_window: int
     supports_parallel_tool_calls: ClassVar[bool]
 
-    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]: ...
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+               tool_choice: ToolChoice = None) -> AsyncIterator[LLMEvent]: ...
 
 
 async def complete(client: LLMClient, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:

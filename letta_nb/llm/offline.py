@@ -44,6 +44,7 @@ from letta_nb.llm.base import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
     Usage,
 )
 from letta_nb.llm.registry import choice, integer, number, parse_options, redact_spec
@@ -126,11 +127,12 @@ class OfflineModel:
     def __repr__(self) -> str:
         return f"OfflineModel({self.spec!r})"
 
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                     tool_choice: ToolChoice = None) -> AsyncIterator[LLMEvent]:
         start = time.perf_counter()
         if self.reply == "content":  # a model that ignores send_message: answers in its content
             tools = [t for t in tools if t.get("function", t).get("name") != "send_message"]
-        plan = decide(messages, tools)
+        plan = decide(messages, tools, tool_choice)
         n = len(messages)
         calls = tuple(
             ToolCall(f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}",

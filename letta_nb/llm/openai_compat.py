@@ -36,6 +36,7 @@ from letta_nb.llm.base import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
     Usage,
 )
 from letta_nb.llm.tokens import estimate_tokens, message_tokens
@@ -101,13 +102,16 @@ class OpenAICompatModel:
             return ProviderError(f"cannot reach {where}: {e.__cause__ or e}. Is the server running?")
         return ProviderError(f"{where} sent a reply letta_nb could not read ({type(e).__name__}: {e}).")
 
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[LLMEvent]:
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                     tool_choice: ToolChoice = None) -> AsyncIterator[LLMEvent]:
         import openai
 
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
                                   "stream_options": {"include_usage": True}}
         if tools:
             kwargs["tools"] = tools
+            if tool_choice is not None:  # sent only when tool rules demand a call: "auto" is every API's default
+                kwargs["tool_choice"] = tool_choice
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
         start = time.perf_counter()

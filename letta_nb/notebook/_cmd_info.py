@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from letta_nb.notebook._commands import command
-from letta_nb.notebook.display import Notice, records_frame
+from letta_nb.notebook.display import Notice, records_frame, steps_frame
 
 STATS_KINDS = ("pool", "cache", "tools", "locks", "embedder", "steps", "spans", "metrics")
 _PROVIDERS = {  # what `%letta models` says about providers it knows; others get a generic line
@@ -46,10 +46,15 @@ def load(args: Any, session: Any, shell: Any) -> Any:
 @argument("kind", choices=STATS_KINDS, help="what to measure: " + ", ".join(STATS_KINDS))
 def stats(args: Any, session: Any, shell: Any) -> Any:
     """One DataFrame of runtime statistics: letta_nb.probes.KIND(client) for this notebook's client
-    (letta_nb.probes also has the plots)."""
+    (letta_nb.probes also has the plots). steps is shown for reading: milliseconds first, local times,
+    agent names and short ids; letta_nb.probes.steps() has the full frame."""
     from letta_nb import probes
 
-    return getattr(probes, args.kind)(session.client)
+    frame = getattr(probes, args.kind)(session.client)
+    if args.kind == "steps":
+        names = {a.id: a.name for a in session.client.agents.list()}
+        return steps_frame(frame, names)
+    return frame
 
 
 @command("sql", "read-only SQL on the store (DataFrame)")

@@ -48,7 +48,7 @@ def archival_insert(args: Any, session: Any, shell: Any) -> Any:
     name = session.agent_or_current(args.agent)
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
     passage = session.client.agents.passages.create(name, " ".join(args.text), tags=tags or None)
-    return Notice(f"Passage {passage.id} filed in {name!r}'s archival memory.", passage)
+    return Notice(f"Passage {passage.id} filed in the archival memory of {name!r}.", passage)
 
 
 @command("archival search", "search archival memory (DataFrame)")

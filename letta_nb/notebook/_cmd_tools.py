@@ -1,8 +1,11 @@
-"""``%letta tools | tool add FUNC``: register notebook functions as agent tools.
+"""``%letta tools | tool add FUNC | approve CALL_ID``: register notebook functions as agent tools, answer calls.
 
 ``tool add`` looks FUNC up in the notebook's namespace (the function you just defined in a cell),
 registers it (schema from signature and docstring) and attaches it to the agent. Re-running the cell
-after editing the function re-registers it, so the agent always calls the latest definition.
+after editing the function re-registers it, so the agent always calls the latest definition. ``--approve``
+makes each call wait for a person; ``approve CALL_ID [--deny]`` answers one (runtime/approvals.py).
+``rules [AGENT]`` shows an agent's tool rules (runtime/rule_solver.py enforces them), ``rules add TYPE TOOL``
+and ``rules remove INDEX`` edit them through ``client.agents.update``, which checks them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def tools(args: Any, session: Any, shell: Any) -> Any:
 @argument("--strict", action="store_true", help="like --sandbox, but refuse to run where isolation is unavailable")
 @argument("--network", action="store_true", help="let the sandboxed tool use the network (off by default)")
 @argument("--timeout", type=float, default=30.0, help="seconds before the call is abandoned (default 30)")
+@argument("--approve", action="store_true",
+          help="each call waits for your approval (Approve / Deny, or %%letta approve CALL_ID)")
 @argument("--agent", help="agent to attach it to (default: the current agent)")
 def tool_add(args: Any, session: Any, shell: Any) -> Any:
     """Register function FUNC from the notebook namespace as a tool and attach it to the agent."""
@@ -64,7 +69,76 @@ def tool_add(args: Any, session: Any, shell: Any) -> Any:
                          "already has the kernel's network).")
     sandbox = "strict" if args.strict else args.sandbox
     spec = client.tools.upsert_from_function(func, parallel_safe=args.parallel, sandbox=sandbox,
-                                             timeout=args.timeout, network=args.network)
+                                             timeout=args.timeout, network=args.network,
+                                             requires_approval=args.approve)
     if spec.name not in client.agents.tools.list(name):
         client.agents.tools.attach(name, spec.name)
     return Notice(f"Tool {spec.name!r} registered and attached to {name!r}.", spec)
+
+
+@command("approve", "answer a tool call that waits for approval")
+@magic_arguments("letta approve")
+@argument("call_id", help="the waiting call's id (shown under the reply that stopped for it)")
+@argument("--deny", action="store_true", help="do not run it; the model reads --reason instead")
+@argument("--reason", default=None, help="why (the model reads it when you deny)")
+@argument("--agent", help="the agent whose call it is (default: the current agent)")
+def approve(args: Any, session: Any, shell: Any) -> Any:
+    """Approve (run once) or --deny a tool call that waits for approval; the agent's turn then goes on and
+    its Response is shown."""
+    name = session.agent_or_current(args.agent)
+    response = session.client.agents.messages.approve(name, args.call_id, not args.deny, reason=args.reason)
+    if response.pending_approvals:  # it went on and stopped on another call
+        from IPython.display import display
+
+        from letta_nb.notebook._approval_view import ApprovalBox
+
+        display(response)
+        return ApprovalBox(session.client, name, response.pending_approvals)
+    return response
+
+
+@command("rules", "show an agent's tool rules (DataFrame); add or remove one")
+@magic_arguments("letta rules")
+@argument("words", nargs="*", metavar="[AGENT] [add TYPE TOOL | remove INDEX]",
+          help="the agent (default: the current one), then optionally: add TYPE TOOL, or remove INDEX")
+@argument("--children", help="comma-separated tools (constrain_child_tools, parent_last_tool)")
+@argument("--mapping", help="conditional: comma-separated OUTPUT=TOOL pairs, e.g. urgent=escalate,routine=file")
+@argument("--default", help="conditional: the tool when no output matches (default_child)")
+@argument("--limit", type=int, help="max_count_per_step: calls allowed per turn")
+def rules(args: Any, session: Any, shell: Any) -> Any:
+    """Show AGENT's tool rules as a DataFrame (index, type, tool_name, detail); `add TYPE TOOL` appends one
+    (types: run_first exit_loop continue_loop constrain_child_tools conditional max_count_per_step
+    parent_last_tool required_before_exit requires_approval), `remove INDEX` drops one."""
+    from letta_nb.runtime.rule_solver import rule_rows
+
+    words = list(args.words)
+    agent = words.pop(0) if words and words[0] not in ("add", "remove") else None
+    name = session.agent_or_current(agent)
+    client = session.client
+    current = list(client.agents.retrieve(name).tool_rules)
+    if words and words[0] == "add":
+        if len(words) != 3:
+            raise UsageError("%letta rules add needs TYPE and TOOL, e.g. %letta rules add run_first lookup")
+        rule: dict[str, Any] = {"type": words[1], "tool_name": words[2]}
+        if args.children:
+            rule["children"] = [c.strip() for c in args.children.split(",") if c.strip()]
+        if args.mapping:
+            pairs = [p.partition("=") for p in args.mapping.split(",") if p.strip()]
+            if any(not sep or not out.strip() or not tool.strip() for out, sep, tool in pairs):
+                raise UsageError(f"--mapping takes OUTPUT=TOOL pairs separated by commas, got {args.mapping!r}")
+            rule["child_output_mapping"] = {out.strip(): tool.strip() for out, _, tool in pairs}
+        if args.default:
+            rule["default_child"] = args.default
+        if args.limit is not None:
+            rule["max_count_limit"] = args.limit
+        current.append(rule)
+    elif words and words[0] == "remove":
+        if len(words) != 2 or not words[1].isdigit() or int(words[1]) >= len(current):
+            raise UsageError(f"%letta rules remove needs the INDEX of a rule (0 to {len(current) - 1}), "
+                             f"got {' '.join(words[1:]) or 'nothing'}; %letta rules {name} lists them.")
+        del current[int(words[1])]
+    elif words:
+        raise UsageError(f"%letta rules: expected 'add TYPE TOOL' or 'remove INDEX' after the agent, got {words[0]!r}")
+    if words:
+        current = client.agents.update(name, tool_rules=current).tool_rules
+    return records_frame(rule_rows(current), ["index", "type", "tool_name", "detail"])

@@ -1,7 +1,8 @@
 """The pieces a :class:`~letta_nb.notebook.widget.ChatWidget` is made of: message bubbles and tool-call steps.
 
-A bubble is an ``Output`` widget holding one ``text/markdown`` output, so the frontend's own Markdown
-renderer draws it (JupyterLab, Notebook 7 and VS Code alike) with no Markdown library in the kernel. A step
+A bubble is an ``Output`` widget holding one ``text/html`` output: the text rendered as Markdown in the
+kernel with raw HTML disabled (notebook/_markdown.py), so code shows ``a < b && c > d`` verbatim and no
+markup from a model runs; JupyterLab, Notebook 7 and VS Code draw it alike. A step
 is a collapsed ``Accordion`` whose title carries tool, status and milliseconds and whose body holds the
 arguments and the result; the model's reasoning is a collapsed ``Accordion`` too (titled ``💭 reasoning``),
 so it is there to open and never mistaken for the reply. Both are updated by assigning traits, which
@@ -18,6 +19,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from letta_nb import _repr
+from letta_nb.notebook._markdown import to_html
 
 __all__ = ["MessageView", "ReasoningView", "StepView", "memory_html"]
 
@@ -50,11 +52,12 @@ class MessageView:
 
     def render(self) -> None:
         self._last = time.monotonic()
-        body = _repr.md_text(self.text).replace("\n", "  \n") or "…"
+        body = to_html(self.text) if self.text.strip() else "<p>…</p>"
         if self.note:
-            body += f"\n\n*{_repr.md_text(self.note)}*"
+            body += f"<p class='letta-note'><em>{_repr.esc(self.note)}</em></p>"
         self.widget.outputs = ({"output_type": "display_data", "metadata": {},
-                                "data": {"text/markdown": body, "text/plain": self.text}},)
+                                "data": {"text/html": f"<div class='letta-md'>{body}</div>",
+                                         "text/plain": self.text}},)
 
 
 class StepView:
@@ -85,9 +88,9 @@ class StepView:
             args = self.arguments
         color = {"success": "#2da44e", "running": "#6e7781"}.get(self.status, "#cf222e")
         result = _repr.esc(_repr.short(self.result, 4000)) if self.result else "<i>(waiting)</i>"
-        self.body.value = (f"<div style='font-size:90%'><b>arguments</b><pre style='white-space:pre-wrap'>"
+        self.body.value = (f"<div style='font-size:90%'><b>arguments</b><pre style='{_repr.WRAP}'>"
                            f"{_repr.esc(args)}</pre><b>result</b> <span style='color:{color}'>{_repr.esc(self.status)}"
-                           f"</span><pre style='white-space:pre-wrap'>{result}</pre></div>")
+                           f"</span><pre style='{_repr.WRAP}'>{result}</pre></div>")
         self.widget.titles = (self.title,)
 
 
@@ -112,7 +115,7 @@ class ReasoningView:
 
     def render(self) -> None:
         self._last = time.monotonic()
-        self.body.value = (f"<pre style='white-space:pre-wrap;color:#57606a;font-size:90%'>"
+        self.body.value = (f"<pre style='{_repr.WRAP};color:var(--jp-ui-font-color2,#57606a);font-size:90%'>"
                            f"{_repr.esc(self.text)}</pre>")
         self.widget.titles = ("💭 reasoning",)
 

@@ -26,6 +26,7 @@ from IPython.display import display
 
 from letta_nb._text import clean_text
 from letta_nb.errors import LettaNBError
+from letta_nb.llm.base import ToolCall
 from letta_nb.notebook import _cmd_agents, _cmd_info, _cmd_memory, _cmd_tools  # noqa: F401  (registers subcommands)
 from letta_nb.notebook._commands import dispatch, help_text, parse
 from letta_nb.notebook._live_reply import FORMATS, LiveReply
@@ -38,13 +39,19 @@ _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 
 
+def _plain_help(doc: str | None) -> str:
+    """IPython's ``magic_arguments`` writes each usage as a reST literal block (``::`` then the indented
+    usage); ``%letta?`` shows the docstring as plain text, where the marker is noise."""
+    return re.sub(r"^::\n\n", "", doc or "", flags=re.M)
+
+
 @magics_class
 class LettaCommandMagics(Magics):
     @line_magic
     def letta(self, line: str) -> Any:
         return dispatch(clean_text(line), current_session(), self.shell)
 
-    letta.__doc__ = help_text()
+    letta.__doc__ = _plain_help(help_text())
 
 
 @magics_class
@@ -84,6 +91,9 @@ class LettaChatMagics(Magics):
             raise UsageError(f"agent {agent.name!r} failed: {live.error}")
 
 
+LettaChatMagics.letta.__doc__ = _plain_help(LettaChatMagics.letta.__doc__)
+
+
 def _stream_reply(client: Any, agent: Any, text: str, fmt: str, reasoning: bool = False) -> tuple[LiveReply, Any]:
     live = LiveReply(agent.name, fmt, reasoning)
     before = agent.last_seq  # read now: the AgentState is the live session's and moves with the turn
@@ -108,6 +118,13 @@ def _stream_reply(client: Any, agent: Any, text: str, fmt: str, reasoning: bool 
             live.status, live.error = "error", str(e)
     response = _response(client, agent, before, steps, usage, live)
     handle.update(live.bundle(response), raw=True)
+    if live.status == "requires_approval" and live.approvals:  # Approve / Deny under the reply
+        calls = [ToolCall(e.call_id, e.name, e.arguments) for e in live.approvals]
+        response.pending_approvals = calls
+        with contextlib.suppress(ImportError):  # no ipywidgets: the reply's last lines say what to type
+            from letta_nb.notebook._approval_view import ApprovalBox
+
+            display(ApprovalBox(client, agent.name, calls))
     return live, response
 
 

@@ -24,7 +24,12 @@ Invariants:
   ``cancelled``. Half-executed tool calls and their memory edits are dropped, never half-written.
   A turn stopped by ``messages.cancel`` (and by nothing else) ends in ``TurnCancelledError`` carrying
   the partial Response, not in a CancelledError its caller never asked for.
-- Tool problems (unknown tool, bad JSON, a raise, a timeout) are tool results the model reads.
+- Tool problems (unknown tool, bad JSON, a raise, a timeout) are tool results the model reads. So is a call
+  that breaks the agent's tool rules: it never runs (runtime/rule_solver.py also decides which tools a step
+  offers, which call is forced, and whether a step ends the turn).
+- A call of a tool that asks for approval is not run: its step is committed without its result and the
+  turn stops with ``requires_approval``; an answer is a turn of its own whose first step runs (or denies)
+  it (runtime/approvals.py).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from letta_nb.errors import (
 )
 from letta_nb.llm.base import Completion, Usage
 from letta_nb.llm.tokens import message_tokens
+from letta_nb.runtime import approvals
 from letta_nb.runtime.base_tools import TERMINAL_TOOLS, ToolContext
 from letta_nb.runtime.events import (
     StepEvent,
@@ -52,10 +58,12 @@ from letta_nb.runtime.events import (
     ToolCallEvent,
     ToolReturnEvent,
 )
+from letta_nb.runtime.executor import ToolResult
 from letta_nb.runtime.leases import Lease
 from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
 from letta_nb.runtime.replies import StepOutput, content_is_reply
+from letta_nb.runtime.rule_solver import RuleState
 from letta_nb.runtime.runtime import current_agent
 from letta_nb.runtime.session import EVICT_TO, AgentSession, Eviction
 from letta_nb.schemas import Message, Response, StepStats
@@ -81,10 +89,12 @@ def _noop(_: StreamEvent) -> None:
 class _Turn:
     """State of one turn; a class so the cancellation path can see how far the turn got."""
 
-    def __init__(self, rt: Runtime, session: AgentSession, text: str, emit: Emit, lease: Lease):
+    def __init__(self, rt: Runtime, session: AgentSession, text: str, emit: Emit, lease: Lease,
+                 answers: list[approvals.Answer] | None = None):
         self.rt, self.session, self.emit, self.lease = rt, session, emit, lease
         self.lease_lost = False
         self.recoveries = 0  # refused commits this turn recovered from (see recover)
+        self.max_steps: int | None = None  # None: the agent's max_steps
         self.agent = session.agent
         self.run_id = new_id("run")
         self.seq = self.agent.last_seq
@@ -98,6 +108,7 @@ class _Turn:
         self.output: StepOutput | None = None
         self.streaming = emit is not _noop
         self.user_text = text
+        self.answers = answers  # a turn that answers calls waiting for approval (no user message)
         self.step_id = ""
 
     def new_message(self, **fields: Any) -> Message:
@@ -115,6 +126,7 @@ class _Turn:
             agent_id=self.agent.id,
             messages=messages,
             block_values={label: memory.get(label).value for label in memory.changed} if memory else {},
+            block_bases={label: self.agent.block(label).value for label in memory.changed} if memory else {},
             passages=passages,
             step=step,
             last_seq=self.seq,
@@ -176,9 +188,9 @@ class _Turn:
 
     async def run(self) -> Response:
         rt = self.rt
-        stop_reason = "max_steps"
-        index = 0
-        while index < self.agent.max_steps:
+        ended = await approvals.resume(self, self.answers) if self.answers is not None else None
+        index = 0 if self.answers is None else 1
+        while ended is None and index < (self.max_steps or self.agent.max_steps):
             session = self.session  # a new one after a refused commit (see recover)
             t0 = time.perf_counter()
             self.step_id = new_id("step")
@@ -190,7 +202,8 @@ class _Turn:
                 session.apply_eviction(eviction)
             memory = WorkingMemory(self.agent.blocks)
 
-            completion = await self._call_model(session.prompt(self.pending))
+            rules = RuleState.of_turn(self.agent.tool_rules, session.tools, session.messages, self.pending)
+            completion = await self._call_model(session.prompt(self.pending), rules)
             llm_ms = (time.perf_counter() - t0) * 1000
             self.usage += completion.usage
             assistant = self.new_message(role="assistant", content=completion.content,
@@ -200,10 +213,22 @@ class _Turn:
                 for call in completion.tool_calls:
                     if call.name not in TERMINAL_TOOLS:
                         self.emit(ToolCallEvent(call.id, call.name, call.arguments, call.recovered))
+            refused = rules.screen_calls(completion.tool_calls) if rules is not None else {}
+            asked = approvals.waiting([c for c in completion.tool_calls if c.id not in refused], session.tools,
+                                      self.agent.tool_rules)
+            if asked:  # those calls wait for a person: the step is kept without their results
+                self.pending[-1] = assistant = dataclasses.replace(assistant, status=approvals.ASKED)
 
             t_tools = time.perf_counter()
             ctx = ToolContext(agent=self.agent, memory=memory, store=rt.store, archival=rt.archival)
-            results = await rt.executor.execute(completion.tool_calls, session.tools, {"agent_state": ctx})
+            results = await rt.executor.execute([c for c in completion.tool_calls
+                                                 if c.id not in asked and c.id not in refused],
+                                                session.tools, {"agent_state": ctx})
+            if refused:  # calls breaking a tool rule never ran: the model reads why (runtime/rule_solver.py)
+                ran = {r.call_id: r for r in results}
+                results = [ran.get(c.id) or ToolResult(c.id, c.name, "error", refused[c.id], None, 0.0, time.time(),
+                                                       "ToolRuleError")
+                           for c in completion.tool_calls if c.id in ran or c.id in refused]
             tools_ms = (time.perf_counter() - t_tools) * 1000
             for r in results:
                 self.pending.append(self.new_message(role="tool", content=r.content, tool_call_id=r.call_id,
@@ -211,8 +236,13 @@ class _Turn:
                 if self.streaming and (r.name not in TERMINAL_TOOLS or r.status != "success"):
                     self.emit(ToolReturnEvent(r.call_id, r.name, r.status, r.content, r.duration_ms))
             replied = any(r.name in TERMINAL_TOOLS and r.status == "success" for r in results)
-            finished = replied or not completion.tool_calls
-            stop = "end_turn" if finished else None
+            finished = replied or not completion.tool_calls or bool(asked)
+            if rules is not None and not asked:  # exit_loop, continue_loop, required_before_exit
+                rules = rules.after((r.name, r.status == "success", r.content) for r in results)
+                finished = rules.turn_ends([(r.name, r.status == "success") for r in results], finished)
+                if not finished and not completion.tool_calls:  # text only, required tools still to run
+                    self.pending.append(self.new_message(role="user", content=rules.reminder()))
+            stop = approvals.STOP if asked else ("end_turn" if finished else None)
             total_ms = (time.perf_counter() - t0) * 1000
             messages, self.pending = self.pending, []
             step = self.step_record(index, len(messages), llm_ms, tools_ms, total_ms, completion.usage, stop)
@@ -226,22 +256,32 @@ class _Turn:
             rt.record_step(self.agent, stats, completion.ttft_ms)
             if self.streaming:
                 self.emit(StepEvent(stats))
+                for event in approvals.request_events(c for c in completion.tool_calls if c.id in asked):
+                    self.emit(event)
             index += 1
             if finished:
-                stop_reason = "end_turn"
+                ended = stop
                 break
+        stop_reason = ended or "max_steps"
         if self.streaming:
             self.emit(StopEvent(stop_reason, self.usage))
-        return Response(self.out, self.usage, self.steps, stop_reason, self.run_id)
+        waiting = approvals.pending(self.session.messages) if stop_reason == approvals.STOP else []
+        return Response(self.out, self.usage, self.steps, stop_reason, self.run_id, pending_approvals=waiting)
 
-    async def _call_model(self, prompt: list[dict[str, Any]]) -> Completion:
+    async def _call_model(self, prompt: list[dict[str, Any]], rules: RuleState | None = None) -> Completion:
         """The model's answer for this step: reply, reasoning and tool calls as runtime/replies.py routes
-        them (a call written as JSON text comes back as a recovered tool call)."""
+        them (a call written as JSON text comes back as a recovered tool call). With tool rules, only the
+        tools they allow now are offered, and a call is forced where they demand one."""
         tools = self.session.tools
         output = self.output = StepOutput(self.emit if self.streaming else None, offered=tools,
                                           content_reply=content_is_reply(self.agent.agent_type, tools))
+        schemas, choice = self.session.tool_schemas, {}
+        if rules is not None:
+            offer = rules.offer()
+            schemas = [s for s in schemas if s["function"]["name"] in offer.tools]
+            choice = {"tool_choice": offer.tool_choice} if offer.tool_choice is not None else {}
         completion: Completion | None = None
-        async for event in self.session.llm.stream(prompt, self.session.tool_schemas):
+        async for event in self.session.llm.stream(prompt, schemas, **choice):
             if isinstance(event, Completion):
                 completion = event
             else:
@@ -270,10 +310,12 @@ def _reseq(m: Message, seq: int) -> Message:
     return m if m.seq == seq else dataclasses.replace(m, seq=seq)
 
 
-async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None) -> Response:
+async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None, *,
+                   answers: list[approvals.Answer] | None = None, max_steps: int | None = None) -> Response:
     """Run one turn of ``agent`` (an id, a name or an AgentState); its place in the agent's queue is taken
-    when this is called, before anything awaits."""
-    if not isinstance(text, str) or not text.strip():
+    when this is called, before anything awaits. With ``answers`` (and no ``text``), the turn answers the
+    agent's calls that wait for approval and goes on from there (runtime/approvals.py)."""
+    if answers is None and (not isinstance(text, str) or not text.strip()):
         raise InvalidArgumentError(f"input must be a non-empty string, got {text!r}")
     caller = current_agent.get(None)  # set when a tool of a running turn is the one sending
 
@@ -286,24 +328,31 @@ async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None)
     async with rt.locks.hold(agent, resolve) as agent_id:
         lease = await rt.leases.acquire(agent_id, agent if isinstance(agent, str) else None)
         try:
-            return await _leased_turn(rt, agent_id, text, emit, lease)
+            return await _leased_turn(rt, agent_id, text, emit, lease, answers, max_steps)
         finally:
             # kept a moment for the agent's next turn, then given up; the turn may hold a newer lease than
             # the one it started with (it recovered from a refused commit): we hold the lock, so it is ours
             rt.leases.done(rt.leases.held.get(agent_id, lease))
 
 
-async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None, lease: Lease) -> Response:
+async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None, lease: Lease,
+                       answers: list[approvals.Answer] | None = None, max_steps: int | None = None) -> Response:
     """The turn, holding the agent's lock and lease: the session checked against the grant's state first."""
     session = await rt.session(agent_id, (lease.last_seq, lease.version, lease.tools_version))
+    if answers is not None:  # checked against the store's state, under the lock: a call is answered once
+        answers = approvals.resolve_request_ids(session.messages, answers)
+        approvals.check_answers(session.agent.name, session.messages, answers)
+    else:
+        approvals.refuse_while_waiting(session.agent.name, session.messages)
     size = message_tokens({"role": "user", "content": text})
-    if size > EVICT_TO * session.budget:
+    if answers is None and size > EVICT_TO * session.budget:
         raise InvalidArgumentError(
-            f"input is about {size} tokens, more than half of model {session.llm.name!r}'s context window "
-            f"({session.budget} tokens). Split it, or upload it to archival memory with "
+            f"input is about {size} tokens, more than half of the context window of model "
+            f"{session.llm.name!r} ({session.budget} tokens). Split it, or upload it to archival memory with "
             "client.agents.passages.create(...) and ask about it."
         )
-    turn = _Turn(rt, session, text, emit or _noop, lease)
+    turn = _Turn(rt, session, text, emit or _noop, lease, answers)
+    turn.max_steps = max_steps  # this turn's limit (letta_client's messages.create(max_steps=)), else the agent's
     task = asyncio.current_task()
     assert task is not None  # a turn is a coroutine the runtime's loop runs as a task
     # Seen by this turn's tools and what they submit (reset below: a turn may run inline in a tool's task).

@@ -56,15 +56,29 @@ async def send_message(message: str, agent_state: ToolContext) -> None:
     return None
 
 
-async def conversation_search(query: str, agent_state: ToolContext, limit: int = 5) -> str:
-    """Search prior conversation history (recall memory) for messages containing the query's words.
+async def conversation_search(
+    query: str,
+    agent_state: ToolContext,
+    roles: list[Literal["user", "assistant", "tool", "system"]] | None = None,
+    limit: int = 5,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    search_mode: Literal["hybrid", "vector", "text"] = "hybrid",
+) -> str:
+    """Search prior conversation history (recall memory) by words and meaning.
 
     Args:
-        query: Words to look for.
+        query: What to look for.
+        roles: Only these roles (default: user, assistant).
         limit: Maximum number of messages to return.
+        start_date: ISO-8601, inclusive.
+        end_date: ISO-8601, exclusive.
+        search_mode: Default hybrid.
     """
-    words = [w for w in _words(query) if len(w) > 2] or _words(query)
-    found = await agent_state.store.search_messages(agent_state.id, words, limit=max(1, min(int(limit), 50)))
+    found = await agent_state.archival.search_messages(
+        agent_state.agent, query, limit=max(1, min(int(limit), 50)), roles=roles, start_datetime=start_date,
+        end_datetime=end_date, search_mode=search_mode,
+    )
     results = [
         {"role": m.role, "content": m.text, "timestamp": m.created_at.isoformat(timespec="seconds")}
         for m in found
@@ -95,8 +109,9 @@ async def archival_memory_search(
     top_k: int = 5,
     start_datetime: str | None = None,
     end_datetime: str | None = None,
+    search_mode: Literal["hybrid", "vector", "text"] = "hybrid",
 ) -> str:
-    """Search archival memory by meaning.
+    """Search archival memory by words and meaning.
 
     Args:
         query: What to look for.
@@ -105,10 +120,11 @@ async def archival_memory_search(
         top_k: How many results to return.
         start_datetime: Only passages created at or after this ISO-8601 time (e.g. "2024-05-01T00:00:00Z").
         end_datetime: Only passages created before this ISO-8601 time.
+        search_mode: Default hybrid.
     """
     hits = await agent_state.archival.search(
         agent_state.agent, query, top_k=top_k, tags=tags, tag_match_mode=tag_match_mode,
-        start_datetime=start_datetime, end_datetime=end_datetime,
+        start_datetime=start_datetime, end_datetime=end_datetime, search_mode=search_mode,
     )
     return json.dumps(
         [{"text": p.text, "tags": list(p.tags), "timestamp": p.created_at.isoformat(timespec="seconds"),
@@ -168,10 +184,6 @@ async def memory_rethink(label: str, new_memory: str, agent_state: ToolContext) 
         new_memory: The complete new contents of the block.
     """
     agent_state.memory.rethink(label, new_memory)
-
-
-def _words(text: str) -> list[str]:
-    return [w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split() if w]
 
 
 BASE_TOOLS: dict[str, ToolSpec] = {

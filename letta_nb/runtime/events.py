@@ -26,6 +26,7 @@ __all__ = [
     "AssistantDelta",
     "ToolCallEvent",
     "ToolReturnEvent",
+    "ApprovalRequestEvent",
     "StepEvent",
     "StopEvent",
     "SendMessageParser",
@@ -71,6 +72,17 @@ class ToolReturnEvent(StreamEvent):
     content: str
     duration_ms: float
     message_type = "tool_return_message"
+
+
+@dataclass(frozen=True)
+class ApprovalRequestEvent(StreamEvent):
+    """A tool call that waits for a person's approval (runtime/approvals.py); the turn then stops with
+    ``requires_approval``. Answer it with ``client.agents.messages.approve(agent, call_id, approve=...)``."""
+
+    call_id: str
+    name: str
+    arguments: str
+    message_type = "approval_request_message"
 
 
 @dataclass(frozen=True)

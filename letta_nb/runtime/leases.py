@@ -43,7 +43,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ from letta_nb.errors import AgentBusyError, AgentNotFoundError, InvalidArgumentE
 from letta_nb.store.backend import Busy, Grant
 from letta_nb.store.sqlite import leases as sqlite_rows
 
-__all__ = ["AgentLeases", "Lease", "LeaseEvent", "check_settings"]
+__all__ = ["AgentLeases", "Lease", "LeaseEvent", "check_settings", "make_leases"]
 
 _TICKET_TTL = 5.0  # a waiter renews its ticket every third of this; one that stops (killed) drops out after it
 
@@ -105,6 +105,7 @@ class AgentLeases:
         self.events: collections.deque[LeaseEvent] = collections.deque(maxlen=history)
         self.held: dict[str, Lease] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._subscribers: list[Callable[[dict[str, Any]], Any]] = []
 
     def _event(self, agent_id: str, event: str, wait_ms: float = 0.0, token: int | None = None,
                pid: int | None = None, host: str | None = None) -> None:
@@ -121,7 +122,7 @@ class AgentLeases:
                 kept.release_timer = None
             now = time.time()
             kept.busy = True  # claimed while the read is out (awaited on PostgreSQL): nothing releases it meanwhile
-            row = await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
+            row = await self._peek(agent_id, now)
             if row is None:
                 self._forget(kept)
                 raise AgentNotFoundError(name or agent_id, [])
@@ -138,9 +139,7 @@ class AgentLeases:
         delay, waited, ticket_at = 0.001, False, 0.0
         try:
             while True:
-                op = functools.partial(self._rows.acquire, agent_id=agent_id, holder=self.holder, pid=self.pid,
-                                       host=self.host, now=time.time(), ttl=self.ttl, ticket_ttl=_TICKET_TTL)
-                result = await self._writer.submit(op)
+                result = await self._try(agent_id)
                 if isinstance(result, Grant):
                     break
                 if result is None:
@@ -159,15 +158,12 @@ class AgentLeases:
                         raise AgentBusyError(name or agent_id, _holder(result), time.monotonic() - start)
                     await asyncio.sleep(delay)
                     delay = min(delay * 1.5, 0.01)
-                    now = time.time()
-                    row = await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
-                    if row is None or row[1] is None or row[2] < now or time.monotonic() - ticket_at > _TICKET_TTL / 3:
+                    if await self._looks_free(agent_id) or time.monotonic() - ticket_at > _TICKET_TTL / 3:
                         break
         except BaseException:
             if waited:  # leave the queue at once rather than when the ticket expires
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._writer.submit(
-                        functools.partial(self._rows.drop_ticket, agent_id=agent_id, holder=self.holder)))
+                    await asyncio.shield(self._drop_ticket(agent_id))
             raise
         wait_ms = (time.monotonic() - start) * 1000 if waited else 0.0
         self._event(agent_id, "took_expired" if result.took_expired else "acquired", wait_ms, result.token,
@@ -185,9 +181,7 @@ class AgentLeases:
             await asyncio.sleep(self.ttl / 3)
             now = time.time()
             for lease in [x for x in self.held.values() if x.busy and now - x.renewed_at > self.ttl / 3]:
-                renew = functools.partial(self._rows.renew, agent_id=lease.agent_id, token=lease.token,
-                                          expires_at=now + self.ttl)
-                if await self._writer.submit(renew):  # False: lost; the turn's next commit is refused
+                if await self._renew(lease, now + self.ttl):  # False: lost; the turn's next commit is refused
                     lease.renewed_at = now
                     self._event(lease.agent_id, "renewed", 0.0, lease.token, self.pid, self.host)
 
@@ -229,8 +223,9 @@ class AgentLeases:
             return
         lease.busy = False
         loop = asyncio.get_running_loop()
+        self._changed(lease)
         try:
-            row = self._writer.read(functools.partial(self._rows.peek, agent_id=lease.agent_id, now=time.time()))
+            row = self._peek_now(lease.agent_id)
         except Exception:  # the store is closing: the timer (or close()) gives it up
             row = ()
         if inspect.isawaitable(row):  # an async backend (PostgreSQL): decide once the read is back
@@ -258,14 +253,68 @@ class AgentLeases:
         value = self._writer.read(fn)
         return await value if inspect.isawaitable(value) else value
 
+    # ---- the coordination backend: lease rows here; runtime/redis_leases.py overrides these -------------
+    async def _try(self, agent_id: str) -> Grant | Busy | None:
+        """One attempt at the lease: granted, busy (our ticket queued or kept), or None (no such agent)."""
+        op = functools.partial(self._rows.acquire, agent_id=agent_id, holder=self.holder, pid=self.pid,
+                               host=self.host, now=time.time(), ttl=self.ttl, ticket_ttl=_TICKET_TTL)
+        result: Grant | Busy | None = await self._writer.submit(op)
+        return result
+
+    async def _peek(self, agent_id: str, now: float) -> Any:
+        """``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` or None (store/backend.py)."""
+        return await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
+
+    def _peek_now(self, agent_id: str) -> Any:
+        """:meth:`_peek` as the writer gives it: a value (SQLite) or an awaitable."""
+        return self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=time.time()))
+
+    async def _looks_free(self, agent_id: str) -> bool:
+        """A waiter's cheap read: the lease looks free or expired (or the agent is gone): try again."""
+        now = time.time()
+        row = await self._peek(agent_id, now)
+        return row is None or row[1] is None or row[2] < now
+
+    async def _renew(self, lease: Lease, expires_at: float) -> bool:
+        op = functools.partial(self._rows.renew, agent_id=lease.agent_id, token=lease.token, expires_at=expires_at)
+        return bool(await self._writer.submit(op))
+
+    async def _release(self, lease: Lease) -> None:
+        await self._writer.submit(functools.partial(self._rows.release, agent_id=lease.agent_id, token=lease.token))
+
+    async def _drop_ticket(self, agent_id: str) -> None:
+        await self._writer.submit(functools.partial(self._rows.drop_ticket, agent_id=agent_id, holder=self.holder))
+
+    # ---- change notices: displays refresh from these; correctness never depends on them ----------------
+    def subscribe(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+        """Call ``callback(notice)`` on the runtime's loop after each turn or change of an agent ends, with
+        ``{"agent_id", "last_seq", "pid", "host", "at"}``: this process's changes (and, with Redis, every
+        process's, from its pub/sub channel). For idle displays (the widget's memory panel): a notice may be
+        late or lost, so a display re-reads the store; the version check at turn start decides. The callback
+        must be quick (it runs on the loop). Returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+        return unsubscribe
+
+    def _changed(self, lease: Lease) -> None:
+        self._notify({"agent_id": lease.agent_id, "last_seq": lease.last_seq, "pid": self.pid, "host": self.host,
+                      "at": time.time()})
+
+    def _notify(self, notice: dict[str, Any]) -> None:
+        for callback in list(self._subscribers):
+            with contextlib.suppress(Exception):  # a display's bug must not break a turn
+                callback(notice)
+
     async def _give_up(self, lease: Lease) -> None:
         """Release an idle lease (its grace ran out, or it cannot be reused)."""
         if lease.busy:  # a turn reused it after the timer fired
             return
         self._forget(lease)
-        op = functools.partial(self._rows.release, agent_id=lease.agent_id, token=lease.token)
         with contextlib.suppress(Exception):  # a store closed under us: the lease expires on its own
-            await asyncio.shield(self._writer.submit(op))
+            await asyncio.shield(self._release(lease))
         self._event(lease.agent_id, "released", 0.0, lease.token, self.pid, self.host)
 
     def _forget(self, lease: Lease) -> None:
@@ -274,6 +323,9 @@ class AgentLeases:
             lease.release_timer = None
         if self.held.get(lease.agent_id) is lease:
             del self.held[lease.agent_id]
+
+    async def start(self) -> None:
+        """Check the coordination backend is reachable (lease rows: the store already is)."""
 
     async def close(self) -> None:
         """Give up every lease (the runtime is closing)."""
@@ -296,6 +348,19 @@ class AgentLeases:
             raise
         finally:
             self.done(lease)
+
+
+def make_leases(store: Any, redis_url: str | None = None, *, ttl: float = 30.0, timeout: float = 120.0) -> AgentLeases:
+    """The leases of a runtime on ``store``: its backend's lease rows, or Redis (``redis_url``, a PostgreSQL
+    store only; runtime/redis_leases.py) fenced by those rows."""
+    if redis_url is None:
+        return AgentLeases(store.writer, rows=store.lease_rows, ttl=ttl, timeout=timeout)
+    if not isinstance(redis_url, str) or "://" not in redis_url:
+        raise InvalidArgumentError(f"redis_url must be a Redis URL such as 'redis://host:6379/0', got "
+                                   f"{type(redis_url).__name__ if not isinstance(redis_url, str) else 'text without ://'}")
+    from letta_nb.runtime.redis_leases import RedisAgentLeases
+
+    return RedisAgentLeases(store.writer, store.lease_rows, redis_url, ttl=ttl, timeout=timeout)
 
 
 def check_settings(ttl: Any, timeout: Any) -> None:

@@ -86,7 +86,11 @@ class WorkingMemory:
 
     # --- Letta's memory tools --------------------------------------------------------------------------
     def append(self, label: str, content: str) -> None:
+        """Add ``content`` as new lines of the block, unless those lines are already there: a model told the
+        same fact twice ("My name is Ada." in two chats) must not store it twice."""
         old = self.get(label).value
+        if content.strip() and f"\n{content.strip()}\n" in f"\n{old}\n":
+            return
         self._set(label, f"{old}\n{content}" if old else content)
 
     def replace_text(self, label: str, old: str, new: str) -> None:

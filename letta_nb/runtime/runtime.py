@@ -30,7 +30,7 @@ from letta_nb.runtime.archival import Archival
 from letta_nb.runtime.base_tools import BASE_TOOL_NAMES, BASE_TOOLS
 from letta_nb.runtime.cache import CacheRegistry, TTLCache
 from letta_nb.runtime.executor import ToolExecutor, ToolResult
-from letta_nb.runtime.leases import AgentLeases, Lease
+from letta_nb.runtime.leases import Lease, make_leases
 from letta_nb.runtime.locks import TURN_TASK, AgentLocks
 from letta_nb.runtime.session import AgentSession
 from letta_nb.runtime.tool_schema import ToolSpec, tool_from_function
@@ -61,10 +61,12 @@ class ToolCallRecord:
 
 class Runtime:
     def __init__(self, store: Store, *, max_parallel_tools: int = 8, history: int = 100_000,
-                 lease_ttl: float = 30.0, lease_timeout: float = 120.0, settings: Settings | None = None):
+                 lease_ttl: float = 30.0, lease_timeout: float = 120.0, settings: Settings | None = None,
+                 redis_url: str | None = None):
         self.store = store
         self.settings = settings if settings is not None else current_settings()  # letta_nb/settings.py
-        self.leases = AgentLeases(store.writer, rows=store.lease_rows, ttl=lease_ttl, timeout=lease_timeout)
+        # lease rows, or Redis fenced by them (runtime/redis_leases.py)
+        self.leases = make_leases(store, redis_url, ttl=lease_ttl, timeout=lease_timeout)
         self._tools_version: int | None = None  # the store's tools counter our tool caches reflect
         self.caches = CacheRegistry()
         self.agent_cache: TTLCache[str, AgentSession] = self.caches.cache("agent_state", maxsize=512)
@@ -88,7 +90,14 @@ class Runtime:
     @classmethod
     async def open(cls, where: Any = None, **kwargs: Any) -> Runtime:
         otlp_settings()  # a broken OTLP setup fails here, before a store is opened (and leaked)
-        return cls(await Store.open(where), **kwargs)
+        store = await Store.open(where)
+        try:
+            runtime = cls(store, **kwargs)
+            await runtime.leases.start()  # Redis: reachable now, or an error naming it
+        except BaseException:
+            await store.close()
+            raise
+        return runtime
 
     async def close(self) -> None:
         for task in list(self.running.values()):
@@ -165,6 +174,11 @@ class Runtime:
         self._user_tools[spec.name] = spec
         self._forget_tool(spec.name)
         return spec
+
+    def forget_tool(self, name: str) -> None:
+        """A tool was deleted (services/tools.py): drop this process's registration and the caches holding it."""
+        self._user_tools.pop(name, None)
+        self._forget_tool(name)
 
     def _forget_tool(self, name: str) -> None:
         self.tool_cache.invalidate(name)
@@ -308,7 +322,7 @@ def tool_record(spec: ToolSpec) -> ToolRecord:
     mode = "strict" if spec.sandbox == "strict" else ("on" if spec.sandbox else "off")
     return ToolRecord(name=spec.name, description=spec.description, json_schema=spec.parameters, source=spec.source,
                       parallel_safe=spec.parallel_safe, sandbox=mode != "off", sandbox_mode=mode,
-                      network=spec.network, timeout=spec.timeout)
+                      network=spec.network, timeout=spec.timeout, requires_approval=spec.requires_approval)
 
 
 def _signed(tool: ToolRecord) -> ToolRecord:
@@ -328,7 +342,7 @@ def tool_from_record(tool: ToolRecord) -> ToolSpec:
         sandbox, network = "strict", False
     return ToolSpec(name=tool.name, description=tool.description, parameters=tool.json_schema, func=None,
                     source=tool.source, parallel_safe=tool.parallel_safe, sandbox=sandbox,  # type: ignore[arg-type]
-                    timeout=tool.timeout, network=network)
+                    timeout=tool.timeout, network=network, requires_approval=bool(tool.requires_approval))
 
 
 def _ordered_tools(names: list[str]) -> list[str]:

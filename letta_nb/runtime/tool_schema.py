@@ -65,6 +65,7 @@ class ToolSpec:
     timeout: float | None = 30.0
     return_char_limit: int = 20000
     network: bool = False  # a sandboxed tool reaches the network only if this is True
+    requires_approval: bool = False  # each call waits for a person's yes or no (runtime/approvals.py)
 
     def __post_init__(self) -> None:
         _check_isolation(self.name, self.sandbox, self.network)

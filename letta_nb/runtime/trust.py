@@ -102,7 +102,10 @@ def verify(kind: str, fields: Mapping[str, Any], signature: str | None) -> bool:
 def tool_fields(tool: ToolRecord) -> dict[str, Any]:
     """The signed content of a tool: every stored field but the bookkeeping ones (the same keys and values
     as its row's columns, so signatures made when tools were signed as rows still verify)."""
-    return {k: v for k, v in columns(tool).items() if k not in _UNSIGNED_TOOL_COLUMNS}
+    fields = {k: v for k, v in columns(tool).items() if k not in _UNSIGNED_TOOL_COLUMNS}
+    if not fields.get("requires_approval"):  # signatures made before migration 0007 still verify
+        fields.pop("requires_approval", None)
+    return fields
 
 
 def agent_fields(agent_id: str, model: str, embedding: str) -> dict[str, Any]:

@@ -49,6 +49,9 @@ class StepWrite:
     agent_id: str
     messages: list[Message] = field(default_factory=list)
     block_values: dict[str, str] = field(default_factory=dict)  # label -> new value
+    # label -> the value the step's edit started from: the write lands only if the block still holds it (a
+    # shared block another agent edited meanwhile refuses it: store/shared_blocks.py)
+    block_bases: dict[str, str] = field(default_factory=dict)
     passages: list[PassageRecord] = field(default_factory=list)
     step: StepRecord | None = None
     last_seq: int | None = None

@@ -68,6 +68,13 @@ class _Ops:
         if self.conn is not None:
             index.create(self.conn)
 
+    def dialect_sql(self, statements: dict[str, tuple[str, ...]]) -> None:
+        """Run the statements of the connection's dialect (objects only one backend has, such as a full-text
+        index, outside the portable model: the queries that use them are that backend's own)."""
+        if self.conn is not None:
+            for statement in statements.get(self.conn.dialect.name, ()):
+                self.conn.exec_driver_sql(statement)
+
 
 def _fk_agent() -> sa.Column[Any]:
     return sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
@@ -241,9 +248,66 @@ def m0006_agent_type_rules_tags(op: _Ops) -> None:
     op.add_column("agents", sa.Column("tags", sa.JSON, nullable=False, server_default="[]"))
 
 
+def m0007_approvals(op: _Ops) -> None:
+    """Human approval of tool calls (runtime/approvals.py): a tool registered with ``requires_approval`` asks
+    a person before each call. A waiting call needs no table: it is the agent's last assistant message, kept
+    with status ``approval``, whose call has no tool message yet."""
+    op.add_column("tools", sa.Column("requires_approval", sa.Boolean, nullable=False, server_default=sa.false()))
+
+
+def m0008_shared_blocks(op: _Ops) -> None:
+    """Shared core-memory blocks (store/shared_blocks.py): a block attached to several agents has a canonical
+    row in ``shared_blocks`` and a mirror row per agent in ``blocks`` naming it by ``shared_id``; a trigger
+    carries a mirror's new value to the others and bumps those agents' versions. Existing blocks stay each
+    agent's own (``shared_id`` NULL)."""
+    op.create_table(
+        "shared_blocks",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("label", sa.String(100), nullable=False),
+        sa.Column("value", sa.Text, nullable=False),
+        sa.Column("char_limit", sa.Integer, nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("read_only", sa.Boolean, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.add_column("blocks", sa.Column("shared_id", sa.String(64), nullable=True))
+    op.create_index("ix_blocks_shared", "blocks", "shared_id")
+    if op.conn is not None:
+        from letta_nb.store.shared_blocks import DDL  # it reads METADATA: imported only when a store is migrated
+
+        op.dialect_sql(DDL)
+
+
+def m0009_fulltext(op: _Ops) -> None:
+    """Full-text search of passages and messages (store/fulltext.py), indexing the rows already there: FTS5
+    tables kept by triggers on SQLite, generated ``tsvector`` columns with GIN indexes on PostgreSQL."""
+    if op.conn is None:
+        return  # nothing in the portable model: each backend's search queries its own objects
+    if op.conn.dialect.name == "postgresql":
+        from letta_nb.store.postgres.fulltext import DDL as POSTGRES_DDL
+
+        op.dialect_sql({"postgresql": POSTGRES_DDL})
+    else:
+        from letta_nb.store.sqlite.fulltext import DDL as SQLITE_DDL
+
+        op.dialect_sql({"sqlite": SQLITE_DDL})
+
+
+def m0010_pgvector(op: _Ops) -> None:
+    """Embeddings in pgvector on PostgreSQL (store/postgres/pgvector.py): ``passages.embedding`` becomes a
+    typmod-less ``vector`` at each passage's native dimension (rows already there converted); SQLite keeps its
+    float32 BLOB. The model's type is bytes in Python on both (VectorType)."""
+    from letta_nb.store.postgres.pgvector import CONVERT_DDL, VectorType
+
+    op.metadata.tables["passages"].c.embedding.type = VectorType()
+    op.dialect_sql({"postgresql": CONVERT_DDL})
+
+
 MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (
     m0001_core, m0002_archival_steps_context, m0003_files, m0004_signatures_isolation, m0005_leases,
-    m0006_agent_type_rules_tags,
+    m0006_agent_type_rules_tags, m0007_approvals, m0008_shared_blocks, m0009_fulltext, m0010_pgvector,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -81,6 +81,7 @@ class ToolRecord:
     sandbox_mode: str | None  # "off", "on", "strict"; None in rows older than migration 0004
     network: bool
     timeout: float | None
+    requires_approval: bool = False  # migration 0007; signed only when True (see trust.tool_fields)
     signature: str | None = None
     id: str | None = None
     created_at: dt.datetime | None = None

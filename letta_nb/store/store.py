@@ -17,8 +17,8 @@ import asyncio
 import functools
 import random
 import warnings
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -65,6 +65,7 @@ from letta_nb.store.sqlite.vectors import SqliteVecStore, drop_vec_triggers
 __all__ = ["Store"]
 
 T = METADATA.tables
+R = TypeVar("R")
 
 
 # Reads run as plain functions on a sync connection (``AsyncConnection.run_sync``), so a read of several
@@ -90,8 +91,9 @@ def _agents_where(conn: sa.Connection, where: Any) -> list[AgentState]:
     block_rows = conn.execute(sa.select(blocks).where(blocks.c.agent_id.in_(ids)).order_by(blocks.c.label))
     by_agent: dict[str, list[Block]] = {r.id: [] for r in rows}
     for b in block_rows:
-        by_agent[b.agent_id].append(Block(label=b.label, value=b.value, limit=b.char_limit,
-                                          description=b.description, read_only=b.read_only, id=b.id))
+        by_agent[b.agent_id].append(Block(label=b.label, value=b.value, limit=b.char_limit,  # a shared block's
+                                          description=b.description, read_only=b.read_only,  # mirror: its id
+                                          id=b.shared_id or b.id))  # (store/shared_blocks.py)
     tool_rows = conn.execute(sa.select(tools).where(tools.c.agent_id.in_(ids)).order_by(tools.c.tool_name))
     names: dict[str, list[str]] = {r.id: [] for r in rows}
     for t in tool_rows:
@@ -300,6 +302,12 @@ class Store:
                 labels = (await conn.execute(sa.select(blocks.c.label).where(blocks.c.agent_id == agent_id))).scalars()
                 raise BlockNotFoundError(label, list(labels))
 
+    async def write_sync(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn(conn, *args)`` on a sync connection in one write transaction (a module of sync queries,
+        such as store/shared_blocks.py, composes its statements into one change this way)."""
+        async with self._writer_engine.begin() as conn:
+            return await conn.run_sync(fn, *args)
+
     async def insert_block(self, agent_id: str, block: Block) -> None:
         async with self._writer_engine.begin() as conn:
             await conn.execute(
@@ -351,6 +359,18 @@ class Store:
             else:
                 await conn.execute(tools.insert().values(id=new_id("tool"), created_at=now, updated_at=now, **values))
             # Other processes compare this counter with theirs before using a cached tool (runtime.session).
+            await conn.execute(sa.text("INSERT INTO store_counters (name, value) VALUES ('tools', 1) "
+                                       "ON CONFLICT (name) DO UPDATE SET value = store_counters.value + 1"))
+
+    async def delete_tool(self, name: str) -> None:
+        """Delete a registered tool and take it from the agents that had it (their versions bumped, the tools
+        counter too: every process reloads them)."""
+        tools, at, agents = T["tools"], T["agent_tools"], T["agents"]
+        async with self._writer_engine.begin() as conn:
+            had = sa.select(at.c.agent_id).where(at.c.tool_name == name).scalar_subquery()
+            await conn.execute(agents.update().where(agents.c.id.in_(had)).values(version=agents.c.version + 1))
+            await conn.execute(at.delete().where(at.c.tool_name == name))
+            await conn.execute(tools.delete().where(tools.c.name == name))
             await conn.execute(sa.text("INSERT INTO store_counters (name, value) VALUES ('tools', 1) "
                                        "ON CONFLICT (name) DO UPDATE SET value = store_counters.value + 1"))
 

@@ -106,11 +106,12 @@ def check_request(path: str, request: dict[str, Any]) -> None:
 # -- chat --------------------------------------------------------------------------------------------------
 
 
-async def _offline(messages: list[dict[str, Any]], tools: list[dict[str, Any]], spec: str) -> Completion:
+async def _offline(messages: list[dict[str, Any]], tools: list[dict[str, Any]], spec: str,
+                   tool_choice: Any = None) -> Completion:
     from letta_nb.llm.offline import OfflineModel
 
     final = None
-    async for event in OfflineModel.from_spec(spec).stream(messages, tools):
+    async for event in OfflineModel.from_spec(spec).stream(messages, tools, tool_choice):
         final = event
     assert isinstance(final, Completion)
     return final
@@ -122,8 +123,8 @@ def chat_completion(request: dict[str, Any], scripted: ScriptedReply | None, off
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty array of chat messages.")
     tools = request.get("tools") or []
-    if scripted is None:
-        return asyncio.run(_offline(messages, tools, offline))
+    if scripted is None:  # the offline model honours tool_choice as a real model does
+        return asyncio.run(_offline(messages, tools, offline, request.get("tool_choice") if tools else None))
     calls = tuple(  # surrogatepass: a script may name a tool with a lone surrogate, to test a client with it
         ToolCall(f"call_{hashlib.sha1(f'{len(messages)}:{i}:{n}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}",
                  n, a if isinstance(a, str) else json.dumps(a))

@@ -11,7 +11,8 @@ of requests with 5xx. ``reply()`` queues scripted chat replies (content, tool ca
 queued it runs the offline model's rules, answering the way ``offline=`` says (``"offline?reply=content"``:
 plain content; ``calls=json|fenced|tagged``: a call written as JSON text; ``reasoning=field``: reasoning
 deltas in ``reasoning_field``, ``"reasoning_content"`` or ``"reasoning"``). ``stats()`` counts what happened
-(the bench checks ideal vs achieved from it).
+(the bench checks ideal vs achieved from it). ``requests`` keeps a row per request (path, status, ms, and for
+chat the names of the ``tools`` offered and the ``tool_choice`` sent).
 
 Invariants: the in-flight count is released *before* the response is written, so a client that sends its
 next request the moment it reads a reply is never throttled by a request that already finished; simulated
@@ -280,6 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
                        {"retry-after-ms": str(int(retry * 1000)), "Retry-After": f"{retry:g}"})
             return
         self._path, self._started = path, started
+        self._seen: dict[str, Any] = {}  # what a chat request asked for, recorded with it (see _finish)
         try:
             self._serve(path, raw, fault, started)
         finally:
@@ -289,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Release the slot and record the request, just before its last bytes go out (so a client that
         reads the reply always finds it in ``requests``)."""
         self._release()
-        self.lb.record(path=self._path, status=status, inputs=inputs, ms=(time.perf_counter() - self._started) * 1000)
+        self.lb.record(path=self._path, status=status, inputs=inputs, ms=(time.perf_counter() - self._started) * 1000,
+                       **self._seen)
 
     def _release(self) -> None:
         if getattr(self, "_held", False):
@@ -352,6 +355,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, request: dict[str, Any], fault: str | None, started: float) -> None:
         lb = self.lb
         model = str(request.get("model") or "loopback-chat")
+        tools = request.get("tools") or []
+        self._seen = {"tools": [t["function"]["name"] for t in tools], "tool_choice": request.get("tool_choice")}
         completion = _api.chat_completion(request, lb.next_reply(), lb.offline)
         lb.sleep(lb.latency.base_ms / 1000 - (time.perf_counter() - started))
         if not request.get("stream"):

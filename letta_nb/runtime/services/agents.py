@@ -40,8 +40,10 @@ async def list_all(rt: Runtime) -> list[AgentState]:
 async def create(rt: Runtime, name: str, *, model: str | None, embedding: str | None, blocks: list[Block],
                  tools: Sequence[Any], system: str | None, max_steps: int, include_base_tools: bool,
                  metadata: dict[str, Any], agent_type: str = DEFAULT_AGENT_TYPE,
-                 tool_rules: list[dict[str, Any]] | None = None, tags: list[str] | None = None) -> AgentState:
-    """Store a new agent; ``tools`` are functions (registered here), ToolSpecs or names of stored tools.
+                 tool_rules: list[dict[str, Any]] | None = None, tags: list[str] | None = None,
+                 block_ids: Sequence[str] = ()) -> AgentState:
+    """Store a new agent; ``tools`` are functions (registered here), ToolSpecs or names of stored tools;
+    ``block_ids`` shared blocks attached to it once it exists.
 
     All or nothing: every spec, block and named tool is checked before the first function is registered.
     ``model``/``embedding`` None: the runtime's ``default_model``/``default_embedding`` settings."""
@@ -68,11 +70,19 @@ async def create(rt: Runtime, name: str, *, model: str | None, embedding: str | 
         signature=trust.sign("agent", trust.agent_fields(new_agent_id, model, embedding)),
         agent_type=agent_type, tool_rules=list(tool_rules or []), tags=list(tags or []),
     )
+    for block_id in block_ids:  # checked first: a missing block or a taken label writes nothing
+        found = await block_rules.get_shared(rt, block_id)
+        if any(b.label == found.label for b in blocks):
+            raise InvalidArgumentError(f"block_ids: block {block_id!r} is labelled {found.label!r}, like one of "
+                                       "memory_blocks; an agent has one block of a label.")
     await rt.store.insert_agent(state)
+    for block_id in block_ids:
+        await block_rules.attach(rt, state.id, block_id)
     return (await rt.session(state.id)).agent
 
 
-async def update(rt: Runtime, agent: Any, *, model: str | None = None, embedding: str | None = None,
+async def update(rt: Runtime, agent: Any, *, name: str | None = None, model: str | None = None,
+                 embedding: str | None = None,
                  system: str | None = None, max_steps: int | None = None,
                  metadata: dict[str, Any] | None = None, agent_type: str | None = None,
                  tool_rules: list[dict[str, Any]] | None = None, tags: list[str] | None = None) -> AgentState:
@@ -88,7 +98,9 @@ async def update(rt: Runtime, agent: Any, *, model: str | None = None, embedding
         }
         if tool_rules is not None:
             check_rule_tools(tool_rules, state.tools)
-        for key, value in (("system", system), ("max_steps", max_steps), ("metadata", metadata),
+        if name is not None and name != state.name:
+            await rt.store.ensure_name_free(name)  # the store's unique name is the last guard
+        for key, value in (("name", name), ("system", system), ("max_steps", max_steps), ("metadata", metadata),
                            ("agent_type", agent_type), ("tool_rules", tool_rules), ("tags", tags)):
             if value is not None:
                 changes[key] = value

@@ -1,20 +1,24 @@
-"""Recall memory from the API, and stopping a running turn.
+"""Recall memory from the API, stopping a running turn, and answering a tool call that waits for approval.
 
 A turn itself is :func:`letta_nb.runtime.agent_loop.run_turn` (it takes the agent's lock and lease and
-resolves the agent in arrival order); this module only reads what turns stored, and cancels one.
+resolves the agent in arrival order); this module reads what turns stored, cancels one, and starts the turn
+that answers waiting calls (runtime/approvals.py says what waits and why).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from letta_nb.runtime.services.lookup import agent_id
-from letta_nb.schemas import Message
+from letta_nb.runtime.agent_loop import run_turn
+from letta_nb.runtime.approvals import Answer
+from letta_nb.runtime.services.lookup import agent_id, agent_state
+from letta_nb.schemas import AgentState, Message, Response
 
 if TYPE_CHECKING:
     from letta_nb.runtime.runtime import Runtime
 
-__all__ = ["cancel", "recall"]
+__all__ = ["approve", "cancel", "recall", "reset"]
 
 
 async def recall(rt: Runtime, agent: Any, *, limit: int | None = None) -> list[Message]:
@@ -25,6 +29,21 @@ async def recall(rt: Runtime, agent: Any, *, limit: int | None = None) -> list[M
     return await rt.store.load_messages(found)
 
 
+async def reset(rt: Runtime, agent: Any) -> AgentState:
+    """Empty the agent's context window (letta_client's ``messages.reset``): its next turn starts afresh, with
+    its core memory; recall memory keeps every message (seq stays contiguous, conversation_search finds them)."""
+    async with rt.agent_change(agent) as (state, token):
+        await rt.store.update_agent(state.id, token, context_start_seq=state.last_seq + 1, context_summary=None)
+    return await agent_state(rt, state.id)
+
+
 async def cancel(rt: Runtime, agent: Any) -> bool:
     """Cancel the agent's running turn (its partial reply is kept); False if none was running."""
     return rt.cancel_turn(await agent_id(rt, agent))
+
+
+async def approve(rt: Runtime, agent: Any, answers: list[Answer],
+                  emit: Callable[[Any], None] | None = None) -> Response:
+    """Answer calls waiting for approval: approved ones run once, denied ones give the model the reason; the
+    turn then goes on. ApprovalError (nothing run) for a call that is unknown or already answered."""
+    return await run_turn(rt, agent, "", emit, answers=answers)

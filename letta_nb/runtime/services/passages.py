@@ -1,4 +1,4 @@
-"""Archival memory from the API, a passage at a time: insert, list, search, delete.
+"""Archival memory from the API: insert (one text or many in one commit), list, search, delete.
 
 Every insert and delete is a change of the agent, so it commits under the agent's lease, fenced by its
 token (:meth:`Runtime.agent_lease`), like every other change: a process paused past its lease cannot
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from letta_nb.errors import InvalidArgumentError
+from letta_nb.runtime.search import DEFAULT_SEARCH_MODE
 from letta_nb.runtime.services.lookup import agent_state
 from letta_nb.schemas import Passage
 from letta_nb.store.backend import StepWrite
@@ -28,13 +29,17 @@ if TYPE_CHECKING:
 __all__ = ["create", "delete", "list_passages", "search"]
 
 
-async def create(rt: Runtime, agent: Any, text: str, tags: list[str] | None = None) -> Passage:
-    """Embed ``text`` with the agent's embedder, then store it under the agent's lease."""
+async def create(rt: Runtime, agent: Any, text: str | list[str], tags: list[str] | None = None,
+                 ) -> Passage | list[Passage]:
+    """Embed ``text`` (one string, or a list of them: one embedding call, however the embedder splits it)
+    with the agent's embedder, then store the passages under the agent's lease in one commit."""
     state = await agent_state(rt, agent)
-    record = await rt.archival.embed_passage(state, text, [] if tags is None else tags)
+    texts = [text] if isinstance(text, str) else text
+    records = await rt.archival.embed_passages(state, texts, [] if tags is None else tags)
     async with rt.agent_lease(state.id, join_turn=True) as lease:
-        await rt.store.submit_step(StepWrite(state.id, passages=[record], fence=(lease.token, lease.last_seq)))
-    return record.passage()
+        await rt.store.submit_step(StepWrite(state.id, passages=records, fence=(lease.token, lease.last_seq)))
+    passages = [r.passage() for r in records]
+    return passages[0] if isinstance(text, str) else passages
 
 
 async def list_passages(rt: Runtime, agent: Any) -> list[Passage]:
@@ -43,11 +48,12 @@ async def list_passages(rt: Runtime, agent: Any) -> list[Passage]:
 
 
 async def search(rt: Runtime, agent: Any, query: str, *, top_k: int, tags: list[str] | None, tag_match_mode: str,
-                 start_datetime: Any, end_datetime: Any) -> list[Passage]:
-    """The agent's ``top_k`` passages closest to ``query``, filtered by tags and creation time."""
+                 start_datetime: Any, end_datetime: Any, search_mode: str = DEFAULT_SEARCH_MODE) -> list[Passage]:
+    """The agent's ``top_k`` passages best matching ``query`` (``search_mode``: runtime/search.py), filtered by
+    tags and creation time."""
     return await rt.archival.search(await agent_state(rt, agent), query, top_k=top_k, tags=tags,
                                     tag_match_mode=tag_match_mode, start_datetime=start_datetime,
-                                    end_datetime=end_datetime)
+                                    end_datetime=end_datetime, search_mode=search_mode)
 
 
 async def delete(rt: Runtime, agent: Any, passage_id: str) -> None:

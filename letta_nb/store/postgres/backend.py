@@ -19,7 +19,7 @@ import asyncpg
 from letta_nb._text import clean_json
 from letta_nb.errors import InvalidArgumentError, StoreError
 from letta_nb.store.engine import IDLE_IN_TRANSACTION_MS, StoreLocation
-from letta_nb.store.postgres import leases
+from letta_nb.store.postgres import leases, pgvector
 from letta_nb.store.postgres.file_writer import PgFileWriter
 from letta_nb.store.postgres.step_writer import PgStepWriter
 from letta_nb.store.postgres.vectors import PgVectorStore
@@ -43,9 +43,10 @@ def _jsonb(value: Any) -> bytes:
 
 
 async def _init(conn: Any) -> None:
-    # Binary jsonb (a version byte, then the text): COPY (uploads) needs a binary codec.
+    # Binary jsonb (a version byte, then the text) and vector: COPY (uploads) needs binary codecs.
     await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary", encoder=_jsonb,
                               decoder=lambda b: json.loads(b[1:]))
+    await pgvector.register(conn)
 
 
 @dataclass

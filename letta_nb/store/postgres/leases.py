@@ -19,7 +19,7 @@ from typing import Any
 
 from letta_nb.store.backend import Busy, Grant
 
-__all__ = ["acquire", "agent_state", "drop_ticket", "fenced_update", "peek", "release", "renew"]
+__all__ = ["acquire", "agent_state", "drop_ticket", "fenced_update", "install", "peek", "release", "renew"]
 
 _STATE = ("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
           "FROM agents WHERE id = $1")
@@ -64,6 +64,28 @@ async def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now
     if first is not None:
         await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1 AND holder = $2", agent_id, holder)
     return Grant(token, agent[0], agent[1], agent[2], took_expired)
+
+
+async def install(cur: Any, agent_id: str, token: int, holder: str, pid: int, host: str, now: float,
+                  ttl: float) -> Grant | int | None:
+    """Make a lease granted elsewhere (Redis: runtime/redis_leases.py) the one commits are fenced on: write its
+    ``token`` into the agent's lease row if it is above the row's, and read the agent's state after the row
+    lock (as :func:`acquire` does). An ``int``: the row's token, which ours is not above (Redis lost its
+    counter), nothing written; ``None``: the agent does not exist. ``took_expired``: the row still named
+    another holder (it never released: killed, paused, or its Redis key was lost)."""
+    if await agent_state(cur, agent_id) is None:
+        return None
+    await cur.execute("INSERT INTO agent_leases (agent_id, token) VALUES ($1, 0) ON CONFLICT (agent_id) DO NOTHING",
+                      agent_id)
+    row = await cur.fetchrow("SELECT token, holder FROM agent_leases WHERE agent_id = $1 FOR UPDATE", agent_id)
+    agent = await agent_state(cur, agent_id)
+    if row is None or agent is None:
+        return None
+    if row[0] >= token:
+        return int(row[0])
+    await cur.execute("UPDATE agent_leases SET token = $2, holder = $3, pid = $4, host = $5, since = $6, "
+                      "expires_at = $7 WHERE agent_id = $1", agent_id, token, holder, pid, host, now, now + ttl)
+    return Grant(token, agent[0], agent[1], agent[2], row[1] is not None and row[1] != holder)
 
 
 async def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:

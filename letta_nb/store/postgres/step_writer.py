@@ -35,6 +35,7 @@ from letta_nb.store.backend import Op, StepWrite
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.postgres import leases
 from letta_nb.store.records import tool_calls_value
+from letta_nb.store.shared_blocks import rebase
 
 __all__ = ["PgStepWriter", "insert_rows"]
 
@@ -80,6 +81,17 @@ async def _fence(conn: Any, w: StepWrite) -> bool:
     """A write's compare-and-set on (lease token, ``last_seq``), renewing the lease; False: refused."""
     if w.fence is None:
         return True
+    for label, base in w.block_bases.items():  # rebased on a shared block's new value, or refused (shared_blocks.py)
+        shared = await conn.fetchval("SELECT shared_id FROM blocks WHERE agent_id = $1 AND label = $2",
+                                     w.agent_id, label)
+        if shared is not None:  # every edit of its mirrors locks this row first (store/shared_blocks.py)
+            await conn.execute("SELECT 1 FROM shared_blocks WHERE id = $1 FOR UPDATE", shared)
+        row = await conn.fetchrow("SELECT value, char_limit FROM blocks WHERE agent_id = $1 AND label = $2",
+                                  w.agent_id, label)
+        value = None if row is None else rebase(base, w.block_values[label], row[0], row[1])
+        if value is None:
+            return False
+        w.block_values[label], w.block_bases[label] = value, row[0]  # a retried group rebases nothing twice
     if not await leases.fenced_update(conn, w.agent_id, w.fence[0], w.fence[1],
                                       w.agent_columns() or {"last_seq": w.fence[1]}):
         return False

@@ -8,9 +8,11 @@ unchanged counters mean an unchanged copy; only inserts since (``pseq`` above th
 any delete reloads. The version and the rows are read in one REPEATABLE READ snapshot, so a search sees
 exactly the passages committed before it.
 
-Storage: ``passages.embedding`` is float32 ``bytea`` at the embedder's native dimension, the same bytes as
-on SQLite (a pgvector ``vector(dim)`` column and the opt-in HNSW index come later). An agent larger than the
-cache budget is read for that search and not kept (a streaming scan, or pgvector, comes with HNSW).
+Storage: ``passages.embedding`` is a pgvector ``vector`` at the embedder's native dimension, read as the same
+float32 bytes as on SQLite (postgres/pgvector.py). An agent larger than the cache budget is read for that
+search and not kept. Opt-in per dimension, :meth:`PgVectorStore.set_index` builds an HNSW index; then that
+dimension's searches without tag or date filters go through it (approximate: the bench reports its recall),
+always with ``hnsw.iterative_scan = relaxed_order`` (pgvector.py says why); filtered ones stay exact.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from letta_nb.errors import DimensionMismatchError, InvalidArgumentError
 from letta_nb.store.ids import sql_time
+from letta_nb.store.postgres.pgvector import EF_SEARCH, hnsw_ddl, hnsw_query, index_name
 from letta_nb.store.sqlite.vectors import _cache_budget_bytes
 from letta_nb.store.vector import VectorHit, VectorQuery
 from letta_nb.store.vector_cache import AgentVectors, Row
@@ -43,7 +46,8 @@ class PgVectorStore:
         self._pool = pool
         self.cache_bytes = _cache_budget_bytes() if cache_bytes is None else cache_bytes
         self._cache: OrderedDict[str, tuple[AgentVectors, set[int]]] = OrderedDict()  # LRU: (vectors, dims)
-        self.stats = {"cache_searches": 0, "uncached_searches": 0, "reloads": 0, "appends": 0}
+        self.ef_search = EF_SEARCH  # HNSW candidates per search: recall against speed (bench vector sweeps it)
+        self.stats = {"cache_searches": 0, "uncached_searches": 0, "reloads": 0, "appends": 0, "hnsw_searches": 0}
 
     async def prepare(self, dim: int) -> None:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
@@ -52,12 +56,37 @@ class PgVectorStore:
     async def close(self) -> None:
         self._cache.clear()
 
+    async def set_index(self, dim: int, kind: str | None) -> None:
+        """``"hnsw"``: build (or keep) the HNSW index of dimension ``dim``, so its agents' unfiltered searches
+        use it; ``None``: drop it (exact search again). A store setting: every process sees it at its next
+        search. Building reads every passage of that dimension (minutes for millions of rows)."""
+        await self.prepare(dim)
+        if kind not in ("hnsw", None):
+            raise InvalidArgumentError(f"vector index kind must be 'hnsw' or None (exact search), got {kind!r}")
+        async with self._pool.acquire() as conn:
+            if kind is None:
+                await conn.execute(f"DROP INDEX IF EXISTS {index_name(dim)}")
+            else:
+                await conn.execute(hnsw_ddl(dim))
+
+    async def _hnsw(self, conn: Any, query: VectorQuery) -> list[VectorHit]:
+        # Always iterative: with the per-agent filter, a plain HNSW scan returns fewer than k rows (the trap).
+        await conn.execute(f"SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = "
+                           f"{max(int(self.ef_search), query.top_k)}; SET LOCAL enable_sort = off")
+        rows = await conn.fetch(hnsw_query(query.dim), query.agent_id, query.vector, query.top_k)
+        self.stats["hnsw_searches"] += 1
+        hits = sorted(((float(r[1]), r[0]) for r in rows), key=lambda h: -h[0])  # relaxed order: re-sorted
+        return [VectorHit(pid, score) for score, pid in hits]
+
     async def search(self, query: VectorQuery) -> list[VectorHit]:
         await self.prepare(query.dim)
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            row = await conn.fetchrow("SELECT inserts, deletes FROM passage_versions WHERE agent_id = $1",
-                                      query.agent_id)
-            version = (0, 0) if row is None else (row[0], row[1])
+            row = await conn.fetchrow("SELECT v.inserts, v.deletes, to_regclass($2)::text FROM (SELECT 1) AS one "
+                                      "LEFT JOIN passage_versions v ON v.agent_id = $1", query.agent_id,
+                                      index_name(query.dim))
+            if row[2] is not None and not (query.tags or query.start or query.end):
+                return await self._hnsw(conn, query)
+            version = (0, 0) if row[0] is None else (row[0], row[1])
             vectors, dims = await self._current(conn, query.agent_id, version)
         if not dims:
             return []

@@ -38,6 +38,7 @@ from letta_nb.store.backend import Op, StepWrite
 from letta_nb.store.ids import DT_FORMAT
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.records import tool_calls_value
+from letta_nb.store.shared_blocks import rebase
 from letta_nb.store.sqlite import leases
 from letta_nb.store.sqlite.checkpointer import Checkpointer
 from letta_nb.store.sqlite.driver import write_transaction
@@ -93,6 +94,9 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
     for i, w in enumerate(writes):
         if w.fence is None:
             continue
+        if not _rebased(cursor, w):
+            applied[i] = False  # a shared block another agent edited since the step read it: redo the step
+            continue
         if not leases.fenced_update(cursor, w.agent_id, w.fence[0], w.fence[1],
                                     w.agent_columns() or {"last_seq": w.fence[1]}):
             applied[i] = False
@@ -119,6 +123,19 @@ def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
                 [*(values[c] for c in cols), w.agent_id],
             )
     return applied
+
+
+def _rebased(cursor: Any, w: StepWrite) -> bool:
+    """The compare-and-set of a step's block edits: each lands on the block's value now, rebased if another
+    agent edited a shared block meanwhile (store/shared_blocks.py); False: a conflict, refuse the step."""
+    for label, base in w.block_bases.items():
+        row = cursor.execute("SELECT value, char_limit FROM blocks WHERE agent_id = ? AND label = ?",
+                             (w.agent_id, label)).fetchone()
+        value = None if row is None else rebase(base, w.block_values[label], row[0], row[1])
+        if value is None:
+            return False
+        w.block_values[label], w.block_bases[label] = value, row[0]  # a retried group rebases nothing twice
+    return True
 
 
 class StepWriter:
