@@ -62,6 +62,7 @@ from letta_nb.runtime.events import (
     ToolCallEvent,
     ToolReturnEvent,
 )
+from letta_nb.runtime.services.context import ContextWindow
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
 from letta_nb.store.shared_blocks import SharedBlock
@@ -112,6 +113,7 @@ __all__ = [
     "Passage",
     "Response",
     "StepStats",
+    "ContextWindow",
     "StreamEvent",
     "ReasoningDelta",
     "AssistantDelta",

@@ -133,3 +133,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     widgets = sys.modules.get("ipywidgets")
     if widgets is not None:
         widgets.Widget.close_all()
+
+
+@pytest.fixture
+def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An IPython shell with ``%load_ext letta_nb`` done (its store in ``$LETTA_NB_HOME``, set by the autouse
+    fixture above), unloaded and cleared after the test: what the magics tests drive."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from traitlets.config import Config
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    sh = InteractiveShell.instance(config=config)
+    with capture_output():
+        sh.run_line_magic("load_ext", "letta_nb")
+    try:
+        yield sh
+    finally:
+        sh.run_line_magic("unload_ext", "letta_nb")
+        InteractiveShell.clear_instance()

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 import letta_nb
 from letta_nb.runtime import approvals
@@ -257,21 +256,6 @@ def test_killed_while_a_call_waits_then_approved_in_a_new_process_completes_once
 
 
 # ---- notebook: %letta tool add --approve, %%letta's box and its text fallback, %letta approve ---------------
-@pytest.fixture
-def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    sh = InteractiveShell.instance(config=config)
-    with capture_output():
-        sh.run_line_magic("load_ext", "letta_nb")
-    try:
-        yield sh
-    finally:
-        sh.run_line_magic("unload_ext", "letta_nb")
-        InteractiveShell.clear_instance()
-
-
 def test_magics_ask_show_the_command_and_answer(shell: InteractiveShell, tmp_path: Path) -> None:
     from letta_nb.notebook._approval_view import ApprovalBox
 

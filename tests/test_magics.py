@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,6 @@ from traitlets.config import Config
 import letta_nb
 from letta_nb.notebook import _commands, current_session
 from letta_nb.notebook._live_reply import LiveReply
-
-
-@pytest.fixture
-def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    sh = InteractiveShell.instance(config=config)
-    with capture_output():
-        sh.run_line_magic("load_ext", "letta_nb")
-    try:
-        yield sh
-    finally:
-        sh.run_line_magic("unload_ext", "letta_nb")
-        InteractiveShell.clear_instance()
 
 
 def letta(sh: InteractiveShell, line: str) -> Any:

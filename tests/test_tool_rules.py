@@ -420,35 +420,23 @@ def test_evie_rules_load_and_hold(client: letta_nb.Client) -> None:
 # ---- %letta rules -----------------------------------------------------------------------------------------
 
 
-def test_letta_rules_shows_adds_and_removes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_letta_rules_shows_adds_and_removes(shell: Any) -> None:
     from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.utils.capture import capture_output
-    from traitlets.config import Config
 
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    sh = InteractiveShell.instance(config=config)
-    with capture_output():
-        sh.run_line_magic("load_ext", "letta_nb")
-    try:
-        sh.user_ns.update(lookup=lookup, classify=classify)
-        sh.run_line_magic("letta", "create desk")
-        sh.run_line_magic("letta", "tool add lookup")
-        sh.run_line_magic("letta", "tool add classify")
-        assert sh.run_line_magic("letta", "rules desk").empty
-        sh.run_line_magic("letta", "rules desk add run_first lookup")
-        frame = sh.run_line_magic("letta", "rules add constrain_child_tools lookup --children classify")
-        assert frame[["type", "tool_name"]].values.tolist() == [["run_first", "lookup"],
-                                                                ["constrain_child_tools", "lookup"]]
-        assert json.loads(frame["detail"][1]) == {"children": ["classify"]}
-        with pytest.raises(UsageError, match="tool_rules\\[2\\]"):  # checked by agents.update: nothing changes
-            sh.run_line_magic("letta", "rules add max_count_per_step lookup")
-        frame = sh.run_line_magic("letta", "rules desk remove 0")
-        assert frame["type"].tolist() == ["constrain_child_tools"]
-        with pytest.raises(UsageError, match="INDEX"):
-            sh.run_line_magic("letta", "rules desk remove 5")
-    finally:
-        sh.run_line_magic("unload_ext", "letta_nb")
-        InteractiveShell.clear_instance()
+    sh = shell
+    sh.user_ns.update(lookup=lookup, classify=classify)
+    sh.run_line_magic("letta", "create desk")
+    sh.run_line_magic("letta", "tool add lookup")
+    sh.run_line_magic("letta", "tool add classify")
+    assert sh.run_line_magic("letta", "rules desk").empty
+    sh.run_line_magic("letta", "rules desk add run_first lookup")
+    frame = sh.run_line_magic("letta", "rules add constrain_child_tools lookup --children classify")
+    assert frame[["type", "tool_name"]].values.tolist() == [["run_first", "lookup"],
+                                                            ["constrain_child_tools", "lookup"]]
+    assert json.loads(frame["detail"][1]) == {"children": ["classify"]}
+    with pytest.raises(UsageError, match="tool_rules\\[2\\]"):  # checked by agents.update: nothing changes
+        sh.run_line_magic("letta", "rules add max_count_per_step lookup")
+    frame = sh.run_line_magic("letta", "rules desk remove 0")
+    assert frame["type"].tolist() == ["constrain_child_tools"]
+    with pytest.raises(UsageError, match="INDEX"):
+        sh.run_line_magic("letta", "rules desk remove 5")

@@ -31,7 +31,9 @@ from letta_nb.api.messages import Messages
 from letta_nb.api.passages import Passages
 from letta_nb.api.tools import AgentTools
 from letta_nb.runtime.services import agents as _agents
+from letta_nb.runtime.services import context as _context
 from letta_nb.runtime.services import lookup as _lookup
+from letta_nb.runtime.services.context import ContextWindow
 from letta_nb.runtime.tool_rules import DEFAULT_AGENT_TYPE, agent_type_arg
 from letta_nb.runtime.tool_rules import normalize as normalize_tool_rules
 from letta_nb.runtime.tool_schema import ToolSpec
@@ -151,6 +153,12 @@ class Agents(_Resource):
         found = await _lookup.agent_id(self._rt, agent_ref(agent_id))
         return await _agentfile.export_agent_file(self._rt, found, path)
 
+    async def _context(self, agent_id: AgentRef) -> ContextWindow:
+        """What fills the agent's context window: tokens of its system prompt, core memory, summary note, tool
+        schemas and messages against the model's window, plus recall and archival counts (``.to_dataframe()``,
+        ``.plot()``). Read from the session the next prompt is built from, so ``.total`` is what it budgets."""
+        return await _context.context_window(self._rt, agent_ref(agent_id))
+
     create, acreate = sync_twin(_create), async_twin(_create)
     retrieve, aretrieve = sync_twin(_retrieve), async_twin(_retrieve)
     update, aupdate = sync_twin(_update), async_twin(_update)
@@ -159,3 +167,4 @@ class Agents(_Resource):
     export_file, aexport_file = sync_twin(_export_file), async_twin(_export_file)
     list, alist = sync_twin(_list), async_twin(_list)
     delete, adelete = sync_twin(_delete), async_twin(_delete)
+    context, acontext = sync_twin(_context), async_twin(_context)

@@ -24,6 +24,7 @@ from letta_nb.runtime import approvals as _approvals
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.events import StreamEvent
 from letta_nb.runtime.loop_thread import Job, wait_interruptibly
+from letta_nb.runtime.services import context as _context
 from letta_nb.runtime.services import messages as _messages
 from letta_nb.schemas import AgentState, Message, Response
 
@@ -161,6 +162,13 @@ class Messages(_Resource):
         assert answers is not None
         return await _messages.approve(self._rt, agent_ref(agent), answers)
 
+    async def _preview(self, agent_id: AgentRef, input: str | None = None, *,
+                       messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The request the model would get if ``input`` were sent now: the OpenAI-compatible body of the turn's
+        first step (``messages``, ``tools``, ``tool_choice``, ``model``), built as the turn would build it
+        (eviction and tool rules included). Nothing runs and nothing is written."""
+        return await _context.preview(self._rt, agent_ref(agent_id), input_text(input, messages))
+
     async def _turn(self, agent: Any, input: Any, messages: Any, emit: Callable[[Any], None] | None = None, *,
                     max_steps: int | None = None) -> Response:
         answers = _approvals.answers_from(messages)  # letta_client's {"type": "approval", ...} answers a call
@@ -179,6 +187,7 @@ class Messages(_Resource):
     cancel, acancel = sync_twin(_cancel), async_twin(_cancel)
     reset, areset = sync_twin(_reset), async_twin(_reset)
     approve, aapprove = sync_twin(_approve), async_twin(_approve)
+    preview, apreview = sync_twin(_preview), async_twin(_preview)
 
 
 def _stream_ended(item: Any, done: object) -> bool:

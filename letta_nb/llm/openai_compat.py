@@ -102,18 +102,24 @@ class OpenAICompatModel:
             return ProviderError(f"cannot reach {where}: {e.__cause__ or e}. Is the server running?")
         return ProviderError(f"{where} sent a reply letta_nb could not read ({type(e).__name__}: {e}).")
 
+    def request_body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                     tool_choice: ToolChoice = None) -> dict[str, Any]:
+        """The ``/chat/completions`` body :meth:`stream` sends (``messages.preview`` shows it unsent)."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
+                                "stream_options": {"include_usage": True}}
+        if tools:
+            body["tools"] = tools
+            if tool_choice is not None:  # sent only when tool rules demand a call: "auto" is every API's default
+                body["tool_choice"] = tool_choice
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        return body
+
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
                      tool_choice: ToolChoice = None) -> AsyncIterator[LLMEvent]:
         import openai
 
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
-                                  "stream_options": {"include_usage": True}}
-        if tools:
-            kwargs["tools"] = tools
-            if tool_choice is not None:  # sent only when tool rules demand a call: "auto" is every API's default
-                kwargs["tool_choice"] = tool_choice
-        if self.temperature is not None:
-            kwargs["temperature"] = self.temperature
+        kwargs = self.request_body(messages, tools, tool_choice)
         start = time.perf_counter()
         ttft_ms: float | None = None
         text: list[str] = []

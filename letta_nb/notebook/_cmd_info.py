@@ -1,4 +1,5 @@
-"""``%letta load | stats | sql | models | config | chat``: ingestion, probes, the store, configuration, the chat widget.
+"""``%letta load | stats | context | sql | models | config | chat``: ingestion, probes, the context window, the store,
+configuration, the chat widget.
 
 Thin shells over the Python API: ``load`` is ``client.agents.files.upload`` (its report as a DataFrame),
 ``stats`` is ``letta_nb.probes``, ``sql`` is ``client.query`` (read-only, through the runtime's own
@@ -14,6 +15,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from letta_nb.errors import OptionalDependencyError
 from letta_nb.notebook._commands import command
 from letta_nb.notebook.display import Notice, records_frame, steps_frame
 
@@ -55,6 +57,23 @@ def stats(args: Any, session: Any, shell: Any) -> Any:
         names = {a.id: a.name for a in session.client.agents.list()}
         return steps_frame(frame, names)
     return frame
+
+
+@command("context", "what fills an agent's context window (DataFrame and bar chart)")
+@magic_arguments("letta context")
+@argument("agent", nargs="?", help="the agent (default: the current agent)")
+def context(args: Any, session: Any, shell: Any) -> Any:
+    """Tokens of the agent's system prompt, core memory, summary note, tool schemas and messages against its
+    model's window (client.agents.context): a stacked bar chart (needs matplotlib, the notebook extra) above
+    the returned DataFrame. client.agents.messages.preview(agent, text) shows the exact next request."""
+    from IPython.display import display
+
+    window = session.client.agents.context(session.agent_or_current(args.agent))
+    try:
+        display(window.plot())
+    except OptionalDependencyError as e:  # the frame says it all; the chart is a bonus
+        display(Notice(str(e)))
+    return window.to_dataframe()
 
 
 @command("sql", "read-only SQL on the store (DataFrame)")

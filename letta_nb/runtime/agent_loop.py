@@ -63,7 +63,7 @@ from letta_nb.runtime.leases import Lease
 from letta_nb.runtime.locks import TURN_TASK
 from letta_nb.runtime.memory import WorkingMemory
 from letta_nb.runtime.replies import StepOutput, content_is_reply
-from letta_nb.runtime.rule_solver import RuleState
+from letta_nb.runtime.rule_solver import RuleState, offered
 from letta_nb.runtime.runtime import current_agent
 from letta_nb.runtime.session import EVICT_TO, AgentSession, Eviction
 from letta_nb.schemas import Message, Response, StepStats
@@ -275,11 +275,8 @@ class _Turn:
         tools = self.session.tools
         output = self.output = StepOutput(self.emit if self.streaming else None, offered=tools,
                                           content_reply=content_is_reply(self.agent.agent_type, tools))
-        schemas, choice = self.session.tool_schemas, {}
-        if rules is not None:
-            offer = rules.offer()
-            schemas = [s for s in schemas if s["function"]["name"] in offer.tools]
-            choice = {"tool_choice": offer.tool_choice} if offer.tool_choice is not None else {}
+        schemas, tool_choice = offered(self.session.tool_schemas, rules)
+        choice = {"tool_choice": tool_choice} if tool_choice is not None else {}
         completion: Completion | None = None
         async for event in self.session.llm.stream(prompt, schemas, **choice):
             if isinstance(event, Completion):

@@ -48,7 +48,7 @@ from typing import Any
 from letta_nb.llm.base import ToolChoice
 from letta_nb.runtime.base_tools import TERMINAL_TOOLS
 
-__all__ = ["REFUSAL", "Offer", "Ran", "RuleState", "check_call", "needs_approval", "rule_rows"]
+__all__ = ["REFUSAL", "Offer", "Ran", "RuleState", "check_call", "needs_approval", "offered", "rule_rows"]
 
 #: How a refused call's tool result starts (the executor's ``ErrorType: message`` shape).
 REFUSAL = "ToolRuleError: "
@@ -249,6 +249,15 @@ class RuleState:
         as one)."""
         reason = f"[Tool rules] {_REQUIRED} call {_all_of(self.pending_required())} before ending the turn."
         return json.dumps({"type": "heartbeat", "reason": reason})
+
+
+def offered(schemas: list[dict[str, Any]], rules: RuleState | None) -> tuple[list[dict[str, Any]], ToolChoice | None]:
+    """The tool schemas a step sends and its ``tool_choice`` (None: the model chooses): all of them without
+    rules. One place for the agent loop and ``messages.preview``, so a preview is the request a step makes."""
+    if rules is None:
+        return schemas, None
+    offer = rules.offer()
+    return [s for s in schemas if s["function"]["name"] in offer.tools], offer.tool_choice
 
 
 def check_call(state: RuleState, tool_name: str) -> str | None:

@@ -12,7 +12,7 @@ queued it runs the offline model's rules, answering the way ``offline=`` says (`
 plain content; ``calls=json|fenced|tagged``: a call written as JSON text; ``reasoning=field``: reasoning
 deltas in ``reasoning_field``, ``"reasoning_content"`` or ``"reasoning"``). ``stats()`` counts what happened
 (the bench checks ideal vs achieved from it). ``requests`` keeps a row per request (path, status, ms, and for
-chat the names of the ``tools`` offered and the ``tool_choice`` sent).
+chat the names of the ``tools`` offered, the ``tool_choice`` sent and the whole parsed ``body``).
 
 Invariants: the in-flight count is released *before* the response is written, so a client that sends its
 next request the moment it reads a reply is never throttled by a request that already finished; simulated
@@ -356,7 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
         lb = self.lb
         model = str(request.get("model") or "loopback-chat")
         tools = request.get("tools") or []
-        self._seen = {"tools": [t["function"]["name"] for t in tools], "tool_choice": request.get("tool_choice")}
+        self._seen = {"tools": [t["function"]["name"] for t in tools], "tool_choice": request.get("tool_choice"),
+                      "body": request}  # the request as received (tests compare it with messages.preview)
         completion = _api.chat_completion(request, lb.next_reply(), lb.offline)
         lb.sleep(lb.latency.base_ms / 1000 - (time.perf_counter() - started))
         if not request.get("stream"):

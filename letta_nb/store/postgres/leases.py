@@ -7,8 +7,9 @@ Where SQLite relied on its global write lock, PostgreSQL takes row locks:
 - a grant locks the agent's lease row (``SELECT ... FOR UPDATE``; the row is made on first use, token 0,
   free) and only then reads the agent's ``last_seq``/``version``: a holder's last commit and release are
   wholly visible to the next grant;
-- a fenced commit share-locks the same row (``FOR SHARE``) before its compare-and-set, so it cannot slip
-  between a new grant and that grant's read of ``last_seq``;
+- a fenced commit locks the same row (``FOR NO KEY UPDATE``, which its renewal takes anyway) before its
+  compare-and-set, so it cannot slip between a new grant and that grant's read of ``last_seq``; a whole
+  group's fences are one statement (:func:`fenced_updates`);
 - waiters queue in ``lease_waiters`` by ``id``, allocated while the lease row is locked, so in the order the
   acquirers got the lock (their arrival order).
 """
@@ -19,7 +20,8 @@ from typing import Any
 
 from letta_nb.store.backend import Busy, Grant
 
-__all__ = ["acquire", "agent_state", "drop_ticket", "fenced_update", "install", "peek", "release", "renew"]
+__all__ = ["acquire", "agent_state", "drop_ticket", "Fence", "FENCE_CTES", "fence_params", "fenced_updates", "install",
+           "peek", "release", "renew"]
 
 _STATE = ("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
           "FROM agents WHERE id = $1")
@@ -102,16 +104,43 @@ async def release(cur: Any, agent_id: str, token: int) -> bool:
     return status == "UPDATE 1"
 
 
-async def fenced_update(cur: Any, agent_id: str, token: int, expected_last_seq: int, columns: dict[str, Any]) -> bool:
-    """Update the agent row only if our lease still holds and ``last_seq`` is what the turn read (the lease
-    row share-locked first, see the module docstring). False: refused, nothing written."""
-    cols = sorted(columns)
-    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=4))
-    status: str = await cur.execute(
-        "WITH lease AS (SELECT token FROM agent_leases WHERE agent_id = $1 AND holder IS NOT NULL FOR SHARE) "
-        f"UPDATE agents SET {sets} WHERE id = $1 AND last_seq = $2 AND (SELECT token FROM lease) = $3",
-        agent_id, expected_last_seq, token, *(columns[c] for c in cols))
-    return status == "UPDATE 1"
+Fence = tuple[str, int, int, int | None, int | None, str | None, float | None]
+"""``(agent_id, token, expected last_seq, new last_seq, new context_start_seq, new context_summary, lease
+until)`` of :func:`fenced_updates`; a None column is left as it is."""
+
+FENCE_CTES = (
+    "WITH w AS (SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::int[], $6::text[], "
+    "$7::float8[]) AS w (agent_id, token, expected, last_seq, context_start_seq, context_summary, until)), "
+    "ok AS (UPDATE agents a SET last_seq = coalesce(f.last_seq, a.last_seq), "
+    "context_start_seq = coalesce(f.context_start_seq, a.context_start_seq), "
+    "context_summary = coalesce(f.context_summary, a.context_summary) "
+    "FROM (SELECT w.* FROM w JOIN agent_leases l ON l.agent_id = w.agent_id "
+    "WHERE l.token = w.token AND l.holder IS NOT NULL ORDER BY w.agent_id FOR NO KEY UPDATE OF l) f "
+    "WHERE a.id = f.agent_id AND a.last_seq = f.expected RETURNING a.id, f.until), "
+    "renewed AS (UPDATE agent_leases l SET expires_at = ok.until FROM ok WHERE l.agent_id = ok.id "
+    "AND ok.until IS NOT NULL)")
+"""The fences of :func:`fenced_updates` as common table expressions (parameters $1 to $7): ``ok`` names the
+agents whose update landed. The step writer adds the steps' rows to the same statement (step_writer.py)."""
+
+
+async def fenced_updates(cur: Any, fences: list[Fence]) -> set[str]:
+    """The compare-and-set of several agents' step commits in one statement (one round trip for a whole
+    group): each agent's row is updated only if our lease still holds (``token``) and ``last_seq`` is what
+    the turn read, and then the lease is renewed to ``until`` (None: not renewed). Returns the agents whose
+    update landed; the others were refused, nothing written. At most one fence per agent.
+
+    The lease rows are locked first, in ``agent_id`` order (the writer's global lock order; ``FOR NO KEY
+    UPDATE``, which the renewal needs anyway): an agent row is locked only once its lease row is, so a grant
+    (which locks the lease row, then reads ``last_seq``) and a commit never interleave."""
+    if not fences:
+        return set()
+    rows = await cur.fetch(FENCE_CTES + " SELECT id FROM ok", *fence_params(fences))
+    return {r[0] for r in rows}
+
+
+def fence_params(fences: list[Fence]) -> list[list[Any]]:
+    """The parameters $1 to $7 of :data:`FENCE_CTES` (a column each)."""
+    return [list(column) for column in zip(*fences, strict=True)]
 
 
 async def drop_ticket(cur: Any, agent_id: str, holder: str) -> None:

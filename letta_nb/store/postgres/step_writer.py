@@ -10,7 +10,11 @@ Invariants (those of store/sqlite/step_writer.py, on a server):
 - **Adaptive group commit, no timer:** one drain task commits whatever is pending; everything submitted
   while a commit is in flight joins the next one. Alone, a write commits at once; under load, groups grow
   by themselves with the commit latency.
-- A fenced write is a compare-and-set on (lease token, ``last_seq``) in the group's transaction
+- **Few round trips** (each wakes a server process; on a loaded 2-core host they were most of a step's
+  cost): a group of plain step commits (fences, messages, steps) is one statement with no BEGIN/COMMIT
+  (:data:`_FENCED_STEPS`: 11 round trips a step became 3 with the lease peeks, postgres/peeks.py); any
+  other group is one transaction whose fences are one statement per run of agents.
+- A fenced write is a compare-and-set on (lease token, ``last_seq``) in the group's statement or transaction
   (postgres/leases.py); a stale write drops out of its group, nothing of it written, and fails with
   StaleCommitError while the rest commits. If a group fails (a constraint, a deadlock with another
   process's group), each item is retried alone, so only the offending one fails.
@@ -23,17 +27,22 @@ Invariants (those of store/sqlite/step_writer.py, on a server):
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
+from letta_nb._text import clean_json
 from letta_nb.errors import StaleCommitError
 from letta_nb.store.backend import Op, StepWrite
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.postgres import leases
+from letta_nb.store.postgres.peeks import PeekBatcher
 from letta_nb.store.records import tool_calls_value
 from letta_nb.store.shared_blocks import rebase
 
@@ -57,6 +66,60 @@ _CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
 }
 
 
+def _pg_type(column: sa.Column[Any]) -> str:
+    return str(column.type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
+
+
+def _unnest_insert(table: sa.Table, first: int) -> str:
+    """``INSERT INTO table`` of the rows given as one array per column (parameters from ``$first``), keeping
+    only those of agents whose fence landed (``ok``, leases.FENCE_CTES). JSONB travels as text (an array of
+    JSON values that are lists is not one asyncpg can encode) and is cast back."""
+    types = [_pg_type(c) for c in table.columns]
+    cols = [c.name for c in table.columns]
+    arrays = ", ".join(f"${first + k}::{'TEXT' if t == 'JSONB' else t}[]" for k, t in enumerate(types))
+    values = ", ".join(f"u.{c}::JSONB" if t == "JSONB" else f"u.{c}" for c, t in zip(cols, types, strict=True))
+    return (f"{table.name}_rows AS (INSERT INTO {table.name} ({', '.join(cols)}) SELECT {values} FROM "
+            f"unnest({arrays}) AS u ({', '.join(cols)}) WHERE u.agent_id IN (SELECT id FROM ok))")
+
+
+_FENCED_STEPS = (leases.FENCE_CTES + ", " + _unnest_insert(_T["messages"], 8) + ", "
+                 + _unnest_insert(_T["steps"], 8 + len(_T["messages"].columns)) + " SELECT id FROM ok")
+"""A group of plain step commits (fences, messages, steps rows) as one statement: one round trip, no
+explicit transaction (a statement is atomic), where BEGIN, fences, two inserts and COMMIT were five."""
+
+
+def _columns(name: str, records: list[Any]) -> list[list[Any]]:
+    """``records`` (fields named after table ``name``'s columns) as one list per column (JSONB as text)."""
+    _, cols = _INSERTS[name]
+    conv = [_CONVERT.get((name, c)) for c in cols]
+    conv = [_as_text(f) if _pg_type(_T[name].columns[c]) == "JSONB" else f for c, f in zip(cols, conv, strict=True)]
+    return [[f(getattr(r, c)) if f else getattr(r, c) for r in records] for c, f in zip(cols, conv, strict=True)]
+
+
+def _as_text(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    def text(value: Any) -> str | None:
+        value = convert(value) if convert else value
+        return None if value is None else json.dumps(clean_json(value))  # the jsonb codec's policy (backend.py)
+    return text
+
+
+def _plain(items: list[StepWrite | Op]) -> list[StepWrite] | None:
+    """The items as fenced writes of messages and steps only, one per agent (:data:`_FENCED_STEPS`), or None."""
+    writes = [w for w in items if isinstance(w, StepWrite) and w.fence is not None and not w.block_values
+              and not w.block_bases and not w.passages]
+    if len(writes) < len(items) or len({w.agent_id for w in writes}) < len(writes):
+        return None
+    return writes
+
+
+async def _fenced_steps(conn: Any, writes: list[StepWrite]) -> list[Any]:
+    landed = {r[0] for r in await conn.fetch(
+        _FENCED_STEPS, *leases.fence_params([_fence_of(w) for w in sorted(writes, key=lambda w: w.agent_id)]),
+        *_columns("messages", [m for w in writes for m in w.messages]),
+        *_columns("steps", [w.step for w in writes if w.step is not None]))}
+    return [w.agent_id in landed for w in writes]
+
+
 async def insert_rows(conn: Any, name: str, records: list[Any]) -> None:
     """``executemany`` an INSERT of ``records`` (fields named after the columns) into table ``name``."""
     if not records:
@@ -77,11 +140,14 @@ def _agent_of(item: StepWrite | Op) -> str:
     return str(keywords.get("agent_id", "")) if isinstance(keywords, dict) else ""
 
 
-async def _fence(conn: Any, w: StepWrite) -> bool:
-    """A write's compare-and-set on (lease token, ``last_seq``), renewing the lease; False: refused."""
-    if w.fence is None:
-        return True
-    for label, base in w.block_bases.items():  # rebased on a shared block's new value, or refused (shared_blocks.py)
+def _fence_of(w: StepWrite) -> leases.Fence:
+    token, expected = w.fence or (0, 0)
+    return (w.agent_id, token, expected, w.last_seq, w.context_start_seq, w.context_summary, w.lease_until)
+
+
+async def _rebase(conn: Any, w: StepWrite) -> bool:
+    """Rebase a write's edits of shared blocks on their current values; False: refused (shared_blocks.py)."""
+    for label, base in w.block_bases.items():
         shared = await conn.fetchval("SELECT shared_id FROM blocks WHERE agent_id = $1 AND label = $2",
                                      w.agent_id, label)
         if shared is not None:  # every edit of its mirrors locks this row first (store/shared_blocks.py)
@@ -92,12 +158,16 @@ async def _fence(conn: Any, w: StepWrite) -> bool:
         if value is None:
             return False
         w.block_values[label], w.block_bases[label] = value, row[0]  # a retried group rebases nothing twice
-    if not await leases.fenced_update(conn, w.agent_id, w.fence[0], w.fence[1],
-                                      w.agent_columns() or {"last_seq": w.fence[1]}):
-        return False
-    if w.lease_until is not None:
-        await leases.renew(conn, w.agent_id, w.fence[0], w.lease_until)
     return True
+
+
+async def _fence(conn: Any, run: list[tuple[int, StepWrite]], results: list[Any]) -> None:
+    """The compare-and-set (on lease token and ``last_seq``, renewing the lease) of the fenced writes of
+    ``run`` (``(index, write)``, one per agent), as one statement; ``results[index]``: whether it landed."""
+    if run:
+        landed = await leases.fenced_updates(conn, [_fence_of(w) for _, w in run])
+        for i, w in run:
+            results[i] = w.agent_id in landed
 
 
 async def _write_rows(conn: Any, writes: list[StepWrite]) -> None:
@@ -122,16 +192,33 @@ async def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
     by agent (sorted; each agent's items in submission order), the ops and the writes' fences (lease and agent
     rows); then the applied writes' rows, in the same agent order (the passage trigger's per-agent row).
     """
+    plain = _plain(items)
+    if plain is not None:
+        return await _fenced_steps(conn, plain)
     results: list[Any] = [None] * len(items)
     order = sorted(range(len(items)), key=lambda i: _agent_of(items[i]))
     async with conn.transaction():
+        run: list[tuple[int, StepWrite]] = []  # consecutive fenced writes, one per agent: one statement
         for i in order:
             item = items[i]
+            if isinstance(item, StepWrite) and item.fence is None:
+                results[i] = True
+                continue
+            fresh = not run or run[-1][1].agent_id != _agent_of(item)
+            if isinstance(item, StepWrite) and not item.block_bases and fresh:
+                run.append((i, item))
+                continue
+            await _fence(conn, run, results)
+            run = []
             if isinstance(item, StepWrite):
-                results[i] = await _fence(conn, item)
+                if await _rebase(conn, item):
+                    run = [(i, item)]  # fenced with whatever follows it
+                else:
+                    results[i] = False
             else:
                 value = item(conn)
                 results[i] = await value if inspect.isawaitable(value) else value
+        await _fence(conn, run, results)
         await _write_rows(conn, [w for i in order if isinstance(w := items[i], StepWrite) and results[i]])
     return results
 
@@ -147,6 +234,7 @@ class PgStepWriter:
         self._connect = connect
         self._pool = pool
         self._conn: Any = None
+        self.peeks = PeekBatcher(pool)
         self._pending: list[Item] = []
         self._drain_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -170,7 +258,10 @@ class PgStepWriter:
 
     def read(self, fn: Callable[[Any], Any]) -> Awaitable[Any]:
         """``fn(connection)`` on a pooled connection, as an awaitable (asyncpg cannot read synchronously):
-        callers await what ``read`` returns when it is awaitable (runtime/leases.py)."""
+        callers await what ``read`` returns when it is awaitable (runtime/leases.py). Lease peeks
+        (``functools.partial(leases.peek, agent_id=..., now=...)``) are batched (postgres/peeks.py)."""
+        if isinstance(fn, functools.partial) and fn.func is leases.peek and not fn.args:
+            return self.peeks.peek(fn.keywords["agent_id"], fn.keywords["now"])
         return self._read(fn)
 
     async def _read(self, fn: Callable[[Any], Any]) -> Any:
