@@ -116,6 +116,15 @@ def _chunk_workers(value: Any) -> int | None:
                          "worker processes from 1 to 64") from None
 
 
+def _local_threads(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        return _integer(1, 256)(value)
+    except ValueError:
+        raise ValueError("'auto' (half the cores, at least 1) or a number of torch threads from 1 to 256") from None
+
+
 def provider_of(spec: str) -> str:
     """The provider a model or embedding spec names: ``openai/gpt-4o?x=1`` -> ``openai``."""
     return spec.split("?", 1)[0].split("/", 1)[0].strip().lower()
@@ -180,6 +189,7 @@ SETTINGS: dict[str, _Setting] = {s.name: s for s in (
     _Setting("embed_concurrency", _integer(1, 256), 3, "embedding requests in flight per endpoint"),
     _Setting("embed_adaptive", _boolean, False, "raise the embedding limit until the endpoint answers 429"),
     _Setting("chunk_workers", _chunk_workers, None, "chunking worker processes for uploads (auto, 0 = a thread)"),
+    _Setting("local_threads", _local_threads, None, "torch threads of the local embedder (auto: half the cores)"),
     _Setting("pg_pool", _integer(1, 1024), 4, "connections of a PostgreSQL store's writer pool per kernel"),
     _Setting("lease_ttl", _seconds_or_mb(0, 1e7, above_lo=True, what="seconds"), 30.0,
              "seconds an agent's lease outlives a process that stopped renewing it"),
@@ -204,6 +214,7 @@ class Settings:
     embed_concurrency: int
     embed_adaptive: bool
     chunk_workers: int | None
+    local_threads: int | None
     pg_pool: int
     lease_ttl: float
     lease_timeout: float

