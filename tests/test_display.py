@@ -91,10 +91,7 @@ def test_memory_and_tool_text_wrap_at_words() -> None:
     assert "word-break:normal;overflow-wrap:anywhere" in _repr.block_html(block)
 
 
-# the %letta magics in a real InteractiveShell (the fixture of tests/test_magics.py)
-shell = test_magics.shell
-
-
+# the %letta magics in a real InteractiveShell (the ``shell`` fixture of tests/conftest.py)
 def test_stats_steps_is_readable(shell: Any) -> None:
     test_magics.letta(shell, "create sam")
     test_magics.cell(shell, "", "My name is Ada.")

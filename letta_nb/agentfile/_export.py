@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from letta_nb.agentfile._import import META_KEY, letta_nb_type
+from letta_nb.agentfile._import import letta_nb_type
 from letta_nb.agentfile._messages import export_messages
 from letta_nb.agentfile._models import embedding_config, llm_config
+from letta_nb.agentfile._schema import META_KEY
 from letta_nb.agentfile._tools import base_tool_entry, export_tool
 from letta_nb.runtime.base_tools import BASE_TOOLS
 from letta_nb.schemas import AgentState

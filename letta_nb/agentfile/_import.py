@@ -29,7 +29,7 @@ from letta_nb._text import clean_text
 from letta_nb.agentfile._messages import import_messages
 from letta_nb.agentfile._models import embedding_spec, model_spec
 from letta_nb.agentfile._report import ImportReport
-from letta_nb.agentfile._schema import AgentFile, AgentFileError, read_agent_file
+from letta_nb.agentfile._schema import META_KEY, AgentFile, AgentFileError, read_agent_file
 from letta_nb.agentfile._tools import ToolPlan, plan_tool, same_tool
 from letta_nb.errors import AlreadyExistsError, LettaNBError
 from letta_nb.llm.registry import redact_spec
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["META_KEY", "import_agent_file", "letta_nb_type"]
 
-META_KEY = "letta_agent_file"
 _UNSUPPORTED = {
     "files": "letta_nb attaches no file sources (upload files to archival memory: client.agents.files.upload)",
     "sources": "letta_nb attaches no file sources (upload files to archival memory: client.agents.files.upload)",

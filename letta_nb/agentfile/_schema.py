@@ -22,6 +22,8 @@ from typing import Any
 
 from letta_nb.errors import InvalidArgumentError
 
+META_KEY = "letta_agent_file"
+
 __all__ = ["AgentFile", "AgentFileError", "read_agent_file"]
 
 _LISTS = ("agents", "groups", "blocks", "files", "sources", "tools", "mcp_servers")
