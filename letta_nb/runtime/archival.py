@@ -96,11 +96,6 @@ class Archival:
             raise InvalidArgumentError("text must be a non-empty string")
         return (await self.embed_passages(agent, [text], tags))[0]
 
-    async def insert(self, agent: AgentState, text: str, tags: list[str] | None = None) -> Passage:
-        record = await self.embed_passage(agent, text, [] if tags is None else tags)
-        await self._store.insert_passages([record])
-        return record.passage()
-
     async def search(
         self,
         agent: AgentState,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from letta_nb.errors import StaleCommitError
 from letta_nb.schemas import Message
 from letta_nb.store.records import PassageRecord, StepRecord
 from letta_nb.store.vector import VectorStore
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # store/files.py fences its writes with the lease rows, which
     from letta_nb.store.files import FileUpdate
 
 __all__ = ["AsyncLeaseRows", "Busy", "FileWrites", "Grant", "LeaseRows", "Op", "StepWrite", "StepWrites",
-           "VectorStore"]
+           "VectorStore", "settle_group"]
 
 
 @dataclass
@@ -169,3 +170,20 @@ class AsyncLeaseRows(Protocol):
     async def agent_state(self, cur: Any, agent_id: str) -> tuple[int, int, int] | None: ...
 
     async def drop_ticket(self, cur: Any, agent_id: str, holder: str) -> None: ...
+
+
+def settle_group(batch: list[tuple[StepWrite | Op, asyncio.Future[Any]]], results: list[Any], ms: float,
+                 settle: Callable[..., None]) -> int:
+    """Answer each caller of a committed group (every backend's step writer does it so): an op gets its value,
+    a write the commit's milliseconds, or StaleCommitError when its fence refused it. Returns how many were
+    refused. ``settle(fut, value=..., error=...)`` is the writer's way of reaching the future's loop."""
+    refused = 0
+    for (item, fut), result in zip(batch, results, strict=True):
+        if not isinstance(item, StepWrite):
+            settle(fut, value=result)
+        elif result:
+            settle(fut, value=ms)
+        else:
+            refused += 1
+            settle(fut, error=StaleCommitError(item.agent_id))
+    return refused

@@ -38,8 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from letta_nb._text import clean_json
-from letta_nb.errors import StaleCommitError
-from letta_nb.store.backend import Op, StepWrite
+from letta_nb.store.backend import Op, StepWrite, settle_group
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.postgres import leases
 from letta_nb.store.postgres.peeks import PeekBatcher
@@ -344,14 +343,7 @@ class PgStepWriter:
         self.commits += 1
         self.writes += len(batch)
         self.largest_group = max(self.largest_group, len(batch))
-        for (item, fut), result in zip(batch, results, strict=True):
-            if not isinstance(item, StepWrite):
-                _settle(fut, value=result)
-            elif result:
-                _settle(fut, value=ms)
-            else:
-                self.refused += 1
-                _settle(fut, error=StaleCommitError(item.agent_id))
+        self.refused += settle_group(batch, results, ms, _settle)
 
 
 def _settle(fut: asyncio.Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:

@@ -33,8 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from letta_nb.errors import StaleCommitError
-from letta_nb.store.backend import Op, StepWrite
+from letta_nb.store.backend import Op, StepWrite, settle_group
 from letta_nb.store.ids import DT_FORMAT
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.records import tool_calls_value
@@ -261,14 +260,7 @@ class StepWriter:
         if self.checkpointer is not None:
             self.checkpointer.wrote(sum(len(w.messages) + len(w.passages) + 1 for w, _ in batch
                                         if isinstance(w, StepWrite)))
-        for (item, fut), result in zip(batch, results, strict=True):
-            if not isinstance(item, StepWrite):
-                _resolve(fut, value=result)
-            elif result:
-                _resolve(fut, value=ms)
-            else:
-                self.refused += 1
-                _resolve(fut, error=StaleCommitError(item.agent_id))
+        self.refused += settle_group(batch, results, ms, _resolve)
 
 
 def is_busy(error: Exception) -> bool:
