@@ -95,7 +95,7 @@ class Client:
         if self._thread.closed:
             return
         try:
-            self._thread.run(self._runtime.close())
+            self._thread.run_closing(self._runtime.close())
         finally:
             self._thread.close()
 

@@ -19,7 +19,7 @@ import threading
 import weakref
 from typing import Any
 
-from letta_nb.errors import LettaNBError, OptionalDependencyError
+from letta_nb.errors import LettaNBError, OptionalDependencyError, RuntimeClosedError
 
 try:
     import ipywidgets as widgets
@@ -298,6 +298,8 @@ class ChatWidget(widgets.VBox):
     def _refresh_memory(self) -> None:
         try:
             blocks = self.client.agents.blocks.list(self.agent.id)
+        except RuntimeClosedError:
+            return  # the client closed while a change notice was on its way: nothing left to show
         except LettaNBError as e:
             self.error = str(e)
             return

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from letta_nb.errors import RuntimeClosedError
+from letta_nb.errors import LettaNBError, RuntimeClosedError
 
 __all__ = ["RuntimeThread", "Job", "wait_interruptibly"]
 
@@ -96,6 +96,7 @@ class RuntimeThread:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._closed = False
+        self._closing = False  # close() began: new work is refused, work in flight that fails says why
         self._finalizer: Callable[[], Coroutine[Any, Any, Any]] | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
@@ -118,13 +119,29 @@ class RuntimeThread:
     def in_loop(self) -> bool:
         return threading.current_thread() is self.thread
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Job[T]:
-        if self._closed:
+    def submit(self, coro: Coroutine[Any, Any, T], *, closing: bool = False) -> Job[T]:
+        if self._closed or (self._closing and not closing):
             coro.close()
             raise RuntimeClosedError("the letta_nb runtime is closed; call letta_nb.connect() again")
         job: Job[T] = Job(self.loop)
         self.loop.call_soon_threadsafe(job._start, coro)
         return job
+
+    def _closed_under(self, error: Exception) -> Exception:
+        """Work that was in flight when close() began fails as the store shuts (asyncpg's "pool is closing",
+        a closed SQLite connection): its caller (e.g. a widget's refresh thread) gets RuntimeClosedError,
+        the error it can expect, rather than a driver's."""
+        if (self._closing or self._closed) and not isinstance(error, LettaNBError):
+            closed = RuntimeClosedError("the letta_nb runtime was closed while this call ran; "
+                                        "call letta_nb.connect() again")
+            closed.__cause__ = error
+            return closed
+        return error
+
+    def run_closing(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run the runtime's own close: from now on new work is refused."""
+        self._closing = True
+        return wait_interruptibly(self.submit(coro, closing=True).future.result, None)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run on the runtime loop and wait. Ctrl-C cancels the work, waits for its cleanup, re-raises."""
@@ -138,6 +155,11 @@ class RuntimeThread:
         except KeyboardInterrupt:
             job.cancel_and_wait()  # the step's cancellation path commits what it keeps before we return
             raise
+        except Exception as e:
+            error = self._closed_under(e)
+            if error is e:
+                raise
+            raise error from e
 
     async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await work from any loop (the kernel's, a script's asyncio.run) or from the runtime loop itself."""
@@ -153,6 +175,11 @@ class RuntimeThread:
         except asyncio.CancelledError:
             job.cancel()
             raise
+        except Exception as e:
+            error = self._closed_under(e)
+            if error is e:
+                raise
+            raise error from e
 
     def close_at_exit(self, finalizer: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """If this runtime is still open when the main thread finishes, run ``finalizer()`` on it, then close."""
@@ -161,7 +188,7 @@ class RuntimeThread:
     def _close_at_exit(self) -> None:
         try:
             if self._finalizer is not None and not self._closed:
-                self.run(self._finalizer())
+                self.run_closing(self._finalizer())
         except BaseException:  # the process is exiting: say what failed, and still stop the thread
             log.exception("letta_nb: closing the runtime at exit failed")
         finally:
