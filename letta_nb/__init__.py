@@ -8,16 +8,10 @@ Every type the API takes, returns, yields or raises is importable from here, and
 the public names of this namespace (tests/test_public_api.py derives both from the code).
 """
 
+import importlib as _importlib
 import typing as _typing  # (not ``from typing import ...``: every public name here is part of the API)
 
-from letta_nb import (
-    probes as probes,  # re-exported submodule: letta_nb.probes.tools(), .steps(), ... (pandas loaded on use)
-)
-from letta_nb.agentfile import AgentFileError, ImportItem, ImportReport
-from letta_nb.api.chunks import LettaChunk
-from letta_nb.client import AgentRef, Client, connect
-from letta_nb.embeddings.ingest_report import FileResult, IngestReport, UploadedFile
-from letta_nb.errors import (
+from letta_nb.errors import (  # errors are cheap (stdlib only) and caught by name: imported now
     AgentBusyError,
     AgentNotFoundError,
     AlreadyExistsError,
@@ -52,23 +46,48 @@ from letta_nb.errors import (
     TurnCancelledError,
     UploadedFileNotFoundError,
 )
-from letta_nb.runtime.events import (
-    ApprovalRequestEvent,
-    AssistantDelta,
-    ReasoningDelta,
-    StepEvent,
-    StopEvent,
-    StreamEvent,
-    ToolCallEvent,
-    ToolReturnEvent,
-)
-from letta_nb.runtime.services.context import ContextWindow
-from letta_nb.runtime.tool_schema import ToolSpec
-from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
-from letta_nb.store.shared_blocks import SharedBlock
 
-if _typing.TYPE_CHECKING:  # imported on first use below (it imports ipywidgets); type checkers see the real class
+if _typing.TYPE_CHECKING:  # imported on first use (module ``__getattr__`` below); type checkers see them here
+    from letta_nb import probes as probes
+    from letta_nb.agentfile import AgentFileError, ImportItem, ImportReport
+    from letta_nb.api.chunks import LettaChunk
+    from letta_nb.client import AgentRef, Client, connect
+    from letta_nb.embeddings.ingest_report import FileResult, IngestReport, UploadedFile
     from letta_nb.notebook.widget import ChatWidget
+    from letta_nb.runtime.events import (
+        ApprovalRequestEvent,
+        AssistantDelta,
+        ReasoningDelta,
+        StepEvent,
+        StopEvent,
+        StreamEvent,
+        ToolCallEvent,
+        ToolReturnEvent,
+    )
+    from letta_nb.runtime.services.context import ContextWindow
+    from letta_nb.runtime.tool_schema import ToolSpec
+    from letta_nb.schemas import AgentState, Block, Message, Passage, Response, StepStats
+    from letta_nb.serve import ServeHandle
+    from letta_nb.store.shared_blocks import SharedBlock
+
+# Where each lazily exported name lives. Importing them eagerly cost ~0.5 s (SQLAlchemy, numpy, httpx, the
+# store, the runtime) before ``%load_ext letta_nb`` could print a line (issue 19); now the first use pays.
+_LAZY_MODULES: dict[str, tuple[str, ...]] = {
+    "letta_nb.agentfile": ("AgentFileError", "ImportItem", "ImportReport"),
+    "letta_nb.api.chunks": ("LettaChunk",),
+    "letta_nb.client": ("AgentRef", "Client", "connect"),
+    "letta_nb.embeddings.ingest_report": ("FileResult", "IngestReport", "UploadedFile"),
+    "letta_nb.notebook.widget": ("ChatWidget",),  # imports ipywidgets
+    "letta_nb.runtime.events": ("ApprovalRequestEvent", "AssistantDelta", "ReasoningDelta", "StepEvent",
+                                "StopEvent", "StreamEvent", "ToolCallEvent", "ToolReturnEvent"),
+    "letta_nb.runtime.services.context": ("ContextWindow",),
+    "letta_nb.runtime.tool_schema": ("ToolSpec",),
+    "letta_nb.schemas": ("AgentState", "Block", "Message", "Passage", "Response", "StepStats"),
+    "letta_nb.serve": ("ServeHandle",),  # client.serve()
+    "letta_nb.store.shared_blocks": ("SharedBlock",),
+}
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
+_LAZY["probes"] = "letta_nb.probes"  # the re-exported submodule: letta_nb.probes.tools(), .steps(), ...
 
 __version__ = "0.1.0"
 
@@ -89,15 +108,17 @@ def unload_ipython_extension(ipython: _typing.Any) -> None:
 
 if not _typing.TYPE_CHECKING:  # hidden from type checkers, so ``letta_nb.misspelt`` is an error there, not Any
 
-    def __getattr__(name: str) -> _typing.Any:  # ChatWidget imports ipywidgets, so only when asked for
-        if name == "ChatWidget":
-            from letta_nb.notebook.widget import ChatWidget
+    def __getattr__(name: str) -> _typing.Any:  # PEP 562: a lazily exported name, imported when first asked for
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'letta_nb' has no attribute {name!r}")
+        imported = _importlib.import_module(module)
+        value = imported if module == f"letta_nb.{name}" else getattr(imported, name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
 
-            return ChatWidget
-        raise AttributeError(f"module 'letta_nb' has no attribute {name!r}")
 
-
-def __dir__() -> list[str]:  # tab completion offers the lazily imported ChatWidget too
+def __dir__() -> list[str]:  # tab completion offers the lazily imported names too
     return sorted({*globals(), *__all__})
 
 
@@ -130,6 +151,7 @@ __all__ = [
     "AgentFileError",
     "FileResult",
     "UploadedFile",
+    "ServeHandle",
     "LettaNBError",
     "InvalidArgumentError",
     "NotFoundError",

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from letta_nb._text import check_name_text, clean_json, clean_text, has_surrogates
+from letta_nb._text import check_name_text, check_no_nul, clean_json, clean_text, has_surrogates
 from letta_nb.errors import InvalidArgumentError
 from letta_nb.schemas import DEFAULT_BLOCK_LIMIT, Block
 from letta_nb.store.ids import new_id
@@ -148,6 +148,7 @@ def text_arg(value: Any, argument: str) -> str:
         raise InvalidArgumentError(f"{argument} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise InvalidArgumentError(f"{argument} must not be empty or only whitespace.")
+    check_no_nul(value, argument)
     return clean_text(value)
 
 
@@ -157,6 +158,7 @@ def optional_text(value: Any, argument: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{argument} must be a string or None, got {type(value).__name__}")
+    check_no_nul(value, argument)
     return clean_text(value)
 
 
@@ -194,6 +196,7 @@ def tags_arg(tags: Any) -> list[str] | None:
     for i, tag in enumerate(tags):
         if not isinstance(tag, str) or not tag.strip():
             raise InvalidArgumentError(f"tags[{i}] must be a non-empty string, got {tag!r}")
+        check_no_nul(tag, f"tags[{i}]")
     return [clean_text(t) for t in tags]
 
 
@@ -209,7 +212,21 @@ def metadata_arg(metadata: Any) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise InvalidArgumentError(f"metadata must hold only JSON values (str, int, finite float, bool, None, "
                                    f"lists, dicts): {e}.") from None
+    _no_nul_in(metadata, "metadata")
     return dict(clean_json(metadata))
+
+
+def _no_nul_in(value: Any, argument: str) -> None:
+    """:func:`check_no_nul` on every string of a JSON value, keys included (jsonb refuses ``\\u0000`` too)."""
+    if isinstance(value, str):
+        check_no_nul(value, argument)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_no_nul(k, f"{argument} key {k[:40]!r}")
+            _no_nul_in(v, f"{argument}[{k[:40]!r}]")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _no_nul_in(v, f"{argument}[{i}]")
 
 
 def input_text(input: Any, messages: list[dict[str, Any]] | None) -> str:
@@ -223,6 +240,8 @@ def input_text(input: Any, messages: list[dict[str, Any]] | None) -> str:
     if not isinstance(input, str) or not input.strip():
         shown = repr(input) if isinstance(input, str) or input is None else type(input).__name__
         raise InvalidArgumentError(f"input must be a non-empty string, got {shown}")
+    if messages is None:
+        check_no_nul(input, "input")
     return clean_text(input)
 
 
@@ -238,6 +257,7 @@ def _message_text(i: int, msg: dict[str, Any]) -> str:
     if not isinstance(content, str) or not content.strip():
         raise InvalidArgumentError(f"messages[{i}]['content'] must be a non-empty string (or a list of text parts), "
                                    f"got {type(content).__name__}")
+    check_no_nul(content, f"messages[{i}]['content']")
     return content
 
 
@@ -246,6 +266,7 @@ def block_value(value: Any, argument: str = "value") -> str:
     rule: runtime/services/blocks.py)."""
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{argument} must be a string, got {type(value).__name__}")
+    check_no_nul(value, argument)
     return clean_text(value)
 
 

@@ -8,6 +8,13 @@ arguments, the model's reply and tool-call arguments, tool results, the loopback
 :func:`clean_text` replaces each lone surrogate with U+FFFD and joins a correctly paired surrogate pair
 written as two code points into the real character, so the text is stored whole and answered.
 
+NUL (``"\x00"``) is valid Unicode, but PostgreSQL's text and jsonb refuse it (SQLite stores it), so on
+PostgreSQL a message holding one failed at commit, after the model was paid for. The same on both backends:
+text a user passes to the API is refused with :func:`check_no_nul` (the argument and the position named,
+nothing written: silently dropping a character of what the user wrote would change it), and text that
+arises inside a turn (the model's reply, tool arguments and results) has each NUL made U+FFFD by
+:func:`clean_text`, like a lone surrogate, so the turn is stored whole.
+
 Identifiers are different: replacing a character in an agent name, a block label or a tool name would
 silently name something else, so :func:`check_name_text` refuses them with an error naming the argument.
 
@@ -21,7 +28,7 @@ from typing import Any
 
 from letta_nb.errors import InvalidArgumentError
 
-__all__ = ["check_name_text", "clean_json", "clean_text", "has_surrogates"]
+__all__ = ["check_name_text", "check_no_nul", "clean_json", "clean_text", "has_surrogates"]
 
 REPLACEMENT = "\ufffd"
 
@@ -38,7 +45,9 @@ def has_surrogates(text: str) -> bool:
 
 
 def clean_text(text: str) -> str:
-    """``text`` as valid Unicode: surrogate pairs joined, lone surrogates replaced by U+FFFD."""
+    """``text`` as valid, storable Unicode: surrogate pairs joined, lone surrogates and NULs replaced by U+FFFD."""
+    if "\x00" in text:  # memchr: cheap on the hot path
+        text = text.replace("\x00", REPLACEMENT)
     if not has_surrogates(text):
         return text
     # UTF-16 with surrogatepass writes every code point as its 16-bit units; decoding joins a high+low
@@ -63,6 +72,17 @@ def clean_json(value: Any) -> Any:
             return value
         return items if isinstance(value, list) else tuple(items)
     return value
+
+
+def check_no_nul(value: str, argument: str) -> None:
+    """Refuse text holding NUL (``"\\x00"``): PostgreSQL cannot store it, and replacing it would change what
+    the user wrote. Raises InvalidArgumentError naming ``argument`` and the first NUL's position."""
+    at = value.find("\x00")
+    if at >= 0:
+        raise InvalidArgumentError(
+            f"{argument} holds a NUL character ('\\x00') at position {at:,} (of {len(value):,}); the store cannot "
+            f"keep it (PostgreSQL's text refuses it). Remove it, e.g. {argument}.replace('\\x00', ''), or pass "
+            "binary data encoded (base64) rather than as text.")
 
 
 def check_name_text(value: str, argument: str, *, max_len: int) -> None:

@@ -44,6 +44,8 @@ from letta_nb.settings import resolve as resolve_settings
 if TYPE_CHECKING:
     import pandas as pd
 
+    from letta_nb.serve import ServeHandle
+
 __all__ = ["AgentRef", "Client", "connect"]
 
 
@@ -69,6 +71,7 @@ class Client:
         self.agents = Agents(self)
         self.blocks = SharedBlocks(self)
         self.tools = Tools(self)
+        self._servers: list[ServeHandle] = []  # client.serve(): stopped by close()
 
     @property
     def runtime(self) -> Runtime:
@@ -94,10 +97,21 @@ class Client:
         """Finish running turns, close the store and stop the runtime thread. Idempotent."""
         if self._thread.closed:
             return
+        for server in list(self._servers):  # before the runtime: their requests call it
+            server.stop()
         try:
             self._thread.run_closing(self._runtime.close())
         finally:
             self._thread.close()
+
+    def serve(self, port: int = 0, token: str | None = None) -> ServeHandle:
+        """Serve this client's agents over Letta's REST API on 127.0.0.1 (the letta-client SDK runs against
+        it unchanged): ``Letta(base_url=handle.url, api_key=handle.token)``. ``port=0`` picks a free port;
+        ``token`` defaults to a random one, required as a bearer token on every request. ``handle.stop()``
+        or ``close()`` stops it. Needs the ``serve`` extra (README "Serve Letta's REST API")."""
+        from letta_nb.serve import start
+
+        return start(self, port=port, token=token)
 
     def __enter__(self) -> Client:
         return self

@@ -15,13 +15,14 @@ spans up to date (see :mod:`letta_nb.telemetry.recorder` for why they are fed la
 | probe | one row per | main columns |
 |---|---|---|
 | ``tools()`` | tool call | started_at, agent_id, tool, status, duration_ms, error_type |
-| ``steps()`` | agent step | started_at, ended_at, agent_id, model, llm_ms, tools_ms, db_ms, total_ms, ttft_ms, tokens |
+| ``steps()`` | agent step | started_at, agent_id, model, llm_ms, tools_ms, db_ms, total_ms, tokens, summary_ms ... |
 | ``locks()`` | wait for an agent (its lock here, its lease across kernels) | acquired_at, agent_id, scope, wait_ms |
-| ``leases()`` | lease event (acquired, waited, took_expired, refused_commit, recovered ...) | at, agent_id, event ... |
+| ``leases()`` | lease event (acquired, waited, took_expired, refused_commit ...) | at, backend, agent_id, event ... |
 | ``cache()`` | named cache (counters since the last reset) | cache, hits, misses, lookups, hit_ratio, ... |
-| ``pool()`` | SQLAlchemy pool event | time, event, connection, held_ms, checkout_latency_ms, utilisation ... |
+| ``pool()`` | pool event (SQLAlchemy's; asyncpg's on PostgreSQL) | pool, time, event, held_ms, checkout_latency_ms .. |
 | ``embedder()`` | embedding request | started_at, embedder, inputs, tokens, duration_ms, status, retries ... |
 | ``embedders()`` | embedder (its requests summed) | embedder, requests, errors, throttled, p50_ms, p95_ms ... |
+| ``http()`` | request to ``client.serve()`` / ``%letta serve`` | started_at, method, route, status, duration_ms |
 | ``spans()`` | OpenTelemetry span | name, trace/span/parent ids, start, end, duration_ms, attributes as columns |
 | ``metrics()`` | OpenTelemetry data point | metric, kind, unit, attributes, value / count, sum, min, max |
 """
@@ -36,7 +37,7 @@ from letta_nb.telemetry import frames, plots
 from letta_nb.telemetry.recorder import live_telemetry
 
 __all__ = ["tools", "steps", "locks", "leases", "cache", "pool", "embedder", "embedders", "spans", "metrics", "reset",
-           "runtime", "plot_latency", "plot_percentiles", "plot_pool", "plot_cache"]
+           "http", "runtime", "plot_latency", "plot_percentiles", "plot_pool", "plot_cache"]
 
 
 def runtime(client: Any = None) -> Any:
@@ -79,8 +80,19 @@ def leases(client: Any = None) -> Any:
     (another kernel held it), took_expired (its holder stopped renewing: killed or paused), renewed, released,
     refused_commit (a commit under a lost lease was refused: nothing written), recovered (a refused turn took
     the lease again, ``wait_ms`` after the refusal, and re-ran the step), joined (a tool's commit shared its
-    running turn's lease), timed_out (AgentBusyError)."""
-    return frames.leases(list(runtime(client).leases.events))
+    running turn's lease), timed_out (AgentBusyError). ``backend`` says where the leases live: redis, postgres
+    (lease rows) or sqlite (lease rows)."""
+    rt = runtime(client)
+    df = frames.leases(list(rt.leases.events))
+    df.insert(1, "backend", _lease_backend(rt))
+    df["backend"] = df["backend"].astype("string")
+    return df
+
+
+def _lease_backend(rt: Any) -> str:
+    if getattr(rt.leases, "redis_url", None) is not None:  # runtime/redis_leases.py
+        return "redis"
+    return "postgres" if getattr(rt.store.location, "sqlite_path", "") is None else "sqlite"
 
 
 def cache(client: Any = None) -> Any:
@@ -89,9 +101,22 @@ def cache(client: Any = None) -> Any:
 
 
 def pool(client: Any = None) -> Any:
-    """One row per SQLAlchemy pool event, with the pool's state just after it."""
-    monitor = runtime(client).telemetry.pool
-    return frames.pool(list(monitor.events) if monitor is not None else [])
+    """One row per pool event, with that pool's state just after it: ``pool`` is ``sqlalchemy`` (the engine's,
+    portable reads) or, on PostgreSQL, ``asyncpg`` (the raw step path's: lease peeks, vector refreshes,
+    uploads; a checkout per acquire with its latency, a checkin with how long it was held)."""
+    import pandas as pd
+
+    rt = runtime(client)
+    monitor = rt.telemetry.pool
+    df = frames.pool(list(monitor.events) if monitor is not None else [])
+    df.insert(0, "pool", "sqlalchemy")
+    pg = getattr(rt.store, "pg_pool_monitor", None)
+    if pg is not None:
+        extra = frames.pool(list(pg.events))
+        extra.insert(0, "pool", "asyncpg")
+        df = pd.concat([df, extra], ignore_index=True).sort_values("time", kind="stable", ignore_index=True)
+    df["pool"] = df["pool"].astype("string")
+    return df
 
 
 def embedder(client: Any = None) -> Any:
@@ -102,6 +127,12 @@ def embedder(client: Any = None) -> Any:
 def embedders(client: Any = None) -> Any:
     """One row per embedder that made requests: totals, errors, 429s and latency percentiles."""
     return frames.embedders(list(runtime(client).telemetry.embed_batches))
+
+
+def http(client: Any = None) -> Any:
+    """One row per HTTP request the client's Letta REST server answered (``client.serve()``): ``route`` is the
+    template (``/v1/agents/{agent_id}/messages``), so rows group by endpoint, never by id."""
+    return frames.http(list(runtime(client).telemetry.http_requests))
 
 
 def spans(client: Any = None) -> Any:
@@ -121,6 +152,8 @@ def reset(client: Any = None) -> None:
     rt.locks.waits.clear()
     rt.leases.events.clear()
     rt.telemetry.reset()
+    if (pg := getattr(rt.store, "pg_pool_monitor", None)) is not None:
+        pg.events.clear()
 
 
 # ---- plots -----------------------------------------------------------------------------------------------
@@ -157,9 +190,14 @@ def plot_percentiles(kind: str = "steps", client: Any = None, *, window: str | N
                                        title=f"{kind}: {column} p50 / p95 over time")
 
 
-def plot_pool(client: Any = None, *, ax: Any = None) -> Any:
-    """Connections checked out / open over time against capacity; returns the Figure."""
-    return plots.pool_utilisation(pool(client), ax=ax)
+def plot_pool(client: Any = None, *, ax: Any = None, which: str = "sqlalchemy") -> Any:
+    """Connections checked out / open over time against capacity, of one pool (``which``: sqlalchemy, or
+    asyncpg on PostgreSQL); returns the Figure."""
+    if which not in ("sqlalchemy", "asyncpg"):
+        raise InvalidArgumentError(f"plot_pool: which must be 'sqlalchemy' or 'asyncpg', got {which!r}")
+    df = pool(client)
+    return plots.pool_utilisation(df[df["pool"] == which].reset_index(drop=True), ax=ax,
+                                  title=f"DB pool utilisation ({which})")
 
 
 def plot_cache(client: Any = None, *, ax: Any = None) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from letta_nb import _repr
 from letta_nb.errors import BlockNotFoundError
 from letta_nb.llm.base import ToolCall, Usage
+from letta_nb.llm.images import content_parts, placeholder_text
 
 __all__ = ["Block", "Message", "AgentState", "Passage", "StepStats", "Response", "Role"]
 
@@ -77,7 +78,7 @@ class Message:
     @_computed_once
     def openai(self) -> dict[str, Any]:
         """The message as an OpenAI chat message (computed once: prompts are rebuilt every step)."""
-        msg: dict[str, Any] = {"role": self.role, "content": self.content}
+        msg: dict[str, Any] = {"role": self.role, "content": content_parts(self.content)}  # images as parts
         if self.tool_calls:
             msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
         if self.role == "tool":
@@ -111,7 +112,7 @@ class Message:
                 except ValueError:
                     return call.arguments
             return ", ".join(f"{c.name}({c.arguments})" for c in self.tool_calls)
-        return self.content or ""
+        return placeholder_text(self.content)  # an image reads as "[image]" (llm/images.py)
 
     _repr_html_, _repr_markdown_ = _repr.message_html, _repr.message_md
 
@@ -182,6 +183,11 @@ class StepStats:
     completion_tokens: int
     stop_reason: str | None
     tool_names: tuple[str, ...] = ()
+    # compaction before this step's request (runtime/compaction.py): the summariser's time and tokens, and
+    # why the fixed note stood in for its summary (None: it did not, or nothing was evicted)
+    summary_ms: float = 0.0
+    summary_tokens: int = 0
+    summary_fallback: str | None = None
 
 
 @dataclass

@@ -147,6 +147,15 @@ def _spec(kind: str, known: Callable[[], tuple[str, ...]], example: str) -> Call
     return parse
 
 
+def _summarizer_model(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip().lower() in ("", "agent"):
+        return None
+    try:
+        return _spec("model", _model_providers, "openai/gpt-4o-mini")(value)
+    except ValueError as e:
+        raise ValueError(f"'agent' (each agent's own model) or {e}") from None
+
+
 def _providers(value: Any) -> tuple[str, ...] | None:
     known = tuple(dict.fromkeys(_model_providers() + _EMBEDDING_PROVIDERS))
     if isinstance(value, str):
@@ -200,6 +209,10 @@ SETTINGS: dict[str, _Setting] = {s.name: s for s in (
     _Setting("default_embedding", _spec("embedding", lambda: _EMBEDDING_PROVIDERS, "openai/text-embedding-3-small"),
              "hash", "embedder of agents created without one"),
     _Setting("allowed_providers", _providers, None, "providers models and embedders may use (unset: all)"),
+    _Setting("summarizer_model", _summarizer_model, None,
+             "model that summarises what leaves an agent's context window (unset: the agent's own)"),
+    _Setting("summarizer_timeout_s", _seconds_or_mb(0, 1e5, above_lo=True, what="seconds"), 60.0,
+             "seconds a summary may take before the fixed note stands in for it"),
 )}
 
 
@@ -221,6 +234,8 @@ class Settings:
     default_model: str
     default_embedding: str
     allowed_providers: tuple[str, ...] | None
+    summarizer_model: str | None
+    summarizer_timeout_s: float
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def source(self, name: str) -> str:
@@ -249,7 +264,7 @@ class Settings:
 
 def _display(name: str, value: Any) -> Any:
     if value is None:
-        return "all" if name == "allowed_providers" else "auto"
+        return {"allowed_providers": "all", "summarizer_model": "agent"}.get(name, "auto")
     return ", ".join(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
 
 

@@ -31,7 +31,7 @@ RESOURCES = [client_module.Agents, client_module.Messages, client_module.Blocks,
              client_module.Files, client_module.AgentTools, client_module.Tools, client_module.SharedBlocks,
              client_module.Client]
 # close() stops the runtime thread an awaitable twin would run on: it is sync only.
-SYNC_ONLY = {(client_module.Client, "close")}
+SYNC_ONLY = {(client_module.Client, "close"), (client_module.Client, "serve")}  # serve: starts a thread
 
 
 # ---- the public surface ---------------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 JupyterLab listens on 127.0.0.1 at a free port with a throwaway token; its kernel is this interpreter
 and its store a temporary LETTA_NB_HOME. The test runs every cell, chats through the widget (a streamed
 reply with a tool-call step), presses Stop during a slow reply, checks the partial answer stayed on
-screen and in the store, and leaves screenshots in artifacts/browser/. Playwright never downloads a
-browser: it drives /usr/bin/chromium (``.ci/run`` installs it). Without chromium the test skips.
+screen and in the store, and leaves screenshots in artifacts/browser/. The chat UI in a 900 px window and the
+approvals run in JupyterLab and in Notebook 7 (the ``frontend`` fixture), and leave light and dark screenshots of
+the chat in build/screenshots/. Playwright never downloads a browser: it drives /usr/bin/chromium (``.ci/run``
+installs it). Without chromium the test skips.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -49,6 +52,18 @@ def free_port() -> int:
 
 @pytest.fixture
 def jupyterlab(tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
+    yield from _server("jupyterlab", tmp_path, letta_home)
+
+
+@pytest.fixture(params=["lab", "notebook7"])
+def frontend(request: pytest.FixtureRequest, tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, str]]:
+    """JupyterLab or Notebook 7 (the ``notebook`` package), and the path of a notebook's page in it."""
+    app, pages = ("jupyterlab", "lab/tree") if request.param == "lab" else ("notebook", "notebooks")
+    for base, token, _ in _server(app, tmp_path, letta_home):
+        yield base, token, pages
+
+
+def _server(app: str, tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(ROOT / "notebooks" / "02_chat_widget.ipynb", root)
@@ -68,12 +83,15 @@ def jupyterlab(tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, sub
     port, token = free_port(), secrets.token_hex(16)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)  # screenshots of this run only
     ARTIFACTS.mkdir(parents=True)
-    log = open(ARTIFACTS / "jupyterlab.log", "w")  # noqa: SIM115 - closed in the finally below, after the server
+    log = open(ARTIFACTS / f"{app}.log", "w")  # noqa: SIM115 - closed in the finally below, after the server
+    # Notebook 7 is JupyterLab's components in another shell: the same window.jupyterapp, commands and themes
+    options = (["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"] if app == "jupyterlab" else
+               ["--JupyterNotebookApp.expose_app_in_browser=True"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+        [sys.executable, "-m", app, "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
          "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         f"--ServerApp.root_dir={root}", *options],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -85,7 +103,7 @@ def jupyterlab(tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, sub
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"JupyterLab did not start; see {ARTIFACTS / 'jupyterlab.log'}")
+                raise AssertionError(f"{app} did not start; see {ARTIFACTS / f'{app}.log'}")
             time.sleep(0.2)
         yield base, token, proc
     finally:
@@ -133,6 +151,9 @@ def _run(page, expect, url: str) -> None:
     expect(chats).to_have_count(2)
     # Every cell ran: the last one shows the titles of the scripted widget's steps.
     expect(page.locator(".jp-OutputArea-output").filter(has_text="⚙ core_memory_append · success")).to_have_count(1)
+    # The edit from Python (a cell before the last) followed the earlier message, which stays in recall memory.
+    expect(page.locator(".jp-OutputArea-output").filter(
+        has_text="['My name is Ada.', 'My name is Ada Lovelace.']")).to_have_count(1)
     # The scripted widget's turn (a later cell) edited ada's memory: the first chat's panel followed it.
     expect(chats.nth(0).locator(".letta-memory")).to_contain_text("Name: Ada")
 
@@ -225,7 +246,7 @@ def _plain(page, expect, url: str) -> None:
     expect(chat.locator(".letta-reasoning-body")).to_be_hidden()  # collapsed until opened
     page.screenshot(path=str(ARTIFACTS / "04_plain_reply_streaming.png"), full_page=True)
     expect(chat.locator(".letta-input textarea")).to_be_enabled()  # the turn ended
-    expect(bubble).to_have_text(FULL_REPLY)
+    expect(bubble.locator(".letta-md")).to_have_text(FULL_REPLY)  # the words (the role mark and footer apart)
     expect(chat.locator(".letta-reasoning-body")).to_be_hidden()
     reasoning.get_by_text("💭 reasoning").click()  # open it: the reasoning is there
     expect(chat.locator(".letta-reasoning-body")).to_be_visible()
@@ -259,7 +280,8 @@ RECORD_THINKING = """(root) => {
     const t = root.querySelector('.letta-thinking');
     const on = !!t && !t.hidden && t.getClientRects().length > 0;
     const bubbles = root.querySelectorAll('.letta-msg-assistant');
-    const last = bubbles.length ? bubbles[bubbles.length - 1].innerText.trim() : '';
+    const md = bubbles.length ? bubbles[bubbles.length - 1].querySelector('.letta-md') : null;
+    const last = md ? md.innerText.trim() : '';
     return (on ? 'thinking' : 'idle') + '|' + (last && last !== '…' ? 'words' : 'none');
   };
   window.__letta.push(state());
@@ -301,26 +323,30 @@ def _open(page, url: str) -> None:
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
 
-def test_chat_ui_in_a_900px_window(jupyterlab: tuple[str, str, subprocess.Popen], tmp_path: Path) -> None:
+def test_chat_ui_in_a_900px_window(frontend: tuple[str, str, str], tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    base, token, _ = jupyterlab
+    base, token, pages = frontend
     (tmp_path / "root" / "chat_ui.ipynb").write_text(json.dumps(UI_NOTEBOOK))
+    app = "lab" if pages.startswith("lab") else "notebook7"
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 900, "height": 1000})
+            # the clipboard, for the copy button (127.0.0.1 is a secure context: navigator.clipboard exists)
+            context = browser.new_context(viewport={"width": 900, "height": 1000},
+                                          permissions=["clipboard-read", "clipboard-write"])
+            page = context.new_page()
             page.set_default_timeout(60_000)
             sync_api.expect.set_options(timeout=60_000)
-            _open(page, f"{base}/lab/tree/chat_ui.ipynb?token={token}")
-            _chat_ui(page, sync_api.expect)
+            _open(page, f"{base}/{pages}/chat_ui.ipynb?token={token}")
+            _chat_ui(page, sync_api.expect, app)
         except BaseException:
-            page.screenshot(path=str(ARTIFACTS / "failure_ui.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"failure_ui_{app}.png"), full_page=True)
             raise
         finally:
             browser.close()
 
 
-def _chat_ui(page, expect) -> None:
+def _chat_ui(page, expect, app: str) -> None:
     chat = page.locator(".letta-chat")
     expect(chat).to_have_count(1)
     expect(chat.locator(".letta-frontend")).to_have_count(1)
@@ -373,14 +399,35 @@ def _chat_ui(page, expect) -> None:
     expect(code).to_have_count(1)
     expect(code.locator("code")).to_have_text("if a < b && c > d:\n    pass\n")
     expect(code.locator("code .k").first).to_have_text("if")  # a keyword, coloured by the theme's Pygments CSS
-    expect(code.locator("button.letta-copy")).to_have_count(1)
-    page.screenshot(path=str(ARTIFACTS / "06_autoscroll.png"))
+    keyword = code.locator("code .k").first
+    assert keyword.evaluate("(k) => getComputedStyle(k).color !== getComputedStyle(k.closest('code')).color")
+    copy = code.locator("button.letta-copy")
+    expect(copy).to_have_count(1)
+    copy.click()  # copies the code as written: < > & verbatim, not the button's own label
+    expect(copy).to_have_text("Copied")
+    assert page.evaluate("() => navigator.clipboard.readText()") == "if a < b && c > d:\n    pass\n"
+    page.screenshot(path=str(ARTIFACTS / f"06_autoscroll_{app}.png"))
+
+    # A role mark (initial, name) and the time above each bubble's words; a footer under each reply with its
+    # turn's tokens, latency and steps; the header's agent picker and context gauge.
+    reply = chat.locator(".letta-msg-assistant").last
+    expect(reply.locator(".letta-avatar")).to_have_text("U")
+    expect(reply.locator(".letta-who")).to_have_text("ui")
+    expect(chat.locator(".letta-msg-user").last.locator(".letta-avatar")).to_have_text("Y")
+    assert re.fullmatch(r"\d\d:\d\d( [AP]M)?", reply.locator("time").inner_text())
+    assert reply.evaluate("(b) => b.querySelector('.letta-meta').getBoundingClientRect().bottom"
+                          " <= b.querySelector('.letta-md').getBoundingClientRect().top + 1")  # above the words
+    expect(reply.locator(".letta-footer")).to_have_text(re.compile(r"[\d,]+ tokens \([\d,]+ in, [\d,]+ out\) · "
+                                                                   r"[\d.]+ m?s · \d+ steps?"))
+    expect(chat.locator(".letta-agent-picker select")).to_have_value("ui")
+    expect(chat.locator(".letta-gauge-text")).to_have_text(re.compile(r"[\d.]+k? / [\d.]+k tokens"))
 
     # Scrolled up to read: a new reply does not pull the view down; back at the bottom, it follows again.
     box.fill("Hi!")
     chat.locator("button.letta-send").click()
     log.hover()
     page.mouse.wheel(0, -5000)  # the user scrolls up while the reply streams
+    page.wait_for_function("() => document.querySelector('.letta-chat .letta-log').scrollTop < 5")
     expect(chat.locator(".letta-msg-assistant").last).to_contain_text("Noted: \"Hi!\"")
     expect(chat.locator(".letta-msg-assistant").last).to_contain_text("when you ask.")
     expect(box).to_be_enabled()
@@ -392,6 +439,27 @@ def _chat_ui(page, expect) -> None:
     box.press("Enter")
     expect(chat.locator(".letta-msg-assistant")).to_have_count(replies + 1)
     expect(box).to_be_enabled()
+    page.wait_for_function(f"() => ({AT_BOTTOM})(document.querySelector('.letta-chat .letta-log'))")
+    assert log.evaluate(NEWEST_IN_VIEW)
+
+    # Retry: the last message again, the earlier exchange kept and dimmed. Edit: the box takes the last message
+    # and Enter sends the edited text after it.
+    users = chat.locator(".letta-msg-user")
+    said = users.count()
+    chat.locator("button.letta-retry").click()
+    expect(users).to_have_count(said + 1)
+    expect(box).to_be_enabled()
+    expect(chat.locator(".letta-msg.letta-superseded").first).to_contain_text("stays in recall memory")
+    chat.locator("button.letta-edit").click()
+    expect(box).to_have_value("What is my name?")
+    expect(chat.locator(".letta-status")).to_contain_text("earlier exchange stays in recall memory")
+    box.fill("My name is Grace.")
+    box.press("Enter")
+    expect(users).to_have_count(said + 2)
+    expect(users.last).to_contain_text("My name is Grace.")
+    expect(users.last.locator(".letta-note")).to_have_text("edited")
+    expect(box).to_be_enabled()
+    expect(chat.locator(".letta-memory")).to_contain_text("Name: Grace")
     page.wait_for_function(f"() => ({AT_BOTTOM})(document.querySelector('.letta-chat .letta-log'))")
     assert log.evaluate(NEWEST_IN_VIEW)
 
@@ -407,14 +475,14 @@ def _chat_ui(page, expect) -> None:
 
     # Screenshots of both themes, for people to look at.
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    chat.screenshot(path=str(SCREENSHOTS / "chat_light.png"))
+    chat.screenshot(path=str(SCREENSHOTS / f"chat_light_{app}.png"))
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'"
                            " && !document.querySelector('#jupyterlab-splash')")
     chat.locator(".letta-log").evaluate("(log) => { log.scrollTop = log.scrollHeight; }")
     page.wait_for_function("() => getComputedStyle(document.querySelector('.letta-chat .letta-msg'))"
                            ".backgroundColor !== 'rgb(255, 255, 255)'")
-    chat.screenshot(path=str(SCREENSHOTS / "chat_dark.png"))
+    chat.screenshot(path=str(SCREENSHOTS / f"chat_dark_{app}.png"))
 
 
 # ---- issue 14: Approve / Deny of a tool call that waits for a person -----------------------------------------
@@ -436,10 +504,10 @@ APPROVAL_NOTEBOOK = {
 }
 
 
-def test_approve_and_deny_in_the_chat_widget(jupyterlab: tuple[str, str, subprocess.Popen], tmp_path: Path,
+def test_approve_and_deny_in_the_chat_widget(frontend: tuple[str, str, str], tmp_path: Path,
                                              letta_home: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    base, token, _ = jupyterlab
+    base, token, pages = frontend
     (tmp_path / "root" / "approval.ipynb").write_text(json.dumps(APPROVAL_NOTEBOOK))
     side = tmp_path / "side.txt"
     with sync_api.sync_playwright() as p:
@@ -448,7 +516,7 @@ def test_approve_and_deny_in_the_chat_widget(jupyterlab: tuple[str, str, subproc
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
             sync_api.expect.set_options(timeout=60_000)
-            _open(page, f"{base}/lab/tree/approval.ipynb?token={token}")
+            _open(page, f"{base}/{pages}/approval.ipynb?token={token}")
             _approvals(page, sync_api.expect, side)
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "failure_approval.png"), full_page=True)

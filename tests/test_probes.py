@@ -177,7 +177,8 @@ def test_locks_probe_shows_queueing_on_one_agent(client):
     assert len(store) == 3 and (store.wait_ms == 0).all()
     events = probes.leases(client)
     assert events[events.agent_id == agent.id].event.tolist()[:3] == ["acquired", "reused", "reused"]
-    assert list(events.columns) == ["at", "agent_id", "event", "wait_ms", "token", "holder_pid", "holder_host"]
+    assert list(events.columns) == ["at", "backend", "agent_id", "event", "wait_ms", "token", "holder_pid",
+                                    "holder_host"]
 
 
 def test_embedder_probe_reads_batch_records(client):

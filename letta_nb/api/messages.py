@@ -62,6 +62,13 @@ class Messages(_Resource):
         them); returns the agent."""
         return await _messages.reset(self._rt, agent_ref(agent_id))
 
+    async def _compact(self, agent_id: AgentRef) -> AgentState:
+        """Summarise the conversation now, whatever the window: every message but the last turn leaves the
+        context window and a model folds it into the agent's summary (``summarizer_model``, else the agent's
+        own; the fixed note if it fails). Recall memory keeps every message; returns the agent, whose
+        ``context_summary`` is the new summary."""
+        return await _messages.compact(self._rt, agent_ref(agent_id))
+
     async def _cancel(self, agent_id: AgentRef) -> bool:
         """Cancel the agent's running turn (what it streamed so far is kept). False if none was running.
 
@@ -186,6 +193,7 @@ class Messages(_Resource):
     list, alist = sync_twin(_list), async_twin(_list)
     cancel, acancel = sync_twin(_cancel), async_twin(_cancel)
     reset, areset = sync_twin(_reset), async_twin(_reset)
+    compact, acompact = sync_twin(_compact), async_twin(_compact)
     approve, aapprove = sync_twin(_approve), async_twin(_approve)
     preview, apreview = sync_twin(_preview), async_twin(_preview)
 

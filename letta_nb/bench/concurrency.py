@@ -3,6 +3,11 @@
 Workload: A agents x M messages, each agent's messages sent one after another, all agents at once,
 offline model at 50 ms a call (a turn is one call). Ideal wall time = M x 50 ms (agents never wait
 for each other). Checks: every message stored once, each agent's messages in the order sent.
+``--agents N --messages M`` change the size (``python -m letta_nb.bench concurrency --agents 1000 --messages 5``).
+
+It explains itself: ``runtime_cpu_utilisation`` is the runtime thread's CPU time (``time.thread_time`` read on
+its loop) over the wall time. Near 1.0 the one loop is CPU-bound and the wall time is its CPU time, not the
+model's latency; ``runtime_cpu_per_turn_ms`` says what each turn cost it.
 """
 
 from __future__ import annotations
@@ -13,21 +18,25 @@ import tempfile
 import time
 
 from letta_nb.bench._backend import BenchBackend
+from letta_nb.bench._profile import loop_cpu_s
 from letta_nb.bench._report import BenchResult
 
 __all__ = ["run"]
 
 
-def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | None = None) -> BenchResult:
+def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | None = None, *,
+        agents: int | None = None, messages: int | None = None) -> BenchResult:
+    """``agents`` x ``messages`` (default 100 x 20, ``quick`` 20 x 10)."""
     if backend is None:
         with BenchBackend() as sqlite:
-            return run(quick, latency_ms, sqlite)
+            return run(quick, latency_ms, sqlite, agents=agents, messages=messages)
     n_agents, n_msgs = (20, 10) if quick else (100, 20)
+    n_agents, n_msgs = agents or n_agents, messages or n_msgs
     with (
         tempfile.TemporaryDirectory(prefix="letta_nb_bench_") as tmp,
         backend.connect(backend.store(tmp, "bench")) as client,
     ):
-        agents = [client.agents.create(f"c{i}", model=f"offline?latency_ms={latency_ms:g}").id for i in range(n_agents)]
+        ids = [client.agents.create(f"c{i}", model=f"offline?latency_ms={latency_ms:g}").id for i in range(n_agents)]
 
         async def talk(agent_id: str) -> None:
             for j in range(n_msgs):
@@ -36,12 +45,14 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
         async def main() -> float:
             gc.collect()  # the set-up's garbage is not the workload's (timeit goes further: GC off)
             t = time.perf_counter()
-            await asyncio.gather(*(talk(a) for a in agents))
+            await asyncio.gather(*(talk(a) for a in ids))
             return time.perf_counter() - t
 
+        cpu0, process0 = loop_cpu_s(client), time.process_time()
         wall = asyncio.run(main())
+        cpu, process_cpu = loop_cpu_s(client) - cpu0, time.process_time() - process0
         lost = violations = 0
-        for a in agents:
+        for a in ids:
             sent = [m.content for m in client.agents.messages.list(a) if m.role == "user"]
             expected = [f"message {j} of {a}" for j in range(n_msgs)]
             lost += len(set(expected) - set(sent)) + max(0, len(sent) - len(set(sent)))
@@ -54,6 +65,9 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
         "concurrency",
         {"backend": backend.label, "agents": n_agents, "messages_per_agent": n_msgs, "wall_s": wall, "ideal_s": ideal,
          "ratio": ratio,
-         "lost": lost, "order_violations": violations, "steps_per_commit": writes / max(commits, 1)},
+         "lost": lost, "order_violations": violations, "steps_per_commit": writes / max(commits, 1),
+         "runtime_cpu_s": cpu, "runtime_cpu_utilisation": cpu / wall,
+         "runtime_cpu_per_turn_ms": cpu * 1000 / (n_agents * n_msgs),
+         "process_cpu_per_turn_ms": process_cpu * 1000 / (n_agents * n_msgs)},
         goals={"wall <= 1.3x ideal": ratio <= 1.3, "0 lost": lost == 0, "order kept": violations == 0},
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from letta_nb.llm._offline_kernel import after_kernel_tool, on_data_question
 from letta_nb.llm._offline_reading import (
     _args,
     _results,
@@ -29,6 +30,7 @@ from letta_nb.llm._offline_reading import (
     keywords,
     parse_core_memory,
 )
+from letta_nb.llm._offline_summary import answer_from_summary, is_summary_request, summarise
 
 __all__ = ["MAX_SAME_TOOL_CALLS", "Plan", "decide"]
 
@@ -93,16 +95,33 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split()).rstrip("?.! ")
 
 
+# The runtime sends the same tool list object step after step (runtime/session.py keeps it): its reading is
+# kept by identity, holding the list so its id cannot be reused; a few hundred agents' lists at most.
+_TOOLS_SEEN: dict[int, tuple[list[dict[str, Any]], int, dict[str, bool]]] = {}
+
+
+def _heartbeat_params(tools: list[dict[str, Any]]) -> dict[str, bool]:
+    """Tool name -> whether its schema takes ``request_heartbeat`` (Letta-style tools)."""
+    seen = _TOOLS_SEEN.get(id(tools))
+    if seen is not None and seen[0] is tools and seen[1] == len(tools):  # the same list, not grown in place
+        return seen[2]
+    params: dict[str, bool] = {}
+    for t in tools:
+        fn = t.get("function", t)
+        props = (fn.get("parameters") or {}).get("properties") or {}
+        params[fn.get("name", "")] = "request_heartbeat" in props
+    if len(_TOOLS_SEEN) >= 512:
+        _TOOLS_SEEN.clear()
+    _TOOLS_SEEN[id(tools)] = (tools, len(tools), params)
+    return params
+
+
 class _Ctx:
     """Per-call view of the conversation that the rules share."""
 
     def __init__(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]):
         self.messages = messages
-        self.heartbeat_params: dict[str, bool] = {}
-        for t in tools:
-            fn = t.get("function", t)
-            props = (fn.get("parameters") or {}).get("properties") or {}
-            self.heartbeat_params[fn.get("name", "")] = "request_heartbeat" in props
+        self.heartbeat_params = _heartbeat_params(tools)
         system = messages[0] if messages and messages[0].get("role") == "system" else None
         self.blocks = parse_core_memory(_text(system["content"])) if system else MappingProxyType({})
         self.user_index = -1
@@ -141,6 +160,8 @@ class _Ctx:
 
 def decide(messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: Any = None) -> Plan:
     """The plan for the next assistant turn, with the loop guard applied and ``tool_choice`` honoured."""
+    if is_summary_request(messages):  # the runtime folding evicted messages into its summary (compaction)
+        return Plan("Summarising the messages leaving the context window.", answer=summarise(messages))
     ctx = _Ctx(messages, tools)
     return _honour(ctx, _decide(ctx, messages), tool_choice, tools)
 
@@ -220,7 +241,7 @@ def _on_user(ctx: _Ctx) -> Plan:
         if fact:
             return _save(ctx, fact, "The user asked me to remember something", prefer_core=False)
     if is_question(text):
-        return _on_question(ctx, text)
+        return on_data_question(ctx, text) or _on_question(ctx, text)  # the kernel's data: llm/_offline_kernel.py
     if m := _NAME.search(text):
         return _save(ctx, "Name: " + m.group("name").strip(), "The user told me their name", prefer_core=True)
     if _FACT.match(text):
@@ -288,6 +309,10 @@ def _on_question(ctx: _Ctx, text: str) -> Plan:
             "The user asked a question; the answer is in my core memory.",
             f'From my core memory: "{_quote(best, 300)}".',
         )
+    system = ctx.messages[0] if ctx.messages and ctx.messages[0].get("role") == "system" else {}
+    if (fact := answer_from_summary(_text(system.get("content")), text)) is not None:
+        return ctx.reply("The user asked a question; the summary of our earlier conversation answers it.",
+                         f'From the summary of our earlier conversation: "{_quote(fact, 300)}".')
     query = text.strip().rstrip("?").strip()
     if ctx.has("archival_memory_search"):
         return ctx.call(
@@ -341,6 +366,8 @@ def _after_tool(ctx: _Ctx, name: str, arguments: str, content: str, status_faile
     if name == "send_message":
         return Plan("I already sent my reply; nothing more to do this turn.")
     failed = status_failed or _failed(content, write=name in WRITE_TOOLS)
+    if (kernel := after_kernel_tool(ctx, name, content, failed)) is not None:
+        return kernel
     if name in WRITE_TOOLS:
         saved = _write_content(arguments)
         if failed:

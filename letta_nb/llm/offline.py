@@ -48,7 +48,7 @@ from letta_nb.llm.base import (
     Usage,
 )
 from letta_nb.llm.registry import choice, integer, number, parse_options, redact_spec
-from letta_nb.llm.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
+from letta_nb.llm.tokens import MESSAGE_OVERHEAD_TOKENS, Prompt, estimate_tokens
 
 __all__ = ["OfflineModel"]
 
@@ -168,7 +168,8 @@ class OfflineModel:
         yield Completion(
             content=text,
             tool_calls=calls,
-            # A cheap estimate (content characters / 4 plus per-message overhead), O(messages) in C.
+            # The runtime's running estimate when it sent a Prompt, else content characters / 4 plus per-message
+            # overhead, O(messages) in C.
             usage=Usage(_prompt_tokens(messages), completion_tokens),
             finish_reason="tool_calls" if calls else "stop",
             ttft_ms=ttft_ms,
@@ -191,6 +192,8 @@ _TOOL_CALLS = operator.methodcaller("get", "tool_calls")
 
 
 def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    if isinstance(messages, Prompt):  # the runtime's running estimate (llm/tokens.py): no rescan of the window
+        return messages.tokens
     # Iterated with map/filter (C loops): the whole prompt is scanned on every call.
     chars = sum(map(len, filter(None, map(_CONTENT, messages))))
     calls = sum(len(c["function"]["arguments"]) for tc in filter(None, map(_TOOL_CALLS, messages)) for c in tc)

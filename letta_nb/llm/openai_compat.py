@@ -39,6 +39,7 @@ from letta_nb.llm.base import (
     ToolChoice,
     Usage,
 )
+from letta_nb.llm.images import images_after_tools
 from letta_nb.llm.tokens import estimate_tokens, message_tokens
 
 __all__ = ["OpenAICompatModel", "reasoning_text"]
@@ -105,7 +106,8 @@ class OpenAICompatModel:
     def request_body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
                      tool_choice: ToolChoice = None) -> dict[str, Any]:
         """The ``/chat/completions`` body :meth:`stream` sends (``messages.preview`` shows it unsent)."""
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
+        # Image parts go in user messages only: a tool's image (the figure tool) moves after its result.
+        body: dict[str, Any] = {"model": self.model, "messages": images_after_tools(messages), "stream": True,
                                 "stream_options": {"include_usage": True}}
         if tools:
             body["tools"] = tools

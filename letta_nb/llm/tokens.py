@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["estimate_tokens", "message_tokens", "MESSAGE_OVERHEAD_TOKENS"]
+from letta_nb.llm.images import content_tokens
+
+__all__ = ["estimate_tokens", "message_tokens", "MESSAGE_OVERHEAD_TOKENS", "Prompt"]
 
 MESSAGE_OVERHEAD_TOKENS = 4
 
@@ -23,7 +25,7 @@ def estimate_tokens(text: str | None) -> int:
 
 def message_tokens(message: dict[str, Any]) -> int:
     """Estimated tokens of one OpenAI chat message, tool calls included."""
-    n = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message.get("content"))
+    n = MESSAGE_OVERHEAD_TOKENS + content_tokens(message.get("content"))  # an image: a fixed IMAGE_TOKENS
     for call in message.get("tool_calls") or ():
         fn = call["function"]
         n += estimate_tokens(fn["name"]) + estimate_tokens(fn["arguments"]) + 3
@@ -32,3 +34,18 @@ def message_tokens(message: dict[str, Any]) -> int:
 
 def tools_tokens(tools: list[dict[str, Any]]) -> int:
     return estimate_tokens(json.dumps(tools)) if tools else 0
+
+
+class Prompt(list[dict[str, Any]]):
+    """The chat messages of one model call, with the runtime's estimate of their tokens (system prompt, tool
+    schemas, window and the step's messages, kept as running totals by runtime/session.py).
+
+    Why: a backend that reports usage itself (the offline model) would otherwise rescan the whole window on
+    every call, a cost that grows with the conversation; it reads ``tokens`` instead, and scans only a plain
+    list. It is a list in every other respect (JSON, the OpenAI SDK, slicing)."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, messages: list[dict[str, Any]], tokens: int):
+        super().__init__(messages)
+        self.tokens = tokens

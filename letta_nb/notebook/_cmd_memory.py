@@ -1,8 +1,11 @@
-"""``%letta memory [AGENT] | memory set | archival insert | archival search``: the agent's two editable memories.
+"""``%letta memory [AGENT] | memory set | archival insert | archival search | compact | reset``: the agent's
+editable memories, and room in its context window.
 
 Core memory is shown as block cards; archival search returns a DataFrame (score, text, tags) so it can be
 sorted and filtered. Edits go through the public API, so they take the agent's lock and never land in the
-middle of a running step.
+middle of a running step. ``compact`` has a model fold all but the last turn of the context window into the
+agent's summary (runtime/compaction.py); ``reset`` empties the window. Neither deletes anything: recall
+memory keeps every message.
 """
 
 from __future__ import annotations
@@ -62,3 +65,29 @@ def archival_search(args: Any, session: Any, shell: Any) -> Any:
         raise UsageError(f"-k must be a positive number of passages, got {args.top_k}.")
     name = session.agent_or_current(args.agent)
     return passages_frame(session.client.agents.passages.search(name, " ".join(args.query), top_k=args.top_k))
+
+
+@command("compact", "summarise an agent's conversation now (all but the last turn)")
+@magic_arguments("letta compact")
+@argument("agent", nargs="?", help="agent name (default: the current agent)")
+def compact(args: Any, session: Any, shell: Any) -> Any:
+    """Fold every message of AGENT's context window but the last turn into its summary, written by the
+    summariser model (``summarizer_model``, else the agent's own). Recall memory keeps them all."""
+    name = session.agent_or_current(args.agent)
+    before = session.client.agents.context(name)
+    agent = session.client.agents.messages.compact(name)
+    after = session.client.agents.context(name)
+    return Notice(f"Compacted {name!r}: {before.messages_in_window - after.messages_in_window} messages folded into "
+                  f"its summary; the window went from {before.total} to {after.total} of {after.context_window} "
+                  "tokens.", agent)
+
+
+@command("reset", "empty an agent's context window (recall memory keeps every message)")
+@magic_arguments("letta reset")
+@argument("agent", nargs="?", help="agent name (default: the current agent)")
+def reset(args: Any, session: Any, shell: Any) -> Any:
+    """Start AGENT's conversation afresh: its context window and summary are emptied, its core memory stays,
+    and recall memory keeps every message (``conversation_search`` still finds them)."""
+    name = session.agent_or_current(args.agent)
+    agent = session.client.agents.messages.reset(name)
+    return Notice(f"Reset {name!r}: its context window is empty; recall memory keeps every message.", agent)

@@ -5,7 +5,8 @@ registers it (schema from signature and docstring) and attaches it to the agent.
 after editing the function re-registers it, so the agent always calls the latest definition. ``--approve``
 makes each call wait for a person; ``approve CALL_ID [--deny]`` answers one (runtime/approvals.py).
 ``rules [AGENT]`` shows an agent's tool rules (runtime/rule_solver.py enforces them), ``rules add TYPE TOOL``
-and ``rules remove INDEX`` edit them through ``client.agents.update``, which checks them.
+and ``rules remove INDEX`` edit them through ``client.agents.update``, which checks them. ``tools kernel
+on|off [AGENT]`` lets an agent see the kernel (notebook/kernel_tools.py).
 """
 
 from __future__ import annotations
@@ -142,3 +143,21 @@ def rules(args: Any, session: Any, shell: Any) -> Any:
     if words:
         current = client.agents.update(name, tool_rules=current).tool_rules
     return records_frame(rule_rows(current), ["index", "type", "tool_name", "detail"])
+
+
+@command("tools kernel", "let an agent see the kernel: kernel tools on or off")
+@magic_arguments("letta tools kernel")
+@argument("state", choices=("on", "off"), help="on: attach the kernel tools; off: detach them")
+@argument("agent", nargs="?", help="the agent (default: the current agent)")
+def tools_kernel(args: Any, session: Any, shell: Any) -> Any:
+    """Attach (on) or detach (off) the kernel tools (letta_nb/notebook/kernel_tools.py): list_variables,
+    describe_variable, read_cell, last_error, show_figure, and run_python, which always waits for your approval."""
+    from letta_nb.notebook import kernel_tools
+
+    name = session.agent_or_current(args.agent)
+    if args.state == "on":
+        kernel_tools.enable(session.client, name)
+        return Notice(f"Agent {name!r} now sees this kernel: {', '.join(kernel_tools.KERNEL_TOOL_NAMES)} "
+                      "(run_python asks you first).")
+    kernel_tools.disable(session.client, name)
+    return Notice(f"Kernel tools detached from {name!r}.")

@@ -49,7 +49,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 # The order %letta? lists them in: the life of an agent first, introspection last.
 _ORDER = ("agents", "create", "use", "delete", "memory", "memory set", "archival insert", "archival search", "load",
-          "tools", "tool add", "chat", "stats", "context", "sql", "models", "config")
+          "tools", "tool add", "chat", "stats", "context", "compact", "reset", "sql", "models", "config", "serve")
 
 
 def _ordered() -> list[Command]:

@@ -1,4 +1,5 @@
-"""The one piece of the ChatWidget that runs in the browser: typing indicator, Enter to send, autoscroll.
+"""The one piece of the ChatWidget that runs in the browser: typing indicator, Enter to send, autoscroll,
+a Copy button on code blocks, and message times in the reader's clock.
 
 ipywidgets' built-in controls cannot do these: a ``Textarea`` has no key events (Enter and Shift+Enter
 both add a newline) and a ``VBox`` cannot scroll itself. So a small `anywidget
@@ -7,8 +8,9 @@ Notebook 7 and VS Code load it alike) sits inside the chat box and attaches to i
 Its state is synced traitlets, so Python drives and reads it as the browser does: ``thinking`` shows the
 indicator, ``following`` says whether the conversation follows new messages (False once the user has
 scrolled up, True again at the bottom), and a press of Enter arrives as a ``submit`` message that calls
-the handler given to :meth:`ChatFrontend.on_submit`. ``static/chat.css`` (injected by anywidget) holds the
-widget's look, from JupyterLab's CSS variables.
+the handler given to :meth:`ChatFrontend.on_submit`. The input is marked ``data-lm-suppress-shortcuts``: in
+Notebook 7, which reads keys before any handler of ours, Shift+Enter in the chat otherwise ran the cell.
+``static/chat.css`` (injected by anywidget) holds the widget's look, from JupyterLab's CSS variables.
 """
 
 from __future__ import annotations

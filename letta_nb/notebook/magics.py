@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -27,7 +28,15 @@ from IPython.display import display
 from letta_nb._text import clean_text
 from letta_nb.errors import LettaNBError
 from letta_nb.llm.base import ToolCall
-from letta_nb.notebook import _cmd_agents, _cmd_info, _cmd_memory, _cmd_tools  # noqa: F401  (registers subcommands)
+from letta_nb.notebook import (  # noqa: F401  (subcommands)
+    _cmd_agents,
+    _cmd_info,
+    _cmd_kernel,
+    _cmd_memory,
+    _cmd_serve,  # noqa: F401  (%letta serve)
+    _cmd_tools,
+)
+from letta_nb.notebook._cells import cell_errors
 from letta_nb.notebook._commands import dispatch, help_text, parse
 from letta_nb.notebook._live_reply import FORMATS, LiveReply
 from letta_nb.notebook._session import current_session
@@ -37,6 +46,7 @@ __all__ = ["LettaChatMagics", "LettaCommandMagics", "interpolate"]
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
+_CELL = re.compile(r"^(In|Out|Err)\[\s*(\d+)\s*\]$")  # {In[3]}: a cell's source, result or error
 
 
 def _plain_help(doc: str | None) -> str:
@@ -67,16 +77,17 @@ class LettaChatMagics(Magics):
     def letta(self, line: str, cell: str) -> None:
         """Send the cell to an agent and stream its reply into the output area.
 
-        ``{name}`` or ``{obj.attr}`` in the cell is replaced by that notebook variable (``{{`` and ``}}`` are
-        literal braces). Tool calls show as compact lines above the reply, the model's reasoning too with
-        ``--reasoning``. Interrupt the kernel (Ctrl-C, or the stop button) to stop: the partial answer is
+        ``{name}`` or ``{obj.attr}`` in the cell is replaced by that notebook variable, ``{In[n]}``, ``{Out[n]}``
+        and ``{Err[n]}`` by cell n's source, result and error (``{{`` and ``}}`` are literal braces). Tool calls
+        show as compact lines above the reply, the model's reasoning too with ``--reasoning``. Interrupt the
+        kernel (Ctrl-C, or the stop button) to stop: the partial answer is
         kept, on screen and in recall memory.
         """
         assert self.shell is not None  # IPython runs a magic in the shell that registered it
         args = parse(self.letta, clean_text(line))
         if args.output is not None and not _IDENT.match(args.output):
             raise UsageError(f"-o needs a Python variable name, got {args.output!r}.")
-        text = clean_text(interpolate(cell, self.shell.user_ns)).strip()
+        text = clean_text(interpolate(cell, self.shell.user_ns, cell_errors(self.shell))).strip()
         if not text:
             raise UsageError("%%letta needs a message in the cell body, e.g.\n%%letta sam\nWhat did we discuss?")
         session = current_session()
@@ -139,14 +150,17 @@ def _response(client: Any, agent: Any, before: int, steps: list[Any], usage: Any
     return Response(messages, usage or Usage(), steps, stop)
 
 
-def interpolate(cell: str, namespace: dict[str, Any]) -> str:
-    """Replace ``{name}`` / ``{name.attr}`` with notebook values; ``{{``/``}}`` are literal braces."""
+def interpolate(cell: str, namespace: dict[str, Any], errors: Mapping[int, Any] | None = None) -> str:
+    """Replace ``{name}`` / ``{name.attr}`` with notebook values, ``{In[n]}`` / ``{Out[n]}`` / ``{Err[n]}`` with
+    cell n's source, result and error (``errors``: notebook/_cells.py's record); ``{{``/``}}`` are literal braces."""
 
     def field(m: re.Match[str]) -> str:
         token = m.group(0)
         if token in ("{{", "}}"):
             return token[0]
         expr = m.group(1).strip()
+        if cell_ref := _CELL.match(expr):
+            return _cell_field(cell_ref.group(1), int(cell_ref.group(2)), namespace, errors or {})
         if not _DOTTED.match(expr):
             return token  # JSON, code, set literals: not a variable reference, leave it alone
         head, *attrs = expr.split(".")
@@ -162,3 +176,19 @@ def interpolate(cell: str, namespace: dict[str, Any]) -> str:
         return str(value)
 
     return _FIELD.sub(field, cell)
+
+
+def _cell_field(kind: str, n: int, namespace: dict[str, Any], errors: Mapping[int, Any]) -> str:
+    """``{In[n]}``, ``{Out[n]}`` or ``{Err[n]}`` as text; a UsageError that says what exists when it does not."""
+    if kind == "Err":
+        if n not in errors:
+            failed = ", ".join(f"In[{k}]" for k in sorted(errors)[-5:]) or "none so far"
+            raise UsageError(f"{{Err[{n}]}}: cell {n} raised no error (cells that did: {failed}).")
+        return str(errors[n].as_text())
+    history = namespace.get("In" if kind == "In" else "Out")
+    if kind == "In" and isinstance(history, list) and 0 < n < len(history):
+        return str(history[n])
+    if kind == "Out" and isinstance(history, dict) and n in history:
+        return str(history[n])
+    what = "no cell" if kind == "In" else "no result (a cell whose last line is an expression has one)"
+    raise UsageError(f"{{{kind}[{n}]}}: {what} In[{n}] in this kernel.")

@@ -11,6 +11,12 @@ A reply shows as it streams whether the model sent it through ``send_message`` o
 (runtime/replies.py decides which text is the reply); reasoning shows in a collapsed ``💭 reasoning``
 step, there to open, never as the reply. A tool call that waits for approval shows its arguments with
 Approve / Deny (notebook/_approval_view.py, also after a reopen); the answer is a turn, streamed like one.
+
+Each bubble carries a role mark and its time; a turn's last reply gets a footer with the turn's tokens,
+latency and steps. **Retry** sends the last user message again and **Edit** sends a new text in its place:
+nothing is deleted (recall memory is the agent's history), so the earlier exchange stays, dimmed and marked,
+and the new one follows it. The header (notebook/_widget_header.py) picks the agent, between turns, and
+shows a gauge of its context window, re-read after each turn.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import threading
 import weakref
 from typing import Any
 
-from letta_nb.errors import LettaNBError, OptionalDependencyError, RuntimeClosedError
+from letta_nb.errors import LettaNBError, OptionalDependencyError
 
 try:
     import ipywidgets as widgets
@@ -28,15 +34,20 @@ except ImportError as e:  # the `notebook` extra: a script that only uses the ru
     raise OptionalDependencyError(
         "ChatWidget needs ipywidgets, which is not installed. Run: pip install 'letta-nb[notebook]' "
         "(or: pip install ipywidgets), then restart the kernel.") from e
+from letta_nb.notebook import _widget_views as views
 from letta_nb.notebook._approval_view import ApprovalView
 from letta_nb.notebook._frontend import ChatFrontend
-from letta_nb.notebook._widget_views import MessageView, ReasoningView, StepView, memory_html
+from letta_nb.notebook._widget_composer import Composer
+from letta_nb.notebook._widget_header import ChatHeader
+from letta_nb.notebook._widget_memory import MemoryPanel
+from letta_nb.notebook._widget_views import MessageView, ReasoningView, StepView, TurnTally
 from letta_nb.runtime import approvals
-from letta_nb.runtime.replies import content_is_reply
 
 __all__ = ["ChatWidget"]
 
 HISTORY_LIMIT = 200
+RETRIED = "retried below: this exchange stays in recall memory; the new reply follows it"
+EDITED = "edited below: this exchange stays in recall memory; the edited message follows it"
 
 
 class ChatWidget(widgets.VBox):
@@ -45,6 +56,11 @@ class ChatWidget(widgets.VBox):
     busy = traitlets.Bool(False, help="A turn is running: input and Send disabled, Stop enabled.")
     status = traitlets.Unicode("", help="What the agent is doing now (thinking, stopped, an error).")
     error = traitlets.Unicode("", help="The last error, shown inline; cleared by the next message.")
+    editing = traitlets.Bool(False, help="The input holds the last user message to edit: Send resends it as an "
+                                         "edit (the earlier exchange stays in recall memory).")
+    context_tokens = traitlets.Int(0, help="Tokens in the agent's context window (the header's gauge), re-read "
+                                           "after each turn.")
+    context_window = traitlets.Int(0, help="The size of the agent's context window, in tokens.")
 
     def __init__(self, agent: Any, client: Any = None, **kwargs: Any):
         if client is None:
@@ -60,73 +76,76 @@ class ChatWidget(widgets.VBox):
         self._steps: dict[str, StepView] = {}
         self._views: list[MessageView | StepView | ReasoningView] = []
         self.approvals: dict[str, ApprovalView] = {}  # calls waiting for approval, shown with Approve / Deny
-        self._memory_lock = threading.Lock()
-        self._memory_dirty = self._memory_refreshing = False
+        self._turn = TurnTally()  # the running turn, for its reply's footer
 
-        self.header = widgets.HTML(f"<b>{self.agent.name}</b> <span style='color:#6e7781'>· model "
-                                   f"{self.agent.model}</span>")
+        self.head = ChatHeader(client, self.agent)
+        self.header, self.agent_picker = self.head.widget, self.head.picker
+        self.agent_picker.observe(self._agent_picked, "value")
         self.conversation = widgets.VBox(layout=widgets.Layout(max_height="480px", overflow="auto", padding="4px"))
         self.conversation.add_class("letta-log")
-        self.memory_panel = widgets.HTML(layout=widgets.Layout(width="32%", padding="0 0 0 8px"))
-        self.memory_panel.add_class("letta-memory")
+        self.memory = MemoryPanel(client, lambda: self.agent, lambda text: setattr(self, "error", text))
+        self.memory_panel = self.memory.widget
         self.error_box = widgets.HTML(layout=widgets.Layout(display="none"))
         self.error_box.add_class("letta-error")
         self.status_line = widgets.HTML()
         self.status_line.add_class("letta-status")
-        self.input = widgets.Textarea(placeholder=f"Message {self.agent.name}…  (Enter to send, Shift+Enter for a "
-                                                  "new line)",
-                                      layout=widgets.Layout(flex="1 1 auto", height="60px", min_width="0"))
-        self.input.add_class("letta-input")
-        # buttons as wide as their words: at ipywidgets' default 148 px they were pushed out of a narrow chat
-        self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
-                                          layout=widgets.Layout(width="auto", flex="0 0 auto"))
-        self.send_button.add_class("letta-send")
-        self.stop_button = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True,
-                                          layout=widgets.Layout(width="auto", flex="0 0 auto"))
-        self.stop_button.add_class("letta-stop")
-        self.send_button.on_click(lambda _: self.send(self.input.value))
+        self.composer = Composer()
+        self.input, self.send_button, self.stop_button = (self.composer.input, self.composer.send_button,
+                                                          self.composer.stop_button)
+        self.retry_button, self.edit_button = self.composer.retry_button, self.composer.edit_button
+        self.retry_button.on_click(lambda _: self.retry())
+        self.edit_button.on_click(lambda _: self._toggle_editing())
+        self.send_button.on_click(lambda _: self._submit(self.input.value))
         self.stop_button.on_click(lambda _: self.stop())
         # typing indicator, Enter to send, autoscroll: the part that runs in the browser (notebook/_frontend.py)
         self.frontend = ChatFrontend()
-        self.frontend.on_submit(self.send)
+        self.frontend.on_submit(self._submit)
         self._sent = ""  # the text of the running turn: a late copy of it from the browser must not refill the box
         self.input.observe(self._input_changed, "value")
 
-        chat = widgets.VBox([self.conversation, self.frontend, self.error_box,
-                             widgets.HBox([self.input, self.send_button, self.stop_button]), self.status_line],
+        chat = widgets.VBox([self.conversation, self.frontend, self.error_box, self.composer.widget, self.status_line],
                             layout=widgets.Layout(flex="1", min_width="0"))
         super().__init__([self.header, widgets.HBox([chat, self.memory_panel])], **kwargs)
         self.add_class("letta-chat")
-        self._load_history()
-        self._refresh_memory()
-        # Memory edited anywhere in this kernel (another widget, %letta memory set, a %%letta turn) or, with
-        # Redis, in another kernel: the panel re-reads the store. A weak reference: the runtime's list of
-        # subscribers must not keep a forgotten widget alive.
+        self._show_agent()
+        # Memory edited anywhere (notebook/_widget_memory.py): the panel re-reads the store. A weak reference:
+        # the runtime's list of subscribers must not keep a forgotten widget alive.
         this = weakref.ref(self)
-        agent_id = self.agent.id
 
         def on_change(notice: dict[str, Any]) -> None:  # on the runtime's loop: only hand the work over
             widget = this()
-            if widget is not None and notice.get("agent_id") == agent_id:
-                widget._memory_changed()
+            if widget is not None and notice.get("agent_id") == widget.agent.id:
+                widget.memory.changed()
 
         self._unsubscribe = client.runtime.leases.subscribe(on_change)
 
     # ---- public ------------------------------------------------------------------------------------
     def send(self, text: str) -> bool:
         """Start a turn with ``text`` (what Send does). False if it is empty or a turn is running."""
-        text = (text or "").strip()
-        if not text or self.busy:
+        return self._start(text)
+
+    def retry(self) -> bool:
+        """Send the last user message again (what Retry does). The earlier exchange stays, on screen (dimmed,
+        marked) and in recall memory; the new reply follows it. False if there is none or a turn is running."""
+        last = self._last_user()
+        return last is not None and self._start(last.text, supersede=RETRIED)
+
+    def edit_last(self, text: str) -> bool:
+        """Send ``text`` in place of the last user message (what Edit then Send do). Nothing is deleted: the
+        earlier exchange stays in recall memory, dimmed and marked here, and the edited message follows it."""
+        return self._last_user() is not None and self._start(text, supersede=EDITED)
+
+    def switch(self, agent: Any) -> bool:
+        """Chat with another agent (what the picker does): its history, memory and context gauge are loaded.
+        False while a turn is running."""
+        if self.busy:
             return False
-        self._sent = text
-        self.input.value = ""
-        self.error = ""
-        self._add(MessageView("user", text))
-        self._reply, self._thinking, self._steps, self._stop_requested = None, None, {}, False
-        self.busy = True
-        self.status = "thinking…"
-        self._worker = threading.Thread(target=self._run, args=(text,), name="letta_nb-chat", daemon=True)
-        self._worker.start()
+        self.agent = self.client.agents.retrieve(agent)
+        for view in [*self._views, *self.approvals.values()]:
+            view.widget.close()  # the old agent's views: their comms go too
+        self._views, self.approvals = [], {}
+        self.error, self.status, self.editing = "", "", False
+        self._show_agent()
         return True
 
     def approve(self, call_id: str, approve: bool = True, reason: str | None = None) -> bool:
@@ -171,6 +190,11 @@ class ChatWidget(widgets.VBox):
         return [(v.role, v.text) for v in self._views if isinstance(v, MessageView)]
 
     @property
+    def footers(self) -> list[str]:
+        """The footer (tokens · latency · steps) of each reply that has one, oldest first."""
+        return [v.footer for v in self._views if isinstance(v, MessageView) and v.footer]
+
+    @property
     def steps(self) -> list[StepView]:
         return [v for v in self._views if isinstance(v, StepView)]
 
@@ -182,6 +206,7 @@ class ChatWidget(widgets.VBox):
     # ---- the turn, on the worker thread -------------------------------------------------------------
     def _run(self, text: str, answer: list[dict[str, Any]] | None = None) -> None:
         note = ""
+        self._turn = TurnTally()
         try:
             for event in self.client.agents.messages.stream(self.agent.id, None if answer else text,
                                                             messages=answer):
@@ -206,10 +231,18 @@ class ChatWidget(widgets.VBox):
             if self._reply is not None:
                 self._reply.finish("stopped - partial answer kept" if self._stop_requested else "")
             elif self._stop_requested:
-                self._add(MessageView("assistant", "", "stopped before the agent said anything"))
+                self._turn.reply = MessageView("assistant", "", "stopped before the agent said anything",
+                                               name=self.agent.name)
+                self._add(self._turn.reply)
+            if self._turn.reply is not None:
+                self._turn.reply.finish(self._turn.reply.note, self._turn.stats())  # the footer
             self._refresh_memory()
             self.status = "stopped" if self._stop_requested else note
             self.busy = False
+            # After the input is free: the gauge's read grows with the agent's archival memory (~190 ms at 5,000
+            # passages, measured), and a new agent in the store becomes a choice of the picker.
+            self._refresh_context()
+            self.head.refresh_agents()
 
     def _on_event(self, event: Any) -> None:
         kind = event.message_type
@@ -224,7 +257,7 @@ class ChatWidget(widgets.VBox):
             self._end_thinking()
             self.frontend.thinking = False  # words are coming: the bubble itself moves now
             if self._reply is None:
-                self._reply = MessageView("assistant")
+                self._reply = self._turn.reply = MessageView("assistant", name=self.agent.name)
                 self._add(self._reply)
                 self.status = "replying…"
             self._reply.append(event.text)
@@ -244,7 +277,10 @@ class ChatWidget(widgets.VBox):
             if event.call_id in self.approvals:
                 self.approvals[event.call_id].done(event.status, event.content)
         elif kind == "step":
+            self._turn.steps += 1
             self._refresh_memory()
+        elif kind == "stop_reason":
+            self._turn.usage = event.usage
         elif kind == "approval_request_message":
             self._end_thinking()
             self.frontend.thinking = False  # the agent waits for the user now
@@ -276,54 +312,62 @@ class ChatWidget(widgets.VBox):
         self._views.remove(view)
         self.conversation.children = tuple(c for c in self.conversation.children if c is not view.widget)
 
-    def _memory_changed(self) -> None:
-        """The agent changed somewhere: re-read its blocks on a thread of ours (never on the runtime's loop,
-        where this is called). Notices that come while a refresh runs are folded into one more refresh."""
-        with self._memory_lock:
-            self._memory_dirty = True
-            if self._memory_refreshing:
-                return
-            self._memory_refreshing = True
-        threading.Thread(target=self._refresh_memory_while_dirty, name="letta_nb-chat-memory", daemon=True).start()
-
-    def _refresh_memory_while_dirty(self) -> None:
-        while True:
-            with self._memory_lock:
-                if not self._memory_dirty:
-                    self._memory_refreshing = False
-                    return
-                self._memory_dirty = False
-            self._refresh_memory()
-
     def _refresh_memory(self) -> None:
-        try:
-            blocks = self.client.agents.blocks.list(self.agent.id)
-        except RuntimeClosedError:
-            return  # the client closed while a change notice was on its way: nothing left to show
-        except LettaNBError as e:
-            self.error = str(e)
-            return
-        self.memory_panel.value = memory_html(self.agent.name, blocks)
+        self.memory.refresh()
 
-    def _load_history(self) -> None:
-        steps: dict[str, StepView] = {}
-        content_reply = content_is_reply(self.agent.agent_type, self.agent.tools)
-        history = self.client.agents.messages.list(self.agent.id, limit=HISTORY_LIMIT)
-        for m in history:
-            kind = m.message_type
-            if m.role == "assistant" and m.tool_calls and m.content:  # the content beside a call, as it streamed
-                self._add(MessageView("assistant", m.content) if content_reply else ReasoningView(m.content))
-            if kind in ("user_message", "assistant_message"):
-                note = f"{m.status}: partial answer" if m.status in ("cancelled", "error") else ""
-                self._add(MessageView("user" if kind == "user_message" else "assistant", m.text, note))
-            elif kind == "tool_call_message":
-                for call in m.tool_calls:
-                    step = steps[call.id] = StepView(call.id, call.name, call.arguments)
-                    self._add(step)
-            elif kind == "tool_return_message" and m.tool_call_id in steps:
-                steps[m.tool_call_id].finish(m.status or "success", m.content or "", None)
-        for call in approvals.pending(history):  # still waiting (this kernel may have restarted since)
+    def _show_agent(self) -> None:
+        """Show ``self.agent``: header, placeholder, history (with calls still waiting), memory, context gauge."""
+        self.head.show_agent(self.agent)
+        self.input.placeholder = f"Message {self.agent.name}…  (Enter to send, Shift+Enter for a new line)"
+        self._views, waiting = views.history_views(self.client, self.agent, HISTORY_LIMIT)
+        self.conversation.children = tuple(v.widget for v in self._views)
+        for call in waiting:
             self._ask(call.id, call.name, call.arguments)
+        self._refresh_memory()
+        self._refresh_context()
+
+    def _refresh_context(self) -> None:
+        self.head.refresh_context(self.agent.id)
+        self.context_tokens, self.context_window = self.head.used, self.head.window
+
+    # ---- sending ------------------------------------------------------------------------------------
+    def _start(self, text: str, supersede: str = "") -> bool:
+        text = (text or "").strip()
+        if not text or self.busy:
+            return False
+        if supersede:  # an edit or a retry: the exchange it follows stays, dimmed and marked
+            views.supersede_last_exchange(self._views, supersede)
+        self._sent = text
+        self.input.value = ""
+        self.error, self.editing = "", False
+        self._add(MessageView("user", text, "edited" if supersede == EDITED else ""))
+        self._reply, self._thinking, self._steps, self._stop_requested = None, None, {}, False
+        self.busy = True
+        self.status = "thinking…"
+        self._worker = threading.Thread(target=self._run, args=(text,), name="letta_nb-chat", daemon=True)
+        self._worker.start()
+        return True
+
+    def _submit(self, text: str) -> bool:
+        """Send or Enter: an edit of the last message while editing, else a new message."""
+        return self.edit_last(text) if self.editing else self._start(text)
+
+    def _last_user(self) -> MessageView | None:
+        return views.last_user_message(self._views)
+
+    def _toggle_editing(self) -> None:
+        """Edit: the last user message into the input (Send then resends it, edited); again: back to a new one."""
+        last = self._last_user()
+        if self.busy or last is None:
+            return
+        self.editing = not self.editing
+        self.input.value = last.text if self.editing else ""
+
+    def _agent_picked(self, change: Any) -> None:
+        if change.new == self.agent.name:
+            return
+        if not self.switch(change.new):  # a turn is running: the picker is disabled, but a script may set it
+            self.agent_picker.value = self.agent.name
 
     # ---- trait reactions ----------------------------------------------------------------------------
     def _input_changed(self, change: Any) -> None:
@@ -337,14 +381,20 @@ class ChatWidget(widgets.VBox):
     def _busy_changed(self, change: Any) -> None:
         if not change.new:
             self._sent = ""
-        self.input.disabled = self.send_button.disabled = change.new
-        self.stop_button.disabled = not change.new
+        self.composer.set_busy(change.new)
+        self.agent_picker.disabled = change.new
         self.frontend.thinking = change.new  # from the press of Send until the first words (see _on_event)
 
     @traitlets.observe("status")
     def _status_changed(self, change: Any) -> None:
         self.status_line.value = f"<span style='color:#6e7781'>{change.new}</span>" if change.new else ""
         self.frontend.thinking_label = change.new
+
+    @traitlets.observe("editing")
+    def _editing_changed(self, change: Any) -> None:
+        self.edit_button.description = "Cancel edit" if change.new else "Edit"
+        self.status = ("editing your last message: Send resends it; the earlier exchange stays in recall memory "
+                       "and the edited one follows it") if change.new else ""
 
     @traitlets.observe("error")
     def _error_changed(self, change: Any) -> None:

@@ -49,7 +49,7 @@ from letta_nb.errors import (
 )
 from letta_nb.llm.base import Completion, Usage
 from letta_nb.llm.tokens import message_tokens
-from letta_nb.runtime import approvals
+from letta_nb.runtime import approvals, compaction
 from letta_nb.runtime.base_tools import TERMINAL_TOOLS, ToolContext
 from letta_nb.runtime.events import (
     StepEvent,
@@ -133,7 +133,7 @@ class _Turn:
             context_start_seq=None if eviction is None else eviction.start_seq,
             context_summary=None if eviction is None else eviction.summary,
             fence=(self.lease.token, self.agent.last_seq),
-            lease_until=self.rt.leases.until(),
+            lease_until=self.rt.leases.until(self.lease),
         )
         fut = self.rt.store.submit_step(write)
         cancelled = False
@@ -197,14 +197,13 @@ class _Turn:
             self.output = None
             if index == 0:
                 self.pending = [self.new_message(role="user", content=self.user_text)]
-            eviction = session.plan_eviction(self.pending)
-            if eviction is not None:
-                session.apply_eviction(eviction)
+            # a model summarises what leaves the window before the request that needs the room (compaction.py)
+            eviction = await compaction.make_room(rt, session, self.pending)
             memory = WorkingMemory(self.agent.blocks)
 
             rules = RuleState.of_turn(self.agent.tool_rules, session.tools, session.messages, self.pending)
             completion = await self._call_model(session.prompt(self.pending), rules)
-            llm_ms = (time.perf_counter() - t0) * 1000
+            llm_ms = (time.perf_counter() - t0) * 1000 - (eviction.wait_ms if eviction else 0.0)
             self.usage += completion.usage
             assistant = self.new_message(role="assistant", content=completion.content,
                                          tool_calls=completion.tool_calls)
@@ -251,7 +250,7 @@ class _Turn:
                 continue
             stats = StepStats(self.step_id, index, llm_ms, tools_ms, db_ms, (time.perf_counter() - t0) * 1000,
                               completion.usage.prompt_tokens, completion.usage.completion_tokens, stop,
-                              tuple(r.name for r in results))
+                              tuple(r.name for r in results), **compaction.stats_fields(eviction))
             self.steps.append(stats)
             rt.record_step(self.agent, stats, completion.ttft_ms)
             if self.streaming:

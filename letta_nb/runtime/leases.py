@@ -69,6 +69,7 @@ class Lease:
     renewed_at: float
     busy: bool = True
     release_timer: asyncio.TimerHandle | None = None
+    row_renewed_at: float = 0.0  # when a step commit last carried a renewal of the lease row (see until)
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,10 @@ class AgentLeases:
     """The leases of one runtime (one holder identity) on its store."""
 
     def __init__(self, writer: Any, *, rows: Any = None, ttl: float = 30.0, timeout: float = 120.0,
-                 history: int = 100_000):
+                 history: int = 100_000, notices: Any = None):
         """``writer``: the store's step writer; ``rows``: its backend's lease rows (store/backend.py LeaseRows,
-        SQLite's by default), run as the writer's ops and reads."""
+        SQLite's by default), run as the writer's ops and reads; ``notices``: the store's channel to other
+        processes' subscribers (PostgreSQL's NOTIFY/LISTEN, store/postgres/notices.py), None for none."""
         check_settings(ttl, timeout)
         self._writer = writer
         self._rows = rows if rows is not None else sqlite_rows
@@ -106,6 +108,7 @@ class AgentLeases:
         self.held: dict[str, Lease] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[dict[str, Any]], Any]] = []
+        self.notices = notices
 
     def _event(self, agent_id: str, event: str, wait_ms: float = 0.0, token: int | None = None,
                pid: int | None = None, host: str | None = None) -> None:
@@ -185,9 +188,17 @@ class AgentLeases:
                     lease.renewed_at = now
                     self._event(lease.agent_id, "renewed", 0.0, lease.token, self.pid, self.host)
 
-    def until(self) -> float:
-        """When a lease renewed now expires (step commits carry it)."""
-        return time.time() + self.ttl
+    def until(self, lease: Lease | None = None) -> float | None:
+        """When a lease renewed now expires: a step commit carries it and renews ``lease``'s row to it. None:
+        a commit renewed that row less than a tenth of the ttl ago, so its expiry is still >= 0.9 ttl away
+        and this commit skips the renewal (an UPDATE a step saved: a turn's steps are milliseconds apart).
+        The heartbeat's clock (``renewed_at``) is :meth:`renewed`'s, as before."""
+        now = time.time()
+        if lease is not None:
+            if now - lease.row_renewed_at < self.ttl / 10:
+                return None
+            lease.row_renewed_at = now
+        return now + self.ttl
 
     def renewed(self, lease: Lease, last_seq: int | None = None) -> None:
         """A commit under ``lease`` landed (and renewed it); ``last_seq``: the agent's, as that commit left it
@@ -288,11 +299,14 @@ class AgentLeases:
     # ---- change notices: displays refresh from these; correctness never depends on them ----------------
     def subscribe(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
         """Call ``callback(notice)`` on the runtime's loop after each turn or change of an agent ends, with
-        ``{"agent_id", "last_seq", "pid", "host", "at"}``: this process's changes (and, with Redis, every
-        process's, from its pub/sub channel). For idle displays (the widget's memory panel): a notice may be
-        late or lost, so a display re-reads the store; the version check at turn start decides. The callback
-        must be quick (it runs on the loop). Returns a function that unsubscribes."""
+        ``{"agent_id", "last_seq", "holder", "pid", "host", "at"}``: this process's changes (and every other
+        process's: with Redis from its pub/sub channel, on PostgreSQL without it by NOTIFY). For idle displays
+        (the widget's memory panel): a notice may be late or lost, so a display re-reads the store; the version
+        check at turn start decides. The callback must be quick (it runs on the loop). Returns a function that
+        unsubscribes."""
         self._subscribers.append(callback)
+        if self.notices is not None:  # starts (once) the LISTENing connection; callable from any thread
+            self.notices.listen(self._notify, self.holder)
 
         def unsubscribe() -> None:
             if callback in self._subscribers:
@@ -300,8 +314,13 @@ class AgentLeases:
         return unsubscribe
 
     def _changed(self, lease: Lease) -> None:
-        self._notify({"agent_id": lease.agent_id, "last_seq": lease.last_seq, "pid": self.pid, "host": self.host,
-                      "at": time.time()})
+        if not self._subscribers and self.notices is None:
+            return  # nobody to tell: a turn's end builds no notice
+        notice = {"agent_id": lease.agent_id, "last_seq": lease.last_seq, "holder": self.holder, "pid": self.pid,
+                  "host": self.host, "at": time.time()}
+        self._notify(notice)
+        if self.notices is not None:  # after the commit (done() follows it); queued, never awaited here
+            self.notices.publish(notice)
 
     def _notify(self, notice: dict[str, Any]) -> None:
         for callback in list(self._subscribers):
@@ -354,7 +373,8 @@ def make_leases(store: Any, redis_url: str | None = None, *, ttl: float = 30.0, 
     """The leases of a runtime on ``store``: its backend's lease rows, or Redis (``redis_url``, a PostgreSQL
     store only; runtime/redis_leases.py) fenced by those rows."""
     if redis_url is None:
-        return AgentLeases(store.writer, rows=store.lease_rows, ttl=ttl, timeout=timeout)
+        return AgentLeases(store.writer, rows=store.lease_rows, ttl=ttl, timeout=timeout,
+                           notices=getattr(store, "notices", None))
     if not isinstance(redis_url, str) or "://" not in redis_url:
         raise InvalidArgumentError(f"redis_url must be a Redis URL such as 'redis://host:6379/0', got "
                                    f"{type(redis_url).__name__ if not isinstance(redis_url, str) else 'text without ://'}")

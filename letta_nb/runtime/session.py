@@ -7,22 +7,26 @@ rows are committed, so a step never re-reads history and step 1000 costs what st
 Context budget: when the prompt would pass ``EVICT_AT`` of the model's window, the oldest messages
 leave the window (never the store) at a user-message boundary, so a tool call is never separated
 from its result, until the prompt is under ``EVICT_TO``. A summary note of what left stays in the
-prompt, and the cut point and note are saved with the step that made them.
+prompt, and the cut point and note are saved with the step that made them. The note is today's fallback:
+runtime/compaction.py has a model write the summary of what left (and plans the cut with room for it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from letta_nb.llm.base import LLMClient
-from letta_nb.llm.tokens import estimate_tokens, message_tokens, tools_tokens
+from letta_nb.llm.tokens import Prompt, estimate_tokens, message_tokens, tools_tokens
 from letta_nb.runtime.memory import compile_system_prompt
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Message
 
-__all__ = ["AgentSession", "Eviction", "EVICT_AT", "EVICT_TO"]
+if TYPE_CHECKING:
+    from letta_nb.runtime.compaction import Staged
+
+__all__ = ["AgentSession", "Cut", "Eviction", "EVICT_AT", "EVICT_TO"]
 
 EVICT_AT = 0.9
 EVICT_TO = 0.5
@@ -33,6 +37,20 @@ class Eviction:
     start_seq: int
     summary: str
     evicted: int
+    # how the summary was written (runtime/compaction.py): its model time, its tokens (prompt + completion),
+    # why the fixed note stands in for it (None: a model wrote it, or no model was asked), time the step waited
+    summary_ms: float = 0.0
+    summary_tokens: int = 0
+    fallback: str | None = None
+    wait_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where the window would start after an eviction, and the messages that would leave it."""
+
+    start_seq: int
+    evicted: list[Message]
 
 
 @dataclass
@@ -44,6 +62,9 @@ class AgentSession:
     _msg_tokens: list[int] = field(default_factory=list)
     _tool_schemas: list[dict[str, Any]] | None = None
     _system_cache: tuple[tuple[str, ...], str, int] | None = None
+    # a summary made ahead of the eviction that needs it (runtime/compaction.py), valid while the window's
+    # start and summary are the ones it was made from
+    staged: Staged | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._openai = [m.openai for m in self.messages]  # the window as the model sees it, kept in step
@@ -68,9 +89,12 @@ class AgentSession:
             self._system_cache = (key, text, estimate_tokens(text) + 4)
         return {"role": "system", "content": self._system_cache[1]}, self._system_cache[2]
 
-    def prompt(self, pending: list[Message]) -> list[dict[str, Any]]:
-        system, _ = self.system_message()
-        return [system, *self._openai, *(m.openai for m in pending)]
+    def prompt(self, pending: list[Message]) -> Prompt:
+        """The model's messages for a step, carrying their token estimate (O(pending): the window's is kept)."""
+        system, tokens = self.system_message()
+        dicts = [m.openai for m in pending]
+        return Prompt([system, *self._openai, *dicts],
+                      tokens + self._tools_tokens + self._window_tokens + sum(map(message_tokens, dicts)))
 
     def prompt_tokens(self, pending: Iterable[Message] = ()) -> int:
         return (
@@ -95,10 +119,20 @@ class AgentSession:
             self.agent.last_seq = messages[-1].seq
 
     def plan_eviction(self, pending: Sequence[Message] = ()) -> Eviction | None:
-        """Where the window should start so the prompt fits, or None if it already does."""
+        """Where the window should start so the prompt fits, with the fixed note on what left, or None if it
+        already fits."""
+        cut = self.plan_cut(pending)
+        return None if cut is None else Eviction(cut.start_seq, self._summarise(cut.evicted), len(cut.evicted))
+
+    def plan_cut(self, pending: Sequence[Message] = (), *, reserve: int | None = None) -> Cut | None:
+        """The messages to evict so the prompt, with a summary of ``reserve`` tokens in place of today's
+        (None: today's size), falls under ``EVICT_TO`` of the window; None if the prompt is under ``EVICT_AT``
+        or nothing can leave."""
         total = self.prompt_tokens(pending)
         if total <= EVICT_AT * self.budget:
             return None
+        if reserve is not None:
+            total += reserve - self.summary_tokens()
         target = EVICT_TO * self.budget
         cut = None
         dropped = 0
@@ -116,7 +150,20 @@ class AgentSession:
         start_seq = self.messages[cut].seq if cut < len(self.messages) else (
             pending[0].seq if pending else self.agent.last_seq + 1
         )
-        return Eviction(start_seq, self._summarise(evicted), len(evicted))
+        return Cut(start_seq, evicted)
+
+    def summary_tokens(self) -> int:
+        """Tokens the current summary adds to the system message (its text and its tags)."""
+        summary = self.agent.context_summary
+        return estimate_tokens("\n\n<conversation_summary>\n" + summary + "\n</conversation_summary>") if summary else 0
+
+    def fixed_tokens(self) -> int:
+        """Tokens of the prompt that no eviction changes: instructions, core memory and tool schemas."""
+        return self.system_message()[1] - self.summary_tokens() + self._tools_tokens
+
+    def fallback_note(self, evicted: list[Message]) -> str:
+        """The fixed note on what left the window (no model): used when the summariser fails."""
+        return self._summarise(evicted)
 
     def _summarise(self, evicted: list[Message]) -> str:
         users = [m.text.strip().replace("\n", " ")[:80] for m in evicted if m.role == "user" and m.text]

@@ -8,7 +8,8 @@ Design:
 - Messages of an agent are ordered by ``seq`` (unique per agent); the runtime assigns it under the
   per-agent lock. Nothing here ever deletes a message except deleting its agent.
 - Only portable Core statements; rows become :mod:`letta_nb.schemas` objects and records
-  (store/records.py) at this boundary, in both directions.
+  (store/records.py) at this boundary, in both directions. The agent rows behind the operations (agents read
+  with their blocks and tools, recall, inserts, the fence of a change) are in store/agent_rows.py.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from letta_nb.errors import (
     AgentNotFoundError,
-    AlreadyExistsError,
     BlockNotFoundError,
-    StaleCommitError,
     StoreError,
     StoreWarning,
 )
 from letta_nb.schemas import AgentState, Block, Message, Passage
+from letta_nb.store import agent_rows
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.engine import (
     WRITE,
@@ -40,7 +40,7 @@ from letta_nb.store.engine import (
     make_async_engine,
     resolve_location,
 )
-from letta_nb.store.ids import aware, new_id, utcnow
+from letta_nb.store.ids import new_id, utcnow
 from letta_nb.store.migrations import METADATA, migrate
 from letta_nb.store.records import (
     PassageRecord,
@@ -57,7 +57,6 @@ from letta_nb.store.sqlite.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.sqlite.driver import connect_raw
 from letta_nb.store.sqlite.file_writer import FileWriter
 from letta_nb.store.sqlite.filesystem import network_filesystem
-from letta_nb.store.sqlite.leases import HELD
 from letta_nb.store.sqlite.readonly import ReadOnlyQuery
 from letta_nb.store.sqlite.step_writer import StepWriter, is_busy
 from letta_nb.store.sqlite.vectors import SqliteVecStore, drop_vec_triggers
@@ -66,59 +65,6 @@ __all__ = ["Store"]
 
 T = METADATA.tables
 R = TypeVar("R")
-
-
-# Reads run as plain functions on a sync connection (``AsyncConnection.run_sync``), so a read of several
-# queries takes one connection and one transaction, and the functions compose (a session = agent + messages).
-
-def _agent_names(conn: sa.Connection) -> dict[str, str]:
-    """name -> id of every agent."""
-    return {r.name: r.id for r in conn.execute(sa.select(T["agents"].c.name, T["agents"].c.id))}
-
-
-def _agent(conn: sa.Connection, agent_id: str) -> AgentState:
-    found = _agents_where(conn, T["agents"].c.id == agent_id)
-    if not found:
-        raise AgentNotFoundError(agent_id, list(_agent_names(conn)))
-    return found[0]
-
-
-def _agents_where(conn: sa.Connection, where: Any) -> list[AgentState]:
-    """Agents matching ``where`` with their blocks and tools: three queries, however many agents."""
-    agents, blocks, tools = T["agents"], T["blocks"], T["agent_tools"]
-    ids = sa.select(agents.c.id).where(where)
-    rows = conn.execute(sa.select(agents).where(where).order_by(agents.c.created_at)).all()
-    block_rows = conn.execute(sa.select(blocks).where(blocks.c.agent_id.in_(ids)).order_by(blocks.c.label))
-    by_agent: dict[str, list[Block]] = {r.id: [] for r in rows}
-    for b in block_rows:
-        by_agent[b.agent_id].append(Block(label=b.label, value=b.value, limit=b.char_limit,  # a shared block's
-                                          description=b.description, read_only=b.read_only,  # mirror: its id
-                                          id=b.shared_id or b.id))  # (store/shared_blocks.py)
-    tool_rows = conn.execute(sa.select(tools).where(tools.c.agent_id.in_(ids)).order_by(tools.c.tool_name))
-    names: dict[str, list[str]] = {r.id: [] for r in rows}
-    for t in tool_rows:
-        names[t.agent_id].append(t.tool_name)
-    return [
-        AgentState(
-            id=row.id, name=row.name, model=row.model, embedding=row.embedding, system=row.system,
-            blocks=by_agent[row.id], tools=names[row.id], max_steps=row.max_steps,
-            created_at=aware(row.created_at), metadata=row.metadata or {},
-            context_start_seq=row.context_start_seq, context_summary=row.context_summary, last_seq=row.last_seq,
-            signature=row.signature, version=row.version, agent_type=row.agent_type,
-            tool_rules=list(row.tool_rules or []), tags=list(row.tags or []),
-        )
-        for row in rows
-    ]
-
-
-def _messages(conn: sa.Connection, agent_id: str, *, start_seq: int = 0, limit: int | None = None,
-              newest_first: bool = False) -> list[Message]:
-    m = T["messages"]
-    q = sa.select(m).where(m.c.agent_id == agent_id, m.c.seq >= start_seq)
-    q = q.order_by(m.c.seq.desc() if newest_first else m.c.seq)
-    if limit is not None:
-        q = q.limit(limit)
-    return [row_to_message(r) for r in conn.execute(q)]
 
 
 class Store:
@@ -131,6 +77,9 @@ class Store:
         self.writer = writer
         self.applied_migrations: list[str] = []
         self._backend = backend  # the PostgreSQL backend (store/postgres/), None on SQLite
+        # change notices between processes without Redis (store/postgres/notices.py); SQLite has none
+        self.notices: Any = backend.notices if backend is not None else None
+        self.pg_pool_monitor: Any = backend.pool_monitor if backend is not None else None  # probes.pool()
         if backend is not None:
             self.vectors, self.file_writer, self.lease_rows = backend.vectors, backend.file_writer, backend.lease_rows
         else:
@@ -203,7 +152,7 @@ class Store:
     # ---- agents -------------------------------------------------------------------------------------
     async def insert_agent(self, agent: AgentState) -> None:
         async with self._writer_engine.begin() as conn:
-            await _insert_agent_rows(conn, agent, utcnow())
+            await agent_rows.insert_agent_rows(conn, agent, utcnow())
 
     async def insert_imported(self, agents: Sequence[AgentState], messages: Sequence[Message],
                               tools: Sequence[ToolRecord]) -> None:
@@ -220,7 +169,7 @@ class Store:
                 await conn.execute(sa.text("INSERT INTO store_counters (name, value) VALUES ('tools', 1) "
                                            "ON CONFLICT (name) DO UPDATE SET value = store_counters.value + 1"))
             for agent in agents:
-                await _insert_agent_rows(conn, agent, now)
+                await agent_rows.insert_agent_rows(conn, agent, now)
             if messages:
                 await conn.execute(T["messages"].insert(), [
                     {**columns(m), "tool_calls": tool_calls_value(m.tool_calls)} for m in messages])
@@ -228,12 +177,12 @@ class Store:
     async def ensure_name_free(self, name: str) -> None:
         """AlreadyExistsError if an agent has this name (checked before work that must not half-happen)."""
         async with self.engine.connect() as conn:
-            await _ensure_name_free(conn, name)
+            await agent_rows.ensure_name_free(conn, name)
 
     async def agent_names(self) -> dict[str, str]:
         """name -> id of every agent."""
         async with self.engine.connect() as conn:
-            return await conn.run_sync(_agent_names)
+            return await conn.run_sync(agent_rows.agent_names)
 
     async def resolve_agent(self, name_or_id: str) -> str:
         """The id of the agent with this id or name; AgentNotFoundError with suggestions otherwise."""
@@ -248,11 +197,11 @@ class Store:
 
     async def load_agent(self, agent_id: str) -> AgentState:
         async with self.engine.connect() as conn:
-            return await conn.run_sync(_agent, agent_id)
+            return await conn.run_sync(agent_rows.agent, agent_id)
 
     async def list_agents(self) -> list[AgentState]:
         async with self.engine.connect() as conn:
-            return await conn.run_sync(_agents_where, sa.true())
+            return await conn.run_sync(agent_rows.agents_where, sa.true())
 
     async def load_session(self, agent_id: str) -> tuple[AgentState, list[Message]]:
         """The agent and the messages of its context, read in one transaction: one snapshot (a step
@@ -260,29 +209,29 @@ class Store:
         against ~5.3 through two connections."""
 
         def read(conn: sa.Connection) -> tuple[AgentState, list[Message]]:
-            agent = _agent(conn, agent_id)
-            return agent, _messages(conn, agent_id, start_seq=agent.context_start_seq)
+            agent = agent_rows.agent(conn, agent_id)
+            return agent, agent_rows.messages(conn, agent_id, start_seq=agent.context_start_seq)
 
         async with self.engine.connect() as conn:
             return await conn.run_sync(read)
 
     async def delete_agent(self, agent_id: str, fence: int | None = None) -> None:
         async with self._writer_engine.begin() as conn:
-            await _fenced(conn, agent_id, fence)
+            await agent_rows.fenced(conn, agent_id, fence)
             result = await conn.execute(T["agents"].delete().where(T["agents"].c.id == agent_id))
         if result.rowcount == 0:
             raise AgentNotFoundError(agent_id, list(await self.agent_names()))
 
     async def update_agent(self, agent_id: str, fence: int | None = None, **values: Any) -> None:
         async with self._writer_engine.begin() as conn:
-            await _fenced(conn, agent_id, fence)
+            await agent_rows.fenced(conn, agent_id, fence)
             await conn.execute(T["agents"].update().where(T["agents"].c.id == agent_id)
                                .values(updated_at=utcnow(), **values))
 
     async def set_agent_tools(self, agent_id: str, names: Iterable[str], fence: int | None = None) -> None:
         at = T["agent_tools"]
         async with self._writer_engine.begin() as conn:
-            await _fenced(conn, agent_id, fence)
+            await agent_rows.fenced(conn, agent_id, fence)
             await conn.execute(at.delete().where(at.c.agent_id == agent_id))
             rows = [dict(agent_id=agent_id, tool_name=n) for n in sorted(set(names))]
             if rows:
@@ -292,7 +241,7 @@ class Store:
     async def update_block(self, agent_id: str, label: str, fence: int | None = None, **values: Any) -> None:
         blocks = T["blocks"]
         async with self._writer_engine.begin() as conn:
-            await _fenced(conn, agent_id, fence)
+            await agent_rows.fenced(conn, agent_id, fence)
             result = await conn.execute(
                 blocks.update()
                 .where(blocks.c.agent_id == agent_id, blocks.c.label == label)
@@ -322,7 +271,8 @@ class Store:
         self, agent_id: str, *, start_seq: int = 0, limit: int | None = None, newest_first: bool = False
     ) -> list[Message]:
         async with self.engine.connect() as conn:
-            return await conn.run_sync(_messages, agent_id, start_seq=start_seq, limit=limit, newest_first=newest_first)
+            return await conn.run_sync(agent_rows.messages, agent_id, start_seq=start_seq, limit=limit,
+                                       newest_first=newest_first)
 
     async def search_messages(self, agent_id: str, words: Sequence[str], *, limit: int = 10) -> list[Message]:
         """User/assistant messages containing any of ``words`` (case-insensitive), newest first."""
@@ -393,6 +343,13 @@ class Store:
             rows = await conn.execute(sa.select(*cols).where(p.c.agent_id == agent_id).order_by(p.c.created_at))
             return [passage_from_row(r) for r in rows]
 
+    async def count_passages(self, agent_id: str) -> int:
+        """How many passages the agent has (the context view and the widget's gauge read it after each turn)."""
+        p = T["passages"]
+        async with self.engine.connect() as conn:
+            count = await conn.scalar(sa.select(sa.func.count()).select_from(p).where(p.c.agent_id == agent_id))
+        return count or 0
+
     async def passages_by_id(self, agent_id: str, ids: Sequence[str]) -> dict[str, Passage]:
         """id -> passage of the agent's passages among ``ids``."""
         p = T["passages"]
@@ -405,7 +362,7 @@ class Store:
         """Delete one passage; with ``fence`` (a lease token), refused if that lease no longer holds."""
         p = T["passages"]
         async with self._writer_engine.begin() as conn:
-            await _fenced(conn, agent_id, fence, bump=False)  # no session caches passages: no reload
+            await agent_rows.fenced(conn, agent_id, fence, bump=False)  # no session caches passages: no reload
             result = await conn.execute(p.delete().where(p.c.agent_id == agent_id, p.c.id == passage_id))
         return result.rowcount > 0
 
@@ -433,24 +390,6 @@ class Store:
             return [from_row(StepRecord, r) for r in await conn.execute(q)]
 
 
-async def _fenced(conn: Any, agent_id: str, token: int | None, *, bump: bool = True) -> None:
-    """In a change's transaction: bump the agent's version (other processes reload it) and, with the
-    lease ``token`` the change was made under, refuse it (StaleCommitError, rolled back) if the lease was
-    lost meanwhile (runtime/leases.py). ``bump=False``: the fence alone (a change no session caches)."""
-    if token is None:
-        return
-    if not bump:
-        if (await conn.execute(sa.text(HELD), {"agent_id": agent_id, "token": token})).first() is None:
-            raise StaleCommitError(agent_id)
-        return
-    result = await conn.execute(
-        sa.text("UPDATE agents SET version = version + 1 WHERE id = :id AND "
-                "(SELECT token FROM agent_leases WHERE agent_id = :id AND holder IS NOT NULL) = :token"),
-        {"id": agent_id, "token": token})
-    if result.rowcount != 1:
-        raise StaleCommitError(agent_id)
-
-
 async def _migrate_when_free(engine: AsyncEngine, path: str, *, attempts: int = 100) -> list[str]:
     """Apply migrations (and drop vec0 triggers of earlier versions), waiting out other processes
     opening the same new store.
@@ -470,37 +409,3 @@ async def _migrate_when_free(engine: AsyncEngine, path: str, *, attempts: int = 
                                  "store you can write, or pass another path.") from e
             await asyncio.sleep(0.02 + 0.08 * random.random())
     raise AssertionError("unreachable")
-
-
-async def _insert_agent_rows(conn: Any, agent: AgentState, now: Any) -> None:
-    """An agent's row, blocks and tool list, in the caller's transaction (its name checked free under the write
-    lock)."""
-    await _ensure_name_free(conn, agent.name)
-    await conn.execute(
-        T["agents"].insert().values(
-            id=agent.id, name=agent.name, model=agent.model, embedding=agent.embedding, system=agent.system,
-            max_steps=agent.max_steps, metadata=agent.metadata, last_seq=agent.last_seq,
-            context_start_seq=agent.context_start_seq, context_summary=agent.context_summary,
-            created_at=agent.created_at, updated_at=now, signature=agent.signature,
-            agent_type=agent.agent_type, tool_rules=agent.tool_rules, tags=agent.tags,
-        )
-    )
-    if agent.blocks:
-        await conn.execute(
-            T["blocks"].insert(),
-            [
-                dict(id=b.id, agent_id=agent.id, label=b.label, value=b.value, char_limit=b.limit,
-                     description=b.description, read_only=b.read_only, updated_at=now)
-                for b in agent.blocks
-            ],
-        )
-    if agent.tools:
-        await conn.execute(T["agent_tools"].insert(), [dict(agent_id=agent.id, tool_name=t) for t in agent.tools])
-
-
-async def _ensure_name_free(conn: Any, name: str) -> None:
-    exists = await conn.scalar(sa.select(T["agents"].c.id).where(T["agents"].c.name == name))
-    if exists:
-        raise AlreadyExistsError(f"An agent named {name!r} already exists ({exists}). "
-                                 "Pick another name or delete it first.")
-

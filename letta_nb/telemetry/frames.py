@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["tools", "steps", "locks", "cache", "pool", "embedder", "spans", "metrics"]
+__all__ = ["tools", "steps", "locks", "cache", "pool", "embedder", "spans", "metrics", "http"]
 
 _TIME = "datetime64[ns, UTC]"
 
@@ -42,12 +42,15 @@ def steps(records: Iterable[Any]) -> Any:
         s = r.stats
         rows.append((r.ended_at - s.total_ms / 1000, r.ended_at, r.agent_id, r.model, s.id, s.step_index,
                      s.llm_ms, s.tools_ms, s.db_ms, s.total_ms, r.ttft_ms, s.prompt_tokens, s.completion_tokens,
-                     s.stop_reason, ",".join(s.tool_names), len(s.tool_names)))
+                     s.stop_reason, ",".join(s.tool_names), len(s.tool_names), s.summary_ms, s.summary_tokens,
+                     s.summary_fallback))
     return _frame(rows, {
         "started_at": "time", "ended_at": "time", "agent_id": "string", "model": "string", "step_id": "string",
         "step_index": "int64", "llm_ms": "float64", "tools_ms": "float64", "db_ms": "float64",
         "total_ms": "float64", "ttft_ms": "float64", "prompt_tokens": "int64", "completion_tokens": "int64",
         "stop_reason": "string", "tools": "string", "n_tools": "int64",
+        # compaction before the step's request (runtime/compaction.py); summary_fallback: why the note stood in
+        "summary_ms": "float64", "summary_tokens": "int64", "summary_fallback": "string",
     })
 
 
@@ -168,3 +171,9 @@ def metrics(data: Any) -> Any:
     return _frame(rows, {"metric": "string", "kind": "string", "unit": "string", "attributes": "string",
                          "start_time": "time_ns", "time": "time_ns", "value": "float64", "count": "Int64",
                          "sum": "float64", "min": "float64", "max": "float64"})
+
+
+def http(records: Iterable[Any]) -> Any:
+    rows = ((r.started_at, r.method, r.route, r.status, r.duration_ms) for r in records)
+    return _frame(rows, {"started_at": "time", "method": "string", "route": "string", "status": "Int64",
+                         "duration_ms": "float64"})

@@ -6,8 +6,10 @@ utilisation can be plotted over time without sampling. A checkin carries how lon
 out; a checkout carries how long getting it took. SQLAlchemy has no "checkout requested" event, so that
 latency is measured by wrapping the engine's ``pool.connect`` (what ``Engine.raw_connection`` calls).
 
-Only the async engine's pool is seen: the runtime's per-step commits go through the step writer's own
-DB-API connection (see :mod:`letta_nb.store.sqlite.step_writer`) and show up as ``db.transaction`` spans instead.
+The SQLAlchemy engine's pool is watched through its events; on PostgreSQL the asyncpg pool of the raw
+step path (lease peeks, vector refreshes, uploads) through :class:`AsyncpgPoolMonitor`. The per-step commits
+go through the step writer's own connection (store/sqlite/step_writer.py, store/postgres/step_writer.py) and
+show up as ``db.transaction`` spans instead.
 
 Invariants: the listeners never raise into SQLAlchemy, take no lock and do O(1) work (one append);
 :meth:`PoolMonitor.detach` removes every listener and the wrapper, so a closed runtime's engine holds
@@ -25,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["PoolMonitor", "PoolEvent", "POOL_EVENTS"]
+__all__ = ["AsyncpgPoolMonitor", "PoolMonitor", "PoolEvent", "POOL_EVENTS"]
 
 POOL_EVENTS = ("connect", "checkout", "checkin", "reset", "invalidate", "soft_invalidate", "close", "detach",
                "close_detached")
@@ -124,3 +126,76 @@ class PoolMonitor:
         event = self._last_checkout
         if event is not None:  # no await between the checkout event and here: it is this checkout's
             event.latency_ms = (time.perf_counter() - start) * 1000
+
+
+class AsyncpgPoolMonitor:
+    """The same rows for an asyncpg pool (PostgreSQL's step writer reads, lease peeks, vector refreshes, uploads):
+    a ``checkout`` per ``pool.acquire()`` with how long getting the connection took, a ``checkin`` per release
+    with how long it was out, each with the pool's state after it (asyncpg's ``get_size``/``get_idle_size``).
+
+    asyncpg has no pool events and its ``Pool`` has slots (no method can be wrapped on the instance), so the
+    monitor *is* the pool its users get: ``acquire`` is timed, everything else is the pool's own. Every use in
+    letta_nb is ``async with pool.acquire() as conn``. O(1) work per acquire; it never raises into a checkout.
+    """
+
+    def __init__(self, pool: Any, *, history: int = 100_000) -> None:
+        self._pool = pool
+        self.events: collections.deque[PoolEvent] = collections.deque(maxlen=history)
+        self._ids: dict[int, int] = {}  # server pid -> connection number (1, 2, ...)
+        self.acquires = 0
+
+    def __getattr__(self, name: str) -> Any:  # the pool's own methods (close, get_size, ...)
+        return getattr(self._pool, name)
+
+    def state(self) -> tuple[int, int, int, int]:
+        """``(in use, idle, 0, max size)``: the columns of a :class:`PoolEvent` (asyncpg pools do not overflow)."""
+        try:
+            size, idle = self._pool.get_size(), self._pool.get_idle_size()
+            return max(size - idle, 0), idle, 0, self._pool.get_max_size()
+        except Exception:  # a closed pool
+            return 0, 0, 0, 0
+
+    def acquire(self, *, timeout: float | None = None) -> _TimedAcquire:
+        """The pool's ``acquire``, timed (``async with``)."""
+        return _TimedAcquire(self, self._pool.acquire(timeout=timeout))
+
+    def _number(self, conn: Any) -> int:
+        try:
+            return self._ids.setdefault(conn.get_server_pid(), len(self._ids) + 1)
+        except Exception:
+            return 0
+
+    def _record(self, event: str, number: int, held_ms: float | None, latency_ms: float | None) -> None:
+        try:
+            row = PoolEvent(time.time(), event, number, held_ms, self.state())
+            row.latency_ms = latency_ms
+            self.events.append(row)
+        except Exception:  # monitoring must never break a checkout
+            pass
+
+
+class _TimedAcquire:
+    """``async with pool.acquire() as conn`` through :class:`AsyncpgPoolMonitor`."""
+
+    __slots__ = ("_monitor", "_inner", "_number", "_out")
+
+    def __init__(self, monitor: AsyncpgPoolMonitor, inner: Any) -> None:
+        self._monitor, self._inner = monitor, inner
+        self._number = 0
+        self._out = 0.0
+
+    async def __aenter__(self) -> Any:
+        start = time.perf_counter()
+        conn = await self._inner.__aenter__()
+        self._out = time.perf_counter()
+        monitor = self._monitor
+        monitor.acquires += 1
+        self._number = monitor._number(conn)
+        monitor._record("checkout", self._number, None, (self._out - start) * 1000)
+        return conn
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self._inner.__aexit__(*exc)
+        finally:
+            self._monitor._record("checkin", self._number, (time.perf_counter() - self._out) * 1000, None)

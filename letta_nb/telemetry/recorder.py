@@ -52,6 +52,7 @@ class Telemetry:
         self.otlp = otlp_settings()  # raises now, at connect(), if OTLP is asked for but cannot work
         self.steps: collections.deque[StepRecord] = collections.deque(maxlen=history)
         self.embed_batches: collections.deque[Any] = collections.deque(maxlen=history)
+        self.http_requests: collections.deque[Any] = collections.deque(maxlen=history)  # letta_nb.serve
         self.pool: PoolMonitor | None = None
         self._caches: Any = None
         self._cache_seen: dict[tuple[str, str], int] = {}
@@ -102,6 +103,10 @@ class Telemetry:
     def on_embed_batch(self, batch: Any) -> None:
         self.embed_batches.append(batch)
         self._push(("embed", batch))
+
+    def on_http(self, record: Any) -> None:
+        """A request letta_nb.serve answered (called on the server's thread: a deque append is atomic)."""
+        self.http_requests.append(record)
 
     def _on_pool_event(self, event: PoolEvent) -> None:
         self._push(("pool", event))
@@ -207,6 +212,7 @@ class Telemetry:
             self._open_tools.clear()
             self.steps.clear()
             self.embed_batches.clear()
+            self.http_requests.clear()
             if self.pool is not None:
                 self.pool.events.clear()
             if self._caches is not None:

@@ -29,6 +29,7 @@ from letta_nb.embeddings.hash import hash_vectors
 from letta_nb.embeddings.registry import MAX_DIM
 from letta_nb.embeddings.tokens import TokenCounter, estimate_tokens
 from letta_nb.llm.base import Completion, ReasoningTextDelta, TextDelta, ToolCall, ToolCallDelta, Usage
+from letta_nb.llm.images import content_tokens
 
 __all__ = ["ApiError", "ScriptedReply", "REASONING_FIELDS", "digest_vectors", "check_request", "chat_completion",
            "chat_chunks", "embeddings"]
@@ -130,7 +131,7 @@ def chat_completion(request: dict[str, Any], scripted: ScriptedReply | None, off
                  n, a if isinstance(a, str) else json.dumps(a))
         for i, (n, a) in enumerate(scripted.tool_calls)
     )
-    prompt = sum(estimate_tokens(m.get("content") or "") + 4 for m in messages)
+    prompt = sum(content_tokens(m.get("content")) + 4 for m in messages)  # content parts: an image is 85
     done = (estimate_tokens(scripted.content or "") + estimate_tokens(scripted.reasoning or "")
             + sum(estimate_tokens(c.arguments) + 3 for c in calls))
     return Completion(scripted.content, calls, Usage(prompt, done), "tool_calls" if calls else "stop",

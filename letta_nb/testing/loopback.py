@@ -13,6 +13,9 @@ plain content; ``calls=json|fenced|tagged``: a call written as JSON text; ``reas
 deltas in ``reasoning_field``, ``"reasoning_content"`` or ``"reasoning"``). ``stats()`` counts what happened
 (the bench checks ideal vs achieved from it). ``requests`` keeps a row per request (path, status, ms, and for
 chat the names of the ``tools`` offered, the ``tool_choice`` sent and the whole parsed ``body``).
+A request to summarise a conversation (runtime/compaction.py's shape) is a summarisation request: the
+offline model's summariser answers it (scripted replies are kept for the agent's own steps), and its faults
+come from ``inject(..., path=SUMMARY)`` only, so a test can fail the summariser and nothing else.
 
 Invariants: the in-flight count is released *before* the response is written, so a client that sends its
 next request the moment it reads a reply is never throttled by a request that already finished; simulated
@@ -36,10 +39,13 @@ import orjson
 from letta_nb._text import clean_json, clean_text
 from letta_nb.embeddings.tokens import TokenCounter
 from letta_nb.errors import InvalidArgumentError
+from letta_nb.llm._offline_summary import is_summary_request
 from letta_nb.testing import _api
 from letta_nb.testing._api import REASONING_FIELDS, ApiError, ScriptedReply
 
-__all__ = ["LoopbackServer", "Latency", "Limits", "Faults", "ScriptedReply", "FAULT_KINDS"]
+__all__ = ["LoopbackServer", "Latency", "Limits", "Faults", "ScriptedReply", "FAULT_KINDS", "SUMMARY"]
+
+SUMMARY = "summary"  # the fault queue of summarisation requests (``inject("500", path=SUMMARY)``)
 
 FAULT_KINDS = ("429", "500", "502", "503", "malformed", "short", "timeout", "disconnect")
 MAX_BODY_BYTES = 256 * 1024 * 1024  # far past any real request (2048 inputs x 8191 tokens is ~70 MB of text)
@@ -154,7 +160,8 @@ class LoopbackServer:
 
     # ---- scripting ------------------------------------------------------------------------------------
     def inject(self, *kinds: str, path: str = "/v1/embeddings") -> None:
-        """Queue faults for the next requests to ``path`` (one fault per request, in order)."""
+        """Queue faults for the next requests to ``path`` (one fault per request, in order); ``path=SUMMARY``:
+        for the next summarisation requests only."""
         for kind in kinds:
             if kind not in FAULT_KINDS:
                 raise InvalidArgumentError(f"unknown fault {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
@@ -176,9 +183,10 @@ class LoopbackServer:
             self._closing.wait(seconds)
 
     # ---- used by the handler --------------------------------------------------------------------------
-    def admit(self, path: str) -> tuple[str | None, bool]:
+    def admit(self, path: str, faults: str | None = None) -> tuple[str | None, bool]:
         """Count the request in: (fault to apply, whether it holds an in-flight slot). Over the concurrency
-        limit the fault is ``"429"`` and no slot is taken."""
+        limit the fault is ``"429"`` and no slot is taken. Injected faults come from the queue of ``faults``
+        (default: ``path``)."""
         with self._lock:
             self._stats[f"requests {path}"] += 1
             if self._in_flight >= self.limits.max_concurrent:
@@ -186,7 +194,7 @@ class LoopbackServer:
                 return "429", False
             self._in_flight += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._in_flight)
-            queue = self._injected.get(path)
+            queue = self._injected.get(faults or path)
             if queue:
                 self._stats["injected"] += 1
                 return queue.popleft(), True
@@ -271,7 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, ApiError(404, f"no route POST {self.path}", "not_found").body())
             return
         started = time.perf_counter()
-        fault, self._held = self.lb.admit(path)
+        self._summary = path == "/v1/chat/completions" and _is_summary(raw)
+        fault, self._held = self.lb.admit(path, SUMMARY if self._summary else None)
         if fault == "429":
             self._release()
             retry = self.lb.limits.retry_after_s
@@ -358,7 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
         tools = request.get("tools") or []
         self._seen = {"tools": [t["function"]["name"] for t in tools], "tool_choice": request.get("tool_choice"),
                       "body": request}  # the request as received (tests compare it with messages.preview)
-        completion = _api.chat_completion(request, lb.next_reply(), lb.offline)
+        completion = _api.chat_completion(request, None if self._summary else lb.next_reply(), lb.offline)
         lb.sleep(lb.latency.base_ms / 1000 - (time.perf_counter() - started))
         if not request.get("stream"):
             body = json.dumps(_api.completion_body(completion, model, lb.reasoning_field)).encode()
@@ -387,6 +396,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+
+def _is_summary(raw: bytes) -> bool:
+    """Whether a chat request body asks for a conversation summary (parsed only when its tag is there)."""
+    if b"<evicted_messages>" not in raw:
+        return False
+    try:
+        messages = _parse_body(raw).get("messages")
+    except ApiError:
+        return False
+    return isinstance(messages, list) and all(isinstance(m, dict) for m in messages) and \
+        is_summary_request(messages)
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:

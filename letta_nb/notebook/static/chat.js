@@ -1,9 +1,27 @@
 // The ChatWidget's behaviour in the browser (anywidget ESM, no build step): a typing indicator, Enter to
-// send, autoscroll, and a copy button on code blocks. The view sits inside the widget's ".letta-chat" box; once attached it finds the
-// conversation (".letta-log") and the input (".letta-input textarea") beside it. State the kernel needs
-// lives in synced traits ("thinking", "following"); a send is a custom message {event: "submit", text}.
+// send, autoscroll, a copy button on code blocks, and message times in the reader's clock. The view sits
+// inside the widget's ".letta-chat" box; once attached it finds the conversation (".letta-log") and the input
+// (".letta-input textarea") beside it. State the kernel needs lives in synced traits ("thinking",
+// "following"); a send is a custom message {event: "submit", text}.
 
 const NEAR_BOTTOM_PX = 24; // "at the bottom" even when a line is half-way in view
+
+// Without the async clipboard (plain http away from localhost), the old way: a selected hidden textarea.
+function copyByCommand(text) {
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  document.body.appendChild(area);
+  area.select();
+  let ok = false;
+  try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+  area.remove();
+  return ok;
+}
+
+function failed(button) { button.textContent = "Select and copy"; }
 
 function render({ model, el }) {
   el.classList.add("letta-frontend");
@@ -23,7 +41,9 @@ function render({ model, el }) {
   model.on("change:thinking_label", showThinking);
   showThinking();
 
-  let root = null, log = null, observer = null, following = true, dragging = false, tries = 0;
+  // A view rendered again (JupyterLab re-attaches outputs) takes up the model's state: a user who had scrolled
+  // up to read is not pulled down by the new view.
+  let root = null, log = null, observer = null, following = model.get("following"), dragging = false, tries = 0;
 
   const toBottom = () => { log.scrollTop = log.scrollHeight; };
   const atBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight <= NEAR_BOTTOM_PX;
@@ -56,15 +76,27 @@ function render({ model, el }) {
       button.textContent = "Copy";
       button.title = "Copy the code";
       button.addEventListener("click", () => {
-        const code = pre.querySelector("code") || pre;
-        navigator.clipboard.writeText(code.innerText).then(
-          () => { button.textContent = "Copied"; }, () => { button.textContent = "Select and copy"; });
+        const code = pre.querySelector("code");
+        const text = code ? code.textContent : ""; // the code as written: < > & verbatim, no button label
+        const done = () => { button.textContent = "Copied"; };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(text).then(done, () => { copyByCommand(text) ? done() : failed(button); });
+        } else if (copyByCommand(text)) done(); else failed(button);
       });
       pre.appendChild(button);
     }
   };
+  // Times are written by the kernel in its own zone; the reader's clock is the browser's.
+  const localTimes = () => {
+    for (const t of log.querySelectorAll(".letta-meta time[datetime]:not(.letta-local)")) {
+      const when = new Date(t.getAttribute("datetime"));
+      t.classList.add("letta-local");
+      if (!isNaN(when)) t.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    }
+  };
   const onChange = () => {
     addCopyButtons();
+    localTimes();
     if (following) toBottom();
   };
   const onKeydown = (event) => {
@@ -95,6 +127,10 @@ function render({ model, el }) {
       if (tries++ < 600) requestAnimationFrame(attach);
       return;
     }
+    // Keys typed in the chat's input are the chat's: Lumino (JupyterLab, Notebook 7) matches no shortcut at or
+    // under this attribute. Stopping the event is not enough: Notebook 7 reads keys on the document's capture
+    // phase, before any handler here, and Shift+Enter ran the cell.
+    for (const input of root.querySelectorAll(".letta-input")) input.setAttribute("data-lm-suppress-shortcuts", "");
     root.addEventListener("keydown", onKeydown, true);
     root.addEventListener("click", onClick, true);
     log.addEventListener("scroll", onScroll, { passive: true });
@@ -105,7 +141,8 @@ function render({ model, el }) {
     observer = new MutationObserver(onChange);
     observer.observe(log, { childList: true, subtree: true, characterData: true, attributes: true });
     addCopyButtons();
-    toBottom();
+    localTimes();
+    if (following) toBottom();
   };
   attach();
   return () => {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from letta_nb.llm.tokens import estimate_tokens, message_tokens, tools_tokens
-from letta_nb.runtime import approvals
+from letta_nb.runtime import approvals, compaction
 from letta_nb.runtime.memory import render_memory
 from letta_nb.runtime.rule_solver import RuleState, offered
 from letta_nb.runtime.services.lookup import agent_id
@@ -128,7 +128,7 @@ async def context_window(rt: Runtime, agent: Any) -> ContextWindow:
     """The agent's context window as its next prompt will hold it (before the next user message)."""
     found = await agent_id(rt, agent)
     recall = await rt.store.count_messages(found)
-    archival = len(await rt.store.list_passages(found))  # no count query in the store yet; a view, not a hot path
+    archival = await rt.store.count_passages(found)
     session = await rt.session(found)
     # From here on no await: the session is read in one piece, never halfway through a step's append.
     system, system_tokens = session.system_message()
@@ -156,9 +156,8 @@ async def preview(rt: Runtime, agent: Any, text: str) -> dict[str, Any]:
     view = AgentSession(dataclasses.replace(session.agent), session.llm, session.tools, list(session.messages))
     pending = [Message(id="message-preview", agent_id=found, seq=view.agent.last_seq + 1, role="user",
                        content=text, created_at=utcnow())]
-    eviction = view.plan_eviction(pending)
-    if eviction is not None:
-        view.apply_eviction(eviction)
+    # summarised as the turn would, and staged on the session for that turn to reuse (runtime/compaction.py)
+    await compaction.make_room(rt, view, pending, stage_on=session)
     rules = RuleState.of_turn(view.agent.tool_rules, view.tools, view.messages, pending)
     schemas, choice = offered(view.tool_schemas, rules)  # as the agent loop's step offers them
     messages = view.prompt(pending)

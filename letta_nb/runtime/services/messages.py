@@ -7,9 +7,11 @@ that answers waiting calls (runtime/approvals.py says what waits and why).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from letta_nb.runtime import compaction
 from letta_nb.runtime.agent_loop import run_turn
 from letta_nb.runtime.approvals import Answer
 from letta_nb.runtime.services.lookup import agent_id, agent_state
@@ -18,7 +20,9 @@ from letta_nb.schemas import AgentState, Message, Response
 if TYPE_CHECKING:
     from letta_nb.runtime.runtime import Runtime
 
-__all__ = ["approve", "cancel", "recall", "reset"]
+__all__ = ["approve", "cancel", "compact", "recall", "reset"]
+
+_log = logging.getLogger(__name__)
 
 
 async def recall(rt: Runtime, agent: Any, *, limit: int | None = None) -> list[Message]:
@@ -35,6 +39,16 @@ async def reset(rt: Runtime, agent: Any) -> AgentState:
     async with rt.agent_change(agent) as (state, token):
         await rt.store.update_agent(state.id, token, context_start_seq=state.last_seq + 1, context_summary=None)
     return await agent_state(rt, state.id)
+
+
+async def compact(rt: Runtime, agent: Any) -> AgentState:
+    """Summarise the agent's window now, whatever its size (runtime/compaction.py): every message but the last
+    turn leaves it for the summary. A summariser failure leaves the fixed note and logs why."""
+    state, eviction = await compaction.compact(rt, agent)
+    if eviction is not None and eviction.fallback:
+        _log.warning("compacting agent %r: the summariser failed (%s); the fixed note stands in", state.name,
+                     eviction.fallback)
+    return state
 
 
 async def cancel(rt: Runtime, agent: Any) -> bool:

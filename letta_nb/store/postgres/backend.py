@@ -3,7 +3,8 @@
 Connections: one for the step writer (kept hot; opened again if lost) and a small pool for lease reads,
 vector refreshes, uploads and read-only queries, all with ``idle_in_transaction_session_timeout`` and the
 JSON codec. The SQLAlchemy engine (engine.py) has its own pool for the portable reads; ``probes.pool()``
-watches that one. Pool size per kernel: ``LETTA_NB_PG_POOL`` connections here (default 4) plus the engine's.
+shows both (``pool`` column: sqlalchemy | asyncpg). Pool size per kernel: ``LETTA_NB_PG_POOL`` connections
+here (default 4) plus the engine's, plus one LISTEN connection while something subscribes (notices.py).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from letta_nb.errors import InvalidArgumentError, StoreError
 from letta_nb.store.engine import IDLE_IN_TRANSACTION_MS, StoreLocation
 from letta_nb.store.postgres import leases, pgvector
 from letta_nb.store.postgres.file_writer import PgFileWriter
+from letta_nb.store.postgres.notices import LISTENER_NAME, PgNotices
 from letta_nb.store.postgres.step_writer import PgStepWriter
 from letta_nb.store.postgres.vectors import PgVectorStore
+from letta_nb.telemetry.pool import AsyncpgPoolMonitor
 
 __all__ = ["PgBackend", "open_backend", "dsn"]
 
@@ -66,6 +69,8 @@ class PgBackend:
     vectors: PgVectorStore
     file_writer: PgFileWriter
     pool: Any
+    notices: PgNotices
+    pool_monitor: AsyncpgPoolMonitor  # probes.pool()'s asyncpg rows
     lease_rows: Any = leases
 
     async def query(self, sql: Any, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -90,6 +95,7 @@ class PgBackend:
     async def close(self) -> None:
         await self.writer.drain()
         self.writer.close()
+        await self.notices.close()
         await self.vectors.close()
         self.file_writer.close()
         await self.pool.close()
@@ -112,10 +118,16 @@ async def open_backend(location: StoreLocation) -> PgBackend:
         return conn
 
     try:
-        pool = await asyncpg.create_pool(target, min_size=1, max_size=_pool_size(), init=_init,
-                                         reset=_keep_session, server_settings=_SETTINGS)
+        raw = await asyncpg.create_pool(target, min_size=1, max_size=_pool_size(), init=_init,
+                                        reset=_keep_session, server_settings=_SETTINGS)
     except (OSError, asyncpg.PostgresError) as e:
         raise StoreError(f"could not connect to the store {location.display!r}: {e}. Check that the server "
                          "runs and the URL's user, host and database are right.") from None
-    return PgBackend(PgStepWriter(connect, pool), PgVectorStore(pool), PgFileWriter(pool, asyncio.get_running_loop()),
-                     pool)
+
+    def listener() -> Any:  # the notices' LISTEN connection: its own, outside the pool
+        return asyncpg.connect(target, server_settings={**_SETTINGS, "application_name": LISTENER_NAME})
+
+    loop = asyncio.get_running_loop()
+    pool = AsyncpgPoolMonitor(raw)  # the pool everything here uses: probes.pool() sees each checkout
+    return PgBackend(PgStepWriter(connect, pool), PgVectorStore(pool), PgFileWriter(pool, loop), pool,
+                     PgNotices(listener, pool, loop), pool)

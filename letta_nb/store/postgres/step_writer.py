@@ -87,12 +87,17 @@ _FENCED_STEPS = (leases.FENCE_CTES + ", " + _unnest_insert(_T["messages"], 8) + 
 explicit transaction (a statement is atomic), where BEGIN, fences, two inserts and COMMIT were five."""
 
 
-def _columns(name: str, records: list[Any]) -> list[list[Any]]:
-    """``records`` (fields named after table ``name``'s columns) as one list per column (JSONB as text)."""
+def _column_converters(name: str) -> list[tuple[str, Callable[[Any], Any] | None]]:
     _, cols = _INSERTS[name]
     conv = [_CONVERT.get((name, c)) for c in cols]
-    conv = [_as_text(f) if _pg_type(_T[name].columns[c]) == "JSONB" else f for c, f in zip(cols, conv, strict=True)]
-    return [[f(getattr(r, c)) if f else getattr(r, c) for r in records] for c, f in zip(cols, conv, strict=True)]
+    return [(c, _as_text(f) if _pg_type(_T[name].columns[c]) == "JSONB" else f)
+            for c, f in zip(cols, conv, strict=True)]
+
+
+def _columns(name: str, records: list[Any]) -> list[list[Any]]:
+    """``records`` (fields named after table ``name``'s columns) as one list per column (JSONB as text)."""
+    return [[f(getattr(r, c)) for r in records] if f else [getattr(r, c) for r in records]
+            for c, f in _COLUMN_CONVERTERS[name]]
 
 
 def _as_text(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
@@ -100,6 +105,10 @@ def _as_text(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
         value = convert(value) if convert else value
         return None if value is None else json.dumps(clean_json(value))  # the jsonb codec's policy (backend.py)
     return text
+
+
+# Compiled once: compiling a column's type for every row batch was 3.4 of a step's ~7 ms of CPU (profiled).
+_COLUMN_CONVERTERS = {name: _column_converters(name) for name in ("messages", "steps")}
 
 
 def _plain(items: list[StepWrite | Op]) -> list[StepWrite] | None:

@@ -39,6 +39,9 @@ def _row(r: Any) -> Row:
     return (r[0], r[1], r[2], r[3] or [], sql_time(created))
 
 
+_BUILD_MEMORY = "1GB"  # an HNSW build's maintenance_work_mem: 100k x 384 with m = 32 needs ~300 MB
+
+
 class PgVectorStore:
     """:class:`~letta_nb.store.vector.VectorStore` over PostgreSQL (see the module docstring)."""
 
@@ -66,8 +69,10 @@ class PgVectorStore:
         async with self._pool.acquire() as conn:
             if kind is None:
                 await conn.execute(f"DROP INDEX IF EXISTS {index_name(dim)}")
-            else:
-                await conn.execute(hnsw_ddl(dim))
+            else:  # the graph built in memory when it fits (pgvector warns and slows down to a crawl otherwise)
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
+                    await conn.execute(hnsw_ddl(dim))
 
     async def _hnsw(self, conn: Any, query: VectorQuery) -> list[VectorHit]:
         # Always iterative: with the per-agent filter, a plain HNSW scan returns fewer than k rows (the trap).

@@ -1,0 +1,85 @@
+"""``bench step`` and ``bench concurrency`` explain themselves (issue 19): CPU per turn, allocations, the top five
+costs, the runtime thread's CPU utilisation, a size option, and every bench's host calibration. Run as a user
+would (``python -m letta_nb.bench ... --json``); speed is the benchmark's to report, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from letta_nb.bench._report import BenchResult
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "letta_nb.bench", *args], capture_output=True, text=True, timeout=600)
+
+
+def _check_host(host: dict[str, float]) -> None:
+    assert set(host) == {"python_loop_s", "python_loop_wall_s", "numpy_matmul_s", "numpy_matmul_wall_s"}
+    assert all(v > 0 for v in host.values())  # 10^7 additions and 20 matmuls take measurable time anywhere
+
+
+def test_bench_step_reports_cpu_allocations_and_top_five_costs() -> None:
+    proc = _bench("step", "--quick", "--json")
+    assert proc.returncode == 0, proc.stderr
+    step = json.loads(proc.stdout)["step"]
+    assert step["stored_messages"] == 3 * step["messages"]  # the extra passes are not counted as the timed run
+    assert step["cpu_per_turn_ms"] > 0
+    assert step["cpu_ratio_to_baseline"] == pytest.approx(step["cpu_per_turn_ms"] / step["baseline_commit_ms"])
+    assert step["gc_collections_per_turn"] >= 0
+    assert step["alloc_peak_kib_per_turn"] > 0  # a turn builds messages, rows and events
+    top5 = step["top5"]
+    assert len(top5) == 5
+    for row in top5:
+        assert set(row) == {"function", "own_ms_per_turn", "cum_ms_per_turn", "calls_per_turn"}
+        assert row["function"].startswith("letta_nb/") and ".py:" in row["function"]  # letta_nb code only
+        assert row["cum_ms_per_turn"] >= row["own_ms_per_turn"] > 0 and row["calls_per_turn"] > 0
+    own = [row["own_ms_per_turn"] for row in top5]
+    assert own == sorted(own, reverse=True)  # ranked by own time
+    assert "p50 overhead <= 10x the bare commit" in step["goals"]
+    _check_host(step["host"])
+
+
+def test_bench_concurrency_takes_a_size_and_reports_the_runtime_threads_cpu() -> None:
+    proc = _bench("concurrency", "--agents", "6", "--messages", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    conc = json.loads(proc.stdout)["concurrency"]
+    assert (conc["agents"], conc["messages_per_agent"]) == (6, 3)
+    assert conc["lost"] == 0 and conc["order_violations"] == 0
+    assert conc["ideal_s"] == pytest.approx(3 * 0.05)
+    assert conc["runtime_cpu_s"] > 0
+    # CPU time of one thread cannot exceed the wall time it ran in
+    assert 0 < conc["runtime_cpu_utilisation"] <= 1.0 + 1e-6
+    assert conc["runtime_cpu_utilisation"] == pytest.approx(conc["runtime_cpu_s"] / conc["wall_s"])
+    assert conc["runtime_cpu_per_turn_ms"] == pytest.approx(conc["runtime_cpu_s"] * 1000 / 18)
+    _check_host(conc["host"])
+
+
+def test_every_bench_table_ends_with_the_host_calibration() -> None:
+    proc = _bench("concurrency", "--agents", "2", "--messages", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "== bench concurrency =="
+    assert lines[-1].startswith("host: 10^7 Python additions ") and "numpy 512x512 matmul x20" in lines[-1]
+    assert "runtime_cpu_utilisation" in proc.stdout
+
+
+def test_a_ranking_prints_a_row_each() -> None:
+    result = BenchResult("x", {"n": 1, "top5": [{"function": "letta_nb/a.py:1(f)", "own_ms_per_turn": 0.5}]})
+    table = result.table().splitlines()
+    assert table[1:4] == ["n     1", "top5", "  letta_nb/a.py:1(f)  0.5"]
+    assert result.to_json()["top5"] == [{"function": "letta_nb/a.py:1(f)", "own_ms_per_turn": 0.5}]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("concurrency", "--agents", "0"), "argument --agents: expected a whole number >= 1, got '0'"),
+    (("concurrency", "--messages", "many"), "argument --messages: expected a whole number >= 1, got 'many'"),
+    (("step", "--agents", "3"), "bench step has no --agents size"),
+])
+def test_size_options_refuse_what_they_cannot_mean(args: tuple[str, ...], message: str) -> None:
+    proc = _bench(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
