@@ -114,3 +114,18 @@ def repeat(text: str, times: int = 2) -> str:
         times: How often.
     """
     return " ".join([text] * times)
+
+
+def cl100k_tokens(body: dict[str, Any]) -> int:
+    """Tokens of an OpenAI chat request ``body`` by an independent tokenizer: tiktoken's cl100k (the copy
+    bundled with llama-index-core, so it works offline), counted as OpenAI's chat format does."""
+    from letta_nb.embeddings.tokens import load_encoding
+
+    enc = load_encoding("cl100k_base")
+    assert enc is not None, "cl100k_base not found offline (llama-index-core bundles it; see embeddings/tokens.py)"
+    n = 3  # every reply is primed with <|start|>assistant<|message|>
+    for m in body["messages"]:
+        n += 3 + len(enc.encode(m["role"])) + len(enc.encode(m.get("content") or ""))
+        for call in m.get("tool_calls") or ():
+            n += 3 + len(enc.encode(call["function"]["name"])) + len(enc.encode(call["function"]["arguments"]))
+    return n + (len(enc.encode(json.dumps(body["tools"]))) if body.get("tools") else 0)

@@ -17,8 +17,8 @@ import pytest
 from IPython.utils.capture import capture_output
 
 import letta_nb
-from letta_nb.embeddings.tokens import load_encoding
 from letta_nb.testing.loopback import SUMMARY, LoopbackServer
+from tests.agent_helpers import cl100k_tokens
 
 CHAT = "/v1/chat/completions"
 WINDOW = 2000
@@ -56,17 +56,6 @@ def _bodies(srv: LoopbackServer, summaries: bool) -> list[dict[str, Any]]:
     return out
 
 
-def _cl100k(body: dict[str, Any]) -> int:
-    enc = load_encoding("cl100k_base")
-    assert enc is not None, "cl100k_base not found offline (llama-index-core bundles it; see embeddings/tokens.py)"
-    n = 3  # every reply is primed with <|start|>assistant<|message|>
-    for m in body["messages"]:
-        n += 3 + len(enc.encode(m["role"])) + len(enc.encode(m.get("content") or ""))
-        for call in m.get("tool_calls") or ():
-            n += 3 + len(enc.encode(call["function"]["name"])) + len(enc.encode(call["function"]["arguments"]))
-    return n + (len(enc.encode(str(body["tools"]))) if body.get("tools") else 0)
-
-
 def _kept(summary: str, facts: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return [(n, w) for n, w in facts if re.search(rf"\b{n} {w}\b", summary)]
 
@@ -80,7 +69,7 @@ def test_300_facts_every_request_fits_and_the_summary_keeps_the_evicted_ones(cli
         assert r.stop_reason == "end_turn"
 
     # every request the server received fits the 2,000-token window, by an independent tokenizer
-    sizes = [_cl100k(b) for b in _bodies(srv, summaries=False) + _bodies(srv, summaries=True)]
+    sizes = [cl100k_tokens(b) for b in _bodies(srv, summaries=False) + _bodies(srv, summaries=True)]
     assert len(sizes) >= 300 and max(sizes) <= WINDOW, max(sizes)
     summary_requests = _bodies(srv, summaries=True)
     assert len(summary_requests) >= 10  # the window overflowed again and again

@@ -13,7 +13,6 @@ inside the 5% the issue allows but not by much; the assertion keeps the exact fi
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,10 +22,10 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import letta_nb
-from letta_nb.embeddings.tokens import load_encoding
 from letta_nb.llm.tokens import estimate_tokens, message_tokens, tools_tokens
 from letta_nb.runtime.memory import render_memory
 from letta_nb.testing.loopback import LoopbackServer
+from tests.agent_helpers import cl100k_tokens
 
 CHAT = "/v1/chat/completions"
 
@@ -49,17 +48,6 @@ def _received(srv: LoopbackServer) -> list[dict[str, Any]]:
 
 def _estimate(body: dict[str, Any]) -> int:
     return sum(message_tokens(m) for m in body["messages"]) + tools_tokens(body.get("tools") or [])
-
-
-def _cl100k(body: dict[str, Any]) -> int:
-    enc = load_encoding("cl100k_base")
-    assert enc is not None, "cl100k_base not found offline (llama-index-core bundles it; see embeddings/tokens.py)"
-    n = 3  # every reply is primed with <|start|>assistant<|message|>
-    for m in body["messages"]:
-        n += 3 + len(enc.encode(m["role"])) + len(enc.encode(m.get("content") or ""))
-        for call in m.get("tool_calls") or ():
-            n += 3 + len(enc.encode(call["function"]["name"])) + len(enc.encode(call["function"]["arguments"]))
-    return n + (len(enc.encode(json.dumps(body["tools"]))) if body.get("tools") else 0)
 
 
 def _next_turn_request(client: letta_nb.Client, srv: LoopbackServer, agent: str, text: str) -> dict[str, Any]:
@@ -107,7 +95,7 @@ def test_context_parts_add_up_to_the_request_the_server_received(client: letta_n
     assert view.archival_passages == 2
     assert view.context_window == 128_000 and view.free == 128_000 - view.total
     # ... and within 5% of an independent tokenizer's count of it (see the module docstring for the gap)
-    exact = _cl100k(body)
+    exact = cl100k_tokens(body)
     assert abs(view.total + message_tokens(user) - exact) <= 0.05 * exact, (view.total, exact)
 
 
@@ -127,7 +115,7 @@ def test_summary_tokens_appear_once_messages_leave_the_window_and_totals_still_m
     assert preview == body
     assert body["messages"][0]["content"].endswith("</conversation_summary>")
     assert _estimate(body) == view.total + message_tokens({"role": "user", "content": text})
-    exact = _cl100k(body)
+    exact = cl100k_tokens(body)
     assert abs(_estimate(body) - exact) <= 0.05 * exact, (_estimate(body), exact)
 
 

@@ -85,6 +85,7 @@ NOT_SUPPORTED: dict[tuple[str, str], dict[str, str]] = {
     },
     ("agents.messages", "reset"): {"add_default_initial_messages": "letta_nb agents have no initial messages"},
     ("agents.messages", "cancel"): {"run_ids": "one turn of an agent runs at a time: cancel stops it"},
+    ("agents.messages", "compact"): {"compaction_settings": "the summarizer_model and summarizer_timeout_s settings"},
     ("agents.blocks", "list"): {"order_by": "blocks are in prompt order"},
     ("agents.blocks", "update"): {
         **dict.fromkeys(["base_template_id", "deployment_id", "entity_id", "hidden", "is_template",
@@ -127,7 +128,7 @@ NOT_SUPPORTED: dict[tuple[str, str], dict[str, str]] = {
 # archives, identities, MCP servers, templates are outside this subset (Agent Files: tests/test_agent_files.py).
 SUPPORTED = {
     "agents": ["create", "retrieve", "update", "list", "delete"],
-    "agents.messages": ["create", "stream", "list", "reset", "cancel"],
+    "agents.messages": ["create", "stream", "list", "reset", "cancel", "compact"],
     "agents.blocks": ["list", "retrieve", "update", "attach", "detach"],
     "agents.passages": ["create", "list", "search", "delete"],
     "agents.tools": ["list", "attach", "detach"],

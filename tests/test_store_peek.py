@@ -126,7 +126,7 @@ def test_peeks_during_a_write_transaction_keep_its_lock(tmp_path):
             assert other_process_tries_to_write(path) == "database is locked"
         finally:
             release.set()
-        job.future.result(60)
+        job.result(60)
         assert client.query("SELECT system FROM agents WHERE id = ?", [agent.id])["system"].tolist() == ["held"]
         client.agents.messages.create(agent, "still fine?")
     assert stdlib_rows(path, "PRAGMA integrity_check") == [("ok",)]

@@ -19,7 +19,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["gc_collections", "loop_cpu_s", "peak_alloc_kib", "top_costs"]
+__all__ = ["GCTimer", "gc_collections", "loop_cpu_s", "peak_alloc_kib", "top_costs"]
 
 _PACKAGE = os.sep + "letta_nb" + os.sep
 
@@ -47,6 +47,31 @@ def loop_cpu_s(client: Any) -> float:
 def gc_collections() -> int:
     """Garbage-collector passes so far, all generations."""
     return sum(s["collections"] for s in gc.get_stats())
+
+
+class GCTimer:
+    """Within ``with GCTimer() as t:``, the collector's passes (``t.passes``) and their wall time (``t.seconds``),
+    whichever thread triggered them (``gc.callbacks``): how much of a run the collector took, not a guess from
+    the pass count (a full pass over a thousand agents' objects costs a hundred young ones)."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.passes += 1
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> GCTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 def top_costs(client: Any, turns: int, run_turn: Callable[[int], Any], n: int = 5) -> list[dict[str, Any]]:

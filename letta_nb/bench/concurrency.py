@@ -7,7 +7,8 @@ for each other). Checks: every message stored once, each agent's messages in the
 
 It explains itself: ``runtime_cpu_utilisation`` is the runtime thread's CPU time (``time.thread_time`` read on
 its loop) over the wall time. Near 1.0 the one loop is CPU-bound and the wall time is its CPU time, not the
-model's latency; ``runtime_cpu_per_turn_ms`` says what each turn cost it.
+model's latency; ``runtime_cpu_per_turn_ms`` says what each turn cost it, ``gc_passes``/``gc_ms_per_turn``
+how much of it the garbage collector took (at the thresholds in ``gc_threshold``: runtime/gc_policy.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 import time
 
 from letta_nb.bench._backend import BenchBackend
-from letta_nb.bench._profile import loop_cpu_s
+from letta_nb.bench._profile import GCTimer, loop_cpu_s
 from letta_nb.bench._report import BenchResult
 
 __all__ = ["run"]
@@ -43,13 +44,15 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
                 await client.agents.messages.acreate(agent_id, f"message {j} of {agent_id}")
 
         async def main() -> float:
-            gc.collect()  # the set-up's garbage is not the workload's (timeit goes further: GC off)
             t = time.perf_counter()
             await asyncio.gather(*(talk(a) for a in ids))
             return time.perf_counter() - t
 
+        gc.collect()  # the set-up's garbage is not the workload's (timeit goes further: GC off)
         cpu0, process0 = loop_cpu_s(client), time.process_time()
-        wall = asyncio.run(main())
+        with GCTimer() as collector:
+            wall = asyncio.run(main())
+        threshold = gc.get_threshold()  # while the runtime is open
         cpu, process_cpu = loop_cpu_s(client) - cpu0, time.process_time() - process0
         lost = violations = 0
         for a in ids:
@@ -68,6 +71,8 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
          "lost": lost, "order_violations": violations, "steps_per_commit": writes / max(commits, 1),
          "runtime_cpu_s": cpu, "runtime_cpu_utilisation": cpu / wall,
          "runtime_cpu_per_turn_ms": cpu * 1000 / (n_agents * n_msgs),
-         "process_cpu_per_turn_ms": process_cpu * 1000 / (n_agents * n_msgs)},
+         "process_cpu_per_turn_ms": process_cpu * 1000 / (n_agents * n_msgs),
+         "gc_passes": collector.passes, "gc_ms_per_turn": collector.seconds * 1000 / (n_agents * n_msgs),
+         "gc_threshold": "/".join(map(str, threshold))},
         goals={"wall <= 1.3x ideal": ratio <= 1.3, "0 lost": lost == 0, "order kept": violations == 0},
     )

@@ -9,7 +9,8 @@ Flatness = p50 of the late steps over p50 of the early ones: the runtime must no
 
 It explains itself: ``cpu_per_turn_ms`` is the process's CPU time over the timed turns (both threads; on a
 loaded host wall time counts the neighbours, CPU time does not), ``gc_collections_per_turn`` the collector's
-passes, then two extra passes after the timed ones (so they distort nothing): ``alloc_peak_kib_per_turn``
+passes and ``gc_ms_per_turn`` their time (runtime/gc_policy.py raises the young threshold while a runtime is
+open), then two extra passes after the timed ones (so they distort nothing): ``alloc_peak_kib_per_turn``
 (tracemalloc: what a turn holds at its peak, garbage included) and ``top5``, a cProfile pass on the runtime
 thread naming the five letta_nb functions with the most own time (bench/_profile.py).
 """
@@ -22,7 +23,7 @@ import time
 from typing import Any
 
 from letta_nb.bench._backend import BenchBackend
-from letta_nb.bench._profile import gc_collections, peak_alloc_kib, top_costs
+from letta_nb.bench._profile import GCTimer, gc_collections, peak_alloc_kib, top_costs
 from letta_nb.bench._report import BenchResult, percentile
 
 __all__ = ["run"]
@@ -83,13 +84,14 @@ def run(quick: bool = False, backend: BenchBackend | None = None) -> BenchResult
             agent = client.agents.create("bench-step", model="offline")
             times, db = [], []
             cpu0, gc0 = time.process_time(), gc_collections()
-            for i in range(n):
-                t = time.perf_counter()
-                r = client.agents.messages.create(agent.id, f"message number {i}")
-                times.append((time.perf_counter() - t) * 1000)
-                db.append(r.timings["db_ms"])
-                if len(r.steps) != 1 or r.steps[0].tool_names != ("send_message",):
-                    raise RuntimeError(f"step bench expects one send_message per message, got {r.steps}")
+            with GCTimer() as collector:
+                for i in range(n):
+                    t = time.perf_counter()
+                    r = client.agents.messages.create(agent.id, f"message number {i}")
+                    times.append((time.perf_counter() - t) * 1000)
+                    db.append(r.timings["db_ms"])
+                    if len(r.steps) != 1 or r.steps[0].tool_names != ("send_message",):
+                        raise RuntimeError(f"step bench expects one send_message per message, got {r.steps}")
             cpu_ms, collections = (time.process_time() - cpu0) * 1000 / n, gc_collections() - gc0
             stored = len(client.agents.messages.list(agent.id))
 
@@ -120,6 +122,7 @@ def run(quick: bool = False, backend: BenchBackend | None = None) -> BenchResult
             "cpu_per_turn_ms": cpu_ms,
             "cpu_ratio_to_baseline": cpu_ms / baseline,
             "gc_collections_per_turn": collections / n,
+            "gc_ms_per_turn": collector.seconds * 1000 / n,
             "alloc_peak_kib_per_turn": alloc_kib,
             "top5": top5,
         },

@@ -96,7 +96,10 @@ def _norm(text: str) -> str:
 
 
 # The runtime sends the same tool list object step after step (runtime/session.py keeps it): its reading is
-# kept by identity, holding the list so its id cannot be reused; a few hundred agents' lists at most.
+# kept by identity, holding the list so its id cannot be reused. Up to _TOOLS_KEPT agents' lists: with 512, a
+# thousand agents taking turns in round robin cleared it before any list came back, and every step read its
+# list again (issue 19). A kept list is a few small dicts per tool (their parameter schemas are the specs').
+_TOOLS_KEPT = 4096
 _TOOLS_SEEN: dict[int, tuple[list[dict[str, Any]], int, dict[str, bool]]] = {}
 
 
@@ -110,7 +113,7 @@ def _heartbeat_params(tools: list[dict[str, Any]]) -> dict[str, bool]:
         fn = t.get("function", t)
         props = (fn.get("parameters") or {}).get("properties") or {}
         params[fn.get("name", "")] = "request_heartbeat" in props
-    if len(_TOOLS_SEEN) >= 512:
+    if len(_TOOLS_SEEN) >= _TOOLS_KEPT:
         _TOOLS_SEEN.clear()
     _TOOLS_SEEN[id(tools)] = (tools, len(tools), params)
     return params

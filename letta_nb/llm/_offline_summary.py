@@ -16,6 +16,7 @@ gives the same summary.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 from letta_nb.llm._offline_reading import _text, is_question, keywords
@@ -67,16 +68,23 @@ def summarise(messages: list[dict[str, Any]]) -> str:
     previous = _PREVIOUS.search(user)
     facts = _facts(previous.group(1)) if previous else []
     evicted = _EVICTED.search(user)
+    seen = set(facts)
     for line in (evicted.group(1) if evicted else "").splitlines():
         role, sep, said = line.partition(": ")
-        if sep and role == "user" and (fact := _statement(said)) is not None and fact not in facts:
+        if sep and role == "user" and (fact := _statement(said)) is not None and fact not in seen:
             facts.append(fact)
-    words = len(HEADER.split()) + len({s for s, _ in facts}) + sum(len(item.split()) for _, item in facts)
-    while facts and words > budget:
-        subject, item = facts.pop(0)
-        words -= len(item.split()) + (subject not in {s for s, _ in facts})
+            seen.add(fact)
+    # Linear in the facts (a summary holds hundreds): a subject's words count once while any of its items stay.
+    subjects = Counter(s for s, _ in facts)
+    words = len(HEADER.split()) + len(subjects) + sum(len(item.split()) for _, item in facts)
+    first = 0
+    while first < len(facts) and words > budget:
+        subject, item = facts[first]
+        first += 1
+        subjects[subject] -= 1
+        words -= len(item.split()) + (subjects[subject] == 0)
     groups: dict[str, list[str]] = {}
-    for subject, item in facts:
+    for subject, item in facts[first:]:
         groups.setdefault(subject, []).append(item)
     return "\n".join([HEADER, *(f"{subject}: {';'.join(items)}" for subject, items in groups.items())])
 

@@ -6,6 +6,10 @@ agents talking at once it was 1.9 of a turn's 3.3 round trips, each a pool check
 server process on a loaded host (``bench concurrency --backend postgres``). Batched like the step writer's
 group commit (no timer: whatever arrives during a read joins the next one), a burst of peeks is one query.
 
+Up to :data:`IN_FLIGHT` queries run at once, each on its own pooled connection: a peek that arrives while
+one is out goes at once on another (the turn-start peek is on the turn's critical path; queued behind a
+batch in flight it waited for that batch and then its own), and only beyond that do peeks wait and batch.
+
 Each peek keeps its own ``now`` (a waiter's ticket counts if it has not expired by then), so a batched
 answer is the one :func:`leases.peek` would have given alone, read a little later.
 """
@@ -17,7 +21,9 @@ from typing import Any
 
 from letta_nb.store.postgres import leases
 
-__all__ = ["PeekBatcher", "PEEK_MANY"]
+__all__ = ["IN_FLIGHT", "PeekBatcher", "PEEK_MANY"]
+
+IN_FLIGHT = 2  # queries out at once (of the pool's LETTA_NB_PG_POOL connections, default 4: backend.py)
 
 PEEK_MANY = (
     "SELECT q.i, l.token, l.holder, l.expires_at, a.last_seq, a.version, "
@@ -36,7 +42,8 @@ class PeekBatcher:
     def __init__(self, pool: Any):
         self._pool = pool
         self._pending: list[_Request] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._starting: asyncio.Task[None] | None = None  # made, not yet run: it takes what is pending then
         self.queries = 0
         self.peeks = 0
 
@@ -46,11 +53,25 @@ class PeekBatcher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Peek] = loop.create_future()
         self._pending.append((agent_id, now, fut))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain())
+        self._kick(loop)
         return fut
 
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A drain task for what is pending, unless one is about to start or :data:`IN_FLIGHT` are out."""
+        if self._pending and self._starting is None and len(self._tasks) < IN_FLIGHT:
+            task = self._starting = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._starting is task:  # cancelled before it ran
+            self._starting = None
+        if not task.cancelled():  # a peek that came as the drains were ending: nobody else will take it
+            self._kick(task.get_loop())
+
     async def _drain(self) -> None:
+        self._starting = None
         while self._pending:
             batch, self._pending = self._pending, []
             try:

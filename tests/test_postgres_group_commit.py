@@ -1,0 +1,138 @@
+"""Round trips of the PostgreSQL step path under concurrency (issue 12, ``bench concurrency --backend postgres``):
+a group of many agents' plain step commits is one statement on the writer's connection, and lease peeks do
+not queue behind a batch in flight while a second pooled connection is free (postgres/peeks.py).
+
+Round trips are counted on the real connections (asyncpg's query logger, or a gate around a real pool whose
+queries wait until the test lets them go), never timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from letta_nb.store.postgres import leases
+from letta_nb.store.postgres.peeks import IN_FLIGHT, PeekBatcher
+from letta_nb.store.store import Store
+from tests.test_pg_step_path import grant, step_write
+from tests.test_postgres import agents
+
+
+@pytest.fixture
+def url(pg_server: Any) -> Any:
+    name = pg_server.create_database(pg_server.migrated_template())
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+def test_twenty_agents_steps_submitted_together_are_one_round_trip_and_all_land(url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            *ids, warm = await agents(store, *(f"g{i}" for i in range(21)))
+            grants = [await grant(store, a) for a in ids]
+            until = time.time() + 1000.0
+            g = await grant(store, warm)
+            await store.writer.submit(step_write(warm, (g.token, 0), until, "warm-up"))  # asyncpg learns the types
+            statements: list[str] = []
+            store.writer._conn.add_query_logger(lambda q: statements.append(q.query))
+            futures = [store.writer.submit(step_write(a, (g.token, 0), until, f"to {a}"))
+                       for a, g in zip(ids, grants, strict=True)]
+            results = await asyncio.gather(*futures)
+            assert all(isinstance(ms, float) for ms in results)
+            assert len(statements) == 1  # 20 steps, 40 messages: one statement, no BEGIN/COMMIT
+            for a in ids:
+                assert [m.content for m in await store.load_messages(a)] == [f"to {a}", ""]
+                assert (await store.load_agent(a)).last_seq == 2
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+class _GatedPool:
+    """A real asyncpg pool whose queries wait at a gate until the test opens it; counts queries in flight."""
+
+    def __init__(self, pool: Any):
+        self.pool = pool
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Condition()
+        self.out = self.most_out = self.queries = 0
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire() as conn:
+            yield _GatedConnection(self, conn)
+
+    async def run(self, call: Any) -> Any:
+        async with self.entered:
+            self.out += 1
+            self.queries += 1
+            self.most_out = max(self.most_out, self.out)
+            self.entered.notify_all()
+        try:
+            await self.gate.wait()
+            return await call()
+        finally:
+            self.out -= 1
+
+    async def until_out(self, n: int) -> None:
+        async with self.entered:
+            await self.entered.wait_for(lambda: self.out >= n)
+
+
+class _GatedConnection:
+    def __init__(self, gated: _GatedPool, conn: Any):
+        self._gated, self._conn = gated, conn
+
+    async def fetch(self, *args: Any) -> Any:
+        return await self._gated.run(functools.partial(self._conn.fetch, *args))
+
+    async def fetchrow(self, *args: Any) -> Any:
+        return await self._gated.run(functools.partial(self._conn.fetchrow, *args))
+
+
+def test_a_peek_does_not_queue_behind_a_batch_in_flight_and_a_burst_beyond_that_is_one_query(url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(url)
+        gated: _GatedPool | None = None
+        try:
+            ids = await agents(store, *(f"p{i}" for i in range(6)))
+            await grant(store, ids[0])
+            gated = _GatedPool(store._backend.pool)
+            batcher = PeekBatcher(gated)
+            now = time.time()
+            first = batcher.peek(ids[0], now)
+            await gated.until_out(1)
+            second = batcher.peek(ids[1], now)  # the first is out: this one goes at once on another connection
+            await asyncio.wait_for(gated.until_out(2), 30)  # a guard against hanging, not a timing
+            assert IN_FLIGHT == 2
+            burst = [batcher.peek(a, now) for a in [*ids[2:], "agent-missing", ids[0]]]  # two out: these wait
+            for _ in range(3):
+                await asyncio.sleep(0)  # a pass of the loop: nothing more may leave while two are out
+            assert gated.queries == 2
+            gated.gate.set()
+            answers = await asyncio.gather(first, second, *burst)
+            assert gated.queries == 3 and gated.most_out == 2  # the waiting burst left as one query
+            assert batcher.queries == 3 and batcher.peeks == 2 + len(burst)
+            async with store._backend.pool.acquire() as conn:
+                single = [await leases.peek(conn, a, now) for a in [*ids[:2], *ids[2:], "agent-missing", ids[0]]]
+            assert answers == single
+            held, free = answers[0], answers[1]
+            assert held is not None and held[1] == "me" and free is not None and free[1] is None
+            assert answers[len(ids)] is None  # no such agent
+            assert not batcher._tasks  # every drain ended
+            late = await batcher.peek(ids[1], now)  # and a later peek still gets a drain
+            assert late == single[1]
+        finally:
+            if gated is not None:
+                gated.gate.set()  # a failed check leaves no query parked on its pooled connection
+            await store.close()
+
+    asyncio.run(main())
