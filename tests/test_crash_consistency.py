@@ -219,7 +219,10 @@ def assert_usable(db: str) -> None:
 # ---- the tests -----------------------------------------------------------------------------------------
 
 
-def test_sigkill_at_any_moment_leaves_whole_steps(tmp_path):
+def test_sigkill_at_any_moment_leaves_whole_steps(tmp_path, monkeypatch):
+    # A killed child never releases its lease: the next process waits out the TTL (30 s by default). A short
+    # one, inherited by the children, keeps the rounds from waiting; heartbeats renew it (ttl/3) meanwhile.
+    monkeypatch.setenv("LETTA_NB_LEASE_TTL", "3")
     db = str(tmp_path / "crash.db")
     script = tmp_path / "child.py"
     script.write_text(CHILD)

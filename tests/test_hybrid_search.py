@@ -230,7 +230,10 @@ CHILD = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_sigkill_during_inserts_leaves_passages_vectors_and_index_consistent(tmp_path):
+def test_sigkill_during_inserts_leaves_passages_vectors_and_index_consistent(tmp_path, monkeypatch):
+    # A killed child never releases its lease: the next process waits out the TTL (30 s by default). A short
+    # one, inherited by the children, keeps the rounds from waiting; heartbeats renew it (ttl/3) meanwhile.
+    monkeypatch.setenv("LETTA_NB_LEASE_TTL", "3")
     path = tmp_path / "crash.db"
     script = tmp_path / "child.py"
     script.write_text(CHILD)

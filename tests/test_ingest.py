@@ -259,7 +259,10 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_sigkill_mid_upload_then_resume_leaves_every_file_whole(tmp_path):
+def test_sigkill_mid_upload_then_resume_leaves_every_file_whole(tmp_path, monkeypatch):
+    # A killed child never releases its lease: the next process waits out the TTL (30 s by default). A short
+    # one, inherited by the children, keeps the rounds from waiting; heartbeats renew it (ttl/3) meanwhile.
+    monkeypatch.setenv("LETTA_NB_LEASE_TTL", "3")
     db = str(tmp_path / "crash.db")
     docs = tmp_path / "docs"
     docs.mkdir()
