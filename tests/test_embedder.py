@@ -367,5 +367,6 @@ def test_local_embedder_runs_with_the_thread_setting_and_batches_change_no_vecto
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["threads"] == int(setting)  # torch in the process runs with the setting's threads
-    assert out["info"] == {"runtime": "torch", "torch_threads": int(setting), "batch_size": 32, "loaded": True}
+    assert out["info"] == {"runtime": "torch", "torch_threads": int(setting), "last_call_threads": int(setting),
+                           "batch_size": 32, "loaded": True}  # a chosen setting is never widened
     assert out["min_cos"] > 0.9999  # a text's vector does not depend on its batch (padding is masked)
