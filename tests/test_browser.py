@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -189,18 +190,23 @@ def _run(page, expect, url: str) -> None:
     page.screenshot(path=str(ARTIFACTS / "03_stopped.png"), full_page=True)
 
 
-PLAIN_NOTEBOOK = {
-    "nbformat": 4, "nbformat_minor": 5,
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
-               "source": source} for i, source in enumerate([
-        "import letta_nb\n%load_ext letta_nb",
-        # the reported repro: no send_message, so the model answers in plain content; it also thinks aloud
-        "client = letta_nb.notebook.current_session().client\n"
-        "client.agents.create('plain', model='offline?tps=4&reasoning=field', include_base_tools=False)\n"
-        "letta_nb.ChatWidget('plain')",
-    ])],
-}
+def code_notebook(*sources: str) -> dict[str, Any]:
+    """An .ipynb (as JSON-ready dict) of code cells with these sources, for JupyterLab to open."""
+    return {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
+                   "source": source} for i, source in enumerate(sources)],
+    }
+
+
+PLAIN_NOTEBOOK = code_notebook(
+    "import letta_nb\n%load_ext letta_nb",
+    # the reported repro: no send_message, so the model answers in plain content; it also thinks aloud
+    "client = letta_nb.notebook.current_session().client\n"
+    "client.agents.create('plain', model='offline?tps=4&reasoning=field', include_base_tools=False)\n"
+    "letta_nb.ChatWidget('plain')",
+)
 
 
 def test_plain_content_reply_streams_live_and_reasoning_is_collapsed(
@@ -259,20 +265,16 @@ def _plain(page, expect, url: str) -> None:
 SCREENSHOTS = ROOT / "build" / "screenshots"  # git-ignored: light and dark, for people to look at
 PERSONA = ("A concise research assistant who explains why each detail matters, cites its sources carefully and "
            "keeps notes about experiments, hypotheses, measurements and conclusions.")
-UI_NOTEBOOK = {
-    "nbformat": 4, "nbformat_minor": 5,
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
-               "source": source} for i, source in enumerate([
-        "import letta_nb\n%load_ext letta_nb",
-        # latency before the first token, so the typing indicator has a moment of its own
-        "client = letta_nb.notebook.current_session().client\n"
-        "client.agents.create('ui', model='offline?latency_ms=300&tps=60',\n"
-        f"                     memory_blocks=[{{'label': 'persona', 'value': {PERSONA!r}}},\n"
-        "                                    {'label': 'human', 'value': ''}])\n"
-        "letta_nb.ChatWidget('ui')",
-    ])],
-}
+UI_NOTEBOOK = code_notebook(
+    "import letta_nb\n%load_ext letta_nb",
+    # latency before the first token, so the typing indicator has a moment of its own
+    "client = letta_nb.notebook.current_session().client\n"
+    "client.agents.create('ui', model='offline?latency_ms=300&tps=60',\n"
+    f"                     memory_blocks=[{{'label': 'persona', 'value': {PERSONA!r}}},\n"
+    "                                    {'label': 'human', 'value': ''}])\n"
+    "letta_nb.ChatWidget('ui')",
+)
+
 # Records, in the page, each change of (indicator shown?, last assistant bubble has words?), in order.
 RECORD_THINKING = """(root) => {
   window.__letta = [];
@@ -487,21 +489,16 @@ def _chat_ui(page, expect, app: str) -> None:
 
 # ---- issue 14: Approve / Deny of a tool call that waits for a person -----------------------------------------
 
-APPROVAL_NOTEBOOK = {
-    "nbformat": 4, "nbformat_minor": 5,
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
-               "source": source} for i, source in enumerate([
-        "import letta_nb\n%load_ext letta_nb",
-        "def touch(path: str) -> str:\n"
-        "    \"\"\"Append a line to a file.\"\"\"\n"
-        "    with open(path, 'a') as f:\n"
-        "        f.write('ran\\n')\n"
-        "    return 'wrote it'\n",
-        "%letta create gate\n%letta tool add touch --approve --agent gate",
-        "letta_nb.ChatWidget('gate')",
-    ])],
-}
+APPROVAL_NOTEBOOK = code_notebook(
+    "import letta_nb\n%load_ext letta_nb",
+    "def touch(path: str) -> str:\n"
+    "    \"\"\"Append a line to a file.\"\"\"\n"
+    "    with open(path, 'a') as f:\n"
+    "        f.write('ran\\n')\n"
+    "    return 'wrote it'\n",
+    "%letta create gate\n%letta tool add touch --approve --agent gate",
+    "letta_nb.ChatWidget('gate')",
+)
 
 
 def test_approve_and_deny_in_the_chat_widget(frontend: tuple[str, str, str], tmp_path: Path,

@@ -79,22 +79,23 @@ def _module(conn: Any) -> Any:
     return fulltext
 
 
-async def search_passages(engine: Any, query: TextQuery) -> list[tuple[str, float]]:
-    """``(passage id, relevance)`` of the agent's passages matching any term, best first."""
+async def _search(engine: Any, query: TextQuery, what: str) -> list[tuple[str, float]]:
+    """The dialect module's ``what`` (``search_passages`` or ``search_messages``) on a connection."""
     if not query.terms:
         return []
     async with engine.connect() as conn:
-        hits: list[tuple[str, float]] = await conn.run_sync(lambda c: _module(c).search_passages(c, query))
+        hits: list[tuple[str, float]] = await conn.run_sync(lambda c: getattr(_module(c), what)(c, query))
     return hits
+
+
+async def search_passages(engine: Any, query: TextQuery) -> list[tuple[str, float]]:
+    """``(passage id, relevance)`` of the agent's passages matching any term, best first."""
+    return await _search(engine, query, "search_passages")
 
 
 async def search_messages(engine: Any, query: TextQuery) -> list[tuple[str, float]]:
     """``(message id, relevance)`` of the agent's messages (of ``query.roles``) matching any term, best first."""
-    if not query.terms:
-        return []
-    async with engine.connect() as conn:
-        hits: list[tuple[str, float]] = await conn.run_sync(lambda c: _module(c).search_messages(c, query))
-    return hits
+    return await _search(engine, query, "search_messages")
 
 
 async def messages_by_id(engine: Any, agent_id: str, ids: list[str]) -> dict[str, Message]:
