@@ -1,6 +1,7 @@
 """Round trips of the PostgreSQL step path under concurrency (issue 12, ``bench concurrency --backend postgres``):
-a group of many agents' plain step commits is one statement on the writer's connection, and lease peeks do
-not queue behind a batch in flight while a second pooled connection is free (postgres/peeks.py).
+a group of many agents' plain step commits is one statement on the writer's connection, lease peeks do not
+queue behind a batch in flight while a second connection is free, and a lone peek pays no pool checkout: it
+goes on the batcher's own connection, opened again after it was lost (postgres/peeks.py).
 
 Round trips are counted on the real connections (asyncpg's query logger, or a gate around a real pool whose
 queries wait until the test lets them go), never timed.
@@ -134,5 +135,53 @@ def test_a_peek_does_not_queue_behind_a_batch_in_flight_and_a_burst_beyond_that_
             if gated is not None:
                 gated.gate.set()  # a failed check leaves no query parked on its pooled connection
             await store.close()
+
+    asyncio.run(main())
+
+
+class _CountingPool:
+    """A real asyncpg pool that counts checkouts."""
+
+    def __init__(self, pool: Any):
+        self.pool = pool
+        self.checkouts = 0
+
+    def acquire(self) -> Any:
+        self.checkouts += 1
+        return self.pool.acquire()
+
+
+def test_lone_peeks_go_on_the_batchers_own_connection_which_comes_back_after_being_killed(url: str) -> None:
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            a, b = await agents(store, "a", "b")
+            await grant(store, a)
+            batcher = store.writer.peeks
+            counting = batcher._pool = _CountingPool(batcher._pool)
+            now = time.time()
+            answers = [await batcher.peek(x, now) for x in (a, b, a, "agent-missing")]
+            assert counting.checkouts == 0 and batcher.queries == 4  # a checkout and checkin each, saved
+            async with counting.pool.acquire() as conn:
+                assert answers == [await leases.peek(conn, x, now) for x in (a, b, a, "agent-missing")]
+                pid = await batcher._own.fetchval("SELECT pg_backend_pid()")
+                assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+            for _ in range(1000):  # wait for the client to see its connection closed (a condition, not a time)
+                if batcher._own.is_closed():
+                    break
+                await asyncio.sleep(0.01)
+            assert await batcher.peek(a, now) == answers[0]  # opened again
+            assert counting.checkouts == 0 and await batcher._own.fetchval("SELECT pg_backend_pid()") != pid
+            while batcher._tasks:  # the last drain answered its peek but has not ended yet: it still counts in flight
+                await asyncio.sleep(0)
+
+            first = batcher.peek(a, now)
+            await asyncio.sleep(0)  # one pass of the loop: the first drain sent its query on the own connection
+            assert batcher._own_busy
+            second = batcher.peek(b, now)  # one is out: this one goes at once, on a pooled connection
+            assert await asyncio.gather(first, second) == answers[:2] and counting.checkouts == 1
+        finally:
+            await store.close()
+        assert store.writer.peeks._own is None  # closed with the store
 
     asyncio.run(main())

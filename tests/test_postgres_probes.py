@@ -45,7 +45,7 @@ def test_pool_probe_shows_the_asyncpg_pool_on_postgres(pg_store_url, monkeypatch
     monkeypatch.setenv("LETTA_NB_PG_POOL", "5")
     with letta_nb.connect(pg_store_url) as c:
         agent = c.agents.create("a", model="offline")
-        c.agents.messages.create(agent.id, "hi")  # lease peeks go through the asyncpg pool
+        c.agents.messages.create(agent.id, "hi")  # a turn on PostgreSQL checks out asyncpg pool connections too
         df = probes.pool(c)
         assert set(df.pool.unique()) == {"sqlalchemy", "asyncpg"}
         assert df.time.is_monotonic_increasing

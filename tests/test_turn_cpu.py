@@ -110,6 +110,7 @@ def test_indexed_rows_go_in_multi_row_statements_and_are_all_searchable(tmp_path
 
         async def write() -> None:
             await client.runtime.store.writer.submit(lambda cur: insert_rows(cur, "messages", rows))
+            await client.runtime.store.catch_up_fulltext()  # messages are indexed in batches (m0011)
 
         client._thread.run(write())
     conn = sqlite3.connect(path)

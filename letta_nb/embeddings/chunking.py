@@ -7,6 +7,13 @@ headings, HTML by block elements, JSON by key paths, JSONL and CSV by records, P
 text, anything else with ``SentenceSplitter`` (384 tokens, 25 overlap by default). Structure-aware
 nodes longer than the chunk size are cut again with the sentence splitter, so no passage is oversized.
 
+NUL characters: PostgreSQL's text refuses them and SQLite keeps them, so a file that uploads on one backend
+must upload on the other. A text file with stray NULs (a bad export, a NUL-padded log record) is stored with
+each made U+FFFD, like a lone surrogate (letta_nb/_text.py), and the report counts them (:func:`nul_note`);
+refusing the whole document for a byte nobody can read would cost the user the rest. A file whose control
+bytes are more than :data:`BINARY_CONTROL_SHARE` of it is binary and refused, as before; a UTF-16/32 file
+with its byte-order mark is text.
+
 This module is pure CPU work with no I/O besides reading the one file (opened by sources.py, which
 refuses FIFOs and devices), and everything it returns pickles, so ingestion can run it in worker
 processes (see chunk_workers.py). llama-index and tree-sitter are imported on first use only, and each
@@ -37,7 +44,7 @@ from letta_nb.errors import (
 )
 
 __all__ = ["ChunkSettings", "ChunkedFile", "chunk_file", "chunk_files", "chunk_text", "file_kind", "failure_message",
-           "empty_note", "KNOWN_SUFFIXES"]
+           "empty_note", "nul_note", "KNOWN_SUFFIXES"]
 
 DEFAULT_CHUNK_SIZE = 384  # tokens, as Letta
 DEFAULT_CHUNK_OVERLAP = 25
@@ -96,6 +103,7 @@ class ChunkedFile:
     sha256: str
     size: int
     chunks: list[str] = field(default_factory=list)
+    nuls: int = 0  # NUL characters in the file's text, each stored as U+FFFD (see :func:`nul_note`)
 
 
 def file_kind(path: str | os.PathLike[str]) -> str:
@@ -123,17 +131,10 @@ def chunk_file(path: str, settings: ChunkSettings = ChunkSettings(), max_bytes: 
         raise FileIngestError(f"{path} grew past the upload limit of {max_bytes / 1e6:.1f} MB while being read")
     kind = file_kind(path)
     digest = hashlib.sha256(data).hexdigest()
-    if kind == "pdf":
-        text = _pdf_text(path, data)
-    else:
-        if b"\x00" in data[:8192]:
-            raise FileIngestError(
-                f"{path} looks binary (it has NUL bytes); only text, code, Markdown, HTML, JSON, CSV and PDF "
-                "files can be uploaded."
-            )
-        text = _decode(data)
+    text = _pdf_text(path, data) if kind == "pdf" else _file_text(path, data)
+    nuls = text.count("\x00")  # chunk_text makes each U+FFFD (letta_nb/_text.py): the report says how many
     splitter, chunks = chunk_text(text, kind, settings)
-    return ChunkedFile(path, kind, splitter, digest, len(data), chunks)
+    return ChunkedFile(path, kind, splitter, digest, len(data), chunks, nuls)
 
 
 def chunk_files(paths: list[str], settings: ChunkSettings = ChunkSettings(),
@@ -320,6 +321,41 @@ def _pdf_text(path: str, data: bytes) -> str:
             return "\n\n".join(page.extract_text() or "" for page in reader.pages)
     except Exception as e:  # pypdf raises many types for damaged files
         raise FileIngestError(f"{path} could not be read as a PDF: {e}") from None
+
+
+# Bytes that text files hold: everything but the C0 controls other than BS, TAB, LF, VT, FF, CR and ESC (ANSI
+# colours in logs), and DEL. What remains of a file after deleting these is its "control" share.
+_TEXT_BYTES = bytes([8, 9, 10, 11, 12, 13, 27, *range(32, 127), *range(128, 256)])
+BINARY_CONTROL_SHARE = 1 / 32  # measured: PNG/ZIP/ELF/SQLite files ~10-60%, text with a stray NUL ~0.01-1%
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+         (b"\xfe\xff", "utf-16"))
+
+
+def _file_text(path: str, data: bytes) -> str:
+    """The text of a file that is not a PDF. A file with NUL bytes is binary (FileIngestError) when control
+    bytes are more than :data:`BINARY_CONTROL_SHARE` of it, else text with stray NULs (a bad export, a log
+    with a NUL-padded record), stored with each NUL made U+FFFD and counted in the report. A UTF-16 or
+    UTF-32 file with its byte-order mark is text, however many NUL bytes its encoding has."""
+    for bom, encoding in _BOMS:  # UTF-32 LE's mark starts like UTF-16 LE's: checked first
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                break
+    if b"\x00" in data and len(data.translate(None, _TEXT_BYTES)) > BINARY_CONTROL_SHARE * len(data):
+        raise FileIngestError(
+            f"{path} looks binary (it has NUL bytes among other control bytes); only text, code, Markdown, "
+            "HTML, JSON, CSV and PDF files can be uploaded.")
+    return _decode(data)
+
+
+def nul_note(chunked: ChunkedFile) -> str | None:
+    """What an upload's report says of a stored file whose text had NUL characters (None: it had none).
+    PostgreSQL's text refuses NUL and SQLite keeps it: both backends store U+FFFD in its place."""
+    if not chunked.nuls:
+        return None
+    return (f"{chunked.nuls:,} NUL character(s) ('\\x00') of its text stored as U+FFFD, on every backend "
+            "(PostgreSQL's text cannot hold NUL)")
 
 
 def _decode(data: bytes) -> str:

@@ -18,6 +18,8 @@ Invariants:
   symlinks, loops, FIFOs and devices, files gone since the listing) or fails to embed becomes an
   ``error`` row of the report; the batch goes on. A file with no text is ``skipped`` and has no record
   (one it replaces loses its passages), so it is not an empty file in ``files.list``.
+- **NUL characters** in a text file are stored as U+FFFD on both backends, and its row's ``note`` counts
+  them (chunking.py); a binary file is an ``error`` row.
 - **Workers die with the upload.** Chunking processes exit when the process that started them does,
   SIGKILL included (chunk_workers.py).
 """
@@ -40,7 +42,14 @@ from typing import Any
 import numpy as np
 
 from letta_nb.embeddings.chunk_workers import chunk_pool, processes_are_safe
-from letta_nb.embeddings.chunking import ChunkedFile, ChunkSettings, chunk_files, empty_note, failure_message
+from letta_nb.embeddings.chunking import (
+    ChunkedFile,
+    ChunkSettings,
+    chunk_files,
+    empty_note,
+    failure_message,
+    nul_note,
+)
 from letta_nb.embeddings.ingest_report import FileResult, IngestReport
 from letta_nb.embeddings.sources import Found, discover, explain_os_error, open_regular
 from letta_nb.errors import InvalidArgumentError, LettaNBError
@@ -223,7 +232,8 @@ async def ingest(
                         await previous_write  # its error, if any, stops the upload here
                     previous_write, unwritten = asyncio.ensure_future(commit(unwritten)), []
                 status = "replaced" if path in known else "added"
-                results[path] = FileResult(path, status, file.chunks, chunked.size, splitter=chunked.splitter)
+                results[path] = FileResult(path, status, file.chunks, chunked.size, splitter=chunked.splitter,
+                                           note=nul_note(chunked))
                 total_chunks += file.chunks
                 bar.set_postfix(files=f"{len(results)}/{len(found)}", chunks=total_chunks, refresh=False)
         if previous_write is not None:

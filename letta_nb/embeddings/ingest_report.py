@@ -29,7 +29,7 @@ class FileResult:
     bytes: int = 0
     error: str | None = None
     splitter: str | None = None
-    note: str | None = None  # why a ``skipped`` file was not stored
+    note: str | None = None  # why a ``skipped`` file was not stored, or what a stored one lost (NULs made U+FFFD)
 
 
 @dataclass(frozen=True)

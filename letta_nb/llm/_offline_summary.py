@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from letta_nb.llm._offline_reading import _text, is_question, keywords
+from letta_nb.llm._offline_reading import _STOPWORDS, _text, is_question, keywords
 
 __all__ = ["HEADER", "answer_from_summary", "is_summary_request", "summarise"]
 
@@ -56,7 +56,8 @@ def _statement(text: str) -> tuple[str, str] | None:
     """A user's statement as (subject, item): its content words in order, the first one the subject."""
     if is_question(text):
         return None
-    words = [w for w in dict.fromkeys(_WORDS.findall(text)) if keywords(w)]  # as written, stopwords dropped
+    # as written, stopwords dropped: keywords(w) of one ASCII word, without its regex pass per word
+    words = [w for w in dict.fromkeys(_WORDS.findall(text)) if len(w) >= 2 and w.lower() not in _STOPWORDS]
     return (words[0], " ".join(words[1:])) if len(words) >= 2 else None
 
 

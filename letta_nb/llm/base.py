@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from letta_nb._text import clean_json
+from letta_nb._text import clean_json, has_surrogates
+from letta_nb.llm.tokens import Prompt
 
 __all__ = [
     "ToolCall",
@@ -54,6 +55,8 @@ class ToolCall:
             raise ValueError(f"arguments of {self.name!r} are not valid JSON ({e.msg} at char {e.pos})") from None
         if not isinstance(value, dict):
             raise ValueError(f"arguments of {self.name!r} must be a JSON object, got {type(value).__name__}")
+        if "\\u" not in self.arguments and not has_surrogates(self.arguments):
+            return value  # no \u escape and valid text: no decoded string can hold a lone surrogate or a NUL
         # a JSON "\ud800" escape decodes to a lone surrogate: repaired here, once
         cleaned: dict[str, Any] = clean_json(value)
         return cleaned
@@ -139,7 +142,8 @@ class LLMClient(Protocol):
 
 
 async def complete(client: LLMClient, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
-    """Run a stream to its end and return the final :class:`Completion`."""
+    """Run a stream to its end and return the final :class:`Completion` (nobody watches its deltas)."""
+    messages = Prompt(messages, messages.tokens if isinstance(messages, Prompt) else None, watched=False)
     final: Completion | None = None
     async for event in client.stream(messages, tools):
         if isinstance(event, Completion):

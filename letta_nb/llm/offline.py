@@ -18,14 +18,17 @@ calls still uses the API); ``reasoning=content`` (a sentence of content before t
 Invariants: the same ``messages`` and ``tools`` always produce the same events (tool-call ids are hashes
 of the position, not random); the stream is reasoning tokens, then content tokens, then each tool call as a
 first :class:`ToolCallDelta` carrying index, id and name followed by small argument pieces, then exactly
-one :class:`Completion` whose content, reasoning and calls are the concatenation of the deltas. Latency is simulated
-only when asked for (``latency_ms`` before the first event, ``1/tps`` per token, slept in batches of at
-least 5 ms); with neither, the stream never awaits, so a step costs microseconds.
+one :class:`Completion` whose content, reasoning and calls are the concatenation of the deltas. When the
+prompt says nobody watches (``Prompt.watched`` False, set by the agent loop for a turn without a stream
+consumer) and no ``tps`` paces the tokens, the stream is the Completion alone: the same turn, no deltas.
+Latency is simulated only when asked for (``latency_ms`` before the first event, ``1/tps`` per token,
+slept in batches of at least 5 ms); with neither, the stream never awaits, so a step costs microseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -134,11 +137,7 @@ class OfflineModel:
             tools = [t for t in tools if t.get("function", t).get("name") != "send_message"]
         plan = decide(messages, tools, tool_choice)
         n = len(messages)
-        calls = tuple(
-            ToolCall(f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}",
-                     name, args)
-            for i, (name, args) in enumerate(plan.calls)
-        )
+        calls = tuple(ToolCall(_call_id(n, i, name), name, args) for i, (name, args) in enumerate(plan.calls))
         text, thought, written = self._shape(plan.answer, plan.reasoning, calls)
         if written:
             calls = ()  # the one call is in the content, as JSON text
@@ -146,20 +145,23 @@ class OfflineModel:
             # asyncio may wake a hair early; loop so ttft_ms >= latency_ms holds exactly.
             while (left := self.latency_ms / 1000 - (time.perf_counter() - start)) > 0:
                 await asyncio.sleep(left)
-        per_token = 1 / self.tps if self.tps else 0.0
-        debt = 0.0
         ttft_ms: float | None = None
-        for event in _deltas(text or "", calls, thought or ""):
-            if ttft_ms is None:
-                ttft_ms = (time.perf_counter() - start) * 1000
-            yield event
-            if per_token:
-                piece = event.arguments if isinstance(event, ToolCallDelta) else event.text
-                debt += per_token * max(1, estimate_tokens(piece))
-                if debt >= _MIN_SLEEP_S:
-                    debt = await _sleep_debt(debt)
-        if debt > 0:
-            await _sleep_debt(debt)
+        if self.tps is not None or getattr(messages, "watched", True):
+            # Otherwise (unwatched, llm/tokens.py Prompt.watched, and unpaced) the deltas would reach no one and
+            # nothing could happen between them: the Completion alone says the same, a turn skips ~17 deltas.
+            per_token = 1 / self.tps if self.tps else 0.0
+            debt = 0.0
+            for event in _deltas(text or "", calls, thought or ""):
+                if ttft_ms is None:
+                    ttft_ms = (time.perf_counter() - start) * 1000
+                yield event
+                if per_token:
+                    piece = event.arguments if isinstance(event, ToolCallDelta) else event.text
+                    debt += per_token * max(1, estimate_tokens(piece))
+                    if debt >= _MIN_SLEEP_S:
+                        debt = await _sleep_debt(debt)
+            if debt > 0:
+                await _sleep_debt(debt)
         completion_tokens = estimate_tokens(text or "") + estimate_tokens(thought or "") + sum(
             estimate_tokens(c.name) + estimate_tokens(c.arguments) + 3 for c in calls
         )
@@ -187,13 +189,20 @@ class OfflineModel:
         return (reasoning if self.reasoning == "content" else None), thought, False
 
 
+@functools.lru_cache(maxsize=4096)
+def _call_id(n: int, i: int, name: str) -> str:
+    """The id of call ``i`` of a reply to ``n`` messages: a hash of the position, so the same prompt gives the
+    same ids (kept: a hundred agents at the same length ask for the same few, ~2 us each to hash)."""
+    return f"call_{hashlib.sha1(f'{n}:{i}:{name}'.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
 _CONTENT = operator.methodcaller("get", "content")
 _TOOL_CALLS = operator.methodcaller("get", "tool_calls")
 
 
 def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    if isinstance(messages, Prompt):  # the runtime's running estimate (llm/tokens.py): no rescan of the window
-        return messages.tokens
+    if isinstance(messages, Prompt) and messages.tokens is not None:  # the runtime's running estimate
+        return messages.tokens  # (llm/tokens.py): no rescan of the window
     # Iterated with map/filter (C loops): the whole prompt is scanned on every call.
     chars = sum(map(len, filter(None, map(_CONTENT, messages))))
     calls = sum(len(c["function"]["arguments"]) for tc in filter(None, map(_TOOL_CALLS, messages)) for c in tc)

@@ -42,10 +42,17 @@ class Prompt(list[dict[str, Any]]):
 
     Why: a backend that reports usage itself (the offline model) would otherwise rescan the whole window on
     every call, a cost that grows with the conversation; it reads ``tokens`` instead, and scans only a plain
-    list. It is a list in every other respect (JSON, the OpenAI SDK, slicing)."""
+    list. It is a list in every other respect (JSON, the OpenAI SDK, slicing).
 
-    __slots__ = ("tokens",)
+    ``tokens`` None: no estimate (the backend counts). ``watched`` is False when nobody reads the stream's
+    deltas (the agent loop sets it for a turn without a stream consumer, :func:`~letta_nb.llm.base.complete`
+    always): a backend that only simulates streaming (the offline model) may then send the
+    :class:`~letta_nb.llm.base.Completion` alone, as long as nothing would pace the deltas; a real endpoint
+    ignores it. A plain list is taken as watched."""
 
-    def __init__(self, messages: list[dict[str, Any]], tokens: int):
+    __slots__ = ("tokens", "watched")
+
+    def __init__(self, messages: list[dict[str, Any]], tokens: int | None, *, watched: bool = True):
         super().__init__(messages)
         self.tokens = tokens
+        self.watched = watched

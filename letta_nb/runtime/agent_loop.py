@@ -48,7 +48,7 @@ from letta_nb.errors import (
     TurnCancelledError,
 )
 from letta_nb.llm.base import Completion, Usage
-from letta_nb.llm.tokens import message_tokens
+from letta_nb.llm.tokens import Prompt, message_tokens
 from letta_nb.runtime import approvals, compaction
 from letta_nb.runtime.base_tools import TERMINAL_TOOLS, ToolContext
 from letta_nb.runtime.events import (
@@ -66,6 +66,7 @@ from letta_nb.runtime.replies import StepOutput, content_is_reply
 from letta_nb.runtime.rule_solver import RuleState, offered
 from letta_nb.runtime.runtime import current_agent
 from letta_nb.runtime.session import EVICT_TO, AgentSession, Eviction
+from letta_nb.runtime.uncancellable import Uncancellable
 from letta_nb.schemas import Message, Response, StepStats
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.ids import new_id, utcnow
@@ -122,11 +123,16 @@ class _Turn:
         """Commit a step, fenced by the turn's lease and the ``last_seq`` it builds on, renewing the lease
         (runtime/leases.py). Refused (the lease was lost): with ``recover``, the turn holds the lease again
         and a reloaded session, and None says "run the step again"; else StaleCommitError."""
+        values: dict[str, str] = {}
+        bases: dict[str, str] = {}
+        if memory is not None and memory.changed:  # most steps edit no block
+            values = {label: memory.get(label).value for label in memory.changed}
+            bases = {label: self.agent.block(label).value for label in memory.changed}
         write = StepWrite(
             agent_id=self.agent.id,
             messages=messages,
-            block_values={label: memory.get(label).value for label in memory.changed} if memory else {},
-            block_bases={label: self.agent.block(label).value for label in memory.changed} if memory else {},
+            block_values=values,
+            block_bases=bases,
             passages=passages,
             step=step,
             last_seq=self.seq,
@@ -139,9 +145,9 @@ class _Turn:
         cancelled = False
         try:
             try:
-                db_ms = await asyncio.shield(fut)
+                db_ms = await Uncancellable(fut)  # a stop waits for the commit (runtime/uncancellable.py)
             except asyncio.CancelledError:
-                cancelled = True  # the write is queued and will land: wait for it, then stay in step
+                cancelled = True  # the write landed (or was refused): stay in step with it
                 db_ms = await fut
         except StaleCommitError:
             self.rt.invalidate_agent(self.agent.id)
@@ -213,15 +219,14 @@ class _Turn:
                     if call.name not in TERMINAL_TOOLS:
                         self.emit(ToolCallEvent(call.id, call.name, call.arguments, call.recovered))
             refused = rules.screen_calls(completion.tool_calls) if rules is not None else {}
-            asked = approvals.waiting([c for c in completion.tool_calls if c.id not in refused], session.tools,
-                                      self.agent.tool_rules)
+            calls = [c for c in completion.tool_calls if c.id not in refused] if refused else completion.tool_calls
+            asked = approvals.waiting(calls, session.tools, self.agent.tool_rules)
             if asked:  # those calls wait for a person: the step is kept without their results
                 self.pending[-1] = assistant = dataclasses.replace(assistant, status=approvals.ASKED)
 
             t_tools = time.perf_counter()
             ctx = ToolContext(agent=self.agent, memory=memory, store=rt.store, archival=rt.archival)
-            results = await rt.executor.execute([c for c in completion.tool_calls
-                                                 if c.id not in asked and c.id not in refused],
+            results = await rt.executor.execute([c for c in calls if c.id not in asked] if asked else calls,
                                                 session.tools, {"agent_state": ctx})
             if refused:  # calls breaking a tool rule never ran: the model reads why (runtime/rule_solver.py)
                 ran = {r.call_id: r for r in results}
@@ -272,6 +277,8 @@ class _Turn:
         them (a call written as JSON text comes back as a recovered tool call). With tool rules, only the
         tools they allow now are offered, and a call is forced where they demand one."""
         tools = self.session.tools
+        if isinstance(prompt, Prompt):  # unwatched, the offline model sends the Completion alone (llm/tokens.py)
+            prompt.watched = self.streaming
         output = self.output = StepOutput(self.emit if self.streaming else None, offered=tools,
                                           content_reply=content_is_reply(self.agent.agent_type, tools))
         schemas, tool_choice = offered(self.session.tool_schemas, rules)

@@ -167,6 +167,7 @@ class Archival:
             vector_hits = await self._recall.search(agent.id, agent.embedding, self._embedder_for(agent), query,
                                                     depth, roles=tuple(role_list), start=start, end=end)
         if mode != "vector":
+            await self._store.catch_up_fulltext()  # SQLite indexes messages in batches: every committed one first
             text_hits = await fulltext.search_messages(self._store.engine, fulltext.TextQuery(
                 agent.id, tuple(fulltext.query_terms(query)), depth, start=start, end=end, roles=tuple(role_list)))
         hits = combine(mode, vector_hits, text_hits, limit)

@@ -12,7 +12,9 @@ tool that merely raised ``asyncio.CancelledError``.
 Scheduling: calls run in order, except that a maximal run of consecutive ``parallel_safe`` calls runs
 concurrently (at most ``max_parallel`` of that run at once; the cap is per ``execute`` call, so one agent's
 batch cannot throttle another agent's); a call that is not parallel-safe starts only after every
-earlier call has finished, and later calls wait for it. Sync tools run in this executor's own thread pool,
+earlier call has finished, and later calls wait for it. An ``async def`` tool whose code never awaits
+(send_message, the core-memory tools) runs inline, with no task or timer (:func:`_never_suspends`); other
+coroutines run in a task of their own under the tool's timeout. Sync tools run in this executor's own thread pool,
 so a hung tool cannot starve asyncio's default pool. A thread cannot be killed: after a timeout the result
 is reported but the thread runs on (and holds a pool slot, and delays interpreter exit) until the function
 returns. Use ``sandbox=True`` for untrusted code or code that may hang; sandboxed processes are killed.
@@ -23,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dis
 import functools
 import inspect
 import json
 import re
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,6 +197,8 @@ class ToolExecutor:
             return outcome.value, outcome.stdout
         func = self._function(spec)
         kwargs = {**arguments, **{k: injected[k] for k in spec.injected if k in injected}}
+        if type(func) is types.FunctionType and _never_suspends(func):
+            return _run_inline(func, kwargs), ""  # no await: nothing for a timer to interrupt, no task needed
         try:
             if _timeout is not None:  # 3.11+: no extra task per call (wait_for makes one)
                 async with _timeout(spec.timeout):
@@ -231,6 +237,40 @@ class ToolExecutor:
             except BaseException as e:  # noqa: BLE001 - the tool module's own code raised (sync: not our cancel)
                 raise _ToolFailure(type(e).__name__, str(e)) from None
         return self._hydrated[key]
+
+
+# How a coroutine's own code suspends (await, async for, async with), in CPython 3.10 to 3.13.
+_SUSPENDING = frozenset({"GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "SETUP_ASYNC_WITH",
+                         "END_ASYNC_FOR", "SEND", "YIELD_VALUE", "YIELD_FROM", "ASYNC_GEN_WRAP"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _never_suspends(func: types.FunctionType) -> bool:
+    """Whether ``func`` is an ``async def`` whose own code never awaits (send_message, the core-memory tools).
+
+    Its coroutine runs to its end on its first step: a timeout could not fire inside it (a timer fires only
+    at an await) and it awaits no future that could hand it a GeneratorExit, so it needs neither
+    ``asyncio.timeout`` nor a task of its own, which cost a timer, a task and two passes of the event loop
+    a call (issue 19). Read once per function from its bytecode; nested functions cannot suspend it."""
+    if not func.__code__.co_flags & inspect.CO_COROUTINE:
+        return False
+    return not any(instruction.opname in _SUSPENDING for instruction in dis.get_instructions(func))
+
+
+def _run_inline(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Run a coroutine that never suspends (:func:`_never_suspends`) to its end now, in a copy of the context
+    (as its own task would); what it raises is the tool's, like in :func:`_guarded`."""
+    try:
+        coroutine = func(**kwargs)
+        contextvars.copy_context().run(coroutine.send, None)
+    except StopIteration as done:
+        return done.value
+    except asyncio.CancelledError as e:  # nothing awaited: it cannot be our cancellation
+        raise _ToolFailure("CancelledError", str(e) or "the tool raised asyncio.CancelledError") from None
+    except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt, SystemExit, GeneratorExit: the tool's own
+        raise _ToolFailure(type(e).__name__, str(e)) from None
+    coroutine.close()  # unreachable unless the bytecode read above missed a way to suspend
+    raise _ToolFailure("RuntimeError", f"tool {func.__name__!r} suspended where its code has no await")
 
 
 def _outcome(func: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[bool, Any]:

@@ -26,7 +26,12 @@ agent (blocks, tools, settings, deletion, passages, uploaded files), runs under 
 - **A dead holder blocks others only until its lease expires** (``lease_ttl``, 30 s by default). A live one
   renews it with every step commit and, during long model calls, every ``ttl/3`` from a heartbeat.
 - **Cheap when alone:** a grant is one row write in the step writer's group commit (shared by every agent
-  that starts a turn in the same loop iteration) and the release rides on the turn's last step commit.
+  that starts a turn in the same loop iteration) and the release rides on the turn's last step commit. A kept
+  lease is reused, and kept at the turn's end, with no read at all while the step writer's stamp (SQLite's
+  ``PRAGMA data_version``, which moves when any other connection commits, plus the writer's own ops on the
+  agent) is what it was when the row was last read: a waiter's ticket, a version bump, a takeover or a
+  delete is always someone else's commit or an op of ours, so it is seen at the next turn (issue 19: two
+  ~20 us reads a turn saved). The expiry it would have read is the last renewal that landed.
 
 ``events`` records each grant, wait, expiry takeover and refused commit for ``probes.leases()``.
 """
@@ -70,6 +75,12 @@ class Lease:
     busy: bool = True
     release_timer: asyncio.TimerHandle | None = None
     row_renewed_at: float = 0.0  # when a step commit last carried a renewal of the lease row (see until)
+    # The gate (AgentLeases._unchanged): the writer's stamp taken just before the rows were last read, while
+    # the fields above are still the rows' (None: read them again); the row's expiry as last known (a peek,
+    # or a landed renewal); the renewal a step commit in flight carries (until -> renewed).
+    seen: Any = None
+    expires_at: float = 0.0
+    renewing: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,9 @@ class AgentLeases:
         self._heartbeat: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[dict[str, Any]], Any]] = []
         self.notices = notices
+        # The gate (see _unchanged) only where the lease rows are SQLite's, on the writer's inline connection.
+        self._stamp_of: Callable[[str], Any] | None = getattr(writer, "stamp", None) if self._rows is sqlite_rows \
+            else None
 
     def _event(self, agent_id: str, event: str, wait_ms: float = 0.0, token: int | None = None,
                pid: int | None = None, host: str | None = None) -> None:
@@ -116,8 +130,8 @@ class AgentLeases:
 
     async def acquire(self, agent_id: str, name: str | None = None) -> Lease:
         """The agent's lease: the one this runtime kept from the agent's last turn if it still holds and
-        nobody waits for it (one read, no write), else granted in arrival order; AgentBusyError after
-        ``timeout``."""
+        nobody waits for it (no read when the gate vouches for the rows, else one; no write), else granted in
+        arrival order; AgentBusyError after ``timeout``."""
         kept = self.held.get(agent_id)
         if kept is not None:
             if kept.release_timer is not None:
@@ -125,12 +139,17 @@ class AgentLeases:
                 kept.release_timer = None
             now = time.time()
             kept.busy = True  # claimed while the read is out (awaited on PostgreSQL): nothing releases it meanwhile
+            margin = now + min(1.0, self.ttl / 3)  # a lease closer to its expiry than this is renewed by a grant
+            if kept.expires_at > margin and self._unchanged(kept):
+                self._event(agent_id, "reused", 0.0, kept.token, self.pid, self.host)
+                return kept
+            stamp = self._stamp(agent_id)
             row = await self._peek(agent_id, now)
             if row is None:
                 self._forget(kept)
                 raise AgentNotFoundError(name or agent_id, [])
-            if row[0] == kept.token and row[1] == self.holder and row[2] > now + min(1.0, self.ttl / 3) and not row[6]:
-                kept.last_seq, kept.version, kept.tools_version = row[3], row[4], row[5]
+            if row[0] == kept.token and row[1] == self.holder and row[2] > margin and not row[6]:
+                self._saw(kept, row, stamp)
                 self._event(agent_id, "reused", 0.0, kept.token, self.pid, self.host)
                 return kept
             kept.busy = False
@@ -185,7 +204,7 @@ class AgentLeases:
             now = time.time()
             for lease in [x for x in self.held.values() if x.busy and now - x.renewed_at > self.ttl / 3]:
                 if await self._renew(lease, now + self.ttl):  # False: lost; the turn's next commit is refused
-                    lease.renewed_at = now
+                    lease.renewed_at, lease.expires_at = now, now + self.ttl
                     self._event(lease.agent_id, "renewed", 0.0, lease.token, self.pid, self.host)
 
     def until(self, lease: Lease | None = None) -> float | None:
@@ -196,14 +215,19 @@ class AgentLeases:
         now = time.time()
         if lease is not None:
             if now - lease.row_renewed_at < self.ttl / 10:
+                lease.renewing = None  # this commit carries none (an earlier one that did never landed)
                 return None
             lease.row_renewed_at = now
+            lease.renewing = now + self.ttl
+            return lease.renewing
         return now + self.ttl
 
     def renewed(self, lease: Lease, last_seq: int | None = None) -> None:
         """A commit under ``lease`` landed (and renewed it); ``last_seq``: the agent's, as that commit left it
         (what a joined commit is fenced on, see :meth:`join`)."""
         lease.renewed_at = time.time()
+        if lease.renewing is not None:  # the commit carried the renewal :meth:`until` gave it
+            lease.expires_at, lease.renewing = lease.renewing, None
         if last_seq is not None:
             lease.last_seq = last_seq
 
@@ -235,13 +259,20 @@ class AgentLeases:
         lease.busy = False
         loop = asyncio.get_running_loop()
         self._changed(lease)
+        stamp: Any = None
         try:
+            if self._unchanged(lease):  # nobody queued (a ticket is another process's commit), not deleted
+                self._keep_or_give_up(lease, ())
+                return
+            stamp = self._stamp(lease.agent_id)
             row = self._peek_now(lease.agent_id)
         except Exception:  # the store is closing: the timer (or close()) gives it up
             row = ()
         if inspect.isawaitable(row):  # an async backend (PostgreSQL): decide once the read is back
             loop.create_task(self._settle(lease, row))
             return
+        if row and row[0] == lease.token and row[1] == self.holder:
+            self._saw(lease, row, stamp)
         self._keep_or_give_up(lease, row)
 
     async def _settle(self, lease: Lease, pending: Awaitable[Any]) -> None:
@@ -258,6 +289,27 @@ class AgentLeases:
             loop.create_task(self._give_up(lease))
             return
         lease.release_timer = loop.call_later(_GRACE, lambda: loop.create_task(self._give_up(lease)))
+
+    # ---- the gate: a kept lease reused with no read while nothing can have changed its rows -------------
+    def _stamp(self, agent_id: str) -> Any:
+        """The step writer's stamp of the agent's rows (store/sqlite/step_writer.py StepWriter.stamp): it
+        changes whenever another connection commits, or this process commits an op or an unfenced write on
+        the agent. None where the backend has no such stamp (PostgreSQL, Redis): every check reads."""
+        return None if self._stamp_of is None else self._stamp_of(agent_id)
+
+    def _unchanged(self, lease: Lease) -> bool:
+        """Whether the lease's fields are still its rows' (``PRAGMA data_version`` gate): same token and
+        holder, ``last_seq`` as our commits left it, same version and tools counter, the expiry we renewed it
+        to, no waiter. Each of those changes is a commit by another connection (another process's ticket,
+        grant or delete; a version bump by any process, this one's engine included) or an op of ours, and
+        either changes the stamp."""
+        return lease.seen is not None and self._stamp_of is not None and self._stamp_of(lease.agent_id) == lease.seen
+
+    @staticmethod
+    def _saw(lease: Lease, row: Any, stamp: Any) -> None:
+        """A peek (read after ``stamp`` was taken) found the lease still ours: its fields are the row's."""
+        lease.last_seq, lease.version, lease.tools_version, lease.expires_at = row[3], row[4], row[5], row[2]
+        lease.seen = stamp
 
     async def _read(self, fn: Any) -> Any:
         """A read of the writer's (sync on SQLite, awaitable on PostgreSQL)."""

@@ -36,8 +36,8 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 
 from letta_nb.errors import InvalidArgumentError, LettaNBError
@@ -119,46 +119,7 @@ class AgentLocks:
         arrival order (see the module docstring), and the block receives it. ``resolve`` may raise to refuse.
         Records the wait in ``waits`` and passes it to ``on_wait(agent_id, wait_ms)``.
         """
-        return self._hold(agent, resolve)
-
-    @asynccontextmanager
-    async def _hold(self, agent: str, resolve: Callable[[str], Awaitable[str]] | None) -> AsyncIterator[str]:
-        task = asyncio.current_task()
-        started = time.perf_counter()
-        async with self._gate:  # no suspension when the gate is free and resolving needs no await
-            agent_id = agent if resolve is None else await resolve(agent)
-            slot = self._slots.get(agent_id)
-            if slot is None:
-                slot = self._slots[agent_id] = _Slot()
-            elif slot.holder is not None and slot.holder in (task, TURN_TASK.get()):
-                raise ReentrantLockError(
-                    f"This task (or the agent turn running this tool) already holds the lock of agent "
-                    f"{agent_id!r}; hold() is not reentrant, so entering it again would deadlock. Do the nested "
-                    f"work inside the existing block instead of locking again."
-                )
-            slot.waiting += 1
-            place = slot.reserve()
-        try:
-            if place is not None:
-                await place
-        except BaseException:  # cancelled while queued, or just after being woken
-            slot.waiting -= 1
-            if place is not None and place.done() and not place.cancelled():
-                slot.release()  # we had been handed the lock: pass it on
-            elif place is not None:
-                with suppress(ValueError):
-                    slot.queue.remove(place)
-            self._drop_if_idle(agent_id, slot)
-            raise
-        slot.waiting -= 1
-        slot.holder = task
-        try:
-            self._record(LockWait(agent_id, (time.perf_counter() - started) * 1000.0, time.time()))
-            yield agent_id
-        finally:
-            slot.holder = None
-            slot.release()
-            self._drop_if_idle(agent_id, slot)
+        return _Hold(self, agent, resolve)
 
     def __len__(self) -> int:
         """Entries currently in the table: agents whose lock is held or awaited."""
@@ -187,3 +148,64 @@ class AgentLocks:
                 self._on_wait(wait.agent_id, wait.wait_ms)
             except Exception:  # telemetry must never stop a step from running
                 log.exception("AgentLocks: on_wait callback failed for agent %r", wait.agent_id)
+
+
+class _Hold:
+    """One ``hold``: a plain async context manager (an ``asynccontextmanager`` generator costs a few us more
+    per turn, and every turn takes one)."""
+
+    __slots__ = ("_locks", "_agent", "_resolve", "_slot", "_agent_id")
+
+    def __init__(self, locks: AgentLocks, agent: str, resolve: Callable[[str], Awaitable[str]] | None) -> None:
+        self._locks, self._agent, self._resolve = locks, agent, resolve
+        self._slot: _Slot | None = None
+        self._agent_id = ""
+
+    async def __aenter__(self) -> str:
+        locks = self._locks
+        task = asyncio.current_task()
+        started = time.perf_counter()
+        async with locks._gate:  # no suspension when the gate is free and resolving needs no await
+            agent_id = self._agent if self._resolve is None else await self._resolve(self._agent)
+            slot = locks._slots.get(agent_id)
+            if slot is None:
+                slot = locks._slots[agent_id] = _Slot()
+            elif slot.holder is not None and slot.holder in (task, TURN_TASK.get()):
+                raise ReentrantLockError(
+                    f"This task (or the agent turn running this tool) already holds the lock of agent "
+                    f"{agent_id!r}; hold() is not reentrant, so entering it again would deadlock. Do the nested "
+                    f"work inside the existing block instead of locking again."
+                )
+            slot.waiting += 1
+            place = slot.reserve()
+        try:
+            if place is not None:
+                await place
+        except BaseException:  # cancelled while queued, or just after being woken
+            slot.waiting -= 1
+            if place is not None and place.done() and not place.cancelled():
+                slot.release()  # we had been handed the lock: pass it on
+            elif place is not None:
+                with suppress(ValueError):
+                    slot.queue.remove(place)
+            locks._drop_if_idle(agent_id, slot)
+            raise
+        slot.waiting -= 1
+        slot.holder = task
+        self._slot, self._agent_id = slot, agent_id
+        try:
+            locks._record(LockWait(agent_id, (time.perf_counter() - started) * 1000.0, time.time()))
+        except BaseException:
+            self._release()
+            raise
+        return agent_id
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.holder = None
+            slot.release()
+            self._locks._drop_if_idle(self._agent_id, slot)

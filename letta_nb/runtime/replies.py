@@ -34,7 +34,7 @@ V1_AGENT = "letta_v1_agent"
 
 def content_is_reply(agent_type: str, tool_names: Collection[str]) -> bool:
     """Whether a model's message content is the reply (else inner thoughts before a tool call)."""
-    return agent_type == V1_AGENT or not any(name in TERMINAL_TOOLS for name in tool_names)
+    return agent_type == V1_AGENT or TERMINAL_TOOLS.isdisjoint(tool_names)
 
 
 def reply_of(call: ToolCall) -> str:

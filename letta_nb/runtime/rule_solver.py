@@ -112,8 +112,15 @@ class RuleState:
     def of_turn(cls, rules: Sequence[Mapping[str, Any]], available: Collection[str], committed: Sequence[Any],
                 pending: Sequence[Any] = ()) -> RuleState | None:
         """:meth:`from_messages` of the context window plus a step's uncommitted messages; None (nothing to
-        enforce, nothing computed) when the agent has no rules."""
-        return cls.from_messages(rules, available, [*committed, *pending]) if rules else None
+        enforce, nothing computed) when the agent has no rules. Only the current turn is read: the window is
+        neither copied nor scanned (a step's cost must not grow with the conversation)."""
+        if not rules:
+            return None
+        start = len(committed)
+        if not any(map(_starts_turn, pending)):
+            while start and not _starts_turn(committed[start - 1]):
+                start -= 1
+        return cls.from_messages(rules, available, [*committed[start:], *pending])
 
     def after(self, results: Iterable[tuple[str, bool, str]]) -> RuleState:
         """This state once the calls ``(tool, succeeded, output)`` have run."""

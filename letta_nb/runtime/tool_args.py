@@ -49,8 +49,11 @@ def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, A
 def _conform(value: Any, schema: dict[str, Any], where: str, tool: str) -> Any:
     kind = schema.get("type")
     if kind is not None:
-        kinds = [kind] if isinstance(kind, str) else list(kind)
-        matched = next((k for k in kinds if _is_type(value, k)), None)
+        matched = None
+        for k in (kind,) if isinstance(kind, str) else kind:  # a plain loop: a turn checks every argument
+            if _is_type(value, k):
+                matched = k
+                break
         if matched is None:
             raise InvalidArgumentError(
                 f"Argument {where} of tool {tool!r} must be {_describe(schema)}, "
@@ -72,13 +75,16 @@ def _conform(value: Any, schema: dict[str, Any], where: str, tool: str) -> Any:
     return value
 
 
+_PYTHON_TYPES: dict[str, type] = {"string": str, "boolean": bool, "array": list, "object": dict, "null": type(None)}
+
+
 def _is_type(value: Any, kind: str) -> bool:
     if kind == "integer":
         whole_float = isinstance(value, float) and value.is_integer()  # models often write 3.0 for 3
         return (isinstance(value, int) and not isinstance(value, bool)) or whole_float
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    python = {"string": str, "boolean": bool, "array": list, "object": dict, "null": type(None)}.get(kind)
+    python = _PYTHON_TYPES.get(kind)
     return python is not None and isinstance(value, python)
 
 

@@ -1,12 +1,14 @@
 """Full-text search of passages (archival) and messages (recall), ranked by relevance, on either backend.
 
-The index is part of the row's transaction, never a separate write: on SQLite an FTS5 table kept by plain
-SQL triggers on ``passages`` and ``messages`` (store/sqlite/fulltext.py), on PostgreSQL a generated
-``tsvector`` column with a GIN index (store/postgres/fulltext.py). Whoever writes a passage or a message
-(the step writer, uploads, the API, an import, a cascade from deleting an agent) updates the index in the
-same commit, so a crash leaves rows and index consistent, and a re-upload that replaces a file's passages
-replaces their index entries with them. Both are made by migration ``m0009_fulltext``, which indexes the
-rows already there.
+A passage's index entry is part of the row's transaction, never a separate write: on SQLite an FTS5 table
+kept by plain SQL triggers on ``passages`` (store/sqlite/fulltext.py), on PostgreSQL a generated ``tsvector``
+column with a GIN index (store/postgres/fulltext.py). Whoever writes a passage (uploads, the API, a step, a
+cascade from deleting an agent) updates the index in the same commit, so a crash leaves rows and index
+consistent, and a re-upload that replaces a file's passages replaces their index entries with them. Both are
+made by migration ``m0009_fulltext``, which indexes the rows already there. Messages are the same on
+PostgreSQL; on SQLite they are indexed in batches off the step's commit (migration m0011: it was ~40% of a
+step's transaction), so a message search first calls ``Store.catch_up_fulltext()`` (runtime/archival.py
+does): :func:`search_messages` alone sees the messages indexed so far; deletes and updates stay exact.
 
 A query becomes an OR of its words (minus a few stopwords), so a paraphrase that shares any content word
 still matches, and the backend's ranking (BM25 on SQLite, ``ts_rank`` on PostgreSQL) orders the matches;

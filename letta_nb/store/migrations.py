@@ -305,9 +305,21 @@ def m0010_pgvector(op: _Ops) -> None:
     op.dialect_sql({"postgresql": CONVERT_DDL})
 
 
+def m0011_deferred_message_fulltext(op: _Ops) -> None:
+    """SQLite indexes messages for full-text search in batches, off the step's commit (store/sqlite/fulltext.py:
+    the insert trigger cost ~120 of a step transaction's ~295 us): a watermark table says which rows are
+    indexed, set to every row already there. PostgreSQL's generated ``tsvector`` columns stay as they are."""
+    if op.conn is None or op.conn.dialect.name != "sqlite":
+        return
+    from letta_nb.store.sqlite.fulltext import DEFERRED_DDL
+
+    op.dialect_sql({"sqlite": DEFERRED_DDL})
+
+
 MIGRATIONS: tuple[Callable[[_Ops], None], ...] = (
     m0001_core, m0002_archival_steps_context, m0003_files, m0004_signatures_isolation, m0005_leases,
     m0006_agent_type_rules_tags, m0007_approvals, m0008_shared_blocks, m0009_fulltext, m0010_pgvector,
+    m0011_deferred_message_fulltext,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -52,6 +53,7 @@ from letta_nb.store.records import (
     row_to_message,
     tool_calls_value,
 )
+from letta_nb.store.sqlite import fulltext as sqlite_fulltext
 from letta_nb.store.sqlite import leases as sqlite_leases
 from letta_nb.store.sqlite.checkpointer import Checkpointer, writer_connection
 from letta_nb.store.sqlite.driver import connect_raw
@@ -65,6 +67,7 @@ __all__ = ["Store"]
 
 T = METADATA.tables
 R = TypeVar("R")
+_log = logging.getLogger(__name__)
 
 
 class Store:
@@ -145,8 +148,14 @@ class Store:
             self.location.temporary.cleanup()
 
     def submit_step(self, write: StepWrite) -> asyncio.Future[float]:
-        """Queue a step's rows for the step writer; the future gives the commit's milliseconds."""
+        """Queue a step's rows for the step writer; the future gives the commit's milliseconds. Every
+        ``BATCH`` messages, a catch-up of SQLite's message index joins the group (store/sqlite/fulltext.py)."""
         future: asyncio.Future[float] = self.writer.submit(write)
+        if write.messages and self._backend is None:
+            self._unindexed += len(write.messages)
+            if self._unindexed >= sqlite_fulltext.BATCH:
+                self._unindexed = 0
+                self.writer.submit(sqlite_fulltext.catch_up).add_done_callback(_indexed)
         return future
 
     # ---- agents -------------------------------------------------------------------------------------
@@ -388,6 +397,30 @@ class Store:
             q = q.where(s.c.agent_id == agent_id)
         async with self.engine.connect() as conn:
             return [from_row(StepRecord, r) for r in await conn.execute(q)]
+
+    # ---- full-text index ------------------------------------------------------------------------------
+    _unindexed = 0  # messages this process submitted since it last asked for a catch-up (an int: per instance)
+
+    async def catch_up_fulltext(self) -> int:
+        """Index every message committed so far for full-text search, so a search that follows sees them all
+        (SQLite indexes messages in batches, store/sqlite/fulltext.py; PostgreSQL's index is the row's own);
+        returns how many were indexed. ~20 us when nothing waits, else one write transaction of the writer."""
+        if self._backend is not None or not self.writer.read(sqlite_fulltext.backlog):
+            return 0
+        self._unindexed = 0
+        try:
+            return int(await self.writer.submit(sqlite_fulltext.catch_up))
+        except Exception as e:  # the driver's error: a locked or full disk, a damaged index
+            raise StoreError(
+                f"indexing the messages committed since the last search failed: {e}. A message search must index "
+                "them first to be exact; retry when the store is writable (another process may hold its write "
+                "lock), or search with search_mode='vector'.") from e
+
+
+def _indexed(future: asyncio.Future[Any]) -> None:
+    """A batch catch-up nobody awaits: its failure is logged (the next search or batch indexes the rows)."""
+    if not future.cancelled() and (error := future.exception()) is not None:
+        _log.warning("indexing messages for full-text search failed; the next search retries: %s", error)
 
 
 async def _migrate_when_free(engine: AsyncEngine, path: str, *, attempts: int = 100) -> list[str]:

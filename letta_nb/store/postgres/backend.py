@@ -1,10 +1,12 @@
 """The PostgreSQL backend put together: its asyncpg connections and the objects the store hands the runtime.
 
-Connections: one for the step writer (kept hot; opened again if lost) and a small pool for lease reads,
+Connections: one for the step writer and one for lease peeks (each kept hot; opened again if lost;
+postgres/peeks.py), and a small pool for lease reads,
 vector refreshes, uploads and read-only queries, all with ``idle_in_transaction_session_timeout`` and the
 JSON codec. The SQLAlchemy engine (engine.py) has its own pool for the portable reads; ``probes.pool()``
 shows both (``pool`` column: sqlalchemy | asyncpg). Pool size per kernel: ``LETTA_NB_PG_POOL`` connections
-here (default 4) plus the engine's, plus one LISTEN connection while something subscribes (notices.py).
+here (default 4) plus the engine's, the two above, plus one LISTEN connection while something subscribes
+(notices.py).
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from typing import Any
 
 import asyncpg
 
-from letta_nb._text import clean_json
 from letta_nb.errors import InvalidArgumentError, StoreError
 from letta_nb.store.engine import IDLE_IN_TRANSACTION_MS, StoreLocation
 from letta_nb.store.postgres import leases, pgvector
 from letta_nb.store.postgres.file_writer import PgFileWriter
 from letta_nb.store.postgres.notices import LISTENER_NAME, PgNotices
-from letta_nb.store.postgres.step_writer import PgStepWriter
+from letta_nb.store.postgres.step_writer import PgStepWriter, jsonb_text
 from letta_nb.store.postgres.vectors import PgVectorStore
 from letta_nb.telemetry.pool import AsyncpgPoolMonitor
 
@@ -45,7 +46,7 @@ def dsn(location: StoreLocation) -> str:
 def _jsonb(value: Any) -> bytes:
     # jsonb refuses a lone surrogate's \ud800 escape (SQLite's TEXT keeps it): made U+FFFD, the project's one
     # policy for text that is not valid Unicode (letta_nb/_text.py); clean values pass through uncopied.
-    return b"\x01" + json.dumps(clean_json(value)).encode()
+    return b"\x01" + jsonb_text(value).encode()
 
 
 async def _keep_session(conn: Any) -> None:

@@ -1,18 +1,31 @@
-"""SQLite full-text search: FTS5 tables kept by triggers, ranked by BM25 (see store/fulltext.py).
+"""SQLite full-text search: FTS5 indexes ranked by BM25 (see store/fulltext.py).
 
-- ``passages_fts``: an external-content FTS5 table over ``passages.text`` (rowid = the passage's rowid);
+- ``passages_fts``: an external-content FTS5 table over ``passages.text`` (rowid = the passage's rowid), kept
+  by triggers in the row's own transaction;
 - ``messages_fts``: a contentless FTS5 table over a message's content and tool calls (send_message's text
-  lives in its arguments), rowid = the message's rowid.
+  lives in its arguments), rowid = the message's rowid, indexed *later, in batches* (:func:`catch_up`).
 
 Triggers, unlike the vec0 tables' (store/sqlite/vectors.py), are safe here: FTS5 is compiled into the
 SQLite of every stdlib ``sqlite3`` and pysqlite3 build letta_nb runs on, so any connection that can write a
 passage or a message (the step writer, the file writer, the SQLAlchemy engine, a user's ``sqlite3.connect``)
-can run their bodies, inside its own transaction: the index commits or rolls back with the row. Deleting a
-row hands FTS5 the text it indexed (``'delete'`` command), which the triggers recompute from ``old``.
-The porter stemmer lets "paging" match "pages"; ``bm25()`` is lower-is-better, returned negated.
+can run their bodies, inside its own transaction. Deleting a row hands FTS5 the text it indexed
+(``'delete'`` command), which the triggers recompute from ``old``. The porter stemmer lets "paging" match
+"pages"; ``bm25()`` is lower-is-better, returned negated.
+
+Messages are deferred (migration m0011, issue 19): an insert trigger made FTS5 write a segment at every step
+commit, ~120 of a step transaction's ~295 us. Invariant: the messages with ``rowid <= fulltext_watermark.upto``
+are exactly the indexed ones. :func:`catch_up` indexes the rows above the mark and moves it in ONE write
+transaction (a crash leaves both as they were; the write lock keeps two processes from indexing a row twice);
+it runs before every message search (exact results) and from the step path every :data:`BATCH` messages. New
+rows always land above the mark: SQLite gives a new row ``max(rowid) + 1`` (sqlite.org/autoinc.html), and the
+delete trigger lowers the mark to the new ``max(rowid)`` when the largest rowids go, so a reused rowid is never
+taken for indexed. Delete and update triggers touch only indexed rows; an unindexed row is indexed as it is
+when its turn comes. (At rowid 2**63-1 SQLite picks rowids at random: not reachable by appending messages.)
 
 Rowids: nothing in letta_nb runs VACUUM (which may renumber rowids of tables without an INTEGER PRIMARY
-KEY); after a manual one, ``INSERT INTO passages_fts(passages_fts) VALUES('rebuild')`` reindexes.
+KEY); after a manual one, ``INSERT INTO passages_fts(passages_fts) VALUES('rebuild')`` reindexes passages, and
+``INSERT INTO messages_fts(messages_fts) VALUES('delete-all'); UPDATE fulltext_watermark SET upto = 0`` has
+messages reindexed by the next search.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ import sqlalchemy as sa
 
 from letta_nb.store.fulltext import TextQuery
 
-__all__ = ["DDL", "search_messages", "search_passages"]
+__all__ = ["BATCH", "DDL", "DEFERRED_DDL", "backlog", "catch_up", "search_messages", "search_passages"]
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"
 
@@ -54,6 +67,47 @@ DDL = (
     f"INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, {_body('new')}); END",
     f"INSERT INTO messages_fts (rowid, body) SELECT rowid, {_body('messages')} FROM messages",
 )
+
+# Migration m0011: messages indexed in batches (see the module docstring). ``DDL`` above stays m0009's as released.
+_UPTO = "(SELECT upto FROM fulltext_watermark)"
+_TOP = "(SELECT coalesce(max(rowid), 0) FROM messages)"
+DEFERRED_DDL = (
+    "DROP TRIGGER IF EXISTS messages_fts_ai",
+    "DROP TRIGGER IF EXISTS messages_fts_ad",
+    "DROP TRIGGER IF EXISTS messages_fts_au",
+    "CREATE TABLE fulltext_watermark (id INTEGER PRIMARY KEY CHECK (id = 1), upto INTEGER NOT NULL)",
+    f"INSERT INTO fulltext_watermark (id, upto) VALUES (1, {_TOP})",  # m0009's trigger indexed every row
+    f"CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages WHEN old.rowid <= {_UPTO} BEGIN "
+    f"INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, {_body('old')}); "
+    f"UPDATE fulltext_watermark SET upto = {_TOP} WHERE upto > {_TOP}; END",
+    f"CREATE TRIGGER messages_fts_au AFTER UPDATE OF content, tool_calls ON messages WHEN old.rowid <= {_UPTO} "
+    f"BEGIN INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, {_body('old')}); "
+    f"INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, {_body('new')}); END",
+)
+
+# Messages a process commits before it indexes them from the step path: one FTS5 segment for 256 messages
+# instead of one a step, and a search never has more than about this many per process to index first.
+BATCH = 256
+
+
+def backlog(cursor: Any) -> bool:
+    """Whether some message is not indexed yet (a read: ~20 us, no lock)."""
+    row = cursor.execute(f"SELECT {_TOP} > {_UPTO}").fetchone()
+    return bool(row[0])
+
+
+def catch_up(cursor: Any) -> int:
+    """Index the messages above the watermark and move it, in the caller's write transaction (a step writer
+    op); returns how many were indexed. Reads the mark inside the transaction: run twice, it indexes nothing
+    the second time."""
+    upto, top = cursor.execute(f"SELECT {_UPTO}, {_TOP}").fetchone()
+    if top <= upto:
+        return 0
+    cursor.execute(f"INSERT INTO messages_fts (rowid, body) SELECT rowid, {_body('messages')} FROM messages "
+                   "WHERE rowid > ? AND rowid <= ?", (upto, top))
+    indexed = int(cursor.rowcount)
+    cursor.execute("UPDATE fulltext_watermark SET upto = ?", (top,))
+    return indexed
 
 
 def _match(terms: tuple[str, ...]) -> str:

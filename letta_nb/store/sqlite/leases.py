@@ -90,12 +90,16 @@ def release(cur: Any, agent_id: str, token: int) -> bool:
 def fenced_update(cur: Any, agent_id: str, token: int, expected_last_seq: int, columns: dict[str, Any]) -> bool:
     """Update the agent row only if our lease still holds and ``last_seq`` is what the turn read: the
     compare-and-set every step commit starts with. False: refused (nothing written)."""
-    cols = sorted(columns)
-    return bool(cur.execute(
-        f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ? AND last_seq = ? AND "
-        "(SELECT token FROM agent_leases WHERE agent_id = ? AND holder IS NOT NULL) = ?",
-        [*(columns[c] for c in cols), agent_id, expected_last_seq, agent_id, token],
-    ).rowcount == 1)
+    cols = tuple(columns)
+    sql = _FENCED.get(cols)
+    if sql is None:  # a step sets one of a few column sets: each text is built (and prepared) once
+        sql = _FENCED[cols] = (f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ? AND "
+                               "last_seq = ? AND (SELECT token FROM agent_leases WHERE agent_id = ? AND "
+                               "holder IS NOT NULL) = ?")
+    return bool(cur.execute(sql, (*columns.values(), agent_id, expected_last_seq, agent_id, token)).rowcount == 1)
+
+
+_FENCED: dict[tuple[str, ...], str] = {}
 
 
 def holds(cur: Any, agent_id: str, token: int) -> bool:

@@ -24,8 +24,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import operator
 import queue
 import threading
 import time
@@ -38,13 +38,17 @@ from letta_nb.store.backend import Op, StepWrite, settle_group
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.records import tool_calls_value
 from letta_nb.store.shared_blocks import rebase
-from letta_nb.store.sqlite import leases
+from letta_nb.store.sqlite import fulltext, leases
 from letta_nb.store.sqlite.checkpointer import Checkpointer
 from letta_nb.store.sqlite.driver import write_transaction
 
 __all__ = ["StepWriter", "apply_writes", "insert_rows", "is_busy"]
 
 _T = METADATA.tables
+_ANY = ""  # the mark of an op that names no agent: it may have changed any agent's rows
+# Ops that name no agent yet write no agent or lease row, so they leave every stamp alone: the message index's
+# catch-up (one every 256 messages) otherwise sent every kept lease of the process back to a read.
+_NO_AGENT_ROWS: tuple[Callable[[Any], Any], ...] = (fulltext.catch_up,)
 
 
 def _insert_sql(table: sa.Table) -> tuple[str, tuple[str, ...]]:
@@ -72,9 +76,24 @@ def _converters(table: sa.Table) -> tuple[tuple[int, Callable[[Any], Any]], ...]
     return tuple(out)
 
 
-def _insert(name: str) -> tuple[str, Callable[[Any], tuple[Any, ...]], tuple[tuple[int, Callable[[Any], Any]], ...]]:
-    sql, cols = _insert_sql(_T[name])
-    return sql, operator.attrgetter(*cols), _converters(_T[name])
+def _row_builder(table: sa.Table) -> Callable[[list[Any]], list[tuple[Any, ...]]]:
+    """``records -> rows`` for ``table``, compiled once from its columns (as namedtuple and dataclasses build
+    their methods): one tuple display per record with its converters inlined. Measured on a step's three
+    messages: half the time of attrgetter + a list per row + a loop over the converters (~16 -> ~8 us)."""
+    conv = dict(_converters(table))
+    env: dict[str, Any] = {f"c{i}": fn for i, fn in conv.items()}
+    cells = []
+    for i, c in enumerate(table.columns):
+        if not c.name.isidentifier():  # names come from the migrated tables; refuse anything else
+            raise ValueError(f"column {table.name}.{c.name} is not an identifier")
+        cells.append(f"c{i}(r.{c.name})" if i in conv else f"r.{c.name}")
+    build: Callable[[list[Any]], list[tuple[Any, ...]]] = eval(  # noqa: S307 - text built from the schema
+        f"lambda records: [({', '.join(cells)},) for r in records]", env)
+    return build
+
+
+def _insert(name: str) -> tuple[str, Callable[[list[Any]], list[tuple[Any, ...]]]]:
+    return _insert_sql(_T[name])[0], _row_builder(_T[name])
 
 
 _INSERTS = {name: _insert(name) for name in ("messages", "passages", "steps", "files")}
@@ -113,17 +132,10 @@ def _multi_sql(name: str, sql: str, k: int) -> str:
     return text
 
 
-def _rows(name: str, records: list[Any]) -> tuple[str, list[Any]]:
-    # Attributes are bound straight into the statement: no dict per row on the step path. One C call reads a
-    # record's columns (attrgetter); only the few columns that need it are converted.
-    sql, get, conv = _INSERTS[name]
-    rows: list[Any] = []
-    for r in records:
-        row = list(get(r))
-        for i, fn in conv:
-            row[i] = fn(row[i])
-        rows.append(row)
-    return sql, rows
+def _rows(name: str, records: list[Any]) -> tuple[str, list[tuple[Any, ...]]]:
+    # Attributes are bound straight into the statement: no dict per row on the step path (_row_builder).
+    sql, build = _INSERTS[name]
+    return sql, build(records)
 
 
 def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
@@ -202,6 +214,11 @@ class StepWriter:
         self.writes = 0
         self.deferred = 0  # groups handed to the thread because the database was locked
         self.refused = 0  # fenced writes refused: their lease was lost (store/sqlite/leases.py)
+        # The lease gate's marks (see stamp): a number drawn for each committed op or unfenced write, kept per
+        # agent it names (_ANY: an op that names none). itertools.count: next() is atomic under the GIL.
+        self._marks: dict[str, int] = {}
+        self._mark = itertools.count(1)
+        self._dv: Any = None  # a cursor kept on the inline connection for PRAGMA data_version
 
     def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
         """Queue a write (or an :data:`Op`); the future resolves, once the group is durable, to the commit's
@@ -223,6 +240,8 @@ class StepWriter:
         self._closed = True
         if self._pending:  # submitted but not flushed: commit them now rather than lose them
             self._flush()
+        if self._dv is not None:
+            self._dv.close()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=30)
@@ -241,6 +260,20 @@ class StepWriter:
             return fn(cursor)
         finally:
             cursor.close()
+
+    def stamp(self, agent_id: str) -> tuple[int, int, int]:
+        """A value that changes whenever ``agent_id``'s lease and agent rows may have changed since it was
+        taken, read on the inline connection (~3 us; a peek is ~20): ``PRAGMA data_version``, which changes
+        only when another connection (another process, the async engine, this writer's thread, the uploads)
+        commits, and the marks of the ops and unfenced writes this writer committed on the agent or on no
+        named agent. Fenced step writes of the lease holder are not marked: the holder knows what they
+        change (runtime/leases.py). Take it *before* reading the rows it vouches for."""
+        if self._dv is None:
+            if self._inline is None:
+                self._inline = self._connect(0)
+            self._dv = self._inline.cursor()
+        return self._dv.execute("PRAGMA data_version").fetchone()[0], self._marks.get(agent_id, 0), \
+            self._marks.get(_ANY, 0)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -298,6 +331,15 @@ class StepWriter:
     def _done(self, batch: list[tuple[StepWrite | Op, asyncio.Future[Any]]], results: list[Any], ms: float) -> None:
         self.commits += 1
         self.writes += len(batch)
+        for item, _ in batch:  # ops and unfenced writes: the lease gate must not trust a row they changed
+            if not isinstance(item, StepWrite):
+                if item in _NO_AGENT_ROWS:
+                    continue
+                keywords = getattr(item, "keywords", None)  # a lease op is a partial naming its agent
+                agent = keywords.get("agent_id") if isinstance(keywords, dict) else None
+                self._marks[agent if isinstance(agent, str) else _ANY] = next(self._mark)
+            elif item.fence is None:
+                self._marks[item.agent_id] = next(self._mark)
         if self.checkpointer is not None:
             self.checkpointer.wrote(sum(len(w.messages) + len(w.passages) + 1 for w, _ in batch
                                         if isinstance(w, StepWrite)))
