@@ -9,20 +9,23 @@ roles) and *viewed* the Letta way: an assistant turn that calls ``send_message``
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from letta_nb import _repr
 from letta_nb.errors import BlockNotFoundError
 from letta_nb.llm.base import ToolCall, Usage
 from letta_nb.llm.images import content_parts, placeholder_text
+from letta_nb.llm.tokens import message_tokens
 
 __all__ = ["Block", "Message", "AgentState", "Passage", "StepStats", "Response", "Role"]
 
 Role = Literal["system", "user", "assistant", "tool"]
+_V = TypeVar("_V")
 
 
-class _computed_once:
+class _computed_once(Generic[_V]):
     """``functools.cached_property`` without the lock that Python 3.8-3.11 share across every instance.
 
     The prompt reads ``Message.openai`` for each message of every step, from one thread; that lock
@@ -30,9 +33,13 @@ class _computed_once:
     the instance attribute shadows it.
     """
 
-    def __init__(self, fn: Any):
+    def __init__(self, fn: Callable[[Any], _V]):
         self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
 
+    @overload
+    def __get__(self, obj: None, cls: Any = None) -> _computed_once[_V]: ...
+    @overload
+    def __get__(self, obj: object, cls: Any = None) -> _V: ...
     def __get__(self, obj: Any, cls: Any = None) -> Any:
         if obj is None:
             return self
@@ -84,6 +91,12 @@ class Message:
         if self.role == "tool":
             msg["tool_call_id"] = self.tool_call_id
         return msg
+
+    @_computed_once
+    def tokens(self) -> int:
+        """Estimated tokens of :attr:`openai` (llm/tokens.py), computed once: a step budgets its messages
+        before the request (compaction), in the prompt, and again when the window takes them."""
+        return message_tokens(self.openai)
 
     @property
     def message_type(self) -> str:

@@ -44,3 +44,22 @@ def test_forked_child_does_not_repeat_the_parents_ids():
     os.waitpid(pid, 0)
     child = os.read(r, 100).decode()
     assert child != new_id("x")
+
+
+def test_ids_are_the_former_128_bit_formula_for_the_same_time_and_random_bits(monkeypatch):
+    """new_id formats each group from its own bits (faster); the text is the one the single 128-bit integer
+    gave, so old and new ids sort and parse alike."""
+    from letta_nb.store import ids
+
+    def former(prefix: str, ms: int, r: int) -> str:
+        low_62, uuid7_bits = (1 << 62) - 1, (7 << 76) | (2 << 62)
+        h = f"{ms << 80 | (r >> 62) << 64 | r & low_62 | uuid7_bits:032x}"
+        return f"{prefix}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    for ms in (0, 1, 1_764_633_600_123, (1 << 48) - 1):
+        monkeypatch.setattr(ids.time, "time_ns", lambda ms=ms: ms * 1_000_000 + 999_999)
+        for seed in range(50):
+            ids._ids.seed(seed)
+            r = ids._ids.getrandbits(74)
+            ids._ids.seed(seed)
+            assert ids.new_id("step") == former("step", ms, r)

@@ -38,3 +38,82 @@ def test_clean_values_are_dumped_once_without_a_walk(monkeypatch: pytest.MonkeyP
     assert jsonb_text(clean) == json.dumps(clean) and walked == [clean]  # an emoji's escaped pair: one walk
     plain = {"name": "send_message", "arguments": '{"message": "hello"}'}
     assert jsonb_text(plain) == json.dumps(plain) and walked == [clean]  # no escape: no walk
+
+
+def test_a_groups_rows_as_json_are_stored_as_the_column_arrays_store_them(pg_server: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """postgres/json_rows.py: the same step written through the JSON parameter and through the column arrays
+    (the path it falls back to) leaves the same rows; text JSON cannot carry safely falls back."""
+    import asyncio
+    import datetime as dt
+    import time
+
+    import letta_nb
+    from letta_nb.llm.base import ToolCall
+    from letta_nb.store.backend import StepWrite
+    from letta_nb.store.ids import new_id
+    from letta_nb.store.postgres import json_rows
+    from letta_nb.store.postgres import step_writer as writer_module
+    from letta_nb.store.records import StepRecord
+    from letta_nb.store.store import Store
+    from tests.test_pg_step_path import grant
+    from tests.test_postgres import agents
+
+    at = dt.datetime(2026, 12, 2, 0, 49, 27, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+
+    def write(agent_id: str, token: int, content: str, llm_ms: float) -> StepWrite:
+        call = ToolCall(id="call_1", name="send_message", arguments='{"message": "caf\u00e9 \\"q\\" \\\\ ok"}')
+        messages = [letta_nb.Message(id=new_id("message"), agent_id=agent_id, seq=1, role="user", content=content,
+                                     created_at=at),
+                    letta_nb.Message(id=new_id("message"), agent_id=agent_id, seq=2, role="assistant", content="",
+                                     tool_calls=(call,), created_at=at),
+                    letta_nb.Message(id=new_id("message"), agent_id=agent_id, seq=3, role="tool", content="None",
+                                     tool_call_id="call_1", name="send_message", status="success", created_at=at)]
+        step = StepRecord(new_id("step"), agent_id, "run-1", 0, "offline", 3, 7, 11, llm_ms, 0.1 + 0.2, 1e-7,
+                          None, at)
+        return StepWrite(agent_id, messages=messages, step=step, last_seq=3, fence=(token, 0),
+                         lease_until=time.time() + 60)
+
+    sent: list[bool] = []
+    real = json_rows.rows_json
+
+    def spy(table: Any, records: list[Any]) -> str | None:
+        text = real(table, records)
+        sent.append(text is not None)
+        return text
+
+    async def main() -> list[list[tuple[Any, ...]]]:
+        store = await Store.open(pg_server.url(name))
+        try:
+            ids = await agents(store, "j", "a", "e", "n")
+            tokens = [(await grant(store, x)).token for x in ids]
+            monkeypatch.setattr(writer_module, "rows_json", spy)
+            cases = [(ids[0], tokens[0], "plain \u00e9 text \\ \"quoted\"", 0.5),  # JSON
+                     (ids[2], tokens[2], "an emoji \U0001f600", 0.5),  # its escaped pair: the arrays
+                     (ids[3], tokens[3], "plain \u00e9 text \\ \"quoted\"", float("nan"))]  # NaN: the arrays
+            for agent_id, token, content, ms in cases:
+                await store.writer.submit(write(agent_id, token, content, ms))
+            monkeypatch.setattr(writer_module, "rows_json", lambda table, records: None)  # the arrays, always
+            await store.writer.submit(write(ids[1], tokens[1], "plain \u00e9 text \\ \"quoted\"", 0.5))
+            out = []
+            for agent_id in ids:
+                _, m = await store.query("SELECT seq, role, content, tool_calls, tool_call_id, name, status, "
+                                         f"created_at FROM messages WHERE agent_id = '{agent_id}' ORDER BY seq")
+                _, s = await store.query("SELECT run_id, step_index, model, n_messages, prompt_tokens, "
+                                         "completion_tokens, llm_ms, tools_ms, total_ms, stop_reason, created_at "
+                                         f"FROM steps WHERE agent_id = '{agent_id}'")
+                out.append([tuple(r) for r in m] + [tuple(r) for r in s])
+            return out
+        finally:
+            await store.close()
+
+    name = pg_server.create_database(pg_server.migrated_template())
+    try:
+        by_json, by_arrays, emoji, nan = asyncio.run(main())
+    finally:
+        pg_server.drop_database(name)
+    assert sent == [True, True, False, True, True, False]  # (messages, steps) of each case
+    assert by_json == by_arrays and len(by_json) == 4
+    assert emoji[0][2] == "an emoji \U0001f600" and emoji[1:] == by_json[1:]
+    assert nan[-1][6] != nan[-1][6] and nan[:3] == by_json[:3]  # NaN stored as NaN
+    assert by_json[0][2] == 'plain \u00e9 text \\ "quoted"' and by_json[1][7] == at

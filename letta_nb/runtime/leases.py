@@ -31,7 +31,9 @@ agent (blocks, tools, settings, deletion, passages, uploaded files), runs under 
   ``PRAGMA data_version``, which moves when any other connection commits, plus the writer's own ops on the
   agent) is what it was when the row was last read: a waiter's ticket, a version bump, a takeover or a
   delete is always someone else's commit or an op of ours, so it is seen at the next turn (issue 19: two
-  ~20 us reads a turn saved). The expiry it would have read is the last renewal that landed.
+  ~20 us reads a turn saved). The expiry it would have read is the last renewal that landed. On PostgreSQL
+  (no such stamp) a turn reads its row once, at its start: whether anyone waits at its end was answered by
+  its last commit's statement (:meth:`AgentLeases.done`).
 
 ``events`` records each grant, wait, expiry takeover and refused commit for ``probes.leases()``.
 """
@@ -123,6 +125,10 @@ class AgentLeases:
         # The gate (see _unchanged) only where the lease rows are SQLite's, on the writer's inline connection.
         self._stamp_of: Callable[[str], Any] | None = getattr(writer, "stamp", None) if self._rows is sqlite_rows \
             else None
+        # The fold (see done) where a commit's statement reads the waiters of these rows (PostgreSQL's writer);
+        # runtime/redis_leases.py turns it off: its waiters queue in Redis.
+        self._waiters_of: Callable[[str, int], bool | None] | None = getattr(writer, "waiters", None) \
+            if self._rows is not sqlite_rows else None
 
     def _event(self, agent_id: str, event: str, wait_ms: float = 0.0, token: int | None = None,
                pid: int | None = None, host: str | None = None) -> None:
@@ -253,7 +259,13 @@ class AgentLeases:
 
     def done(self, lease: Lease) -> None:
         """The turn or change is over: give the lease up now if another kernel waits for it, else keep it
-        idle for a moment (the agent's next turn here reuses it) and then give it up."""
+        idle for a moment (the agent's next turn here reuses it) and then give it up.
+
+        Whether anyone waits is read by a peek, or (PostgreSQL) was read by the statement of this turn's
+        last landed commit (the fold, issue 12: a round trip a turn saved). A waiter queued after that
+        statement is no worse off than one queued just after a peek: the grace timer gives the lease up, or
+        the agent's next turn here peeks at its start (acquire always reads on PostgreSQL) and finds it;
+        a deleted agent (its deletion queues for the lease) likewise. So a waiter is served within a turn."""
         if self.held.get(lease.agent_id) is not lease:
             return
         lease.busy = False
@@ -262,7 +274,10 @@ class AgentLeases:
         stamp: Any = None
         try:
             if self._unchanged(lease):  # nobody queued (a ticket is another process's commit), not deleted
-                self._keep_or_give_up(lease, ())
+                self._keep_or_give_up(lease, False)
+                return
+            if self._waiters_of is not None and (waiting := self._waiters_of(lease.agent_id, lease.token)) is not None:
+                self._keep_or_give_up(lease, waiting)
                 return
             stamp = self._stamp(lease.agent_id)
             row = self._peek_now(lease.agent_id)
@@ -273,7 +288,7 @@ class AgentLeases:
             return
         if row and row[0] == lease.token and row[1] == self.holder:
             self._saw(lease, row, stamp)
-        self._keep_or_give_up(lease, row)
+        self._keep_or_give_up(lease, _gone_or_awaited(row))
 
     async def _settle(self, lease: Lease, pending: Awaitable[Any]) -> None:
         try:
@@ -281,11 +296,12 @@ class AgentLeases:
         except Exception:
             row = ()
         if not lease.busy and self.held.get(lease.agent_id) is lease:  # not reused meanwhile
-            self._keep_or_give_up(lease, row)
+            self._keep_or_give_up(lease, _gone_or_awaited(row))
 
-    def _keep_or_give_up(self, lease: Lease, row: Any) -> None:
+    def _keep_or_give_up(self, lease: Lease, now: bool) -> None:
+        """Give the idle lease up ``now`` (someone waits, or the agent is gone), else after :data:`_GRACE`."""
         loop = asyncio.get_running_loop()
-        if row is None or (row and row[6]):
+        if now:
             loop.create_task(self._give_up(lease))
             return
         lease.release_timer = loop.call_later(_GRACE, lambda: loop.create_task(self._give_up(lease)))
@@ -440,6 +456,11 @@ def check_settings(ttl: Any, timeout: Any) -> None:
     for name, value in (("lease_ttl", ttl), ("lease_timeout", timeout)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e7:
             raise InvalidArgumentError(f"{name} must be a positive number of seconds (e.g. {name}=30), got {value!r}")
+
+
+def _gone_or_awaited(row: Any) -> bool:
+    """A peek's answer (``()``: none, the store is closing) says the agent is gone or someone waits."""
+    return row is None or bool(row and row[6])
 
 
 def _holder(busy: Busy) -> dict[str, Any]:

@@ -132,6 +132,7 @@ class RedisAgentLeases(AgentLeases):
                                        "redis_url=...)): kernels on a SQLite file share one machine, and its lease "
                                        "rows already coordinate them. Drop redis_url, or use a PostgreSQL URL.")
         super().__init__(writer, rows=rows, **kwargs)
+        self._waiters_of = None  # waiters queue in Redis, not in the rows a commit reads (no fold in done)
         try:
             import redis.asyncio as aioredis
         except ImportError:  # pragma: no cover - the postgres extra installs it

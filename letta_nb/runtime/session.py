@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from letta_nb.llm.base import LLMClient
-from letta_nb.llm.tokens import Prompt, estimate_tokens, message_tokens, tools_tokens
+from letta_nb.llm.tokens import Prompt, estimate_tokens, tools_tokens
 from letta_nb.runtime.memory import compile_system_prompt
 from letta_nb.runtime.tool_schema import ToolSpec
 from letta_nb.schemas import AgentState, Message
@@ -68,7 +68,7 @@ class AgentSession:
 
     def __post_init__(self) -> None:
         self._openai = [m.openai for m in self.messages]  # the window as the model sees it, kept in step
-        self._msg_tokens = [message_tokens(d) for d in self._openai]
+        self._msg_tokens = [m.tokens for m in self.messages]
         self._window_tokens = sum(self._msg_tokens)  # kept current so budgeting a step is O(1)
         self._tools_tokens = tools_tokens(self.tool_schemas)
 
@@ -92,16 +92,15 @@ class AgentSession:
     def prompt(self, pending: list[Message]) -> Prompt:
         """The model's messages for a step, carrying their token estimate (O(pending): the window's is kept)."""
         system, tokens = self.system_message()
-        dicts = [m.openai for m in pending]
-        return Prompt([system, *self._openai, *dicts],
-                      tokens + self._tools_tokens + self._window_tokens + sum(map(message_tokens, dicts)))
+        return Prompt([system, *self._openai, *[m.openai for m in pending]],
+                      tokens + self._tools_tokens + self._window_tokens + sum([m.tokens for m in pending]))
 
     def prompt_tokens(self, pending: Iterable[Message] = ()) -> int:
         return (
             self.system_message()[1]
             + self._tools_tokens
             + self._window_tokens
-            + sum(message_tokens(m.openai) for m in pending)
+            + sum([m.tokens for m in pending])  # Message.tokens: counted once a message
         )
 
     @property
@@ -110,9 +109,8 @@ class AgentSession:
 
     def append(self, messages: list[Message]) -> None:
         self.messages.extend(messages)
-        dicts = [m.openai for m in messages]
-        self._openai.extend(dicts)
-        added = [message_tokens(d) for d in dicts]
+        self._openai.extend([m.openai for m in messages])
+        added = [m.tokens for m in messages]
         self._msg_tokens.extend(added)
         self._window_tokens += sum(added)
         if messages:

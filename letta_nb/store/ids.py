@@ -22,8 +22,7 @@ DT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage forma
 _ids = random.Random(int.from_bytes(os.urandom(16), "big"))
 os.register_at_fork(after_in_child=lambda: _ids.seed(int.from_bytes(os.urandom(16), "big")))
 
-_UUID7_BITS = (7 << 76) | (2 << 62)  # "version 7, RFC 9562 variant"
-_LOW_62 = (1 << 62) - 1
+_LOW_48 = (1 << 48) - 1  # version 7 and the RFC 9562 variant are the literal "7" and the 0x8000 bit below
 
 
 def new_id(prefix: str) -> str:
@@ -31,10 +30,11 @@ def new_id(prefix: str) -> str:
     milliseconds, then 74 random bits. Same shape and uniqueness as Letta's uuid4, but ids made later sort
     later, so primary-key inserts land at the right edge of the B-tree instead of on a random page each
     (random keys were ~25% of an upload's SQLite write time). Formatted by hand: uuid.UUID costs more
-    than the step's SQL."""
-    r = _ids.getrandbits(74)
-    h = f"{(time.time_ns() // 1_000_000) << 80 | (r >> 62) << 64 | r & _LOW_62 | _UUID7_BITS:032x}"
-    return f"{prefix}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    than the step's SQL: each group from its own bits, no 128-bit integer and no slices (1.04 -> 0.90 us)."""
+    ms = time.time_ns() // 1_000_000
+    r = _ids.getrandbits(74)  # 12 bits after the version nibble, then 62 after the variant bits
+    return "%s-%08x-%04x-7%03x-%04x-%012x" % (  # noqa: UP031 - printf is the fastest of the three here
+        prefix, ms >> 16, ms & 0xFFFF, r >> 62, 0x8000 | (r >> 48) & 0x3FFF, r & _LOW_48)
 
 
 def utcnow() -> dt.datetime:

@@ -16,12 +16,13 @@ Where SQLite relied on its global write lock, PostgreSQL takes row locks:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from letta_nb.store.backend import Busy, Grant
 
 __all__ = ["acquire", "agent_state", "drop_ticket", "Fence", "FENCE_CTES", "fence_params", "fenced_updates", "install",
-           "peek", "release", "renew"]
+           "landed", "peek", "release", "renew"]
 
 _STATE = ("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
           "FROM agents WHERE id = $1")
@@ -123,7 +124,18 @@ FENCE_CTES = (
 agents whose update landed. The step writer adds the steps' rows to the same statement (step_writer.py)."""
 
 
-async def fenced_updates(cur: Any, fences: list[Fence]) -> set[str]:
+def landed(now_param: int) -> str:
+    """The final ``SELECT`` of a fenced statement: each landed agent and whether a live waiter (its ticket's
+    expiry at or after ``$now_param``, as :func:`peek` counts them) was queued for its lease as the statement
+    began. The turn's end reads it instead of a peek (runtime/leases.py ``done``): one round trip a turn."""
+    return (f" SELECT ok.id, EXISTS (SELECT 1 FROM lease_waiters lw WHERE lw.agent_id = ok.id "
+            f"AND lw.expires_at >= ${now_param}) FROM ok")
+
+
+_FENCED = FENCE_CTES + landed(8)
+
+
+async def fenced_updates(cur: Any, fences: list[Fence], now: float | None = None) -> dict[str, bool]:
     """The compare-and-set of several agents' step commits in one statement (one round trip for a whole
     group): each agent's row is updated only if our lease still holds (``token``) and ``last_seq`` is what
     the turn read, and then the lease is renewed to ``until`` (None: not renewed). Returns the agents whose
@@ -131,11 +143,14 @@ async def fenced_updates(cur: Any, fences: list[Fence]) -> set[str]:
 
     The lease rows are locked first, in ``agent_id`` order (the writer's global lock order; ``FOR NO KEY
     UPDATE``, which the renewal needs anyway): an agent row is locked only once its lease row is, so a grant
-    (which locks the lease row, then reads ``last_seq``) and a commit never interleave."""
+    (which locks the lease row, then reads ``last_seq``) and a commit never interleave.
+
+    Each landed agent maps to whether a live waiter (at ``now``, by default the time of the call) was queued
+    for its lease (:func:`landed`)."""
     if not fences:
-        return set()
-    rows = await cur.fetch(FENCE_CTES + " SELECT id FROM ok", *fence_params(fences))
-    return {r[0] for r in rows}
+        return {}
+    rows = await cur.fetch(_FENCED, *fence_params(fences), time.time() if now is None else now)
+    return {r[0]: bool(r[1]) for r in rows}
 
 
 def fence_params(fences: list[Fence]) -> list[list[Any]]:

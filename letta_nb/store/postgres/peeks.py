@@ -1,10 +1,11 @@
 """Lease peeks in batches: every :func:`leases.peek` asked for while one is in flight joins the next query.
 
-Why: a turn on PostgreSQL peeks at its agent's lease row twice (reusing the lease kept from the last turn,
-and deciding at its end whether to keep it: runtime/leases.py). Alone that is one indexed row; with 100
-agents talking at once it was 1.9 of a turn's 3.3 round trips, each a pool checkout and a wake-up of a
-server process on a loaded host (``bench concurrency --backend postgres``). Batched like the step writer's
-group commit (no timer: whatever arrives during a read joins the next one), a burst of peeks is one query.
+Why: a turn on PostgreSQL peeks at its agent's lease row when it reuses the lease kept from the last turn
+(runtime/leases.py; its end's question, does anyone wait, is answered by its commit since: leases.landed).
+Alone that is one indexed row; with 100 agents talking at once the peeks (then two a turn) were 1.9 of a
+turn's 3.3 round trips, each a pool checkout and a wake-up of a server process on a loaded host (``bench
+concurrency --backend postgres``). Batched like the step writer's group commit (no timer: whatever arrives
+during a read joins the next one), a burst of peeks is one query.
 
 Up to :data:`IN_FLIGHT` queries run at once, each on its own connection: a peek that arrives while one is
 out goes at once on another (the turn-start peek is on the turn's critical path; queued behind a batch in

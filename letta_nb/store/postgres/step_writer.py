@@ -12,8 +12,10 @@ Invariants (those of store/sqlite/step_writer.py, on a server):
   by themselves with the commit latency.
 - **Few round trips** (each wakes a server process; on a loaded 2-core host they were most of a step's
   cost): a group of plain step commits (fences, messages, steps) is one statement with no BEGIN/COMMIT
-  (:data:`_FENCED_STEPS`: 11 round trips a step became 3 with the lease peeks, postgres/peeks.py); any
-  other group is one transaction whose fences are one statement per run of agents.
+  (:data:`_FENCED_STEPS`: 11 round trips a step became 3 with the lease peeks, postgres/peeks.py, and 2
+  since the statement also says whether anyone waits for each lease it fenced, the turn's end's question:
+  :meth:`PgStepWriter.waiters`); any other group is one transaction whose fences are one statement per run
+  of agents.
 - A fenced write is a compare-and-set on (lease token, ``last_seq``) in the group's statement or transaction
   (postgres/leases.py); a stale write drops out of its group, nothing of it written, and fails with
   StaleCommitError while the rest commits. If a group fails (a constraint, a deadlock with another
@@ -35,12 +37,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from letta_nb._text import clean_json
 from letta_nb.store.backend import Op, StepWrite, settle_group
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.postgres import leases
+from letta_nb.store.postgres.json_rows import json_insert, pg_type, rows_json
 from letta_nb.store.postgres.peeks import PeekBatcher
 from letta_nb.store.records import tool_calls_value
 from letta_nb.store.shared_blocks import rebase
@@ -65,15 +67,11 @@ _CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
 }
 
 
-def _pg_type(column: sa.Column[Any]) -> str:
-    return str(column.type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
-
-
 def _unnest_insert(table: sa.Table, first: int) -> str:
     """``INSERT INTO table`` of the rows given as one array per column (parameters from ``$first``), keeping
     only those of agents whose fence landed (``ok``, leases.FENCE_CTES). JSONB travels as text (an array of
     JSON values that are lists is not one asyncpg can encode) and is cast back."""
-    types = [_pg_type(c) for c in table.columns]
+    types = [pg_type(c) for c in table.columns]
     cols = [c.name for c in table.columns]
     arrays = ", ".join(f"${first + k}::{'TEXT' if t == 'JSONB' else t}[]" for k, t in enumerate(types))
     values = ", ".join(f"u.{c}::JSONB" if t == "JSONB" else f"u.{c}" for c, t in zip(cols, types, strict=True))
@@ -81,16 +79,22 @@ def _unnest_insert(table: sa.Table, first: int) -> str:
             f"unnest({arrays}) AS u ({', '.join(cols)}) WHERE u.agent_id IN (SELECT id FROM ok))")
 
 
+_NOW = 8 + len(_T["messages"].columns) + len(_T["steps"].columns)  # the parameter of leases.landed
 _FENCED_STEPS = (leases.FENCE_CTES + ", " + _unnest_insert(_T["messages"], 8) + ", "
-                 + _unnest_insert(_T["steps"], 8 + len(_T["messages"].columns)) + " SELECT id FROM ok")
+                 + _unnest_insert(_T["steps"], 8 + len(_T["messages"].columns)) + leases.landed(_NOW))
 """A group of plain step commits (fences, messages, steps rows) as one statement: one round trip, no
-explicit transaction (a statement is atomic), where BEGIN, fences, two inserts and COMMIT were five."""
+explicit transaction (a statement is atomic), where BEGIN, fences, two inserts and COMMIT were five. It
+answers, per landed agent, whether a waiter is queued (leases.landed), the turn's end's peek folded in."""
+
+_FENCED_STEPS_JSON = (leases.FENCE_CTES + ", " + json_insert(_T["messages"], 8) + ", " + json_insert(_T["steps"], 9)
+                      + leases.landed(10))
+""":data:`_FENCED_STEPS` with each table's rows as one JSON parameter (postgres/json_rows.py), when they can be."""
 
 
 def _column_converters(name: str) -> list[tuple[str, Callable[[Any], Any] | None]]:
     _, cols = _INSERTS[name]
     conv = [_CONVERT.get((name, c)) for c in cols]
-    return [(c, _as_text(f) if _pg_type(_T[name].columns[c]) == "JSONB" else f)
+    return [(c, _as_text(f) if pg_type(_T[name].columns[c]) == "JSONB" else f)
             for c, f in zip(cols, conv, strict=True)]
 
 
@@ -134,11 +138,18 @@ def _plain(items: list[StepWrite | Op]) -> list[StepWrite] | None:
     return writes
 
 
-async def _fenced_steps(conn: Any, writes: list[StepWrite]) -> list[Any]:
-    landed = {r[0] for r in await conn.fetch(
-        _FENCED_STEPS, *leases.fence_params([_fence_of(w) for w in sorted(writes, key=lambda w: w.agent_id)]),
-        *_columns("messages", [m for w in writes for m in w.messages]),
-        *_columns("steps", [w.step for w in writes if w.step is not None]))}
+async def _fenced_steps(conn: Any, writes: list[StepWrite], waiters: dict[str, bool]) -> list[Any]:
+    fences = leases.fence_params([_fence_of(w) for w in sorted(writes, key=lambda w: w.agent_id)])
+    messages = [m for w in writes for m in w.messages]
+    steps = [w.step for w in writes if w.step is not None]
+    as_json = rows_json(_T["messages"], messages), rows_json(_T["steps"], steps)
+    if as_json[0] is not None and as_json[1] is not None:
+        rows = await conn.fetch(_FENCED_STEPS_JSON, *fences, *as_json, time.time())
+    else:
+        rows = await conn.fetch(_FENCED_STEPS, *fences, *_columns("messages", messages), *_columns("steps", steps),
+                                time.time())
+    landed = {r[0]: r[1] for r in rows}
+    waiters.update(landed)
     return [w.agent_id in landed for w in writes]
 
 
@@ -183,11 +194,13 @@ async def _rebase(conn: Any, w: StepWrite) -> bool:
     return True
 
 
-async def _fence(conn: Any, run: list[tuple[int, StepWrite]], results: list[Any]) -> None:
+async def _fence(conn: Any, run: list[tuple[int, StepWrite]], results: list[Any], waiters: dict[str, bool]) -> None:
     """The compare-and-set (on lease token and ``last_seq``, renewing the lease) of the fenced writes of
-    ``run`` (``(index, write)``, one per agent), as one statement; ``results[index]``: whether it landed."""
+    ``run`` (``(index, write)``, one per agent), as one statement; ``results[index]``: whether it landed;
+    ``waiters[agent_id]`` of a landed one: whether a waiter was queued (leases.landed)."""
     if run:
         landed = await leases.fenced_updates(conn, [_fence_of(w) for _, w in run])
+        waiters.update(landed)
         for i, w in run:
             results[i] = w.agent_id in landed
 
@@ -207,8 +220,9 @@ async def _write_rows(conn: Any, writes: list[StepWrite]) -> None:
             await conn.execute(f"UPDATE agents SET {sets} WHERE id = $1", w.agent_id, *(values[c] for c in cols))
 
 
-async def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
-    """One transaction for a group; a result per item (an op's value; for a write, whether it was applied).
+async def _transaction(conn: Any, items: list[StepWrite | Op], waiters: dict[str, bool]) -> list[Any]:
+    """One transaction for a group; a result per item (an op's value; for a write, whether it was applied);
+    ``waiters``: for each agent whose fenced write landed, whether a waiter was queued for its lease.
 
     Row locks are taken in one global order, so groups of different processes cannot deadlock: first, agent
     by agent (sorted; each agent's items in submission order), the ops and the writes' fences (lease and agent
@@ -216,7 +230,7 @@ async def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
     """
     plain = _plain(items)
     if plain is not None:
-        return await _fenced_steps(conn, plain)
+        return await _fenced_steps(conn, plain, waiters)
     results: list[Any] = [None] * len(items)
     order = sorted(range(len(items)), key=lambda i: _agent_of(items[i]))
     async with conn.transaction():
@@ -230,7 +244,7 @@ async def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
             if isinstance(item, StepWrite) and not item.block_bases and fresh:
                 run.append((i, item))
                 continue
-            await _fence(conn, run, results)
+            await _fence(conn, run, results, waiters)
             run = []
             if isinstance(item, StepWrite):
                 if await _rebase(conn, item):
@@ -240,7 +254,7 @@ async def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
             else:
                 value = item(conn)
                 results[i] = await value if inspect.isawaitable(value) else value
-        await _fence(conn, run, results)
+        await _fence(conn, run, results, waiters)
         await _write_rows(conn, [w for i in order if isinstance(w := items[i], StepWrite) and results[i]])
     return results
 
@@ -265,6 +279,7 @@ class PgStepWriter:
         self.refused = 0  # fenced writes refused: their lease was lost
         self.largest_group = 0
         self.retries = 0  # groups run again after a deadlock or serialization failure
+        self._waiters: dict[str, tuple[int, bool]] = {}  # agent -> (token, waiter queued) of its last landed commit
 
     def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
         """Queue a write (or an op, a function of the asyncpg connection, sync or async); the future resolves
@@ -277,6 +292,13 @@ class PgStepWriter:
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = loop.create_task(self._drain())
         return fut
+
+    def waiters(self, agent_id: str, token: int) -> bool | None:
+        """Whether a waiter was queued for the agent's lease when its last fenced commit under ``token`` landed
+        (read in that commit's statement, leases.landed); None: no such commit since this was last asked (each
+        answer is given once: runtime/leases.py ``done`` asks at the end of the turn that made the commit)."""
+        seen = self._waiters.pop(agent_id, None)
+        return seen[1] if seen is not None and seen[0] == token else None
 
     def read(self, fn: Callable[[Any], Any]) -> Awaitable[Any]:
         """``fn(connection)`` on a pooled connection, as an awaitable (asyncpg cannot read synchronously):
@@ -339,14 +361,21 @@ class PgStepWriter:
 
     async def _transaction(self, items: list[StepWrite | Op], attempts: int = 3) -> list[Any]:
         """:func:`_transaction`, again when the server aborted it as a deadlock victim or a serialization
-        failure (the groups lock in one order, so only other writers, e.g. a cascade, can cause one)."""
+        failure (the groups lock in one order, so only other writers, e.g. a cascade, can cause one). Keeps
+        what its fences said of waiters for :meth:`waiters`."""
         for attempt in range(attempts):
+            waiters: dict[str, bool] = {}
             try:
-                return await _transaction(await self._connection(), items)
+                results = await _transaction(await self._connection(), items, waiters)
             except Exception as e:
                 if getattr(e, "sqlstate", None) not in _TRANSIENT or attempt == attempts - 1:
                     raise
                 self.retries += 1
+                continue
+            for item in items:
+                if isinstance(item, StepWrite) and item.fence is not None and item.agent_id in waiters:
+                    self._waiters[item.agent_id] = (item.fence[0], waiters[item.agent_id])
+            return results
         raise AssertionError("unreachable")
 
     async def _isolate(self, batch: list[Item], error: Exception) -> None:

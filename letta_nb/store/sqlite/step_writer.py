@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import queue
@@ -45,6 +46,7 @@ from letta_nb.store.sqlite.driver import write_transaction
 __all__ = ["StepWriter", "apply_writes", "insert_rows", "is_busy"]
 
 _T = METADATA.tables
+_UTC = dt.timezone.utc
 _ANY = ""  # the mark of an op that names no agent: it may have changed any agent's rows
 # Ops that name no agent yet write no agent or lease row, so they leave every stamp alone: the message index's
 # catch-up (one every 256 messages) otherwise sent every kept lease of the process back to a read.
@@ -56,9 +58,18 @@ def _insert_sql(table: sa.Table) -> tuple[str, tuple[str, ...]]:
     return f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", cols
 
 
+_LAST_SECOND: list[tuple[tuple[int, ...], str]] = [((), "")]  # one tuple, swapped whole (the writer thread)
+
+
 def _sql_time(v: Any) -> str | None:
     # DT_FORMAT's text, 2.5x faster than strftime (four a step): isoformat's first 26 characters are
     # "YYYY-MM-DD HH:MM:SS.ffffff" for naive and aware times alike (an aware one's offset is cut; all are UTC).
+    # A UTC time (utcnow()) in the second last formatted reuses that text up to the seconds (1.04 -> 0.37 us).
+    if v is not None and v.tzinfo is _UTC:
+        last, second = _LAST_SECOND[0], (v.second, v.minute, v.hour, v.day, v.month, v.year)
+        if second != last[0]:
+            last = _LAST_SECOND[0] = (second, v.isoformat(" ", "seconds")[:19] + ".")
+        return last[1] + "%06d" % v.microsecond  # noqa: UP031 - printf is the fastest here
     return v.isoformat(" ", "microseconds")[:26] if v is not None else None
 
 
