@@ -1,8 +1,12 @@
-"""Helpers shared by the agent-loop tests: /call lines, the consistency check, a prompt recorder, waiting."""
+"""Helpers shared by the agent-loop tests: /call lines, the consistency check, a prompt recorder, waiting, lease
+events and child processes."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import time
 from typing import Any
 
@@ -129,3 +133,21 @@ def cl100k_tokens(body: dict[str, Any]) -> int:
         for call in m.get("tool_calls") or ():
             n += 3 + len(enc.encode(call["function"]["name"])) + len(enc.encode(call["function"]["arguments"]))
     return n + (len(enc.encode(json.dumps(body["tools"]))) if body.get("tools") else 0)
+
+
+def lease_events(client: letta_nb.Client) -> list[str]:
+    """The client's lease events so far (runtime/leases.py: acquired, reused, waited, released, ...)."""
+    return [e.event for e in client._runtime.leases.events]
+
+
+def run_child(code: str, *args: str) -> subprocess.Popen[str]:
+    """``code`` (dedented) in a fresh Python process with ``args`` as ``sys.argv[1:]``; :func:`finish` waits."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(child: subprocess.Popen[str]) -> str:
+    """The child's output, once it has exited cleanly (its stderr in the failure otherwise)."""
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    return out

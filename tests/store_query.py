@@ -6,7 +6,9 @@ It uses the store's own sqlite module: opening the file with a second SQLite lib
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from letta_nb.store.sqlite.driver import connect_raw
 
@@ -37,3 +39,23 @@ def table_counts(path: str | Path) -> dict[str, int]:
     return {t: count(path, t) for t in ("agents", "blocks", "messages", "tools", "agent_tools", "passages", "steps")}
 
 
+
+
+def old_store(path: Path, before: str, fill: Callable[[Any], None]) -> None:
+    """A SQLite store at ``path`` migrated up to (not including) migration ``before``, then filled by ``fill(conn)``
+    in one transaction: a store as an earlier letta_nb left it, to open with this one."""
+    import sqlalchemy as sa
+
+    from letta_nb.store.migrations import MIGRATIONS, migrate
+    from letta_nb.store.sqlite.driver import sqlite_module
+
+    engine = sa.create_engine("sqlite://", module=sqlite_module(), creator=lambda: connect_raw(str(path)),
+                              poolclass=sa.pool.NullPool)
+    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    try:
+        with engine.connect() as conn:
+            migrate(conn, target=[m.__name__ for m in MIGRATIONS].index(before))
+        with engine.begin() as conn:
+            fill(conn)
+    finally:
+        engine.dispose()

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
+from store_query import old_store
 
 import letta_nb
 from letta_nb.errors import StoreError
 from letta_nb.schemas import Message
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.ids import new_id
-from letta_nb.store.migrations import MIGRATIONS, migrate
 from letta_nb.store.sqlite import fulltext as fulltext_sqlite
 from letta_nb.store.sqlite.driver import connect_raw, sqlite_module
 from letta_nb.store.sqlite.fulltext import BATCH
@@ -339,23 +338,18 @@ def test_sigkill_mid_catch_up_leaves_index_and_watermark_consistent(tmp_path: Pa
 
 def _m0010_store(path: Path) -> None:
     """A store at the schema before m0011 (messages indexed by m0009's insert trigger), with messages in it."""
-    engine = sa.create_engine("sqlite://", module=sqlite_module(), creator=lambda: connect_raw(str(path)),
-                              poolclass=sa.pool.NullPool)
-    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-    try:
-        with engine.connect() as conn:
-            migrate(conn, target=[m.__name__ for m in MIGRATIONS].index("m0010_pgvector") + 1)
-        with engine.begin() as conn:
-            now = "2024-05-01 12:00:00.000000"
-            conn.exec_driver_sql(
-                "INSERT INTO agents (id, name, model, embedding, system, max_steps, metadata, last_seq, created_at, "
-                "updated_at) VALUES ('agent-old', 'old', 'offline', 'hash', 's', 10, '{}', 3, ?, ?)", (now, now))
-            for seq in (1, 2, 3):
-                conn.exec_driver_sql(
-                    "INSERT INTO messages (id, agent_id, seq, role, content, created_at) VALUES (?, 'agent-old', ?, "
-                    "'user', ?, ?)", (f"message-old{seq}", seq, f"My lighthouse number {seq} is painted red.", now))
-    finally:
-        engine.dispose()
+    old_store(path, "m0011_deferred_message_fulltext", _fill_m0010_store)
+
+
+def _fill_m0010_store(conn: Any) -> None:
+    now = "2024-05-01 12:00:00.000000"
+    conn.exec_driver_sql(
+        "INSERT INTO agents (id, name, model, embedding, system, max_steps, metadata, last_seq, created_at, "
+        "updated_at) VALUES ('agent-old', 'old', 'offline', 'hash', 's', 10, '{}', 3, ?, ?)", (now, now))
+    for seq in (1, 2, 3):
+        conn.exec_driver_sql(
+            "INSERT INTO messages (id, agent_id, seq, role, content, created_at) VALUES (?, 'agent-old', ?, "
+            "'user', ?, ?)", (f"message-old{seq}", seq, f"My lighthouse number {seq} is painted red.", now))
 
 
 def test_a_store_of_the_m0010_schema_keeps_finding_old_and_new_messages(tmp_path: Path) -> None:

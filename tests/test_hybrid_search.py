@@ -16,10 +16,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from store_query import query
+from store_query import old_store, query
 
 import letta_nb
 from letta_nb.errors import InvalidArgumentError
@@ -28,8 +28,7 @@ from letta_nb.runtime.search import fuse
 from letta_nb.schemas import Message
 from letta_nb.store.backend import StepWrite
 from letta_nb.store.ids import new_id
-from letta_nb.store.migrations import MIGRATIONS, migrate
-from letta_nb.store.sqlite.driver import connect_raw, sqlite_module
+from letta_nb.store.sqlite.driver import connect_raw
 
 FACTS = [
     "The MemGPT paper pages memory in and out of the context window like an operating system.",
@@ -125,25 +124,20 @@ def test_reupload_is_idempotent_for_the_index(client, db_path, tmp_path):
 
 def _old_store(path: Path) -> None:
     """A store at the schema before m0009, with a passage and a message already in it."""
-    engine = sa.create_engine("sqlite://", module=sqlite_module(), creator=lambda: connect_raw(str(path)),
-                              poolclass=sa.pool.NullPool)
-    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-    try:
-        with engine.connect() as conn:
-            migrate(conn, target=[m.__name__ for m in MIGRATIONS].index("m0009_fulltext"))
-        with engine.begin() as conn:
-            now = "2024-05-01 12:00:00.000000"
-            conn.exec_driver_sql(
-                "INSERT INTO agents (id, name, model, embedding, system, max_steps, metadata, last_seq, created_at, "
-                "updated_at) VALUES ('agent-old', 'old', 'offline', 'hash', 's', 10, '{}', 1, ?, ?)", (now, now))
-            conn.exec_driver_sql(
-                "INSERT INTO passages (id, agent_id, text, embedding, tags, created_at) "
-                "VALUES ('passage-old', 'agent-old', 'The lighthouse keeper counts ships.', NULL, '[]', ?)", (now,))
-            conn.exec_driver_sql(
-                "INSERT INTO messages (id, agent_id, seq, role, content, created_at) "
-                "VALUES ('message-old', 'agent-old', 1, 'user', 'My lighthouse is painted red.', ?)", (now,))
-    finally:
-        engine.dispose()
+    old_store(path, "m0009_fulltext", _fill_old_store)
+
+
+def _fill_old_store(conn: Any) -> None:
+    now = "2024-05-01 12:00:00.000000"
+    conn.exec_driver_sql(
+        "INSERT INTO agents (id, name, model, embedding, system, max_steps, metadata, last_seq, created_at, "
+        "updated_at) VALUES ('agent-old', 'old', 'offline', 'hash', 's', 10, '{}', 1, ?, ?)", (now, now))
+    conn.exec_driver_sql(
+        "INSERT INTO passages (id, agent_id, text, embedding, tags, created_at) "
+        "VALUES ('passage-old', 'agent-old', 'The lighthouse keeper counts ships.', NULL, '[]', ?)", (now,))
+    conn.exec_driver_sql(
+        "INSERT INTO messages (id, agent_id, seq, role, content, created_at) "
+        "VALUES ('message-old', 'agent-old', 1, 'user', 'My lighthouse is painted red.', ?)", (now,))
 
 
 def test_migration_indexes_rows_written_before_it(tmp_path):

@@ -16,16 +16,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from agent_helpers import on_loop, wait_until
+from agent_helpers import finish, lease_events, on_loop, run_child, wait_until
 from store_query import query
 
 import letta_nb
@@ -62,23 +59,8 @@ def warm(client: letta_nb.Client, name: str = "sam", **create: Any) -> str:
     return agent_id
 
 
-def events(client: letta_nb.Client) -> list[str]:
-    return [e.event for e in client._runtime.leases.events]
-
-
 def reply(response: Any) -> str:
     return str(response.text)
-
-
-def run_child(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def finish(child: subprocess.Popen[str]) -> str:
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 0, err
-    return out
 
 
 RAW = """
@@ -107,12 +89,12 @@ def test_a_kept_lease_is_reused_with_no_read_of_its_row_while_nothing_else_commi
     with letta_nb.connect(path) as client:
         agent_id = warm(client)
         peeks.clear()
-        before = len(events(client))
+        before = len(lease_events(client))
         turns = fulltext.BATCH // 3 + 1  # past a batch of messages: the index's catch-up op ran meanwhile
         for i in range(turns):
             client.agents.messages.create(agent_id, input=f"hello {i}")
         assert peeks[agent_id] == 0  # two a turn before the gate
-        assert events(client)[before:] == ["reused"] * turns
+        assert lease_events(client)[before:] == ["reused"] * turns
         assert query(str(path), "SELECT upto FROM fulltext_watermark")[0][0] > 0
         lease = client._runtime.leases.held[agent_id]
         assert lease.last_seq == len(client.agents.messages.list(agent_id))
@@ -149,7 +131,7 @@ def test_another_process_queueing_for_the_lease_gets_it_at_our_next_turn(tmp_pat
         assert NAME in reply(client.agents.messages.create(agent_id, input="What is my name?"))
         assert finish(child).strip() == "done"
         assert client._runtime.leases.held[agent_id].token > token + 1  # it went to the other process and back
-        assert events(client)[-3:] == ["released", "waited", "acquired"]
+        assert lease_events(client)[-3:] == ["released", "waited", "acquired"]
 
 
 def test_another_process_deleting_the_agent_is_seen_at_the_next_turn(tmp_path: Path, peeks):
@@ -215,10 +197,10 @@ def test_a_kept_lease_close_to_its_expiry_is_read_and_granted_again(tmp_path: Pa
         assert lease.expires_at == expires  # the renewal the last landed commit carried
         wait_until(lambda: time.time() > lease.expires_at - 1.0, "the kept lease's last second", timeout=10)
         peeks.clear()
-        before = len(events(client))
+        before = len(lease_events(client))
         client.agents.messages.create(agent_id, input="hello")
         assert peeks[agent_id] >= 1
-        assert events(client)[before:before + 2] == ["released", "acquired"]
+        assert lease_events(client)[before:before + 2] == ["released", "acquired"]
         assert client._runtime.leases.held[agent_id].token == lease.token + 1
 
 

@@ -15,15 +15,12 @@ next turn here. The idle lease is kept for minutes (``_GRACE``), so no timer han
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import on_loop, wait_until
+from agent_helpers import finish, lease_events, on_loop, run_child, wait_until
 from store_query import query
 
 import letta_nb
@@ -48,21 +45,6 @@ def peeks_answered(client: letta_nb.Client) -> int:
     return int(batcher.peeks)
 
 
-def events(client: letta_nb.Client) -> list[str]:
-    return [e.event for e in client._runtime.leases.events]
-
-
-def run_child(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def finish(child: subprocess.Popen[str]) -> str:
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 0, err
-    return out
-
-
 def tickets(url: str, agent_id: str) -> int:
     return int(query(url, "SELECT count(*) FROM lease_waiters WHERE agent_id = ?", agent_id)[0][0])
 
@@ -71,12 +53,12 @@ def test_a_quiet_turn_reads_the_lease_row_once(url):
     with letta_nb.connect(url) as client:
         agent_id = client.agents.create("sam").id
         client.agents.messages.create(agent_id, input="warm")  # the grant: no peek, a queue op
-        before, seen = peeks_answered(client), len(events(client))
+        before, seen = peeks_answered(client), len(lease_events(client))
         turns = 8
         for i in range(turns):
             client.agents.messages.create(agent_id, input=f"hello {i}")
         assert peeks_answered(client) - before == turns  # its start's; the end's came with the commit (2 before)
-        assert events(client)[seen:] == ["reused"] * turns
+        assert lease_events(client)[seen:] == ["reused"] * turns
         assert client._runtime.leases.held[agent_id].busy is False  # kept: nobody waited
 
 
@@ -110,7 +92,7 @@ def test_a_waiter_the_commit_saw_makes_the_turns_end_give_the_lease_up_with_no_r
 
         assert on_loop(client, turn(waiter=False)) == (0, True)  # nobody waits: kept, and nothing read
         assert on_loop(client, turn(waiter=True)) == (0, False)  # a waiter: given up at once, nothing read
-        wait_until(lambda: "released" in events(client), "the release")
+        wait_until(lambda: "released" in lease_events(client), "the release")
         assert query(url, "SELECT holder FROM agent_leases WHERE agent_id = ?", agent_id)[0][0] is None
 
 
@@ -134,7 +116,7 @@ def test_a_waiter_in_another_process_after_our_commit_gets_the_lease_at_our_next
         assert NAME in str(reply.text)  # the turn's start read the ticket, let the other process go first
         assert finish(child).strip() == "done"
         assert client._runtime.leases.held[agent_id].token > token + 1  # to the other process and back
-        assert events(client)[-3:] == ["released", "waited", "acquired"]
+        assert lease_events(client)[-3:] == ["released", "waited", "acquired"]
 
 
 RAW = """
