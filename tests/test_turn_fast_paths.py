@@ -105,8 +105,9 @@ def test_turns_store_the_same_with_and_without_a_watcher(client: letta_nb.Client
 _SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
 
 
-async def plain_tool(text: str) -> str:
-    """Echo without awaiting; leaves a context variable set, as careless tools do."""
+def _echo(text: str) -> str:
+    """What both tools below do: leave a context variable set (as careless tools do), raise as ``text`` says,
+    else echo it with the task it ran in."""
     _SEEN.set("set by the tool")
     if text == "raise":
         raise ValueError("bad text")
@@ -115,19 +116,17 @@ async def plain_tool(text: str) -> str:
     if text == "exit":
         raise SystemExit("asked to exit")
     return f"{text} in {asyncio.current_task()!r:.0}{id(asyncio.current_task())}"
+
+
+async def plain_tool(text: str) -> str:
+    """Echo without awaiting; leaves a context variable set, as careless tools do."""
+    return _echo(text)
 
 
 async def awaiting_tool(text: str) -> str:
     """The same after one await: runs in a task of its own under its timeout."""
     await asyncio.sleep(0)
-    _SEEN.set("set by the tool")
-    if text == "raise":
-        raise ValueError("bad text")
-    if text == "cancel":
-        raise asyncio.CancelledError()
-    if text == "exit":
-        raise SystemExit("asked to exit")
-    return f"{text} in {asyncio.current_task()!r:.0}{id(asyncio.current_task())}"
+    return _echo(text)
 
 
 def test_which_tools_never_suspend() -> None:
