@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from letta_nb.errors import AgentBusyError, AgentNotFoundError, InvalidArgumentError, StaleCommitError
+from letta_nb.runtime.change_notices import ChangeNotices
 from letta_nb.store.backend import Busy, Grant
 from letta_nb.store.sqlite import leases as sqlite_rows
 
@@ -103,7 +104,7 @@ class LeaseEvent:
 _GRACE = 0.05  # an idle lease is given up this long after its turn (another turn of the agent reuses it)
 
 
-class AgentLeases:
+class AgentLeases(ChangeNotices):
     """The leases of one runtime (one holder identity) on its store."""
 
     def __init__(self, writer: Any, *, rows: Any = None, ttl: float = 30.0, timeout: float = 120.0,
@@ -363,37 +364,6 @@ class AgentLeases:
 
     async def _drop_ticket(self, agent_id: str) -> None:
         await self._writer.submit(functools.partial(self._rows.drop_ticket, agent_id=agent_id, holder=self.holder))
-
-    # ---- change notices: displays refresh from these; correctness never depends on them ----------------
-    def subscribe(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
-        """Call ``callback(notice)`` on the runtime's loop after each turn or change of an agent ends, with
-        ``{"agent_id", "last_seq", "holder", "pid", "host", "at"}``: this process's changes (and every other
-        process's: with Redis from its pub/sub channel, on PostgreSQL without it by NOTIFY). For idle displays
-        (the widget's memory panel): a notice may be late or lost, so a display re-reads the store; the version
-        check at turn start decides. The callback must be quick (it runs on the loop). Returns a function that
-        unsubscribes."""
-        self._subscribers.append(callback)
-        if self.notices is not None:  # starts (once) the LISTENing connection; callable from any thread
-            self.notices.listen(self._notify, self.holder)
-
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-        return unsubscribe
-
-    def _changed(self, lease: Lease) -> None:
-        if not self._subscribers and self.notices is None:
-            return  # nobody to tell: a turn's end builds no notice
-        notice = {"agent_id": lease.agent_id, "last_seq": lease.last_seq, "holder": self.holder, "pid": self.pid,
-                  "host": self.host, "at": time.time()}
-        self._notify(notice)
-        if self.notices is not None:  # after the commit (done() follows it); queued, never awaited here
-            self.notices.publish(notice)
-
-    def _notify(self, notice: dict[str, Any]) -> None:
-        for callback in list(self._subscribers):
-            with contextlib.suppress(Exception):  # a display's bug must not break a turn
-                callback(notice)
 
     async def _give_up(self, lease: Lease) -> None:
         """Release an idle lease (its grace ran out, or it cannot be reused)."""
