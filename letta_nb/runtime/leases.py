@@ -320,7 +320,7 @@ class AgentLeases(ChangeNotices):
         to, no waiter. Each of those changes is a commit by another connection (another process's ticket,
         grant or delete; a version bump by any process, this one's engine included) or an op of ours, and
         either changes the stamp."""
-        return lease.seen is not None and self._stamp_of is not None and self._stamp_of(lease.agent_id) == lease.seen
+        return lease.seen is not None and self._stamp(lease.agent_id) == lease.seen  # seen stays None with no stamp
 
     @staticmethod
     def _saw(lease: Lease, row: Any, stamp: Any) -> None:

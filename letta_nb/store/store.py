@@ -83,6 +83,7 @@ class Store:
         # change notices between processes without Redis (store/postgres/notices.py); SQLite has none
         self.notices: Any = backend.notices if backend is not None else None
         self.pg_pool_monitor: Any = backend.pool_monitor if backend is not None else None  # probes.pool()
+        self._unindexed = 0  # messages submitted since the last catch-up of SQLite's message index was asked for
         if backend is not None:
             self.vectors, self.file_writer, self.lease_rows = backend.vectors, backend.file_writer, backend.lease_rows
         else:
@@ -399,8 +400,6 @@ class Store:
             return [from_row(StepRecord, r) for r in await conn.execute(q)]
 
     # ---- full-text index ------------------------------------------------------------------------------
-    _unindexed = 0  # messages this process submitted since it last asked for a catch-up (an int: per instance)
-
     async def catch_up_fulltext(self) -> int:
         """Index every message committed so far for full-text search, so a search that follows sees them all
         (SQLite indexes messages in batches, store/sqlite/fulltext.py; PostgreSQL's index is the row's own);

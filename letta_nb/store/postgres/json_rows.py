@@ -73,7 +73,7 @@ def _fixes(table: sa.Table) -> list[tuple[int, Callable[[Any], Any]]]:
     fixes: list[tuple[int, Callable[[Any], Any]]] = []
     for k, c in enumerate(table.columns):
         if c.name == "tool_calls":
-            fixes.append((k, lambda calls: tool_calls_value(calls) if calls else None))
+            fixes.append((k, tool_calls_value))  # None for no calls
         elif pg_type(c) == "TIMESTAMP WITH TIME ZONE":
             fixes.append((k, _timestamp))
     return fixes

@@ -62,7 +62,7 @@ def _insert(table: sa.Table) -> tuple[str, tuple[str, ...]]:
 
 _INSERTS = {name: _insert(_T[name]) for name in ("messages", "passages", "steps", "files")}
 _CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
-    ("messages", "tool_calls"): lambda calls: tool_calls_value(calls) if calls else None,
+    ("messages", "tool_calls"): tool_calls_value,  # None for no calls
     ("passages", "tags"): list,
 }
 
