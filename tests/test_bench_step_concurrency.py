@@ -31,6 +31,7 @@ def test_bench_step_reports_cpu_allocations_and_top_five_costs() -> None:
     assert step["cpu_ratio_to_baseline"] == pytest.approx(step["cpu_per_turn_ms"] / step["baseline_commit_ms"])
     assert step["gc_collections_per_turn"] >= 0
     assert step["alloc_peak_kib_per_turn"] > 0  # a turn builds messages, rows and events
+    assert 0 < step["p50_hop_ms"] < step["p50_overhead_ms"]  # an empty call's round trip: a turn is more
     top5 = step["top5"]
     assert len(top5) == 5
     for row in top5:
@@ -55,6 +56,9 @@ def test_bench_concurrency_takes_a_size_and_reports_the_runtime_threads_cpu() ->
     assert 0 < conc["runtime_cpu_utilisation"] <= 1.0 + 1e-6
     assert conc["runtime_cpu_utilisation"] == pytest.approx(conc["runtime_cpu_s"] / conc["wall_s"])
     assert conc["runtime_cpu_per_turn_ms"] == pytest.approx(conc["runtime_cpu_s"] * 1000 / 18)
+    # its floor: empty turns of the same shape; each agent sleeps 3 x 50 ms in a row, so never under the ideal
+    assert 1.0 <= conc["floor_ratio"] < conc["ratio"] * 2
+    assert conc["ratio_over_floor"] == pytest.approx(conc["ratio"] / conc["floor_ratio"])
     _check_host(conc["host"])
 
 

@@ -16,6 +16,7 @@ from letta_nb._client_args import (
     input_text,
     positive_int,
 )
+from letta_nb._mailbox import mailbox
 from letta_nb._twins import async_twin, sync_twin
 from letta_nb.api._base import _MAX_ROWS, AgentRef, _page, _Resource
 from letta_nb.api.chunks import LettaChunk, LettaChunks
@@ -127,13 +128,13 @@ class Messages(_Resource):
         """Yield events as the turn runs. Closing the iterator early (or Ctrl-C) cancels the turn.
         ``letta_chunks=True``: letta_client's chunks instead (``chunk.content``, ``chunk.tool_call.name``,
         ``chunk.tool_return``, a ``usage_statistics`` chunk last; api/chunks.py)."""
-        loop = asyncio.get_running_loop()
+        box = mailbox(asyncio.get_running_loop())  # a burst of events: one wakeup of this loop
         view = LettaChunks() if flag(letta_chunks, "letta_chunks") else None
         events: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
 
         def put(item: Any) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, item)
+            box.post(events.put_nowait, item)
 
         job = self._start_stream(agent_id, input, messages, put, done, max_steps)
         try:

@@ -12,7 +12,9 @@ loaded host wall time counts the neighbours, CPU time does not), ``gc_collection
 passes and ``gc_ms_per_turn`` their time (runtime/gc_policy.py raises the young threshold while a runtime is
 open), then two extra passes after the timed ones (so they distort nothing): ``alloc_peak_kib_per_turn``
 (tracemalloc: what a turn holds at its peak, garbage included) and ``top5``, a cProfile pass on the runtime
-thread naming the five letta_nb functions with the most own time (bench/_profile.py).
+thread naming the five letta_nb functions with the most own time (bench/_profile.py). ``p50_hop_ms`` is its floor:
+the same sync call's round trip to the runtime loop with an empty coroutine, measured beside the turns. On a
+small VM a thread's wakeup on another CPU costs tens of microseconds, twice a call, whatever the turn does.
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ async def _pg_baseline(dsn: str, n: int) -> float:
         await conn.close()
 
 
+def _hop_ms(client: Any, n: int) -> float:
+    """p50 of ``n`` sync calls of an empty coroutine through the client's runtime thread (the turns' path)."""
+
+    async def nothing() -> None:
+        return None
+
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        client._thread.run(nothing())
+        times.append((time.perf_counter() - t) * 1000)
+    return percentile(times, 50)
+
+
 def run(quick: bool = False, backend: BenchBackend | None = None) -> BenchResult:
     if backend is None:
         with BenchBackend() as sqlite:
@@ -93,6 +109,7 @@ def run(quick: bool = False, backend: BenchBackend | None = None) -> BenchResult
                     if len(r.steps) != 1 or r.steps[0].tool_names != ("send_message",):
                         raise RuntimeError(f"step bench expects one send_message per message, got {r.steps}")
             cpu_ms, collections = (time.process_time() - cpu0) * 1000 / n, gc_collections() - gc0
+            hop = _hop_ms(client, n)
             stored = len(client.agents.messages.list(agent.id))
 
             def turn(i: int) -> None:
@@ -118,6 +135,7 @@ def run(quick: bool = False, backend: BenchBackend | None = None) -> BenchResult
             "baseline_commit_ms": baseline,
             "ratio_to_baseline": p50 / baseline,
             "p50_db_commit_ms": percentile(db, 50),
+            "p50_hop_ms": hop,
             "stored_messages": stored,
             "cpu_per_turn_ms": cpu_ms,
             "cpu_ratio_to_baseline": cpu_ms / baseline,

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from letta_nb._mailbox import Mailbox, mailbox
 from letta_nb.errors import LettaNBError, RuntimeClosedError
 from letta_nb.runtime import gc_policy
 
@@ -129,6 +130,7 @@ class _BusyPollSelector(selectors.DefaultSelector):
 class RuntimeThread:
     def __init__(self, name: str = "letta_nb-runtime"):
         self.loop = asyncio.SelectorEventLoop(_BusyPollSelector())
+        self._box = mailbox(self.loop)  # work from other threads: one wakeup per burst (_mailbox.py)
         self._ready = threading.Event()
         self._closed = False
         self._closing = False  # close() began: new work is refused, work in flight that fails says why
@@ -161,8 +163,8 @@ class RuntimeThread:
         if self._closed or (self._closing and not closing):
             coro.close()
             raise RuntimeClosedError("the letta_nb runtime is closed; call letta_nb.connect() again")
-        job: Job[T] = Job(self.loop, caller)
-        self.loop.call_soon_threadsafe(job._start, coro)
+        job: Job[T] = Job(self._box, caller)
+        self._box.post(job._start, coro)
         return job
 
     def _closed_under(self, error: Exception) -> Exception:
@@ -258,8 +260,8 @@ class Job(Generic[T]):
     ~38 us of which a bare callback round trip is ~17 us).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, caller: asyncio.Future[T] | None = None):
-        self._loop = loop
+    def __init__(self, box: Mailbox, caller: asyncio.Future[T] | None = None):
+        self._box = box  # the runtime loop's
         self._caller = caller
         self._task: asyncio.Task[None] | None = None
         self._finished_lock = threading.Lock()
@@ -273,7 +275,7 @@ class Job(Generic[T]):
             coro.close()
             self._finish(None)
             return
-        self._task = self._loop.create_task(self._run(coro))
+        self._task = self._box.loop.create_task(self._run(coro))
 
     async def _run(self, coro: Coroutine[Any, Any, T]) -> None:
         """``coro``, its outcome settled as it ends (not from a done callback: that is one more pass of the
@@ -300,7 +302,7 @@ class Job(Generic[T]):
         if caller is not None:
             self._caller = None
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits any more
-                caller.get_loop().call_soon_threadsafe(_settle_caller, caller, outcome)
+                mailbox(caller.get_loop()).post(_settle_caller, caller, outcome)  # a burst of ends: one wakeup
 
     def _wait(self, timeout: float | None) -> bool:
         if self._finished:
@@ -335,7 +337,7 @@ class Job(Generic[T]):
                 self._task.cancel()
 
         try:
-            self._loop.call_soon_threadsafe(cancel)
+            self._box.post(cancel)  # after the job's start, if that is still in the mailbox
         except RuntimeError:  # loop closed
             if not self._finished:
                 self._finish(None)

@@ -35,6 +35,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from letta_nb._mailbox import mailbox
 from letta_nb.store.backend import Op, StepWrite, settle_group
 from letta_nb.store.migrations import METADATA
 from letta_nb.store.records import tool_calls_value
@@ -393,7 +394,7 @@ def _resolve(fut: asyncio.Future[Any], *, value: float | None = None, error: Bas
         if _on_loop(loop):
             setter()
         else:
-            loop.call_soon_threadsafe(setter)
+            mailbox(loop).post(setter)
     except RuntimeError:  # the loop is closed; nobody is waiting any more
         pass
 
