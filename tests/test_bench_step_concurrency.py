@@ -59,6 +59,12 @@ def test_bench_concurrency_takes_a_size_and_reports_the_runtime_threads_cpu() ->
     # its floor: empty turns of the same shape; each agent sleeps 3 x 50 ms in a row, so never under the ideal
     assert 1.0 <= conc["floor_ratio"] < conc["ratio"] * 2
     assert conc["ratio_over_floor"] == pytest.approx(conc["ratio"] / conc["floor_ratio"])
+    # where a turn's time goes: the caller saw at least the model's 50 ms, the model answered no earlier
+    assert conc["turn_ms"] >= 50 and conc["model_late_ms"] >= 0 and conc["commit_wait_ms"] > 0
+    assert conc["turn_extra_ms"] == pytest.approx(conc["turn_ms"] - 50)
+    assert 0 < conc["outside_step_ms"] < conc["turn_ms"]
+    # the mean turn explains the wall time: each agent's turns run one after another
+    assert conc["wall_s"] >= 3 * conc["turn_ms"] / 1000 * 0.99
     _check_host(conc["host"])
 
 

@@ -14,6 +14,12 @@ And it measures its own floor: ``floor_ratio`` is the same A x M calls through t
 hands each to the runtime loop and waits for its end) where a "turn" only sleeps the model's latency. It is what
 one loop thread, the thread hops and 50 ms timers cost with no turn at all: ``ratio`` cannot go below it, and
 ``ratio_over_floor`` is what the turns add. On a small VM the floor alone is well above 1.0 at 1,000 x 5.
+
+Where a turn's time goes beyond the model's latency (means over all turns, ms): ``turn_extra_ms`` in all, seen by
+the caller; ``model_late_ms``, how late the model's answer was taken up (its timer fired on a busy loop);
+``commit_wait_ms``, from the step's submission to its group's commit; ``outside_step_ms``, everything around the
+steps (the hops between the loops, the lease, the session). ``ratio`` is about 1 + ``turn_extra_ms`` / latency:
+each of these is a wait behind the other agents' work on the one loop, so they shrink with its CPU a turn.
 """
 
 from __future__ import annotations
@@ -45,9 +51,14 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
     ):
         ids = [client.agents.create(f"c{i}", model=f"offline?latency_ms={latency_ms:g}").id for i in range(n_agents)]
 
+        turns: list[tuple[float, float, float, float]] = []  # caller's ms, then the steps' model, commit, total ms
+
         async def talk(agent_id: str) -> None:
             for j in range(n_msgs):
-                await client.agents.messages.acreate(agent_id, f"message {j} of {agent_id}")
+                t = time.perf_counter()
+                r = await client.agents.messages.acreate(agent_id, f"message {j} of {agent_id}")
+                turns.append(((time.perf_counter() - t) * 1000, sum(s.llm_ms for s in r.steps),
+                              sum(s.db_ms for s in r.steps), sum(s.total_ms for s in r.steps)))
 
         async def main() -> float:
             t = time.perf_counter()
@@ -71,10 +82,14 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
         floor = asyncio.run(_floor(client, n_agents, n_msgs, latency_ms / 1000))
     ideal = n_msgs * latency_ms / 1000
     ratio = wall / ideal
+    n = max(len(turns), 1)
+    turn_ms, model_ms, commit_ms, step_ms = (sum(column) / n for column in zip(*turns, strict=True))
     return BenchResult(
         "concurrency",
         {"backend": backend.label, "agents": n_agents, "messages_per_agent": n_msgs, "wall_s": wall, "ideal_s": ideal,
          "ratio": ratio, "floor_ratio": floor / ideal, "ratio_over_floor": wall / floor,
+         "turn_ms": turn_ms, "turn_extra_ms": turn_ms - latency_ms, "model_late_ms": model_ms - latency_ms,
+         "commit_wait_ms": commit_ms, "outside_step_ms": turn_ms - step_ms,
          "lost": lost, "order_violations": violations, "steps_per_commit": writes / max(commits, 1),
          "runtime_cpu_s": cpu, "runtime_cpu_utilisation": cpu / wall,
          "runtime_cpu_per_turn_ms": cpu * 1000 / (n_agents * n_msgs),
