@@ -104,6 +104,55 @@ def test_a_kept_lease_is_reused_with_no_read_of_its_row_while_nothing_else_commi
     assert (token, last_seq) == (lease.token, lease.last_seq)
 
 
+def test_a_quiet_turn_reads_the_stamp_once_its_end_asks_its_commit(tmp_path: Path, peeks):
+    """The turn's end takes whether anyone waits from its commit's fence (the fold, as on PostgreSQL): a quiet
+    turn runs one ``PRAGMA data_version``, at its start (two before)."""
+    with letta_nb.connect(tmp_path / "fold.db") as client:
+        agent_id = warm(client)
+        peeks.clear()
+        statements: list[str] = []
+        client._runtime.store.writer._inline.set_trace_callback(statements.append)
+        turns = 5
+        for i in range(turns):
+            client.agents.messages.create(agent_id, input=f"hello {i}")
+        assert statements.count("PRAGMA data_version") == turns
+        assert sum(s.startswith("UPDATE agents SET") and "RETURNING EXISTS" in s for s in statements) == turns
+        assert peeks[agent_id] == 0 and client._runtime.leases.held[agent_id].busy is False  # kept
+
+
+def test_a_waiter_the_commit_saw_makes_the_turns_end_give_the_lease_up_with_no_read(tmp_path: Path, peeks):
+    """Our own op commits beside the step (the gate's stamp moves, so before the fold the end peeked): whether
+    a ticket is queued comes from the step's fence, and decides the lease at once, with no read."""
+    path = tmp_path / "waiter.db"
+    with letta_nb.connect(path) as client:
+        agent_id = warm(client)
+        rt = client._runtime
+        writer = rt.store.writer
+
+        async def turn(waiter: bool) -> tuple[int, bool]:
+            lease = await rt.leases.acquire(agent_id)
+            ticket = "INSERT INTO lease_waiters (agent_id, holder, expires_at) VALUES (?, 'elsewhere:1:x', ?)"
+            op = (lambda c: c.execute(ticket, (agent_id, time.time() + 60))) if waiter \
+                else (lambda c: c.execute("SELECT 1"))
+            await writer.submit(op)  # committed before the step's fence reads the waiters
+            write = StepWrite(agent_id, fence=(lease.token, lease.last_seq), last_seq=lease.last_seq,
+                              lease_until=rt.leases.until(lease))
+            await writer.submit(write)
+            rt.leases.renewed(lease, lease.last_seq)
+            before = peeks[agent_id]
+            rt.leases.done(lease)
+            for _ in range(50):  # a give-up is a task: let it run (its release is one op of the writer)
+                if agent_id not in rt.leases.held:
+                    break
+                await asyncio.sleep(0.01)
+            return peeks[agent_id] - before, agent_id in rt.leases.held
+
+        assert on_loop(client, turn(waiter=False)) == (0, True)  # nobody waits: kept, and nothing read
+        assert on_loop(client, turn(waiter=True)) == (0, False)  # a waiter: given up at once, nothing read
+        wait_until(lambda: "released" in lease_events(client), "the release")
+        assert query(str(path), "SELECT holder FROM agent_leases WHERE agent_id = ?", agent_id)[0][0] is None
+
+
 def test_another_process_editing_the_agent_between_two_turns_is_seen_at_the_next_turn(tmp_path: Path, peeks):
     path = tmp_path / "raw.db"
     with letta_nb.connect(path) as client:

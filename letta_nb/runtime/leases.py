@@ -32,8 +32,8 @@ agent (blocks, tools, settings, deletion, passages, uploaded files), runs under 
   agent) is what it was when the row was last read: a waiter's ticket, a version bump, a takeover or a
   delete is always someone else's commit or an op of ours, so it is seen at the next turn (issue 19: two
   ~20 us reads a turn saved). The expiry it would have read is the last renewal that landed. On PostgreSQL
-  (no such stamp) a turn reads its row once, at its start: whether anyone waits at its end was answered by
-  its last commit's statement (:meth:`AgentLeases.done`).
+  (no such stamp) a turn reads its row once, at its start. On both, whether anyone waits at a turn's end was
+  answered by its last commit's fence (:meth:`AgentLeases.done`): a turn's end reads nothing.
 
 ``events`` records each grant, wait, expiry takeover and refused commit for ``probes.leases()``.
 """
@@ -126,10 +126,9 @@ class AgentLeases(ChangeNotices):
         # The gate (see _unchanged) only where the lease rows are SQLite's, on the writer's inline connection.
         self._stamp_of: Callable[[str], Any] | None = getattr(writer, "stamp", None) if self._rows is sqlite_rows \
             else None
-        # The fold (see done) where a commit's statement reads the waiters of these rows (PostgreSQL's writer);
+        # The fold (see done): a step commit's fence reads the waiters of these rows (both writers);
         # runtime/redis_leases.py turns it off: its waiters queue in Redis.
-        self._waiters_of: Callable[[str, int], bool | None] | None = getattr(writer, "waiters", None) \
-            if self._rows is not sqlite_rows else None
+        self._waiters_of: Callable[[str, int], bool | None] | None = getattr(writer, "waiters", None)
 
     def _event(self, agent_id: str, event: str, wait_ms: float = 0.0, token: int | None = None,
                pid: int | None = None, host: str | None = None) -> None:
@@ -262,8 +261,9 @@ class AgentLeases(ChangeNotices):
         """The turn or change is over: give the lease up now if another kernel waits for it, else keep it
         idle for a moment (the agent's next turn here reuses it) and then give it up.
 
-        Whether anyone waits is read by a peek, or (PostgreSQL) was read by the statement of this turn's
-        last landed commit (the fold, issue 12: a round trip a turn saved). A waiter queued after that
+        Whether anyone waits was read by the fence of this turn's last landed commit (the fold: on PostgreSQL a
+        round trip a turn saved, issue 12; on SQLite a ``PRAGMA data_version``, issue 19), else by a peek
+        unless the gate vouches that nothing changed. A waiter queued after that
         statement is no worse off than one queued just after a peek: the grace timer gives the lease up, or
         the agent's next turn here peeks at its start (acquire always reads on PostgreSQL) and finds it;
         a deleted agent (its deletion queues for the lease) likewise. So a waiter is served within a turn."""
@@ -274,11 +274,11 @@ class AgentLeases(ChangeNotices):
         self._changed(lease)
         stamp: Any = None
         try:
+            if self._waiters_of is not None and (waiting := self._waiters_of(lease.agent_id, lease.token)) is not None:
+                self._keep_or_give_up(lease, waiting)  # the turn's commit read it: nothing to read now
+                return
             if self._unchanged(lease):  # nobody queued (a ticket is another process's commit), not deleted
                 self._keep_or_give_up(lease, False)
-                return
-            if self._waiters_of is not None and (waiting := self._waiters_of(lease.agent_id, lease.token)) is not None:
-                self._keep_or_give_up(lease, waiting)
                 return
             stamp = self._stamp(lease.agent_id)
             row = self._peek_now(lease.agent_id)

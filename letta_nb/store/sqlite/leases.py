@@ -87,16 +87,22 @@ def release(cur: Any, agent_id: str, token: int) -> bool:
                             (agent_id, token)).rowcount == 1)
 
 
-def fenced_update(cur: Any, agent_id: str, token: int, expected_last_seq: int, columns: dict[str, Any]) -> bool:
+def fenced_update(cur: Any, agent_id: str, token: int, expected_last_seq: int, columns: dict[str, Any],
+                  now: float) -> bool | None:
     """Update the agent row only if our lease still holds and ``last_seq`` is what the turn read: the
-    compare-and-set every step commit starts with. False: refused (nothing written)."""
+    compare-and-set every step commit starts with. None: refused (nothing written). Else whether a live waiter
+    (its ticket unexpired at ``now``) is queued for the lease, read under the write lock: the turn's end needs
+    no read of its own to know whether to hand the lease over (runtime/leases.py ``done``; PostgreSQL's
+    statement answers the same, postgres/leases.py ``landed``)."""
     cols = tuple(columns)
     sql = _FENCED.get(cols)
     if sql is None:  # a step sets one of a few column sets: each text is built (and prepared) once
         sql = _FENCED[cols] = (f"UPDATE agents SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ? AND "
                                "last_seq = ? AND (SELECT token FROM agent_leases WHERE agent_id = ? AND "
-                               "holder IS NOT NULL) = ?")
-    return bool(cur.execute(sql, (*columns.values(), agent_id, expected_last_seq, agent_id, token)).rowcount == 1)
+                               "holder IS NOT NULL) = ? RETURNING EXISTS (SELECT 1 FROM lease_waiters w "
+                               "WHERE w.agent_id = agents.id AND w.expires_at >= ?)")
+    row = cur.execute(sql, (*columns.values(), agent_id, expected_last_seq, agent_id, token, now)).fetchone()
+    return None if row is None else bool(row[0])
 
 
 _FENCED: dict[tuple[str, ...], str] = {}

@@ -150,25 +150,31 @@ def _rows(name: str, records: list[Any]) -> tuple[str, list[tuple[Any, ...]]]:
     return sql, build(records)
 
 
-def apply_writes(cursor: Any, writes: list[StepWrite]) -> list[bool]:
+def apply_writes(cursor: Any, writes: list[StepWrite],
+                 waiters: dict[str, tuple[int, bool]] | None = None) -> list[bool]:
     """Apply writes with a DB-API cursor inside the caller's transaction, batched across writes; returns
     which were applied. A fenced write whose lease or ``last_seq`` no longer holds is refused before any of
-    its rows is written, and the rest of the group goes on.
+    its rows is written, and the rest of the group goes on. ``waiters``: for each fenced write that landed,
+    ``agent_id -> (token, whether a waiter is queued for its lease)`` (leases.fenced_update).
 
     Statements are built once from the migrated tables (so they track the schema) and executed on the
     DB-API cursor (:func:`insert_rows`): SQLAlchemy Core per statement cost ~5x the SQLite work itself here.
     """
     applied = [True] * len(writes)
+    now = time.time()
     for i, w in enumerate(writes):
         if w.fence is None:
             continue
         if not _rebased(cursor, w):
             applied[i] = False  # a shared block another agent edited since the step read it: redo the step
             continue
-        if not leases.fenced_update(cursor, w.agent_id, w.fence[0], w.fence[1],
-                                    w.agent_columns() or {"last_seq": w.fence[1]}):
+        waiting = leases.fenced_update(cursor, w.agent_id, w.fence[0], w.fence[1],
+                                       w.agent_columns() or {"last_seq": w.fence[1]}, now)
+        if waiting is None:
             applied[i] = False
             continue
+        if waiters is not None:
+            waiters[w.agent_id] = (w.fence[0], waiting)
         if w.lease_until is not None:
             leases.renew(cursor, w.agent_id, w.fence[0], w.lease_until)
     if not all(applied):
@@ -231,6 +237,8 @@ class StepWriter:
         self._marks: dict[str, int] = {}
         self._mark = itertools.count(1)
         self._dv: Any = None  # a cursor kept on the inline connection for PRAGMA data_version
+        # agent -> (token, whether a waiter was queued) as the agent's last landed fence read it (see waiters)
+        self._waiters: dict[str, tuple[int, bool]] = {}
 
     def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
         """Queue a write (or an :data:`Op`); the future resolves, once the group is durable, to the commit's
@@ -273,6 +281,14 @@ class StepWriter:
         finally:
             cursor.close()
 
+    def waiters(self, agent_id: str, token: int) -> bool | None:
+        """Whether a waiter was queued for the agent's lease when its last fenced commit under ``token`` landed
+        (read by that commit's fence under the write lock, leases.fenced_update); None: no such commit since
+        this was last asked. Each answer is given once: runtime/leases.py ``done`` asks at the end of the turn
+        that made the commit, and so reads nothing (PostgreSQL's writer answers the same)."""
+        seen = self._waiters.pop(agent_id, None)
+        return seen[1] if seen is not None and seen[0] == token else None
+
     def stamp(self, agent_id: str) -> tuple[int, int, int]:
         """A value that changes whenever ``agent_id``'s lease and agent rows may have changed since it was
         taken, read on the inline connection (~3 us; a peek is ~20): ``PRAGMA data_version``, which changes
@@ -296,7 +312,7 @@ class StepWriter:
             self._inline = self._connect(0)
         t0 = time.perf_counter()
         try:
-            results = _transaction(self._inline, [w for w, _ in batch])
+            results = _transaction(self._inline, [w for w, _ in batch], self._waiters)
         except Exception as e:
             if is_busy(e):
                 self.deferred += 1
@@ -318,7 +334,7 @@ class StepWriter:
             while (batch := self._queue.get()) is not None:
                 t0 = time.perf_counter()
                 try:
-                    results = _transaction(conn, [w for w, _ in batch])
+                    results = _transaction(conn, [w for w, _ in batch], self._waiters)
                 except Exception as e:
                     self._isolate(conn, batch, e)
                 else:
@@ -334,7 +350,7 @@ class StepWriter:
         for item, fut in batch:
             t1 = time.perf_counter()
             try:
-                results = _transaction(conn, [item])
+                results = _transaction(conn, [item], self._waiters)
             except Exception as e:
                 _resolve(fut, error=e)
             else:
@@ -363,18 +379,21 @@ def is_busy(error: Exception) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _transaction(conn: Any, items: list[StepWrite | Op]) -> list[Any]:
+def _transaction(conn: Any, items: list[StepWrite | Op], waiters: dict[str, tuple[int, bool]]) -> list[Any]:
     """One transaction for a group: its ops in order, then its writes batched; a result per item (an op's
-    value; for a write, whether it was applied)."""
+    value; for a write, whether it was applied). ``waiters`` gets what the landed fences read once the group is
+    committed (a rolled-back group's reads vouch for nothing)."""
     results: list[Any] = [None] * len(items)
     writes = [(i, w) for i, w in enumerate(items) if isinstance(w, StepWrite)]
+    seen: dict[str, tuple[int, bool]] = {}
     with write_transaction(conn) as cursor:
         for i, item in enumerate(items):
             if not isinstance(item, StepWrite):
                 results[i] = item(cursor)
         if writes:
-            for (i, _), ok in zip(writes, apply_writes(cursor, [w for _, w in writes]), strict=True):
+            for (i, _), ok in zip(writes, apply_writes(cursor, [w for _, w in writes], seen), strict=True):
                 results[i] = ok
+    waiters.update(seen)
     return results
 
 
