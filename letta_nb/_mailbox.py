@@ -35,7 +35,10 @@ class Mailbox:
         self._scheduled = False
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the loop soon, from any thread. RuntimeError if the loop is closed."""
+        """Run ``fn(*args)`` on the loop soon, from any thread. RuntimeError if the loop is closed (checked
+        first: a drain still pending when the loop closed never ran, so the flag alone would drop this)."""
+        if self.loop.is_closed():
+            raise RuntimeError("Event loop is closed")
         self._items.append((fn, args))
         if not self._scheduled:
             self._scheduled = True

@@ -130,6 +130,15 @@ def test_posting_to_a_closed_loop_raises_and_keeps_nothing() -> None:
     assert not box._items and not box._scheduled
 
 
+def test_a_loop_closed_with_a_drain_pending_still_refuses_posts() -> None:
+    lp = asyncio.new_event_loop()
+    box = Mailbox(lp)
+    box.post(print, "scheduled, never run")  # the loop never runs: its drain stays pending
+    lp.close()
+    with pytest.raises(RuntimeError):
+        box.post(print, "after close")  # not dropped silently behind the pending flag
+
+
 def test_jobs_ending_together_wake_their_callers_loop_once() -> None:
     """Twenty jobs of the runtime loop end in one pass: their callers' futures are settled with one wakeup of the
     caller's loop (was twenty), and each gets its own value."""
