@@ -59,3 +59,10 @@ def old_store(path: Path, before: str, fill: Callable[[Any], None]) -> None:
             fill(conn)
     finally:
         engine.dispose()
+
+
+def insert_old_agent(conn: Any, last_seq: int, now: str) -> None:
+    """The agent ``agent-old`` (named "old") of an :func:`old_store` fill, its messages up to ``last_seq``."""
+    conn.exec_driver_sql(
+        "INSERT INTO agents (id, name, model, embedding, system, max_steps, metadata, last_seq, created_at, "
+        "updated_at) VALUES ('agent-old', 'old', 'offline', 'hash', 's', 10, '{}', ?, ?, ?)", (last_seq, now, now))

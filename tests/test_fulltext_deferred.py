@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_query import old_store
+from store_query import insert_old_agent, old_store
 
 import letta_nb
 from letta_nb.errors import StoreError
@@ -343,9 +343,7 @@ def _m0010_store(path: Path) -> None:
 
 def _fill_m0010_store(conn: Any) -> None:
     now = "2024-05-01 12:00:00.000000"
-    conn.exec_driver_sql(
-        "INSERT INTO agents (id, name, model, embedding, system, max_steps, metadata, last_seq, created_at, "
-        "updated_at) VALUES ('agent-old', 'old', 'offline', 'hash', 's', 10, '{}', 3, ?, ?)", (now, now))
+    insert_old_agent(conn, 3, now)
     for seq in (1, 2, 3):
         conn.exec_driver_sql(
             "INSERT INTO messages (id, agent_id, seq, role, content, created_at) VALUES (?, 'agent-old', ?, "

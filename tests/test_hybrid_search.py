@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_query import old_store, query
+from store_query import insert_old_agent, old_store, query
 
 import letta_nb
 from letta_nb.errors import InvalidArgumentError
@@ -129,9 +129,7 @@ def _old_store(path: Path) -> None:
 
 def _fill_old_store(conn: Any) -> None:
     now = "2024-05-01 12:00:00.000000"
-    conn.exec_driver_sql(
-        "INSERT INTO agents (id, name, model, embedding, system, max_steps, metadata, last_seq, created_at, "
-        "updated_at) VALUES ('agent-old', 'old', 'offline', 'hash', 's', 10, '{}', 1, ?, ?)", (now, now))
+    insert_old_agent(conn, 1, now)
     conn.exec_driver_sql(
         "INSERT INTO passages (id, agent_id, text, embedding, tags, created_at) "
         "VALUES ('passage-old', 'agent-old', 'The lighthouse keeper counts ships.', NULL, '[]', ?)", (now,))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from agent_helpers import wait_until
 
 from letta_nb._mailbox import Mailbox, mailbox
 from letta_nb.runtime.loop_thread import RuntimeThread
@@ -36,14 +36,6 @@ def loop() -> Iterator[_CountingLoop]:
     lp.close()
 
 
-def _until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.0005)
-
-
 def _hold(loop: asyncio.AbstractEventLoop) -> threading.Event:
     """Block ``loop`` in a callback until the returned event is set (it then drains nothing meanwhile)."""
     entered, release = threading.Event(), threading.Event()
@@ -67,7 +59,7 @@ def test_a_burst_wakes_the_loop_once_and_runs_everything_in_order(loop: _Countin
         box.post(seen.append, i)
     assert loop.writes - before == 1  # was 100 with call_soon_threadsafe
     release.set()
-    _until(lambda: len(seen) == 100)
+    wait_until(lambda: len(seen) == 100, "the burst to run")
     assert seen == list(range(100))
 
 
@@ -84,7 +76,7 @@ def test_posts_from_many_threads_all_run_each_threads_in_order(loop: _CountingLo
         th.start()
     for th in threads:
         th.join()
-    _until(lambda: len(seen) == 8000)
+    wait_until(lambda: len(seen) == 8000, "every post to run")
     for t in range(4):
         assert [i for (u, i) in seen if u == t] == list(range(2000))
     assert loop.writes < 8000
@@ -102,7 +94,7 @@ def test_a_post_made_while_the_batch_runs_is_not_dropped(loop: _CountingLoop) ->
         other.join()
 
     box.post(first)
-    _until(lambda: len(seen) == 3)
+    wait_until(lambda: len(seen) == 3, "the posts made in the batch to run")
     assert seen[0] == "first" and sorted(seen[1:]) == ["from a thread", "from the loop"]
 
 
@@ -116,7 +108,7 @@ def test_a_callback_that_raises_is_reported_and_the_rest_still_run(loop: _Counti
     box.post(lambda: 1 / 0)
     box.post(seen.append, 2)
     release.set()
-    _until(lambda: len(seen) == 2 and reported)
+    wait_until(lambda: len(seen) == 2 and reported, "the rest to run and the error to be reported")
     assert seen == [1, 2]
     assert isinstance(reported[0]["exception"], ZeroDivisionError)
 
@@ -163,11 +155,12 @@ def test_jobs_ending_together_wake_their_callers_loop_once() -> None:
         await runtime.run_async(make_gate())
         callers: list[asyncio.Future[int]] = [loop.create_future() for _ in range(20)]
         jobs = [runtime.submit(wait(i), caller=f) for i, f in enumerate(callers)]
-        _until(lambda: started == 20)
+        wait_until(lambda: started == 20, "the jobs to start")
         before = loop.writes
         assert gate is not None
         runtime.loop.call_soon_threadsafe(gate.set)
-        _until(lambda: all(j.done() for j in jobs))  # this loop is blocked meanwhile: it drains nothing
+        # this loop is blocked meanwhile: it drains nothing
+        wait_until(lambda: all(j.done() for j in jobs), "the jobs to end")
         values = await asyncio.gather(*callers)
         assert loop.writes - before == 1
         return values
