@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import time
 import urllib.parse
@@ -41,6 +42,7 @@ from typing import Any
 
 from letta_nb.errors import InvalidArgumentError, StoreError
 from letta_nb.runtime.leases import _TICKET_TTL, AgentLeases, Lease
+from letta_nb.runtime.redis_batch import RedisBatcher
 from letta_nb.store.backend import Busy, Grant
 
 __all__ = ["CHANNEL", "RedisAgentLeases", "redis_display"]
@@ -103,6 +105,22 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.ca
 return 1
 """
 _DROP = "redis.call('ZREM', KEYS[1], ARGV[1]); redis.call('HDEL', KEYS[2], ARGV[1]); return 1"
+# A turn's end in one command: publish its notice (ARGV[2], '' for none) on ARGV[1], count the live waiters.
+# KEYS: ticket expiries. -> live waiters
+_END = """
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = 0
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 2, #kv, 2 do if tonumber(kv[i]) >= now then live = live + 1 end end
+return live
+"""
+
+
+def _ignore(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a failed publish is not an error worth a log line
 
 
 def redis_display(url: str) -> str:
@@ -143,12 +161,11 @@ class RedisAgentLeases(AgentLeases):
                                                        socket_connect_timeout=5)
         except ValueError as e:
             raise InvalidArgumentError(f"redis_url: {e} (expected e.g. redis://host:6379/0)") from None
-        self._scripts = {name: self._redis.register_script(src) for name, src in
-                         (("acquire", _ACQUIRE), ("release", _RELEASE), ("renew", _RENEW), ("peek", _PEEK),
-                          ("raise", _RAISE), ("drop", _DROP))}
+        self._batch = RedisBatcher(self._redis, {"acquire": _ACQUIRE, "release": _RELEASE, "renew": _RENEW,
+                                                 "peek": _PEEK, "raise": _RAISE, "drop": _DROP, "end": _END})
+        self._unsent: dict[str, str] = {}  # notices of ended turns not yet published (see _changed)
         self._loop = asyncio.get_running_loop()  # the runtime's: subscribers and the listener run there
         self._listener: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.redis_errors = 0
 
     async def start(self) -> None:
@@ -162,7 +179,7 @@ class RedisAgentLeases(AgentLeases):
                              "runs and that redis_url's host, port and password are right.") from None
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts[name](keys=keys, args=args)
+        return await self._batch.script(name, keys, args)
 
     async def _try(self, agent_id: str) -> Grant | Busy | None:
         from redis.exceptions import RedisError
@@ -220,33 +237,37 @@ class RedisAgentLeases(AgentLeases):
         return value or None, int(pttl), int(live)
 
     async def _peek(self, agent_id: str, now: float) -> Any:
+        """The store's state of the agent (a batched read, postgres/peeks.py) and Redis's lease, asked at once."""
         from redis.exceptions import RedisError
 
-        state = await self._read(functools.partial(self._rows.agent_state, agent_id=agent_id))
-        if state is None:
-            return None
+        row = self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
         try:
             value, pttl, live = await self._redis_peek(agent_id)
         except (RedisError, OSError):
             value, pttl, live = None, -2, 0  # unknown: not reusable; the queue decides
+        finally:
+            state = await row if inspect.isawaitable(row) else row
+        if state is None:
+            return None
         if value is None:
-            return (None, None, None, *state, bool(live))
+            return (None, None, None, *state[3:6], bool(live))
         token, holder, *_ = _parse(value)
-        return (token, holder, now + max(pttl, 0) / 1000, *state, bool(live))
+        return (token, holder, now + max(pttl, 0) / 1000, *state[3:6], bool(live))
 
     def _peek_now(self, agent_id: str) -> Any:
-        return self._waiters_only(agent_id)
+        return self._end(agent_id, self._unsent.pop(agent_id, ""))
 
-    async def _waiters_only(self, agent_id: str) -> Any:
-        """Enough of a peek for :meth:`done` (does anyone wait?), from Redis alone."""
-        _, _, live = await self._redis_peek(agent_id)
+    async def _end(self, agent_id: str, notice: str) -> Any:
+        """Enough of a peek for :meth:`done` (does anyone wait?), from Redis alone, in the command that
+        publishes the turn's notice."""
+        live = await self._call("end", [_keys(agent_id)["tickets"]], [CHANNEL, notice])
         return (None, None, None, 0, 0, 0, bool(live))
 
     async def _looks_free(self, agent_id: str) -> bool:
         from redis.exceptions import RedisError
 
         try:
-            return not await self._redis.exists(_keys(agent_id)["lease"])
+            return not await self._batch.command("EXISTS", _keys(agent_id)["lease"])
         except (RedisError, OSError):
             return True  # try again: _try waits for Redis with backoff
 
@@ -278,18 +299,19 @@ class RedisAgentLeases(AgentLeases):
 
     # ---- pub/sub --------------------------------------------------------------------------------------
     def _changed(self, lease: Lease) -> None:
+        """This process's subscribers hear it now; other processes' with the turn's end command (:meth:`_end`,
+        which done() sends right after), or alone by :meth:`_publish_unsent` if nothing took it."""
         notice = {"agent_id": lease.agent_id, "last_seq": lease.last_seq, "holder": self.holder, "pid": self.pid,
                   "host": self.host, "at": time.time()}
         self._notify(notice)
-        task = asyncio.get_running_loop().create_task(self._publish(notice))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._publish_unsent)
+        self._unsent[lease.agent_id] = json.dumps(notice)
 
-    async def _publish(self, notice: dict[str, Any]) -> None:
-        from redis.exceptions import RedisError
-
-        with contextlib.suppress(RedisError, OSError):  # a lost notice only leaves a display stale a while
-            await self._redis.publish(CHANNEL, json.dumps(notice))
+    def _publish_unsent(self) -> None:
+        for notice in self._unsent.values():  # a lost notice only leaves a display stale a while
+            self._batch.command("PUBLISH", CHANNEL, notice).add_done_callback(_ignore)
+        self._unsent.clear()
 
     def subscribe(self, callback: Any) -> Any:
         unsubscribe = super().subscribe(callback)
@@ -322,8 +344,9 @@ class RedisAgentLeases(AgentLeases):
 
     async def close(self) -> None:
         await super().close()
-        for task in [self._listener, *self._tasks]:
-            if task is not None and not task.done():
-                task.cancel()
+        if self._listener is not None and not self._listener.done():
+            self._listener.cancel()
+        self._publish_unsent()
+        await self._batch.aclose()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
