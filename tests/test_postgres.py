@@ -167,6 +167,54 @@ def test_lease_waiters_are_served_in_arrival_order(url):
     run(main())
 
 
+class _Counting:
+    """An asyncpg connection that counts the statements sent through it (each is a round trip)."""
+
+    def __init__(self, conn: Any):
+        self.conn, self.sent = conn, 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.conn, name)
+        if name not in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
+            return method
+
+        async def counted(*args: Any) -> Any:
+            self.sent += 1
+            return await method(*args)
+        return counted
+
+
+def test_a_grant_and_an_install_are_one_round_trip_each(url):
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            (a,) = await agents(store, "a")
+            counting: list[_Counting] = []
+
+            def op(fn: Any, *args: Any) -> Any:
+                def run_counted(c: Any) -> Any:
+                    counting.append(_Counting(c))
+                    return fn(counting[-1], *args)
+                return store.writer.submit(run_counted)
+
+            grant = await op(leases.acquire, a, "me", 1, "h", 100.0, 30.0, 5.0)
+            queued = await op(leases.acquire, a, "other", 2, "h2", 100.1, 30.0, 5.0)
+            assert isinstance(grant, Grant) and grant.token == 1 and queued == Busy("me", 1, "h", 100.0, 130.0)
+            assert await store.writer.submit(lambda c: leases.release(c, a, grant.token))
+            installed = await op(leases.install, a, 7, "redis-holder", 3, "h3", 101.0, 30.0)
+            assert isinstance(installed, Grant) and installed.token == 7 and not installed.took_expired
+            assert await op(leases.install, a, 5, "redis-holder", 3, "h3", 101.0, 30.0) == 7  # not above the row's
+            assert await op(leases.acquire, "no-such-agent", "me", 1, "h", 102.0, 30.0, 5.0) is None
+            assert [c.sent for c in counting] == [1] * 5
+            # the queued ticket of "other" is still there; an agent that is gone leaves none behind
+            tickets = await store.writer.read(lambda c: c.fetch("SELECT agent_id, holder FROM lease_waiters"))
+            assert [tuple(t) for t in tickets] == [(a, "other")]
+        finally:
+            await store.close()
+
+    run(main())
+
+
 def _passages(agent: str, vectors: np.ndarray, start: int = 0) -> list[PassageRecord]:
     return [PassageRecord(new_id("passage"), agent, f"p{start + i}", v.astype(np.float32).tobytes(), "hash", ("t",),
                           utcnow()) for i, v in enumerate(vectors)]

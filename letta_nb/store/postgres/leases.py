@@ -21,8 +21,8 @@ from typing import Any
 
 from letta_nb.store.backend import Busy, Grant
 
-__all__ = ["acquire", "agent_state", "drop_ticket", "Fence", "FENCE_CTES", "fence_params", "fenced_updates", "install",
-           "landed", "peek", "release", "renew"]
+__all__ = ["acquire", "agent_state", "DDL", "drop_ticket", "Fence", "FENCE_CTES", "fence_params", "fenced_updates",
+           "install", "landed", "peek", "release", "renew"]
 
 _STATE = ("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
           "FROM agents WHERE id = $1")
@@ -34,61 +34,111 @@ async def agent_state(cur: Any, agent_id: str) -> tuple[int, int, int] | None:
     return None if row is None else (row[0], row[1], row[2])
 
 
+# A grant and an install are each one server-side function (made by schema.ensure), one round trip: as seven and
+# five statements they were seven and five round trips inside the step writer's group, one after another, so a
+# hundred agents starting their first turns at once waited ~250 ms for their leases (bench concurrency --backend
+# postgres, issue 12). The statements are the same, in the same order; each one in a VOLATILE function takes a
+# fresh snapshot, so the agent's state read after the row lock sees the previous holder's commits, as before.
+DDL = (
+    """CREATE OR REPLACE FUNCTION letta_nb_lease_acquire(p_agent text, p_holder text, p_pid int, p_host text,
+  p_now float8, p_ttl float8, p_ticket_ttl float8, OUT r_kind text, OUT r_token int, OUT r_holder text,
+  OUT r_pid int, OUT r_host text, OUT r_since float8, OUT r_expires_at float8, OUT r_last_seq int,
+  OUT r_version int, OUT r_tools_version int, OUT r_took_expired bool) LANGUAGE plpgsql AS $$
+DECLARE
+  l_token int; l_holder text; l_pid int; l_host text; l_since float8; l_expires float8;
+  first_holder text; held bool;
+BEGIN
+  PERFORM 1 FROM agents a WHERE a.id = p_agent;
+  IF NOT FOUND THEN
+    DELETE FROM lease_waiters w WHERE w.agent_id = p_agent;
+    r_kind := 'gone'; RETURN;
+  END IF;
+  INSERT INTO agent_leases (agent_id, token) VALUES (p_agent, 0) ON CONFLICT (agent_id) DO NOTHING;
+  SELECT l.token, l.holder, l.pid, l.host, l.since, l.expires_at
+    INTO l_token, l_holder, l_pid, l_host, l_since, l_expires
+    FROM agent_leases l WHERE l.agent_id = p_agent FOR UPDATE;
+  IF NOT FOUND THEN r_kind := 'gone'; RETURN; END IF;
+  SELECT a.last_seq, a.version, coalesce((SELECT c.value FROM store_counters c WHERE c.name = 'tools'), 0)
+    INTO r_last_seq, r_version, r_tools_version FROM agents a WHERE a.id = p_agent;
+  IF NOT FOUND THEN r_kind := 'gone'; RETURN; END IF;
+  DELETE FROM lease_waiters w WHERE w.agent_id = p_agent AND w.expires_at < p_now;
+  held := coalesce(l_holder IS NOT NULL AND l_holder <> p_holder AND l_expires >= p_now, false);
+  SELECT w.holder INTO first_holder FROM lease_waiters w WHERE w.agent_id = p_agent ORDER BY w.id LIMIT 1;
+  IF held OR (first_holder IS NOT NULL AND first_holder <> p_holder) THEN
+    UPDATE lease_waiters w SET expires_at = p_now + p_ticket_ttl WHERE w.agent_id = p_agent AND w.holder = p_holder;
+    IF NOT FOUND THEN
+      INSERT INTO lease_waiters (agent_id, holder, expires_at) VALUES (p_agent, p_holder, p_now + p_ticket_ttl);
+    END IF;
+    r_kind := 'busy';
+    IF held THEN
+      r_holder := l_holder; r_pid := l_pid; r_host := l_host; r_since := l_since; r_expires_at := l_expires;
+    END IF;
+    RETURN;
+  END IF;
+  r_took_expired := l_holder IS NOT NULL AND l_holder <> p_holder;
+  r_token := l_token + 1;
+  UPDATE agent_leases l SET token = r_token, holder = p_holder, pid = p_pid, host = p_host, since = p_now,
+    expires_at = p_now + p_ttl WHERE l.agent_id = p_agent;
+  IF first_holder IS NOT NULL THEN
+    DELETE FROM lease_waiters w WHERE w.agent_id = p_agent AND w.holder = p_holder;
+  END IF;
+  r_kind := 'grant';
+END $$""",
+    """CREATE OR REPLACE FUNCTION letta_nb_lease_install(p_agent text, p_token int, p_holder text, p_pid int,
+  p_host text, p_now float8, p_ttl float8, OUT r_kind text, OUT r_token int, OUT r_last_seq int,
+  OUT r_version int, OUT r_tools_version int, OUT r_took_expired bool) LANGUAGE plpgsql AS $$
+DECLARE
+  l_token int; l_holder text;
+BEGIN
+  PERFORM 1 FROM agents a WHERE a.id = p_agent;
+  IF NOT FOUND THEN r_kind := 'gone'; RETURN; END IF;
+  INSERT INTO agent_leases (agent_id, token) VALUES (p_agent, 0) ON CONFLICT (agent_id) DO NOTHING;
+  SELECT l.token, l.holder INTO l_token, l_holder FROM agent_leases l WHERE l.agent_id = p_agent FOR UPDATE;
+  IF NOT FOUND THEN r_kind := 'gone'; RETURN; END IF;
+  SELECT a.last_seq, a.version, coalesce((SELECT c.value FROM store_counters c WHERE c.name = 'tools'), 0)
+    INTO r_last_seq, r_version, r_tools_version FROM agents a WHERE a.id = p_agent;
+  IF NOT FOUND THEN r_kind := 'gone'; RETURN; END IF;
+  IF l_token >= p_token THEN
+    r_kind := 'behind'; r_token := l_token; RETURN;
+  END IF;
+  UPDATE agent_leases l SET token = p_token, holder = p_holder, pid = p_pid, host = p_host, since = p_now,
+    expires_at = p_now + p_ttl WHERE l.agent_id = p_agent;
+  r_kind := 'grant'; r_token := p_token;
+  r_took_expired := l_holder IS NOT NULL AND l_holder <> p_holder;
+END $$""",
+)
+
+
 async def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
                   ticket_ttl: float) -> Grant | Busy | None:
     """Take the lease if it is free or expired and no older live waiter is queued; else queue (or keep) our
-    ticket. ``None``: the agent does not exist."""
-    if await agent_state(cur, agent_id) is None:
-        await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1", agent_id)
+    ticket. ``None``: the agent does not exist. One call of ``letta_nb_lease_acquire`` (:data:`DDL`): the row
+    lock first, then the agent's state, the expired tickets dropped, the queue's head read, and then a ticket
+    queued or renewed (busy) or the token bumped (granted)."""
+    r = await cur.fetchrow("SELECT * FROM letta_nb_lease_acquire($1, $2, $3, $4, $5, $6, $7)",
+                           agent_id, holder, pid, host, now, ttl, ticket_ttl)
+    if r[0] == "gone":
         return None
-    await cur.execute("INSERT INTO agent_leases (agent_id, token) VALUES ($1, 0) ON CONFLICT (agent_id) DO NOTHING",
-                      agent_id)
-    row = await cur.fetchrow("SELECT token, holder, pid, host, since, expires_at FROM agent_leases "
-                             "WHERE agent_id = $1 FOR UPDATE", agent_id)
-    agent = await agent_state(cur, agent_id)  # after the lock: the previous holder's commits are visible
-    if row is None or agent is None:
-        return None
-    await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1 AND expires_at < $2", agent_id, now)
-    held = row[1] is not None and row[1] != holder and row[5] >= now
-    first = await cur.fetchval("SELECT holder FROM lease_waiters WHERE agent_id = $1 ORDER BY id LIMIT 1", agent_id)
-    if held or (first is not None and first != holder):
-        mine = await cur.execute("UPDATE lease_waiters SET expires_at = $1 WHERE agent_id = $2 AND holder = $3",
-                                 now + ticket_ttl, agent_id, holder)
-        if mine == "UPDATE 0":
-            await cur.execute("INSERT INTO lease_waiters (agent_id, holder, expires_at) VALUES ($1, $2, $3)",
-                              agent_id, holder, now + ticket_ttl)
-        if held:
-            return Busy(row[1], row[2], row[3], row[4], row[5])
-        return Busy(None, None, None, None, None)  # free, but an older waiter goes first
-    took_expired = row[1] is not None and row[1] != holder
-    token = row[0] + 1
-    await cur.execute("UPDATE agent_leases SET token = $2, holder = $3, pid = $4, host = $5, since = $6, "
-                      "expires_at = $7 WHERE agent_id = $1", agent_id, token, holder, pid, host, now, now + ttl)
-    if first is not None:
-        await cur.execute("DELETE FROM lease_waiters WHERE agent_id = $1 AND holder = $2", agent_id, holder)
-    return Grant(token, agent[0], agent[1], agent[2], took_expired)
+    if r[0] == "busy":
+        return Busy(r[2], r[3], r[4], r[5], r[6])
+    return Grant(r[1], r[7], r[8], r[9], r[10])
 
 
 async def install(cur: Any, agent_id: str, token: int, holder: str, pid: int, host: str, now: float,
                   ttl: float) -> Grant | int | None:
     """Make a lease granted elsewhere (Redis: runtime/redis_leases.py) the one commits are fenced on: write its
     ``token`` into the agent's lease row if it is above the row's, and read the agent's state after the row
-    lock (as :func:`acquire` does). An ``int``: the row's token, which ours is not above (Redis lost its
-    counter), nothing written; ``None``: the agent does not exist. ``took_expired``: the row still named
-    another holder (it never released: killed, paused, or its Redis key was lost)."""
-    if await agent_state(cur, agent_id) is None:
+    lock (as :func:`acquire` does; one call of ``letta_nb_lease_install``). An ``int``: the row's token, which
+    ours is not above (Redis lost its counter), nothing written; ``None``: the agent does not exist.
+    ``took_expired``: the row still named another holder (it never released: killed, paused, or its Redis key
+    was lost)."""
+    r = await cur.fetchrow("SELECT * FROM letta_nb_lease_install($1, $2, $3, $4, $5, $6, $7)",
+                           agent_id, token, holder, pid, host, now, ttl)
+    if r[0] == "gone":
         return None
-    await cur.execute("INSERT INTO agent_leases (agent_id, token) VALUES ($1, 0) ON CONFLICT (agent_id) DO NOTHING",
-                      agent_id)
-    row = await cur.fetchrow("SELECT token, holder FROM agent_leases WHERE agent_id = $1 FOR UPDATE", agent_id)
-    agent = await agent_state(cur, agent_id)
-    if row is None or agent is None:
-        return None
-    if row[0] >= token:
-        return int(row[0])
-    await cur.execute("UPDATE agent_leases SET token = $2, holder = $3, pid = $4, host = $5, since = $6, "
-                      "expires_at = $7 WHERE agent_id = $1", agent_id, token, holder, pid, host, now, now + ttl)
-    return Grant(token, agent[0], agent[1], agent[2], row[1] is not None and row[1] != holder)
+    if r[0] == "behind":
+        return int(r[1])
+    return Grant(r[1], r[2], r[3], r[4], bool(r[5]))
 
 
 async def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:

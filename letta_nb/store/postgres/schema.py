@@ -9,6 +9,8 @@ one agent's ``pseq`` values are handed out and committed in the same order, and 
 the last one I saw" misses nothing. Deletes bump ``deletes`` (the copy then reloads), exactly like SQLite's
 trigger-bumped counters (sqlite/vectors.py).
 
+The lease functions (postgres/leases.py ``DDL``: a grant in one round trip) are made with them.
+
 Made by :func:`ensure` when a store opens, after the migrations and under the same advisory lock
 (migrations.py), with ``IF NOT EXISTS`` / ``OR REPLACE``: idempotent, and no migration for SQLite.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from letta_nb.store.migrations import lock_migrations
+from letta_nb.store.postgres import leases
 
 __all__ = ["ensure"]
 
@@ -47,6 +50,6 @@ END $$""",
 def ensure(conn: sa.Connection) -> None:
     """Create (or keep) the PostgreSQL-only objects; ``conn`` is a sync connection of the store's engine."""
     lock_migrations(conn)
-    for statement in _DDL:
+    for statement in (*_DDL, *leases.DDL):
         conn.exec_driver_sql(statement)
     conn.commit()
