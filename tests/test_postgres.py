@@ -9,6 +9,7 @@ rest of the store tests on PostgreSQL too (conftest.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from letta_nb.store.files import FilePassages
 from letta_nb.store.ids import new_id, utcnow
 from letta_nb.store.migrations import MIGRATIONS
 from letta_nb.store.postgres import leases
+from letta_nb.store.postgres import step_writer as pg_step_writer
 from letta_nb.store.records import FileRecord, PassageRecord
 from letta_nb.store.store import Store
 from letta_nb.store.vector import VectorQuery
@@ -209,6 +211,32 @@ def test_a_grant_and_an_install_are_one_round_trip_each(url):
             # the queued ticket of "other" is still there; an agent that is gone leaves none behind
             tickets = await store.writer.read(lambda c: c.fetch("SELECT agent_id, holder FROM lease_waiters"))
             assert [tuple(t) for t in tickets] == [(a, "other")]
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_a_group_of_grants_is_one_statement_taken_in_agent_order(url):
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            a, b, c = await agents(store, "a", "b", "c")
+            held = await store.writer.submit(functools.partial(leases.acquire, agent_id=c, holder="other", pid=2,
+                                                               host="h2", now=100.0, ttl=30.0, ticket_ttl=5.0))
+            assert isinstance(held, Grant)
+            asked = (c, "no-such-agent", b, a)
+            items: list[Any] = [functools.partial(leases.acquire, agent_id=x, holder="me", pid=1, host="h", now=100.5,
+                                                  ttl=30.0, ticket_ttl=5.0) for x in asked]
+            async with store._backend.pool.acquire() as conn:
+                counting = _Counting(conn)
+                results = await pg_step_writer._transaction(counting, items, {})
+            assert counting.sent == 1
+            assert results[0] == Busy("other", 2, "h2", 100.0, 130.0) and results[1] is None
+            assert all(isinstance(r, Grant) and r.token == 1 and r.last_seq == 0 for r in results[2:])
+            for agent, holder in ((a, "me"), (b, "me"), (c, "other")):  # committed; our ticket queued for c
+                peeked = await store.writer.read(lambda cur, x=agent: leases.peek(cur, x, 100.6))
+                assert peeked[1] == holder and peeked[6] == (agent == c)
         finally:
             await store.close()
 

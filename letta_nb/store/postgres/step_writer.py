@@ -205,6 +205,21 @@ async def _fence(conn: Any, run: list[tuple[int, StepWrite]], results: list[Any]
             results[i] = w.agent_id in landed
 
 
+def _grant_of(item: StepWrite | Op) -> dict[str, Any] | None:
+    """The keyword arguments of a lease grant op (``functools.partial(leases.acquire, agent_id=..., ...)``, as
+    runtime/leases.py submits it), else None."""
+    if isinstance(item, functools.partial) and item.func is leases.acquire and not item.args:
+        return item.keywords
+    return None
+
+
+async def _grant(conn: Any, grants: list[tuple[int, dict[str, Any]]], results: list[Any]) -> None:
+    """The lease grants of ``grants`` (``(index, keywords)``, in the group's agent order) as one statement."""
+    if grants:
+        for (i, _), result in zip(grants, await leases.acquire_many(conn, [kw for _, kw in grants]), strict=True):
+            results[i] = result
+
+
 async def _write_rows(conn: Any, writes: list[StepWrite]) -> None:
     """The rows of applied writes, batched across them (``executemany`` per table)."""
     await insert_rows(conn, "messages", [m for w in writes for m in w.messages])
@@ -235,11 +250,19 @@ async def _transaction(conn: Any, items: list[StepWrite | Op], waiters: dict[str
     order = sorted(range(len(items)), key=lambda i: _agent_of(items[i]))
     async with conn.transaction():
         run: list[tuple[int, StepWrite]] = []  # consecutive fenced writes, one per agent: one statement
+        grants: list[tuple[int, dict[str, Any]]] = []  # consecutive lease grants: one statement too
         for i in order:
             item = items[i]
             if isinstance(item, StepWrite) and item.fence is None:
                 results[i] = True
                 continue
+            if (grant := _grant_of(item)) is not None:
+                await _fence(conn, run, results, waiters)
+                run = []
+                grants.append((i, grant))
+                continue
+            await _grant(conn, grants, results)
+            grants = []
             fresh = not run or run[-1][1].agent_id != _agent_of(item)
             if isinstance(item, StepWrite) and not item.block_bases and fresh:
                 run.append((i, item))
@@ -254,6 +277,7 @@ async def _transaction(conn: Any, items: list[StepWrite | Op], waiters: dict[str
             else:
                 value = item(conn)
                 results[i] = await value if inspect.isawaitable(value) else value
+        await _grant(conn, grants, results)  # at most one of these two is left
         await _fence(conn, run, results, waiters)
         await _write_rows(conn, [w for i in order if isinstance(w := items[i], StepWrite) and results[i]])
     return results
