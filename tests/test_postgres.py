@@ -237,6 +237,15 @@ def test_a_group_of_grants_is_one_statement_taken_in_agent_order(url):
             for agent, holder in ((a, "me"), (b, "me"), (c, "other")):  # committed; our ticket queued for c
                 peeked = await store.writer.read(lambda cur, x=agent: leases.peek(cur, x, 100.6))
                 assert peeked[1] == holder and peeked[6] == (agent == c)
+            # Redis's grants installed in the rows: one statement too, each answered as alone
+            installs: list[Any] = [functools.partial(leases.install, agent_id=x, token=t, holder="redis", pid=3,
+                                                     host="h3", now=101.0, ttl=30.0) for x, t in ((a, 5), (b, 1))]
+            async with store._backend.pool.acquire() as conn:
+                counting = _Counting(conn)
+                installed = await pg_step_writer._transaction(counting, installs, {})
+            assert counting.sent == 1
+            assert isinstance(installed[0], Grant) and installed[0].token == 5 and installed[0].took_expired
+            assert installed[1] == 1  # b's row holds token 1 already: not above it, nothing written
         finally:
             await store.close()
 

@@ -22,7 +22,7 @@ from typing import Any
 from letta_nb.store.backend import Busy, Grant
 
 __all__ = ["acquire", "acquire_many", "agent_state", "DDL", "drop_ticket", "Fence", "FENCE_CTES", "fence_params",
-           "fenced_updates", "install", "landed", "peek", "release", "renew"]
+           "fenced_updates", "install", "install_many", "landed", "MANY", "peek", "release", "renew"]
 
 _STATE = ("SELECT last_seq, version, coalesce((SELECT value FROM store_counters WHERE name = 'tools'), 0) "
           "FROM agents WHERE id = $1")
@@ -152,13 +152,35 @@ async def install(cur: Any, agent_id: str, token: int, holder: str, pid: int, ho
     ours is not above (Redis lost its counter), nothing written; ``None``: the agent does not exist.
     ``took_expired``: the row still named another holder (it never released: killed, paused, or its Redis key
     was lost)."""
-    r = await cur.fetchrow("SELECT * FROM letta_nb_lease_install($1, $2, $3, $4, $5, $6, $7)",
-                           agent_id, token, holder, pid, host, now, ttl)
+    return _installed(await cur.fetchrow("SELECT * FROM letta_nb_lease_install($1, $2, $3, $4, $5, $6, $7)",
+                                         agent_id, token, holder, pid, host, now, ttl))
+
+
+_INSTALL_ARGS = ("agent_id", "token", "holder", "pid", "host", "now", "ttl")
+_INSTALL_MANY = (
+    "SELECT r.* FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[], $6::float8[], $7::float8[]) "
+    "WITH ORDINALITY AS q (agent_id, token, holder, pid, host, now, ttl, i) CROSS JOIN LATERAL "
+    "letta_nb_lease_install(q.agent_id, q.token, q.holder, q.pid, q.host, q.now, q.ttl) r ORDER BY q.i")
+
+
+async def install_many(cur: Any, requests: list[dict[str, Any]]) -> list[Grant | int | None]:
+    """:func:`install` of several agents in one statement, in the order given (see :func:`acquire_many`)."""
+    if len(requests) == 1:
+        return [await install(cur, **requests[0])]
+    rows = await cur.fetch(_INSTALL_MANY, *([r[name] for r in requests] for name in _INSTALL_ARGS))
+    return [_installed(r) for r in rows]
+
+
+def _installed(r: Any) -> Grant | int | None:
     if r[0] == "gone":
         return None
     if r[0] == "behind":
         return int(r[1])
     return Grant(r[1], r[2], r[3], r[4], bool(r[5]))
+
+
+#: The grant ops the step writer sends many to a statement: each with the function that does that.
+MANY: dict[Any, Any] = {}
 
 
 async def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:
@@ -243,3 +265,6 @@ async def peek(cur: Any, agent_id: str,
         "EXISTS (SELECT 1 FROM lease_waiters w WHERE w.agent_id = a.id AND w.expires_at >= $1) "
         "FROM agents a LEFT JOIN agent_leases l ON l.agent_id = a.id WHERE a.id = $2", now, agent_id)
     return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+MANY.update({acquire: acquire_many, install: install_many})

@@ -205,19 +205,20 @@ async def _fence(conn: Any, run: list[tuple[int, StepWrite]], results: list[Any]
             results[i] = w.agent_id in landed
 
 
-def _grant_of(item: StepWrite | Op) -> dict[str, Any] | None:
-    """The keyword arguments of a lease grant op (``functools.partial(leases.acquire, agent_id=..., ...)``, as
-    runtime/leases.py submits it), else None."""
-    if isinstance(item, functools.partial) and item.func is leases.acquire and not item.args:
-        return item.keywords
-    return None
+def _many_of(item: functools.partial[Any]) -> Any:
+    """For a lease grant op (``functools.partial(leases.acquire or leases.install, agent_id=..., ...)``, as the
+    runtime's leases submit them), the function that makes many of its kind in one statement; else None."""
+    return leases.MANY.get(item.func) if not item.args else None
 
 
-async def _grant(conn: Any, grants: list[tuple[int, dict[str, Any]]], results: list[Any]) -> None:
-    """The lease grants of ``grants`` (``(index, keywords)``, in the group's agent order) as one statement."""
+async def _grant(conn: Any, grants: list[tuple[int, functools.partial[Any]]], results: list[Any]) -> None:
+    """The lease grants of ``grants`` (``(index, op)``, all of one kind, in the group's agent order) as one
+    statement (leases.acquire_many, leases.install_many)."""
     if grants:
-        for (i, _), result in zip(grants, await leases.acquire_many(conn, [kw for _, kw in grants]), strict=True):
-            results[i] = result
+        many = _many_of(grants[0][1])
+        answers = await many(conn, [op.keywords for _, op in grants])
+        for (i, _), answer in zip(grants, answers, strict=True):
+            results[i] = answer
 
 
 async def _write_rows(conn: Any, writes: list[StepWrite]) -> None:
@@ -250,16 +251,19 @@ async def _transaction(conn: Any, items: list[StepWrite | Op], waiters: dict[str
     order = sorted(range(len(items)), key=lambda i: _agent_of(items[i]))
     async with conn.transaction():
         run: list[tuple[int, StepWrite]] = []  # consecutive fenced writes, one per agent: one statement
-        grants: list[tuple[int, dict[str, Any]]] = []  # consecutive lease grants: one statement too
+        grants: list[tuple[int, functools.partial[Any]]] = []  # consecutive lease grants of one kind: one statement
         for i in order:
             item = items[i]
             if isinstance(item, StepWrite) and item.fence is None:
                 results[i] = True
                 continue
-            if (grant := _grant_of(item)) is not None:
+            if isinstance(item, functools.partial) and _many_of(item) is not None:
                 await _fence(conn, run, results, waiters)
                 run = []
-                grants.append((i, grant))
+                if grants and _many_of(grants[-1][1]) is not _many_of(item):
+                    await _grant(conn, grants, results)
+                    grants = []
+                grants.append((i, item))
                 continue
             await _grant(conn, grants, results)
             grants = []
