@@ -169,6 +169,29 @@ def test_lease_waiters_are_served_in_arrival_order(url):
     run(main())
 
 
+def test_an_expired_ticket_neither_blocks_a_grant_nor_stays(url):
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            (a,) = await agents(store, "a")
+
+            def take(holder: str, now: float) -> Any:
+                return store.writer.submit(lambda c: leases.acquire(c, a, holder, 1, "h", now, 30.0, 5.0))
+
+            first = await take("one", 100.0)
+            assert isinstance(await take("two", 100.1), Busy)  # queued, its ticket good until 105.1
+            assert await store.writer.submit(lambda c: leases.release(c, a, first.token))
+            assert await take("three", 103.0) == Busy(None, None, None, None, None)  # two is still first
+            late = await take("three", 106.0)  # two stopped renewing: its ticket is dropped, three is served
+            assert isinstance(late, Grant) and late.token == 2 and not late.took_expired
+            tickets = await store.writer.read(lambda c: c.fetch("SELECT holder FROM lease_waiters"))
+            assert tickets == []
+        finally:
+            await store.close()
+
+    run(main())
+
+
 class _Counting:
     """An asyncpg connection that counts the statements sent through it (each is a round trip)."""
 
