@@ -179,10 +179,6 @@ def _installed(r: Any) -> Grant | int | None:
     return Grant(r[1], r[2], r[3], r[4], bool(r[5]))
 
 
-#: The grant ops the step writer sends many to a statement: each with the function that does that.
-MANY: dict[Any, Any] = {}
-
-
 async def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:
     """Extend our lease; False if it is no longer ours."""
     status: str = await cur.execute("UPDATE agent_leases SET expires_at = $1 WHERE agent_id = $2 AND token = $3 "
@@ -267,4 +263,6 @@ async def peek(cur: Any, agent_id: str,
     return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
-MANY.update({acquire: acquire_many, install: install_many})
+#: The grant ops the step writer sends many to a statement (step_writer._many_of), each with the function
+#: that makes many of them at once.
+MANY: dict[Any, Any] = {acquire: acquire_many, install: install_many}
