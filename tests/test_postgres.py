@@ -163,29 +163,13 @@ def test_lease_waiters_are_served_in_arrival_order(url):
             late = await take("four", 200.0)
             assert isinstance(late, Grant) and late.took_expired and late.token == 3
             assert not await store.writer.submit(lambda c: leases.renew(c, a, second.token, 300.0))
-        finally:
-            await store.close()
-
-    run(main())
-
-
-def test_an_expired_ticket_neither_blocks_a_grant_nor_stays(url):
-    async def main() -> None:
-        store = await Store.open(url)
-        try:
-            (a,) = await agents(store, "a")
-
-            def take(holder: str, now: float) -> Any:
-                return store.writer.submit(lambda c: leases.acquire(c, a, holder, 1, "h", now, 30.0, 5.0))
-
-            first = await take("one", 100.0)
-            assert isinstance(await take("two", 100.1), Busy)  # queued, its ticket good until 105.1
-            assert await store.writer.submit(lambda c: leases.release(c, a, first.token))
-            assert await take("three", 103.0) == Busy(None, None, None, None, None)  # two is still first
-            late = await take("three", 106.0)  # two stopped renewing: its ticket is dropped, three is served
-            assert isinstance(late, Grant) and late.token == 2 and not late.took_expired
-            tickets = await store.writer.read(lambda c: c.fetch("SELECT holder FROM lease_waiters"))
-            assert tickets == []
+            # A waiter that stops renewing its ticket drops out: it neither blocks a grant nor stays queued.
+            assert isinstance(await take("five", 200.1), Busy)  # its ticket is good until 205.1
+            assert await store.writer.submit(lambda c: leases.release(c, a, late.token))
+            assert await take("six", 203.0) == Busy(None, None, None, None, None)  # five is still first
+            after = await take("six", 206.0)
+            assert isinstance(after, Grant) and after.token == 4 and not after.took_expired
+            assert await store.writer.read(lambda c: c.fetch("SELECT holder FROM lease_waiters")) == []
         finally:
             await store.close()
 

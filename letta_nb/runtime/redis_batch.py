@@ -23,6 +23,8 @@ import asyncio
 import hashlib
 from typing import Any
 
+from letta_nb._batching import Batcher
+
 __all__ = ["IN_FLIGHT", "RedisBatcher"]
 
 IN_FLIGHT = 2  # pipelines out at once, each on its own pooled connection
@@ -30,18 +32,15 @@ IN_FLIGHT = 2  # pipelines out at once, each on its own pooled connection
 _Request = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 
 
-class RedisBatcher:
-    """Sends commands of ``redis`` (a ``redis.asyncio.Redis``) in pipelines; scripts by name, as registered.
-    Must be used from one event loop."""
+class RedisBatcher(Batcher[_Request]):
+    """Sends commands of ``redis`` (a ``redis.asyncio.Redis``) in pipelines (letta_nb/_batching.py); scripts by
+    name, as registered. Must be used from one event loop."""
 
     def __init__(self, redis: Any, scripts: dict[str, str]):
+        super().__init__(IN_FLIGHT)
         self._redis = redis
-        self._scripts = scripts
         self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in scripts.items()}
         self._source = {self._sha[name]: src for name, src in scripts.items()}
-        self._pending: list[_Request] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._starting: asyncio.Task[None] | None = None  # made, not yet run: it takes what is pending then
         self._closed = False
         self.pipelines = 0
         self.commands = 0
@@ -52,30 +51,14 @@ class RedisBatcher:
 
     def command(self, *args: Any) -> asyncio.Future[Any]:
         """Any Redis command, as ``execute_command`` takes it; the future holds its reply or error."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(ConnectionError("the Redis client is closed"))
-            return fut
-        self._pending.append((args, fut))
-        self._kick(loop)
+        else:
+            self._add((args, fut))
         return fut
 
-    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._pending and self._starting is None and len(self._tasks) < IN_FLIGHT:
-            task = self._starting = loop.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._starting is task:  # cancelled before it ran
-            self._starting = None
-        if not task.cancelled():  # commands that came as the drains were ending: nobody else takes them
-            self._kick(task.get_loop())
-
-    async def _drain(self) -> None:
-        self._starting = None
+    async def _run(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:

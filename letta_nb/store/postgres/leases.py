@@ -17,6 +17,7 @@ Where SQLite relied on its global write lock, PostgreSQL takes row locks:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from letta_nb.store.backend import Busy, Grant
@@ -109,31 +110,27 @@ END $$""",
 )
 
 
-async def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
-                  ticket_ttl: float) -> Grant | Busy | None:
-    """Take the lease if it is free or expired and no older live waiter is queued; else queue (or keep) our
-    ticket. ``None``: the agent does not exist. One call of ``letta_nb_lease_acquire`` (:data:`DDL`): the row
-    lock first, then the agent's state, the expired tickets dropped, the queue's head read, and then a ticket
-    queued or renewed (busy) or the token bumped (granted)."""
-    return _granted(await cur.fetchrow("SELECT * FROM letta_nb_lease_acquire($1, $2, $3, $4, $5, $6, $7)",
-                                       agent_id, holder, pid, host, now, ttl, ticket_ttl))
+class _LeaseFunction:
+    """A lease function of :data:`DDL` called for one agent, or for several in one statement (the function per
+    row of an ``unnest``, one after another in the order given: the step writer's lock order), each row's
+    answer read by ``answer``."""
 
+    def __init__(self, name: str, args: tuple[tuple[str, str], ...], answer: Callable[[Any], Any]):
+        self.names = tuple(n for n, _ in args)
+        self.answer = answer
+        self.one_sql = f"SELECT * FROM {name}({', '.join(f'${k}' for k in range(1, len(args) + 1))})"
+        arrays = ", ".join(f"${k}::{t}[]" for k, (_, t) in enumerate(args, start=1))
+        self.many_sql = (f"SELECT r.* FROM unnest({arrays}) WITH ORDINALITY AS q ({', '.join(self.names)}, i) "
+                         f"CROSS JOIN LATERAL {name}({', '.join(f'q.{n}' for n in self.names)}) r ORDER BY q.i")
 
-_GRANT_ARGS = ("agent_id", "holder", "pid", "host", "now", "ttl", "ticket_ttl")
-_ACQUIRE_MANY = (
-    "SELECT r.* FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::float8[], $7::float8[]) "
-    "WITH ORDINALITY AS q (agent_id, holder, pid, host, now, ttl, ticket_ttl, i) CROSS JOIN LATERAL "
-    "letta_nb_lease_acquire(q.agent_id, q.holder, q.pid, q.host, q.now, q.ttl, q.ticket_ttl) r ORDER BY q.i")
+    async def one(self, cur: Any, *values: Any) -> Any:
+        return self.answer(await cur.fetchrow(self.one_sql, *values))
 
-
-async def acquire_many(cur: Any, requests: list[dict[str, Any]]) -> list[Grant | Busy | None]:
-    """:func:`acquire` of several agents (``requests``: its keyword arguments each) in one statement, one after
-    another in the order given (the step writer's lock order): the first turns of a hundred agents starting at
-    once are one round trip, not a hundred."""
-    if len(requests) == 1:
-        return [await acquire(cur, **requests[0])]
-    rows = await cur.fetch(_ACQUIRE_MANY, *([r[name] for r in requests] for name in _GRANT_ARGS))
-    return [_granted(r) for r in rows]
+    async def many(self, cur: Any, requests: list[dict[str, Any]]) -> list[Any]:
+        if len(requests) == 1:
+            return [await self.one(cur, *(requests[0][n] for n in self.names))]
+        rows = await cur.fetch(self.many_sql, *([r[n] for r in requests] for n in self.names))
+        return [self.answer(r) for r in rows]
 
 
 def _granted(r: Any) -> Grant | Busy | None:
@@ -144,6 +141,38 @@ def _granted(r: Any) -> Grant | Busy | None:
     return Grant(r[1], r[7], r[8], r[9], r[10])
 
 
+def _installed(r: Any) -> Grant | int | None:
+    if r[0] == "gone":
+        return None
+    if r[0] == "behind":
+        return int(r[1])
+    return Grant(r[1], r[2], r[3], r[4], bool(r[5]))
+
+
+_ACQUIRE = _LeaseFunction("letta_nb_lease_acquire", (
+    ("agent_id", "text"), ("holder", "text"), ("pid", "int"), ("host", "text"), ("now", "float8"), ("ttl", "float8"),
+    ("ticket_ttl", "float8")), _granted)
+_INSTALL = _LeaseFunction("letta_nb_lease_install", (
+    ("agent_id", "text"), ("token", "int"), ("holder", "text"), ("pid", "int"), ("host", "text"), ("now", "float8"),
+    ("ttl", "float8")), _installed)
+
+
+async def acquire(cur: Any, agent_id: str, holder: str, pid: int, host: str, now: float, ttl: float,
+                  ticket_ttl: float) -> Grant | Busy | None:
+    """Take the lease if it is free or expired and no older live waiter is queued; else queue (or keep) our
+    ticket. ``None``: the agent does not exist. One call of ``letta_nb_lease_acquire`` (:data:`DDL`): the row
+    lock first, then the agent's state, the expired tickets dropped, the queue's head read, and then a ticket
+    queued or renewed (busy) or the token bumped (granted)."""
+    granted: Grant | Busy | None = await _ACQUIRE.one(cur, agent_id, holder, pid, host, now, ttl, ticket_ttl)
+    return granted
+
+
+async def acquire_many(cur: Any, requests: list[dict[str, Any]]) -> list[Grant | Busy | None]:
+    """:func:`acquire` of several agents (``requests``: its keyword arguments each) in one statement, one after
+    another in the order given: the first turns of a hundred agents starting at once are one round trip."""
+    return await _ACQUIRE.many(cur, requests)
+
+
 async def install(cur: Any, agent_id: str, token: int, holder: str, pid: int, host: str, now: float,
                   ttl: float) -> Grant | int | None:
     """Make a lease granted elsewhere (Redis: runtime/redis_leases.py) the one commits are fenced on: write its
@@ -152,31 +181,13 @@ async def install(cur: Any, agent_id: str, token: int, holder: str, pid: int, ho
     ours is not above (Redis lost its counter), nothing written; ``None``: the agent does not exist.
     ``took_expired``: the row still named another holder (it never released: killed, paused, or its Redis key
     was lost)."""
-    return _installed(await cur.fetchrow("SELECT * FROM letta_nb_lease_install($1, $2, $3, $4, $5, $6, $7)",
-                                         agent_id, token, holder, pid, host, now, ttl))
-
-
-_INSTALL_ARGS = ("agent_id", "token", "holder", "pid", "host", "now", "ttl")
-_INSTALL_MANY = (
-    "SELECT r.* FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[], $6::float8[], $7::float8[]) "
-    "WITH ORDINALITY AS q (agent_id, token, holder, pid, host, now, ttl, i) CROSS JOIN LATERAL "
-    "letta_nb_lease_install(q.agent_id, q.token, q.holder, q.pid, q.host, q.now, q.ttl) r ORDER BY q.i")
+    installed: Grant | int | None = await _INSTALL.one(cur, agent_id, token, holder, pid, host, now, ttl)
+    return installed
 
 
 async def install_many(cur: Any, requests: list[dict[str, Any]]) -> list[Grant | int | None]:
     """:func:`install` of several agents in one statement, in the order given (see :func:`acquire_many`)."""
-    if len(requests) == 1:
-        return [await install(cur, **requests[0])]
-    rows = await cur.fetch(_INSTALL_MANY, *([r[name] for r in requests] for name in _INSTALL_ARGS))
-    return [_installed(r) for r in rows]
-
-
-def _installed(r: Any) -> Grant | int | None:
-    if r[0] == "gone":
-        return None
-    if r[0] == "behind":
-        return int(r[1])
-    return Grant(r[1], r[2], r[3], r[4], bool(r[5]))
+    return await _INSTALL.many(cur, requests)
 
 
 async def renew(cur: Any, agent_id: str, token: int, expires_at: float) -> bool:

@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from letta_nb._batching import Batcher
 from letta_nb.store.postgres import leases
 
 __all__ = ["IN_FLIGHT", "PeekBatcher", "PEEK_MANY"]
@@ -42,46 +43,27 @@ Peek = tuple[Any, ...] | None
 _Request = tuple[str, float, "asyncio.Future[Peek]"]
 
 
-class PeekBatcher:
+class PeekBatcher(Batcher[_Request]):
     """Answers peeks on its own connection (``connect()`` opens it; None: pooled ones only) or a pooled one,
-    many to a query. Must be used from one event loop."""
+    many to a query (letta_nb/_batching.py). Must be used from one event loop."""
 
     def __init__(self, pool: Any, connect: Callable[[], Awaitable[Any]] | None = None):
+        super().__init__(IN_FLIGHT)
         self._pool = pool
         self._connect = connect
         self._own: Any = None
         self._own_busy = False
-        self._pending: list[_Request] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._starting: asyncio.Task[None] | None = None  # made, not yet run: it takes what is pending then
         self.queries = 0
         self.peeks = 0
 
     def peek(self, agent_id: str, now: float) -> asyncio.Future[Peek]:
         """``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` or None (no such
         agent), as :func:`leases.peek` gives it."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Peek] = loop.create_future()
-        self._pending.append((agent_id, now, fut))
-        self._kick(loop)
+        fut: asyncio.Future[Peek] = asyncio.get_running_loop().create_future()
+        self._add((agent_id, now, fut))
         return fut
 
-    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
-        """A drain task for what is pending, unless one is about to start or :data:`IN_FLIGHT` are out."""
-        if self._pending and self._starting is None and len(self._tasks) < IN_FLIGHT:
-            task = self._starting = loop.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._starting is task:  # cancelled before it ran
-            self._starting = None
-        if not task.cancelled():  # a peek that came as the drains were ending: nobody else will take it
-            self._kick(task.get_loop())
-
-    async def _drain(self) -> None:
-        self._starting = None
+    async def _run(self) -> None:
         own = self._connect is not None and not self._own_busy
         self._own_busy = self._own_busy or own
         try:
