@@ -14,7 +14,8 @@ Must be used from one event loop.
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, TypeVar
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Batcher"]
 
@@ -56,3 +57,11 @@ class Batcher(Generic[R]):
         """Take what is pending, a batch at a time (``batch, self._pending = self._pending, []``), until nothing
         is; settle each request of a batch with its answer or the batch's error."""
         raise NotImplementedError
+
+    @staticmethod
+    def _fail(futures: Iterable[asyncio.Future[Any]], error: BaseException, stopped: str) -> None:
+        """Settle a failed batch's futures with ``error`` (a cancellation as ``RuntimeError(stopped)``: a waiter
+        is not itself cancelled); the drain re-raises a cancellation itself."""
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(error if isinstance(error, Exception) else RuntimeError(stopped))

@@ -64,9 +64,7 @@ class RedisBatcher(Batcher[_Request]):
             try:
                 replies = await self._send([args for args, _ in batch])
             except BaseException as e:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e if isinstance(e, Exception) else RuntimeError("Redis call cancelled"))
+                self._fail((fut for _, fut in batch), e, "Redis call cancelled")
                 if not isinstance(e, Exception):
                     raise
                 continue

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import json
 import time
 import urllib.parse
@@ -246,7 +245,7 @@ class RedisAgentLeases(AgentLeases):
         except (RedisError, OSError):
             value, pttl, live = None, -2, 0  # unknown: not reusable; the queue decides
         finally:
-            state = await row if inspect.isawaitable(row) else row
+            state = await row
         if state is None:
             return None
         if value is None:

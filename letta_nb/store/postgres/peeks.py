@@ -78,9 +78,7 @@ class PeekBatcher(Batcher[_Request]):
                 except BaseException as e:
                     if own:  # failed or interrupted mid-query: the next drain opens a fresh one
                         self.close()
-                    for _, _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(e if isinstance(e, Exception) else RuntimeError("the peek was cancelled"))
+                    self._fail((fut for _, _, fut in batch), e, "the peek was cancelled")
                     if not isinstance(e, Exception):
                         raise
                     continue
