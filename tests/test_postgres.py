@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -29,7 +30,8 @@ from letta_nb.store.engine import IDLE_IN_TRANSACTION_MS, resolve_location
 from letta_nb.store.files import FilePassages
 from letta_nb.store.ids import new_id, utcnow
 from letta_nb.store.migrations import MIGRATIONS
-from letta_nb.store.postgres import leases
+from letta_nb.store.postgres import backend as pg_backend
+from letta_nb.store.postgres import leases, peeks
 from letta_nb.store.postgres import step_writer as pg_step_writer
 from letta_nb.store.records import FileRecord, PassageRecord
 from letta_nb.store.store import Store
@@ -255,6 +257,83 @@ def test_a_group_of_grants_is_one_statement_taken_in_agent_order(url):
             assert installed[1] == 1  # b's row holds token 1 already: not above it, nothing written
         finally:
             await store.close()
+
+    run(main())
+
+
+def test_the_writer_and_peek_connections_open_warm_with_the_store(url):
+    """The step writer's connection and the peek batcher's are opened as the store opens, each with its hot
+    statements already prepared (and the lease functions compiled), writing nothing; a write that comes during
+    the warm-up waits for it and lands."""
+    async def prepared(conn: Any) -> set[str]:
+        return {r[0] for r in await conn.fetch("SELECT statement FROM pg_prepared_statements")}
+
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            writer = store.writer
+            assert writer._warming is not None and writer.peeks._warming is not None
+            grant = await writer.submit(functools.partial(leases.acquire, agent_id="no-such-agent", holder="me",
+                                                          pid=1, host="h", now=100.0, ttl=30.0, ticket_ttl=5.0))
+            assert grant is None and writer._warming is None  # the write waited for the warm-up
+            await writer.peeks._warming
+            assert writer._conn is not None and writer.peeks._own is not None
+            on_writer, on_peeks = await prepared(writer._conn), await prepared(writer.peeks._own)
+            assert {pg_step_writer._FENCED_STEPS_JSON, leases._ACQUIRE.one_sql, leases._ACQUIRE.many_sql,
+                    leases._INSTALL.one_sql, leases._INSTALL.many_sql} <= on_writer
+            assert peeks.PEEK_MANY in on_peeks and any("WHERE a.id = $2" in s for s in on_peeks)
+            (a,) = await agents(store, "a")
+            assert (await writer.read(lambda c: leases.peek(c, a, 100.0)))[0] is None  # warm-up wrote no lease
+            counts = await writer.read(lambda c: c.fetchrow(
+                "SELECT (SELECT count(*) FROM agent_leases), (SELECT count(*) FROM lease_waiters), "
+                "(SELECT count(*) FROM messages), (SELECT count(*) FROM steps)"))
+            assert tuple(counts) == (0, 0, 0, 0)
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_a_failed_or_interrupted_warm_up_leaves_the_writer_working(url):
+    """A warm-up whose connection fails is dropped (the first commit opens its own); a store closed during
+    its warm-up leaves no connection behind."""
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            attempts: list[int] = []
+            real = store.writer._connect
+
+            async def flaky() -> Any:
+                attempts.append(1)
+                if len(attempts) == 1:
+                    raise OSError("connection refused (test)")
+                return await real()
+
+            writer = pg_step_writer.PgStepWriter(flaky, store._backend.pool)
+            writer.warm()
+            await asyncio.sleep(0)
+            assert await writer.submit(lambda c: c.fetchval("SELECT 41 + 1")) == 42
+            assert len(attempts) == 3  # the writer's warm-up (refused), the peek batcher's, the commit's own
+            writer.close()
+            await asyncio.wait([writer.peeks._warming])  # cancelled by close(), or done: settled either way
+        finally:
+            await store.close()
+        for delay in (0.0, 0.001, 0.002, 0.003, 0.005, 0.008, 0.013):  # closed with its warm-ups at any point
+            closed = await Store.open(url)
+            await asyncio.sleep(delay)
+            await closed.close()
+        conn = await asyncpg.connect(pg_backend.dsn(resolve_location(url)))
+        try:
+            left = -1
+            for _ in range(100):
+                left = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                           "'letta_nb' AND datname = current_database()")
+                if left == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert left == 0
+        finally:
+            await conn.close()
 
     run(main())
 

@@ -115,7 +115,11 @@ async def open_backend(location: StoreLocation) -> PgBackend:
 
     async def connect() -> Any:
         conn = await asyncpg.connect(target, server_settings=_WRITER_SETTINGS)
-        await _init(conn)
+        try:
+            await _init(conn)
+        except BaseException:  # failed or cancelled (a store closed during its warm-up): not left open
+            conn.terminate()
+            raise
         return conn
 
     try:
@@ -130,5 +134,7 @@ async def open_backend(location: StoreLocation) -> PgBackend:
 
     loop = asyncio.get_running_loop()
     pool = AsyncpgPoolMonitor(raw)  # the pool everything here uses: probes.pool() sees each checkout
-    return PgBackend(PgStepWriter(connect, pool), PgVectorStore(pool), PgFileWriter(pool, loop), pool,
-                     PgNotices(listener, pool, loop), pool)
+    writer = PgStepWriter(connect, pool)
+    writer.warm()
+    return PgBackend(writer, PgVectorStore(pool), PgFileWriter(pool, loop), pool, PgNotices(listener, pool, loop),
+                     pool)

@@ -53,8 +53,32 @@ class PeekBatcher(Batcher[_Request]):
         self._connect = connect
         self._own: Any = None
         self._own_busy = False
+        self._warming: asyncio.Task[None] | None = None
         self.queries = 0
         self.peeks = 0
+
+    def warm(self) -> None:
+        """Open the batcher's own connection now, in the background, and run both peek queries once (a peek
+        of no agent): the turns right after the store opened then find it ready (PgStepWriter.warm). Peeks
+        that come meanwhile go on pooled connections."""
+        if self._connect is not None and not self._own_busy and self._own is None:
+            self._own_busy = True
+            self._warming = asyncio.get_running_loop().create_task(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            conn = await self._own_connection()
+            await leases.peek(conn, "", 0.0)
+            await conn.fetch(PEEK_MANY, [], [])
+        except BaseException as e:  # failed or cancelled mid-query: the next drain opens a fresh one
+            if self._own is not None:
+                self._own.terminate()
+                self._own = None
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._own_busy = False
+            self._kick(asyncio.get_running_loop())
 
     def peek(self, agent_id: str, now: float) -> asyncio.Future[Peek]:
         """``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` or None (no such
@@ -95,6 +119,8 @@ class PeekBatcher(Batcher[_Request]):
 
     def close(self) -> None:
         """Drop the batcher's own connection (the store is closing, or a query on it failed)."""
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
         if self._own is not None:
             self._own.terminate()
             self._own = None

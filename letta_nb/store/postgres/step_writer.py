@@ -153,6 +153,14 @@ async def _fenced_steps(conn: Any, writes: list[StepWrite], waiters: dict[str, b
     return [w.agent_id in landed for w in writes]
 
 
+async def warm_up(conn: Any) -> None:
+    """Run the writer's hot statements once on a fresh connection, writing nothing: an empty group commit
+    (:data:`_FENCED_STEPS_JSON`, prepared with its generic plan) and the lease functions (leases.warm_up). The
+    first turns after a store opens then wait for neither the prepares nor plpgsql's compilation."""
+    await conn.fetch(_FENCED_STEPS_JSON, *([] for _ in range(7)), "[]", "[]", time.time())
+    await leases.warm_up(conn)
+
+
 async def insert_rows(conn: Any, name: str, records: list[Any]) -> None:
     """``executemany`` an INSERT of ``records`` (fields named after the columns) into table ``name``."""
     if not records:
@@ -308,6 +316,27 @@ class PgStepWriter:
         self.largest_group = 0
         self.retries = 0  # groups run again after a deadlock or serialization failure
         self._waiters: dict[str, tuple[int, bool]] = {}  # agent -> (token, waiter queued) of its last landed commit
+        self._warming: asyncio.Task[None] | None = None
+
+    def warm(self) -> None:
+        """Open the writer's connection and the peek batcher's now, in the background, and run their hot
+        statements once (:func:`warm_up`, postgres/peeks.py): opened lazily, a hundred agents' first turns after
+        the store opened waited ~35 ms for them (``bench concurrency --backend postgres``, issue 12). A commit
+        that comes meanwhile waits for the warm-up; one that failed is dropped (the commit opens its own)."""
+        loop = asyncio.get_running_loop()
+        self._warming = loop.create_task(self._warm())
+        self.peeks.warm()
+
+    async def _warm(self) -> None:
+        try:
+            self._conn = await self._connect()
+            await warm_up(self._conn)
+        except BaseException as e:
+            if self._conn is not None:
+                self._conn.terminate()
+                self._conn = None
+            if not isinstance(e, Exception):
+                raise
 
     def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
         """Queue a write (or an op, a function of the asyncpg connection, sync or async); the future resolves
@@ -354,6 +383,8 @@ class PgStepWriter:
             if not fut.done():
                 fut.set_exception(RuntimeError("the step writer closed before this write was committed"))
         self._pending = []
+        if self._warming is not None:
+            self._warming.cancel()
         if self._conn is not None:
             self._conn.terminate()
             self._conn = None
@@ -374,6 +405,9 @@ class PgStepWriter:
                 raise
 
     async def _connection(self) -> Any:
+        if self._warming is not None:
+            warming, self._warming = self._warming, None
+            await asyncio.shield(warming)  # its statements run on the connection: it must be done first
         if self._conn is None or self._conn.is_closed():
             self._conn = await self._connect()
         return self._conn
