@@ -56,6 +56,10 @@ def test_bench_concurrency_takes_a_size_and_reports_the_runtime_threads_cpu() ->
     assert 0 < conc["runtime_cpu_utilisation"] <= 1.0 + 1e-6
     assert conc["runtime_cpu_utilisation"] == pytest.approx(conc["runtime_cpu_s"] / conc["wall_s"])
     assert conc["runtime_cpu_per_turn_ms"] == pytest.approx(conc["runtime_cpu_s"] * 1000 / 18)
+    # the loop's CPU bounds the wall time from below; the budget is what 1.3x ideal leaves each turn
+    assert conc["cpu_bound_ratio"] == pytest.approx(conc["runtime_cpu_s"] / conc["ideal_s"])
+    assert conc["cpu_bound_ratio"] <= conc["ratio"] * (1 + 1e-6)
+    assert conc["cpu_budget_per_turn_ms"] == pytest.approx(1.3 * 3 * 50 / 18)
     # its floor: empty turns of the same shape; each agent sleeps 3 x 50 ms in a row, so never under the ideal
     assert 1.0 <= conc["floor_ratio"] < conc["ratio"] * 2
     assert conc["ratio_over_floor"] == pytest.approx(conc["ratio"] / conc["floor_ratio"])

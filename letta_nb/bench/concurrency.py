@@ -10,6 +10,12 @@ its loop) over the wall time. Near 1.0 the one loop is CPU-bound and the wall ti
 model's latency; ``runtime_cpu_per_turn_ms`` says what each turn cost it, ``gc_passes``/``gc_ms_per_turn``
 how much of it the garbage collector took (at the thresholds in ``gc_threshold``: runtime/gc_policy.py).
 
+What the loop's CPU allows: ``cpu_bound_ratio`` is the runtime thread's CPU time over the ideal wall time. The
+turns' work runs on that one thread, so the wall time cannot be shorter than it: ``ratio >= cpu_bound_ratio``,
+and where they are close the run is CPU-bound. ``cpu_budget_per_turn_ms`` is the most CPU a turn may take on
+that thread for 1.3x ideal to be reachable at all at this size (1.3 x ideal / turns): 0.65 ms at 100 x 20,
+0.065 ms at 1,000 x 5 with a 50 ms model, whatever the model.
+
 And it measures its own floor: ``floor_ratio`` is the same A x M calls through the same path (the caller's loop
 hands each to the runtime loop and waits for its end) where a "turn" only sleeps the model's latency. It is what
 one loop thread, the thread hops and 50 ms timers cost with no turn at all: ``ratio`` cannot go below it, and
@@ -93,6 +99,7 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
          "lost": lost, "order_violations": violations, "steps_per_commit": writes / max(commits, 1),
          "runtime_cpu_s": cpu, "runtime_cpu_utilisation": cpu / wall,
          "runtime_cpu_per_turn_ms": cpu * 1000 / (n_agents * n_msgs),
+         "cpu_bound_ratio": cpu / ideal, "cpu_budget_per_turn_ms": 1.3 * ideal * 1000 / (n_agents * n_msgs),
          "process_cpu_per_turn_ms": process_cpu * 1000 / (n_agents * n_msgs),
          "gc_passes": collector.passes, "gc_ms_per_turn": collector.seconds * 1000 / (n_agents * n_msgs),
          "gc_threshold": "/".join(map(str, threshold))},

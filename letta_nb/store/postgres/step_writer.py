@@ -405,9 +405,9 @@ class PgStepWriter:
                 raise
 
     async def _connection(self) -> Any:
-        if self._warming is not None:
-            warming, self._warming = self._warming, None
-            await asyncio.shield(warming)  # its statements run on the connection: it must be done first
+        if self._warming is not None:  # its statements run on the connection: it must be done first
+            await asyncio.shield(self._warming)
+            self._warming = None
         if self._conn is None or self._conn.is_closed():
             self._conn = await self._connect()
         return self._conn
