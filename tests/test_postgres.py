@@ -31,7 +31,7 @@ from letta_nb.store.files import FilePassages
 from letta_nb.store.ids import new_id, utcnow
 from letta_nb.store.migrations import MIGRATIONS
 from letta_nb.store.postgres import backend as pg_backend
-from letta_nb.store.postgres import leases, peeks
+from letta_nb.store.postgres import group_commit, leases, peeks
 from letta_nb.store.postgres import step_writer as pg_step_writer
 from letta_nb.store.records import FileRecord, PassageRecord
 from letta_nb.store.store import Store
@@ -239,7 +239,7 @@ def test_a_group_of_grants_is_one_statement_taken_in_agent_order(url):
                                                   ttl=30.0, ticket_ttl=5.0) for x in asked]
             async with store._backend.pool.acquire() as conn:
                 counting = _Counting(conn)
-                results = await pg_step_writer._transaction(counting, items, {})
+                results = await group_commit.transaction(counting, items, {})
             assert counting.sent == 1
             assert results[0] == Busy("other", 2, "h2", 100.0, 130.0) and results[1] is None
             assert all(isinstance(r, Grant) and r.token == 1 and r.last_seq == 0 for r in results[2:])
@@ -251,7 +251,7 @@ def test_a_group_of_grants_is_one_statement_taken_in_agent_order(url):
                                                      host="h3", now=101.0, ttl=30.0) for x, t in ((a, 5), (b, 1))]
             async with store._backend.pool.acquire() as conn:
                 counting = _Counting(conn)
-                installed = await pg_step_writer._transaction(counting, installs, {})
+                installed = await group_commit.transaction(counting, installs, {})
             assert counting.sent == 1
             assert isinstance(installed[0], Grant) and installed[0].token == 5 and installed[0].took_expired
             assert installed[1] == 1  # b's row holds token 1 already: not above it, nothing written
@@ -279,7 +279,7 @@ def test_the_writer_and_peek_connections_open_warm_with_the_store(url):
             await writer.peeks._warming
             assert writer._conn is not None and writer.peeks._own is not None
             on_writer, on_peeks = await prepared(writer._conn), await prepared(writer.peeks._own)
-            assert {pg_step_writer._FENCED_STEPS_JSON, leases._ACQUIRE.one_sql, leases._ACQUIRE.many_sql,
+            assert {group_commit._FENCED_STEPS_JSON, leases._ACQUIRE.one_sql, leases._ACQUIRE.many_sql,
                     leases._INSTALL.one_sql, leases._INSTALL.many_sql} <= on_writer
             assert peeks.PEEK_MANY in on_peeks and any("WHERE a.id = $2" in s for s in on_peeks)
             (a,) = await agents(store, "a")

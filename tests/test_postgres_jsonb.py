@@ -1,4 +1,4 @@
-"""The PostgreSQL writer's JSON text for jsonb (postgres/step_writer.py ``jsonb_text``): jsonb refuses NUL and
+"""The PostgreSQL writer's JSON text for jsonb (postgres/group_commit.py ``jsonb_text``): jsonb refuses NUL and
 lone surrogates, so such strings become U+FFFD (letta_nb/_text.py); the value is walked only when its JSON
 text shows an escape that can need it, and the result is exactly that of cleaning every value. The stores'
 own round trips of such values on PostgreSQL are in test_nul_chars.py, test_surrogates.py and
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from letta_nb._text import clean_json
-from letta_nb.store.postgres.step_writer import jsonb_text
+from letta_nb.store.postgres.group_commit import jsonb_text
 
 
 @pytest.mark.parametrize("value", [
@@ -30,10 +30,10 @@ def test_jsonb_text_cleans_exactly_what_the_full_walk_cleans(value: Any) -> None
 
 
 def test_clean_values_are_dumped_once_without_a_walk(monkeypatch: pytest.MonkeyPatch) -> None:
-    import letta_nb.store.postgres.step_writer as step_writer
+    import letta_nb.store.postgres.group_commit as group_commit
 
     walked: list[Any] = []
-    monkeypatch.setattr(step_writer, "clean_json", lambda v: walked.append(v) or clean_json(v))
+    monkeypatch.setattr(group_commit, "clean_json", lambda v: walked.append(v) or clean_json(v))
     clean = {"name": "send_message", "arguments": '{"message": "caf\u00e9 \U0001f600"}'}
     assert jsonb_text(clean) == json.dumps(clean) and walked == [clean]  # an emoji's escaped pair: one walk
     plain = {"name": "send_message", "arguments": '{"message": "hello"}'}
@@ -52,8 +52,8 @@ def test_a_groups_rows_as_json_are_stored_as_the_column_arrays_store_them(pg_ser
     from letta_nb.llm.base import ToolCall
     from letta_nb.store.backend import StepWrite
     from letta_nb.store.ids import new_id
+    from letta_nb.store.postgres import group_commit as writer_module
     from letta_nb.store.postgres import json_rows
-    from letta_nb.store.postgres import step_writer as writer_module
     from letta_nb.store.records import StepRecord
     from letta_nb.store.store import Store
     from tests.test_pg_step_path import grant

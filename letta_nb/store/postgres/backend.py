@@ -23,8 +23,9 @@ from letta_nb.errors import InvalidArgumentError, StoreError
 from letta_nb.store.engine import IDLE_IN_TRANSACTION_MS, StoreLocation
 from letta_nb.store.postgres import leases, pgvector
 from letta_nb.store.postgres.file_writer import PgFileWriter
+from letta_nb.store.postgres.group_commit import jsonb_text
 from letta_nb.store.postgres.notices import LISTENER_NAME, PgNotices
-from letta_nb.store.postgres.step_writer import PgStepWriter, jsonb_text
+from letta_nb.store.postgres.step_writer import PgStepWriter
 from letta_nb.store.postgres.vectors import PgVectorStore
 from letta_nb.telemetry.pool import AsyncpgPoolMonitor
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from letta_nb.errors import StaleCommitError
 from letta_nb.store.files import FilePassages, FileUpdate
-from letta_nb.store.postgres.step_writer import insert_rows
+from letta_nb.store.postgres.group_commit import insert_rows
 from letta_nb.store.records import FileRecord
 
 __all__ = ["PgFileWriter"]

@@ -10,7 +10,7 @@ function, as the columns' arrays were cast (the same types, so the same truncati
 Only when the text is plainly safe: jsonb refuses ``\\u0000`` and a lone surrogate's escape, and JSON has
 no NaN or Infinity. Since ``json.dumps`` escapes every non-ASCII character, any of those shows in the text
 (an emoji's surrogate pair too): then :func:`rows_json` says None and the writer sends the columns' arrays,
-whose JSON values are cleaned by the project's policy (step_writer.jsonb_text). So every row is stored as
+whose JSON values are cleaned by the project's policy (group_commit.jsonb_text). So every row is stored as
 the arrays stored it.
 """
 

@@ -239,7 +239,7 @@ FENCE_CTES = (
     "renewed AS (UPDATE agent_leases l SET expires_at = ok.until FROM ok WHERE l.agent_id = ok.id "
     "AND ok.until IS NOT NULL)")
 """The fences of :func:`fenced_updates` as common table expressions (parameters $1 to $7): ``ok`` names the
-agents whose update landed. The step writer adds the steps' rows to the same statement (step_writer.py)."""
+agents whose update landed. The step writer adds the steps' rows to the same statement (group_commit.py)."""
 
 
 def landed(now_param: int) -> str:
@@ -293,6 +293,6 @@ async def peek(cur: Any, agent_id: str,
     return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
-#: The grant ops the step writer sends many to a statement (step_writer._many_of), each with the function
+#: The grant ops the step writer sends many to a statement (group_commit._many_of), each with the function
 #: that makes many of them at once.
 MANY: dict[Any, Any] = {acquire: acquire_many, install: install_many}
