@@ -276,7 +276,7 @@ def test_the_writer_and_peek_connections_open_warm_with_the_store(url):
             grant = await writer.submit(functools.partial(leases.acquire, agent_id="no-such-agent", holder="me",
                                                           pid=1, host="h", now=100.0, ttl=30.0, ticket_ttl=5.0))
             assert grant is None and writer._warming is None  # the write waited for the warm-up
-            await writer.peeks._warming
+            await writer.warmed()
             assert writer._conn is not None and writer.peeks._own is not None
             on_writer, on_peeks = await prepared(writer._conn), await prepared(writer.peeks._own)
             assert {group_commit._FENCED_STEPS_JSON, leases._ACQUIRE.one_sql, leases._ACQUIRE.many_sql,
@@ -315,7 +315,7 @@ def test_a_failed_or_interrupted_warm_up_leaves_the_writer_working(url):
             assert await writer.submit(lambda c: c.fetchval("SELECT 41 + 1")) == 42
             assert len(attempts) == 3  # the writer's warm-up (refused), the peek batcher's, the commit's own
             writer.close()
-            await asyncio.wait([writer.peeks._warming])  # cancelled by close(), or done: settled either way
+            await writer.warmed()  # the peek batcher's warm-up: cancelled by close(), or done
         finally:
             await store.close()
         for delay in (0.0, 0.001, 0.002, 0.003, 0.005, 0.008, 0.013):  # closed with its warm-ups at any point

@@ -20,6 +20,7 @@ import pytest
 
 from letta_nb.store.postgres import leases
 from letta_nb.store.postgres.peeks import IN_FLIGHT, PeekBatcher
+from letta_nb.store.postgres.step_writer import PgStepWriter
 from letta_nb.store.store import Store
 from tests.test_pg_step_path import grant, step_write
 from tests.test_postgres import agents
@@ -157,6 +158,7 @@ def test_lone_peeks_go_on_the_batchers_own_connection_which_comes_back_after_bei
         try:
             a, b = await agents(store, "a", "b")
             await grant(store, a)
+            await store.writer.warmed()  # while the store's warm-up holds the own connection, peeks use the pool
             batcher = store.writer.peeks
             counting = batcher._pool = _CountingPool(batcher._pool)
             now = time.time()
@@ -183,5 +185,35 @@ def test_lone_peeks_go_on_the_batchers_own_connection_which_comes_back_after_bei
         finally:
             await store.close()
         assert store.writer.peeks._own is None  # closed with the store
+
+    asyncio.run(main())
+
+
+def test_peeks_during_the_warm_up_go_on_pooled_connections_then_on_the_batchers_own(url: str) -> None:
+    """While the store's warm-up is opening the peek batcher's own connection, a turn's peek does not wait for
+    it: it goes on a pooled connection; once warm, peeks go on the batcher's own."""
+    async def main() -> None:
+        store = await Store.open(url)
+        try:
+            (a,) = await agents(store, "a")
+            gate = asyncio.Event()
+            real = store.writer._connect
+
+            async def slow() -> Any:  # a connection that opens only when the test says so
+                await gate.wait()
+                return await real()
+
+            writer = PgStepWriter(slow, store._backend.pool)
+            writer.warm()
+            counting = writer.peeks._pool = _CountingPool(writer.peeks._pool)
+            row = await writer.peeks.peek(a, time.time())
+            assert row is not None and row[3] == 0 and counting.checkouts == 1 and writer.peeks._own is None
+            gate.set()
+            await writer.warmed()
+            assert writer.peeks._own is not None
+            assert await writer.peeks.peek(a, time.time()) == row and counting.checkouts == 1  # its own, now
+            writer.close()
+        finally:
+            await store.close()
 
     asyncio.run(main())

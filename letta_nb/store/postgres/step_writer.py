@@ -77,6 +77,13 @@ class PgStepWriter:
         self._warming = loop.create_task(self._warm())
         self.peeks.warm()
 
+    async def warmed(self) -> None:
+        """Wait until the warm-ups :meth:`warm` started are over (done, failed or cancelled): the peek batcher
+        then peeks on its own connection (tests that count its pooled checkouts start from here)."""
+        tasks = [t for t in (self._warming, self.peeks._warming) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def _warm(self) -> None:
         try:
             self._conn = await self._connect()
