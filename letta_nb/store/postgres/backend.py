@@ -25,6 +25,7 @@ from letta_nb.store.postgres import leases, pgvector
 from letta_nb.store.postgres.file_writer import PgFileWriter
 from letta_nb.store.postgres.group_commit import jsonb_text
 from letta_nb.store.postgres.notices import LISTENER_NAME, PgNotices
+from letta_nb.store.postgres.peeks import warm_connection
 from letta_nb.store.postgres.step_writer import PgStepWriter
 from letta_nb.store.postgres.vectors import PgVectorStore
 from letta_nb.telemetry.pool import AsyncpgPoolMonitor
@@ -114,14 +115,8 @@ async def open_backend(location: StoreLocation) -> PgBackend:
     """Open the backend's connections on the running loop (the runtime's)."""
     target = dsn(location)
 
-    async def connect() -> Any:
-        conn = await asyncpg.connect(target, server_settings=_WRITER_SETTINGS)
-        try:
-            await _init(conn)
-        except BaseException:  # failed or cancelled (a store closed during its warm-up): not left open
-            conn.terminate()
-            raise
-        return conn
+    async def connect() -> Any:  # with its codecs; closed if that fails or is cancelled (a store closed early)
+        return await warm_connection(lambda: asyncpg.connect(target, server_settings=_WRITER_SETTINGS), _init)
 
     try:
         raw = await asyncpg.create_pool(target, min_size=1, max_size=_pool_size(), init=_init,

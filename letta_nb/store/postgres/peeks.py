@@ -22,13 +22,14 @@ answer is the one :func:`leases.peek` would have given alone, read a little late
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from letta_nb._batching import Batcher
 from letta_nb.store.postgres import leases
 
-__all__ = ["IN_FLIGHT", "PeekBatcher", "PEEK_MANY"]
+__all__ = ["IN_FLIGHT", "PeekBatcher", "PEEK_MANY", "warm_connection"]
 
 IN_FLIGHT = 2  # queries out at once (of the pool's LETTA_NB_PG_POOL connections, default 4: backend.py)
 
@@ -66,16 +67,10 @@ class PeekBatcher(Batcher[_Request]):
             self._warming = asyncio.get_running_loop().create_task(self._warm())
 
     async def _warm(self) -> None:
+        assert self._connect is not None  # warm() starts this only then
         try:
-            conn = await self._own_connection()
-            await leases.peek(conn, "", 0.0)
-            await conn.fetch(PEEK_MANY, [], [])
-        except BaseException as e:  # failed or cancelled mid-query: the next drain opens a fresh one
-            if self._own is not None:
-                self._own.terminate()
-                self._own = None
-            if not isinstance(e, Exception):
-                raise
+            with contextlib.suppress(Exception):  # failed: the next drain opens a fresh one
+                self._own = await warm_connection(self._connect, _warm_up)
         finally:
             self._own_busy = False
             self._kick(asyncio.get_running_loop())
@@ -132,6 +127,25 @@ class PeekBatcher(Batcher[_Request]):
         for i, (_, _, fut) in enumerate(batch):
             if not fut.done():
                 fut.set_result(answers.get(i))
+
+
+async def warm_connection(connect: Callable[[], Awaitable[Any]], warm_up: Callable[[Any], Awaitable[None]]) -> Any:
+    """A connection from ``connect()`` on which ``warm_up(conn)`` has run its statements once (prepared, and
+    plpgsql functions compiled); one that fails or is cancelled meanwhile is closed, not left open. Used for
+    the step writer's connection (PgStepWriter.warm), this batcher's own, and their codecs (backend.py)."""
+    conn = await connect()
+    try:
+        await warm_up(conn)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
+async def _warm_up(conn: Any) -> None:
+    """Both peek queries once, of no agent."""
+    await leases.peek(conn, "", 0.0)
+    await conn.fetch(PEEK_MANY, [], [])
 
 
 async def _ask(conn: Any, batch: list[_Request]) -> list[Any]:

@@ -29,6 +29,7 @@ Invariants (those of store/sqlite/step_writer.py, on a server):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import time
@@ -37,7 +38,7 @@ from typing import Any
 
 from letta_nb.store.backend import Op, StepWrite, settle_group
 from letta_nb.store.postgres import group_commit, leases
-from letta_nb.store.postgres.peeks import PeekBatcher
+from letta_nb.store.postgres.peeks import PeekBatcher, warm_connection
 
 __all__ = ["PgStepWriter"]
 
@@ -85,15 +86,8 @@ class PgStepWriter:
             await asyncio.wait(tasks)
 
     async def _warm(self) -> None:
-        try:
-            self._conn = await self._connect()
-            await group_commit.warm_up(self._conn)
-        except BaseException as e:
-            if self._conn is not None:
-                self._conn.terminate()
-                self._conn = None
-            if not isinstance(e, Exception):
-                raise
+        with contextlib.suppress(Exception):  # failed: the first commit opens its own
+            self._conn = await warm_connection(self._connect, group_commit.warm_up)
 
     def submit(self, write: StepWrite | Op) -> asyncio.Future[Any]:
         """Queue a write (or an op, a function of the asyncpg connection, sync or async); the future resolves
