@@ -11,6 +11,7 @@ installs it). Without chromium the test skips.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +53,76 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def jupyterlab(tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
-    yield from _server("jupyterlab", tmp_path, letta_home)
+@dataclass(frozen=True)
+class Server:
+    """A running JupyterLab or Notebook 7: where to reach it, where its notebooks and its kernels' store live."""
+
+    base: str
+    token: str
+    pages: str  # the URL path of a notebook's page: lab/tree or notebooks
+    root: Path  # the server's root_dir: a test writes its notebook here
+    home: Path  # LETTA_NB_HOME of every kernel it starts
+
+    def url(self, notebook: str) -> str:
+        """The notebook's page. In JupyterLab, in a workspace of its own: the default one would reopen the tabs of
+        the module's earlier tests beside it."""
+        pages = f"lab/workspaces/{Path(notebook).stem}/tree" if self.pages == "lab/tree" else self.pages
+        return f"{self.base}/{pages}/{notebook}?token={self.token}"
+
+
+# One server per front end for the whole module (each takes seconds to start); every test opens its own notebook
+# in it, with agents of its own names, and shuts its kernels down when it ends (_kernels_shut_down).
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # screenshots of this run only
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Server]:
+    yield from _server("jupyterlab", tmp_path_factory.mktemp("jupyterlab"))
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Server]:
+    yield from _server("notebook", tmp_path_factory.mktemp("notebook7"))
 
 
 @pytest.fixture(params=["lab", "notebook7"])
-def frontend(request: pytest.FixtureRequest, tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, str]]:
-    """JupyterLab or Notebook 7 (the ``notebook`` package), and the path of a notebook's page in it."""
-    app, pages = ("jupyterlab", "lab/tree") if request.param == "lab" else ("notebook", "notebooks")
-    for base, token, _ in _server(app, tmp_path, letta_home):
-        yield base, token, pages
+def frontend(request: pytest.FixtureRequest) -> Server:
+    """JupyterLab or Notebook 7 (the ``notebook`` package)."""
+    server: Server = request.getfixturevalue("jupyterlab" if request.param == "lab" else "notebook7")
+    return server
 
 
-def _server(app: str, tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
-    root = tmp_path / "root"
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One headless chromium for the module; each test opens its own context (cookies, storage, clipboard)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        sync_api.expect.set_options(timeout=60_000)  # a loaded CI machine is slow; nothing here is timed
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _kernels_shut_down(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, the kernels it started are shut down: the next test meets an idle server."""
+    yield
+    for name in ("jupyterlab", "notebook7"):
+        if name in request.fixturenames:
+            server: Server = request.getfixturevalue(name)
+            params = {"token": server.token}
+            for kernel in httpx.get(f"{server.base}/api/kernels", params=params, timeout=10).json():
+                httpx.delete(f"{server.base}/api/kernels/{kernel['id']}", params=params, timeout=30)
+
+
+def _server(app: str, tmp_path: Path) -> Iterator[Server]:
+    root, letta_home = tmp_path / "root", tmp_path / "letta_home"
     root.mkdir()
     shutil.copy(ROOT / "notebooks" / "02_chat_widget.ipynb", root)
     kernels = tmp_path / "jupyter" / "kernels" / "python3"
@@ -82,8 +139,6 @@ def _server(app: str, tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, s
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port, token = free_port(), secrets.token_hex(16)
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # screenshots of this run only
-    ARTIFACTS.mkdir(parents=True)
     log = open(ARTIFACTS / f"{app}.log", "w")  # noqa: SIM115 - closed in the finally below, after the server
     # Notebook 7 is JupyterLab's components in another shell: the same window.jupyterapp, commands and themes
     options = (["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
@@ -106,7 +161,7 @@ def _server(app: str, tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, s
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"{app} did not start; see {ARTIFACTS / f'{app}.log'}")
             time.sleep(0.2)
-        yield base, token, proc
+        yield Server(base, token, "lab/tree" if app == "jupyterlab" else "notebooks", root, letta_home)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
@@ -118,26 +173,31 @@ def _server(app: str, tmp_path: Path, letta_home: Path) -> Iterator[tuple[str, s
         log.close()
 
 
-def test_chat_widget_in_jupyterlab(jupyterlab: tuple[str, str, subprocess.Popen], letta_home: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    base, token, _ = jupyterlab
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            sync_api.expect.set_options(timeout=60_000)  # a loaded CI machine is slow; nothing here is timed
-            _run(page, sync_api.expect, f"{base}/lab/tree/02_chat_widget.ipynb?token={token}")
-        except BaseException:
-            page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+def test_chat_widget_in_jupyterlab(jupyterlab: Server, chromium: Any) -> None:
+    from playwright.sync_api import expect
+
+    with _page(chromium, "failure.png") as page:
+        _run(page, expect, jupyterlab.url("02_chat_widget.ipynb"))
     # The Stop kept the partial answer in recall memory, not only on screen.
-    with letta_nb.connect(letta_home / "letta_nb.db") as client:
+    with letta_nb.connect(jupyterlab.home / "letta_nb.db") as client:
         last = client.agents.messages.list("slowpoke")[-1]
         assert last.message_type == "assistant_message" and last.status == "cancelled"
         assert FULL_REPLY.startswith(last.text) and 0 < len(last.text) < len(FULL_REPLY)
+
+
+@contextlib.contextmanager
+def _page(chromium: Any, failure: str, width: int = 1400, **options: Any) -> Iterator[Any]:
+    """A page in a context of its own; on failure, a screenshot of it in ARTIFACTS/``failure``."""
+    context = chromium.new_context(viewport={"width": width, "height": 1000}, **options)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        yield page
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / failure), full_page=True)
+        raise
+    finally:
+        context.close()
 
 
 def _run(page, expect, url: str) -> None:
@@ -204,28 +264,17 @@ PLAIN_NOTEBOOK = code_notebook(
     "import letta_nb\n%load_ext letta_nb",
     # the reported repro: no send_message, so the model answers in plain content; it also thinks aloud
     "client = letta_nb.notebook.current_session().client\n"
-    "client.agents.create('plain', model='offline?tps=4&reasoning=field', include_base_tools=False)\n"
+    "client.agents.create('plain', model='offline?tps=10&reasoning=field', include_base_tools=False)\n"
     "letta_nb.ChatWidget('plain')",
 )
 
 
-def test_plain_content_reply_streams_live_and_reasoning_is_collapsed(
-        jupyterlab: tuple[str, str, subprocess.Popen], tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    base, token, _ = jupyterlab
-    (tmp_path / "root" / "plain_reply.ipynb").write_text(json.dumps(PLAIN_NOTEBOOK))
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            sync_api.expect.set_options(timeout=60_000)
-            _plain(page, sync_api.expect, f"{base}/lab/tree/plain_reply.ipynb?token={token}")
-        except BaseException:
-            page.screenshot(path=str(ARTIFACTS / "failure_plain.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+def test_plain_content_reply_streams_live_and_reasoning_is_collapsed(jupyterlab: Server, chromium: Any) -> None:
+    from playwright.sync_api import expect
+
+    (jupyterlab.root / "plain_reply.ipynb").write_text(json.dumps(PLAIN_NOTEBOOK))
+    with _page(chromium, "failure_plain.png") as page:
+        _plain(page, expect, jupyterlab.url("plain_reply.ipynb"))
 
 
 def _plain(page, expect, url: str) -> None:
@@ -269,7 +318,7 @@ UI_NOTEBOOK = code_notebook(
     "import letta_nb\n%load_ext letta_nb",
     # latency before the first token, so the typing indicator has a moment of its own
     "client = letta_nb.notebook.current_session().client\n"
-    "client.agents.create('ui', model='offline?latency_ms=300&tps=60',\n"
+    "client.agents.create('ui', model='offline?latency_ms=300&tps=200',\n"
     f"                     memory_blocks=[{{'label': 'persona', 'value': {PERSONA!r}}},\n"
     "                                    {'label': 'human', 'value': ''}])\n"
     "letta_nb.ChatWidget('ui')",
@@ -325,27 +374,15 @@ def _open(page, url: str) -> None:
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
 
-def test_chat_ui_in_a_900px_window(frontend: tuple[str, str, str], tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    base, token, pages = frontend
-    (tmp_path / "root" / "chat_ui.ipynb").write_text(json.dumps(UI_NOTEBOOK))
-    app = "lab" if pages.startswith("lab") else "notebook7"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            # the clipboard, for the copy button (127.0.0.1 is a secure context: navigator.clipboard exists)
-            context = browser.new_context(viewport={"width": 900, "height": 1000},
-                                          permissions=["clipboard-read", "clipboard-write"])
-            page = context.new_page()
-            page.set_default_timeout(60_000)
-            sync_api.expect.set_options(timeout=60_000)
-            _open(page, f"{base}/{pages}/chat_ui.ipynb?token={token}")
-            _chat_ui(page, sync_api.expect, app)
-        except BaseException:
-            page.screenshot(path=str(ARTIFACTS / f"failure_ui_{app}.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+def test_chat_ui_in_a_900px_window(frontend: Server, chromium: Any) -> None:
+    from playwright.sync_api import expect
+
+    (frontend.root / "chat_ui.ipynb").write_text(json.dumps(UI_NOTEBOOK))
+    app = "lab" if frontend.pages.startswith("lab") else "notebook7"
+    # the clipboard, for the copy button (127.0.0.1 is a secure context: navigator.clipboard exists)
+    with _page(chromium, f"failure_ui_{app}.png", width=900, permissions=["clipboard-read", "clipboard-write"]) as page:
+        _open(page, frontend.url("chat_ui.ipynb"))
+        _chat_ui(page, expect, app)
 
 
 def _chat_ui(page, expect, app: str) -> None:
@@ -501,27 +538,16 @@ APPROVAL_NOTEBOOK = code_notebook(
 )
 
 
-def test_approve_and_deny_in_the_chat_widget(frontend: tuple[str, str, str], tmp_path: Path,
-                                             letta_home: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    base, token, pages = frontend
-    (tmp_path / "root" / "approval.ipynb").write_text(json.dumps(APPROVAL_NOTEBOOK))
+def test_approve_and_deny_in_the_chat_widget(frontend: Server, chromium: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    (frontend.root / "approval.ipynb").write_text(json.dumps(APPROVAL_NOTEBOOK))
     side = tmp_path / "side.txt"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            sync_api.expect.set_options(timeout=60_000)
-            _open(page, f"{base}/{pages}/approval.ipynb?token={token}")
-            _approvals(page, sync_api.expect, side)
-        except BaseException:
-            page.screenshot(path=str(ARTIFACTS / "failure_approval.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with _page(chromium, "failure_approval.png") as page:
+        _open(page, frontend.url("approval.ipynb"))
+        _approvals(page, expect, side)
     assert side.read_text() == "ran\n"  # denied: never ran; approved: ran once
-    with letta_nb.connect(letta_home / "letta_nb.db") as client:
+    with letta_nb.connect(frontend.home / "letta_nb.db") as client:
         answers = [m for m in client.agents.messages.list("gate") if m.role == "tool" and m.name == "touch"]
     assert [(m.status, m.content) for m in answers] == [
         ("error", "Error: request to call tool denied. User reason: not this file"), ("success", "wrote it")]
