@@ -1,13 +1,22 @@
 """Every profiling notebook (notebooks/1x_*.ipynb) runs headless in a real kernel and ends with
 DataFrames, plots and a reading of its numbers.
 
-Executed with nbclient at the notebooks' default (small) sizes; each test gets its own LETTA_NB_HOME,
+Executed with nbclient at the notebooks' default (small) sizes; each notebook gets its own LETTA_NB_HOME,
 which the kernel inherits. Outputs are checked, not just the absence of errors: at least one DataFrame
 (HTML table), at least one figure (PNG) and the final "Reading:" summary.
+
+Each notebook runs in a child process (nbclient there, its kernel beside it), two at a time: most of a
+notebook's time is a kernel starting and importing pandas and matplotlib, which a second core does as well.
+The first test of the module starts them all; each test waits for its own.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,12 +26,30 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("1[0-9]_*.ipynb"))
 
+_EXECUTE = """
+import sys, nbclient, nbformat
+source, cwd, executed = sys.argv[1:]
+nb = nbformat.read(source, as_version=4)
+try:
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": cwd}}).execute()
+finally:
+    nbformat.write(nb, executed)  # the outputs so far, also those of a failed run
+"""
 
-def run_notebook(path: Path, cwd: Path, timeout: int = 300) -> nbformat.NotebookNode:
-    nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(cwd)}}).execute()
-    return nb
+
+def _execute(path: Path, cwd: Path) -> tuple[subprocess.CompletedProcess[str], nbformat.NotebookNode]:
+    """Run the notebook in a child process (its own LETTA_NB_HOME under ``cwd``, LETTA_NB_SCALE=1)."""
+    executed = cwd / f"executed_{path.name}"
+    env = {**os.environ, "LETTA_NB_SCALE": "1", "LETTA_NB_HOME": str(cwd / "letta_home")}
+    proc = subprocess.run([sys.executable, "-c", _EXECUTE, str(path), str(cwd), str(executed)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    return proc, nbformat.read(executed, as_version=4) if executed.exists() else None
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="notebook") as pool:
+        yield {path.stem: pool.submit(_execute, path, tmp_path_factory.mktemp(path.stem)) for path in NOTEBOOKS}
 
 
 def outputs(nb: nbformat.NotebookNode) -> list[dict]:
@@ -42,9 +69,9 @@ def test_the_profiling_notebooks_are_all_here():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_profiling_notebook_runs_headless(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("LETTA_NB_SCALE", "1")
-    nb = run_notebook(path, tmp_path)
+def test_profiling_notebook_runs_headless(path: Path, executed: dict[str, Future]) -> None:
+    proc, nb = executed[path.stem].result()
+    assert proc.returncode == 0, proc.stderr[-3000:]
     outs = outputs(nb)
     assert not [o for o in outs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outs), "no figure was displayed"
