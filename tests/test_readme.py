@@ -138,10 +138,11 @@ def test_every_jupyter_command_the_readme_names_is_installed_by_the_dev_extra() 
     """`jupyter lab`, `jupyter notebook` (Notebook 7, which the `notebook` extra installs), `jupyter execute`."""
     named = set(re.findall(r"\bjupyter (\w+)", README.read_text()))
     assert {"lab", "notebook", "execute"} <= named
-    for sub in sorted(named):
-        proc = subprocess.run([str(Path(sys.executable).parent / "jupyter"), sub, "--version"], capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 0 and proc.stdout.strip(), f"jupyter {sub}: {proc.stderr[-1000:]}"
+    procs = {sub: subprocess.Popen([str(Path(sys.executable).parent / "jupyter"), sub, "--version"], text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for sub in sorted(named)}  # at once
+    for sub, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and stdout.strip(), f"jupyter {sub}: {stderr[-1000:]}"
 
 
 @dataclass(frozen=True)
