@@ -68,7 +68,7 @@ def test_bench_retrieval_quick_json():
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["retrieval"]
-    assert data["turns"] == 504 and data["questions"] == 108
+    assert data["turns"] == 252 and data["questions"] == 54
     embedders = ["hash", "local"] if "local_hybrid_recall_at_10" in data else ["hash"]
     for embedding in embedders:
         for mode in MODES:

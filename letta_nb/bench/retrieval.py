@@ -1,7 +1,7 @@
 """``python -m letta_nb.bench retrieval``: does archival search find the turns that answer a question?
 
 A long conversation with known answers (bench/_conversation.py: ~5,700 turns, 300 paraphrased questions
-and 100 two-turn multi-hop ones; ``--quick``: ~500 turns) is stored as archival passages, one per turn, with
+and 100 two-turn multi-hop ones; ``--quick``: ~250 turns) is stored as archival passages, one per turn, with
 one batched ``passages.create``; every question is asked in each search mode (``text``, ``vector``,
 ``hybrid``) for the ``hash`` embedder and, where the ``local`` extra is installed, all-MiniLM-L6-v2.
 Reported per embedder and mode: recall@5/10/25 (the share of a question's answer turns in the top k,
@@ -93,7 +93,7 @@ def run(quick: bool = False) -> BenchResult:
     import letta_nb
     from letta_nb.embeddings.local import local_available
 
-    conv = build(12, 3) if quick else build(50, 9)
+    conv = build(6, 3) if quick else build(50, 9)
     embedders = ["hash"] + (["local"] if local_available() else [])
     numbers: dict[str, Any] = {"turns": len(conv.turns), "questions": len(conv.questions),
                                "multi_hop_questions": sum(q.kind == "multi" for q in conv.questions)}

@@ -78,7 +78,7 @@ def _sample(kind: str, home: str) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> BenchResult:
-    runs = 3 if quick else 7
+    runs = 1 if quick else 7  # quick: one sample of each kind (a smoke run; medians need the full 7)
     samples: dict[str, list[dict[str, Any]]] = {"letta": [], "warm": [], "import": [], "baseline": []}
     with tempfile.TemporaryDirectory(prefix="letta_nb_bench_startup_") as home:
         _sample("letta", home)  # warm the OS file cache and create the store once; not counted
