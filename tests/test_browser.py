@@ -2,9 +2,10 @@
 
 JupyterLab listens on 127.0.0.1 at a free port with a throwaway token; its kernel is this interpreter
 and its store a temporary LETTA_NB_HOME. One JupyterLab, one Notebook 7 and one chromium serve the whole
-module (each takes seconds to start); each test opens its own notebook in a browser context of its own. The test runs every cell, chats through the widget (a streamed
-reply with a tool-call step), presses Stop during a slow reply, checks the partial answer stayed on
-screen and in the store, and leaves screenshots in artifacts/browser/. The chat UI in a 900 px window and the
+module (each takes seconds to start); each test opens its own notebook in a browser context of its own.
+The first test runs every cell, chats through the widget (a streamed reply with a tool-call step), presses
+Stop during a slow reply, checks the partial answer stayed on screen and in the store, and leaves
+screenshots in artifacts/browser/. The chat UI in a 900 px window and the
 approvals run in JupyterLab and in Notebook 7 (the ``frontend`` fixture), and leave light and dark screenshots of
 the chat in build/screenshots/. Playwright never downloads a browser: it drives /usr/bin/chromium (``.ci/run``
 installs it). Without chromium the test skips.

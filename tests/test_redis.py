@@ -130,6 +130,51 @@ def test_waiters_are_granted_in_arrival_order(pg_redis):
             c.close()
 
 
+def test_a_holder_whose_release_never_reached_redis_is_granted_its_key_again_with_waiters_queued(pg_redis):
+    """A release lost on the way (the key stays until its ttl) must not lock the agent for that ttl: its
+    holder queued behind a waiter that waits for the holder's own key held both for 30 s after a Redis
+    restart (issue 12). The holder is granted it again at once and hands it over at its turn's end."""
+    url, server = pg_redis
+    with letta_nb.connect(url, redis_url=server.url, lease_timeout=5) as a, \
+            letta_nb.connect(url, redis_url=server.url, lease_timeout=30) as b:
+        agent_id = _agent(a)
+        lease = on_loop(a, a.runtime.leases.acquire(agent_id))
+        key, queue = _keys(agent_id)["lease"], _keys(agent_id)["queue"]
+        a.runtime.leases._forget(lease)  # a let go in its own books; its release never reached Redis
+        assert _redis(server).pttl(key) > 20_000
+
+        async def take() -> int:
+            got = await b.runtime.leases.acquire(agent_id)
+            b.runtime.leases.done(got)
+            return got.token
+        waiting = asyncio.run_coroutine_threadsafe(take(), b._thread.loop)
+        wait_until(lambda: _redis(server).zcard(queue) == 1, "b to queue behind a's key")
+        again = on_loop(a, a.runtime.leases.acquire(agent_id))  # before: AgentBusyError after lease_timeout
+        assert again.token > lease.token
+        assert _redis(server).get(key).startswith(f"{again.token}|{a.runtime.leases.holder}|")
+        assert not waiting.done()  # b still waits: a holds it ...
+        _done(a, again)  # ... until a's turn ends (b is queued: given up at once)
+        assert waiting.result(timeout=10) > again.token
+        events = letta_nb.probes.leases(a)
+        assert "timed_out" not in events["event"].tolist()
+
+
+def test_a_release_right_after_a_redis_restart_reaches_redis(pg_redis):
+    """A pooled connection from before the restart fails its next command; that command is retried on a new
+    connection, so a release sent then is not lost (its key would hold the agent for a whole ttl)."""
+    url, server = pg_redis
+    with letta_nb.connect(url, redis_url=server.url) as a:
+        agent_id = _agent(a)
+        lease = on_loop(a, a.runtime.leases.acquire(agent_id))
+        key = _keys(agent_id)["lease"]
+        value = _redis(server).get(key)
+        server.restart()  # every connection a's client pooled is now closed by the server
+        _redis(server).set(key, value, px=30_000)  # the key as a's grant left it
+        on_loop(a, a.runtime.leases._let_go(agent_id, lease.token))
+        assert _redis(server).get(key) is None
+        assert a.runtime.leases.redis_errors == 0
+
+
 def test_changes_reach_another_process_subscribers_by_pubsub(pg_redis):
     url, server = pg_redis
     with letta_nb.connect(url, redis_url=server.url) as a, letta_nb.connect(url, redis_url=server.url) as b:

@@ -91,8 +91,9 @@ def _lease_summary(client: Any, names: dict[str, str]) -> dict[str, Any]:
     for (agent_id, event), n in df.groupby(["agent_id", "event"]).size().items():
         by_agent[names.get(agent_id, agent_id)][event] = int(n)
     # a wait's length is on the event that ended it (the grant), so the total is over every event
+    waits = df["wait_ms"].fillna(0)
     return {"events": {k: int(v) for k, v in df["event"].value_counts().items()}, "by_agent": dict(by_agent),
-            "wait_ms": float(df["wait_ms"].fillna(0).sum())}
+            "wait_ms": float(waits.sum()), "max_wait_ms": float(waits.max()) if len(waits) else 0.0}
 
 
 def _drive(argv: list[str]) -> int:
@@ -305,6 +306,7 @@ def _one_run(tmp: str, tag: str, layout: list[list[int]], agents: list[str], k: 
         wait_ms += d["leases"]["wait_ms"]
     return {"wall": wall, "failed": sum(len(d["failed"]) for d in done),
             "stale_retries": sum(d["stale_retries"] for d in done), "events": events, "wait_ms": wait_ms,
+            "max_wait_ms": max((d["leases"]["max_wait_ms"] for d in done), default=0.0),
             "first_failure": next((f for d in done for f in d["failed"]), None), **report}
 
 
@@ -335,6 +337,7 @@ def run(quick: bool = False, latency_ms: float = 5.0, backend: BenchBackend | No
         "round_ratios": [round(x, 3) for x in ratios],
         # the processes' lease counters, from probes.leases() in each child; wait_ms summed over every driver
         "lease_waits": events["waited"], "lease_wait_ms": sum(m["wait_ms"] for m in multi),
+        "lease_wait_max_ms": max(m["max_wait_ms"] for m in multi),  # the longest one turn waited
         "leases_taken_expired": events["took_expired"],
         "leases_reused": events["reused"],  # kept from the agent's previous turn: no write
         "refused_stale_commits": events["refused_commit"],

@@ -23,7 +23,8 @@ a failover, an eviction) and a paused process cannot tell. So:
   ``_TICKET_TTL``. Expiry is judged by the Redis server's clock (``TIME``), not the hosts'.
 - Redis unreachable: a turn that needs a lease retries with backoff until ``lease_timeout`` and then fails
   with StoreError naming the server (never its password); renewals and releases that fail are dropped
-  (the key expires, the fence keeps correctness); the pub/sub listener reconnects.
+  (the key expires, the fence keeps correctness; its holder is granted its own key again at once); the
+  pub/sub listener reconnects. A command on a connection from before a restart is retried once.
 
 Every process of a store must use the same Redis (a process on lease rows alone would only meet the
 others at the fence: correct, but turns would be refused and re-run instead of queued).
@@ -51,6 +52,9 @@ CHANNEL = "letta_nb:changes"  # one channel: {"agent_id", "last_seq", "holder", 
 # KEYS: lease, queue (zset holder -> ticket no.), ticket expiries (hash holder -> ms), token counter,
 # ticket counter. ARGV: holder, pid, host, since, ttl ms, ticket ttl ms.
 # {1, token}: granted; {0, value, pttl}: held by value's holder; {0}: free, but an older waiter goes first.
+# A key that already names ARGV[1] is granted to it again whatever the queue: it is this holder's own, left by
+# a release that never reached Redis. Queueing behind a waiter that itself waits for that key would hold both
+# until the key expired (a whole ttl: it happened after a Redis restart, issue 12).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -62,7 +66,7 @@ end
 local cur = redis.call('GET', KEYS[1])
 local mine = cur and string.sub(cur, string.find(cur, '|', 1, true) + 1, -1):match('^[^|]*') == ARGV[1]
 local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-if (cur and not mine) or (first and first ~= ARGV[1]) then
+if (cur and not mine) or (not cur and first and first ~= ARGV[1]) then
   if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
     redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[1])
   end
@@ -152,12 +156,19 @@ class RedisAgentLeases(AgentLeases):
         self._waiters_of = None  # waiters queue in Redis, not in the rows a commit reads (no fold in done)
         try:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError
         except ImportError:  # pragma: no cover - the postgres extra installs it
             raise InvalidArgumentError("redis_url needs the redis package: %pip install 'letta-nb[postgres]'") from None
         self.redis_url = redis_display(redis_url)
         try:
+            # A pooled connection from before a Redis restart fails its next command ("Connection closed by
+            # server") before sending it: retried once on a new connection, so no caller sees it. Without
+            # this a release that met one was lost, and its key held the agent for a whole ttl (below).
             self._redis: Any = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5,
-                                                       socket_connect_timeout=5)
+                                                       socket_connect_timeout=5, retry=Retry(NoBackoff(), 1),
+                                                       retry_on_error=[ConnectionError])
         except ValueError as e:
             raise InvalidArgumentError(f"redis_url: {e} (expected e.g. redis://host:6379/0)") from None
         self._batch = RedisBatcher(self._redis, {"acquire": _ACQUIRE, "release": _RELEASE, "renew": _RENEW,
