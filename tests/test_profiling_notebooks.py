@@ -37,7 +37,7 @@ finally:
 """
 
 
-def _execute(path: Path, cwd: Path) -> tuple[subprocess.CompletedProcess[str], nbformat.NotebookNode]:
+def _execute(path: Path, cwd: Path) -> tuple[subprocess.CompletedProcess[str], nbformat.NotebookNode | None]:
     """Run the notebook in a child process (its own LETTA_NB_HOME under ``cwd``, LETTA_NB_SCALE=1)."""
     executed = cwd / f"executed_{path.name}"
     env = {**os.environ, "LETTA_NB_SCALE": "1", "LETTA_NB_HOME": str(cwd / "letta_home")}
@@ -47,9 +47,12 @@ def _execute(path: Path, cwd: Path) -> tuple[subprocess.CompletedProcess[str], n
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
+def executed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
+    """The notebooks of this run's selected tests (``-k`` may pick one), started two at a time."""
+    selected = [item.callspec.params["path"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="notebook") as pool:
-        yield {path.stem: pool.submit(_execute, path, tmp_path_factory.mktemp(path.stem)) for path in NOTEBOOKS}
+        yield {path.stem: pool.submit(_execute, path, tmp_path_factory.mktemp(path.stem)) for path in selected}
 
 
 def outputs(nb: nbformat.NotebookNode) -> list[dict]:
@@ -71,7 +74,7 @@ def test_the_profiling_notebooks_are_all_here():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_profiling_notebook_runs_headless(path: Path, executed: dict[str, Future]) -> None:
     proc, nb = executed[path.stem].result()
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0 and nb is not None, proc.stderr[-3000:]
     outs = outputs(nb)
     assert not [o for o in outs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outs), "no figure was displayed"

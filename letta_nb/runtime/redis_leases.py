@@ -158,7 +158,7 @@ class RedisAgentLeases(AgentLeases):
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError
+            from redis.exceptions import ConnectionError as RedisConnectionError
         except ImportError:  # pragma: no cover - the postgres extra installs it
             raise InvalidArgumentError("redis_url needs the redis package: %pip install 'letta-nb[postgres]'") from None
         self.redis_url = redis_display(redis_url)
@@ -168,7 +168,7 @@ class RedisAgentLeases(AgentLeases):
             # this a release that met one was lost, and its key held the agent for a whole ttl (below).
             self._redis: Any = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5,
                                                        socket_connect_timeout=5, retry=Retry(NoBackoff(), 1),
-                                                       retry_on_error=[ConnectionError])
+                                                       retry_on_error=[RedisConnectionError])
         except ValueError as e:
             raise InvalidArgumentError(f"redis_url: {e} (expected e.g. redis://host:6379/0)") from None
         self._batch = RedisBatcher(self._redis, {"acquire": _ACQUIRE, "release": _RELEASE, "renew": _RENEW,
