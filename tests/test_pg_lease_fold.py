@@ -4,7 +4,8 @@ A turn on PostgreSQL read the agent's lease row twice, each a round trip on a lo
 (still ours? has the agent or the tools changed?) and at its end (does another process wait? then give the
 lease up at once). The step commit's statement now answers the second question for the agent it fenced
 (store/postgres/leases.py ``landed``), and runtime/leases.py ``done`` uses that answer. The start's read
-stays: a tool re-registration or a shared block's version bump takes no agent lease, so only a read sees it.
+stays (it overlaps the model call now: test_pg_lease_overlap.py): a tool re-registration or a shared block's
+version bump takes no agent lease, so only a read sees it.
 
 These tests count the peeks a quiet turn makes (one; two before the fold), check that a waiter the commit
 saw makes the turn's end give the lease up with no read (on both of the writer's paths), and that a waiter

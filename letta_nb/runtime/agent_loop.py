@@ -83,6 +83,12 @@ MAX_RECOVERIES = 3
 Emit = Callable[[StreamEvent], None]
 
 
+class _Restart(Exception):  # noqa: N818 - a signal inside this module, not an error anyone sees
+    """The read of the kept lease a turn started on (runtime/leases.py ``acquire(speculate=True)``) found the
+    lease lost or awaited, or the agent changed. Raised before the turn stored, showed or ran anything (the
+    model's first event, a tool, an answer wait for it): run_turn starts the turn again on a fresh state."""
+
+
 def _noop(_: StreamEvent) -> None:
     pass
 
@@ -116,6 +122,19 @@ class _Turn:
         self.seq += 1
         return Message(id=new_id("message"), agent_id=self.agent.id, seq=self.seq, created_at=utcnow(),
                        step_id=self.step_id, **fields)
+
+    async def confirm(self) -> None:
+        """Settle the read of the kept lease this turn started on, if one is in flight (runtime/leases.py
+        ``confirm``): _Restart if the lease was given up or the agent is not the state the turn started from
+        (another process wrote it, or registered tools). Called before anything of the turn is shown or done."""
+        if self.lease.check is None:
+            return
+        if not await self.rt.leases.confirm(self.lease, self.agent.name):
+            raise _Restart
+        lease = self.lease
+        if await self.rt.session(lease.agent_id, (lease.last_seq, lease.version, lease.tools_version)) \
+                is not self.session:
+            raise _Restart
 
     async def commit(self, messages: list[Message], step: StepRecord, memory: WorkingMemory | None,
                      passages: list[PassageRecord], eviction: Eviction | None, *,
@@ -194,6 +213,8 @@ class _Turn:
 
     async def run(self) -> Response:
         rt = self.rt
+        if self.answers is not None:
+            await self.confirm()  # its first step runs tools before any model call
         ended = await approvals.resume(self, self.answers) if self.answers is not None else None
         index = 0 if self.answers is None else 1
         while ended is None and index < (self.max_steps or self.agent.max_steps):
@@ -284,7 +305,16 @@ class _Turn:
         schemas, tool_choice = offered(self.session.tool_schemas, rules)
         choice = {"tool_choice": tool_choice} if tool_choice is not None else {}
         completion: Completion | None = None
-        async for event in self.session.llm.stream(prompt, schemas, **choice):
+        stream = self.session.llm.stream(prompt, schemas, **choice)
+        async for event in stream:
+            if self.lease.check is not None:  # the model's answer waits for the lease's read, not its question
+                try:
+                    await self.confirm()
+                except BaseException:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()  # its request ends now, not when the generator is collected
+                    raise
             if isinstance(event, Completion):
                 completion = event
             else:
@@ -329,9 +359,14 @@ async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None,
         return agent_id
 
     async with rt.locks.hold(agent, resolve) as agent_id:
-        lease = await rt.leases.acquire(agent_id, agent if isinstance(agent, str) else None)
+        name = agent if isinstance(agent, str) else None
+        lease = await rt.leases.acquire(agent_id, name, speculate=True)
         try:
-            return await _leased_turn(rt, agent_id, text, emit, lease, answers, max_steps)
+            try:
+                return await _leased_turn(rt, agent_id, text, emit, lease, answers, max_steps)
+            except _Restart:  # nothing of it was stored or shown; once: this lease is read, or granted afresh
+                lease = rt.leases.held.get(agent_id) or await rt.leases.acquire(agent_id, name)
+                return await _leased_turn(rt, agent_id, text, emit, lease, answers, max_steps)
         finally:
             # kept a moment for the agent's next turn, then given up; the turn may hold a newer lease than
             # the one it started with (it recovered from a refused commit): we hold the lock, so it is ours
@@ -342,19 +377,13 @@ async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None,
                        answers: list[approvals.Answer] | None = None, max_steps: int | None = None) -> Response:
     """The turn, holding the agent's lock and lease: the session checked against the grant's state first."""
     session = await rt.session(agent_id, (lease.last_seq, lease.version, lease.tools_version))
-    if answers is not None:  # checked against the store's state, under the lock: a call is answered once
-        answers = approvals.resolve_request_ids(session.messages, answers)
-        approvals.check_answers(session.agent.name, session.messages, answers)
-    else:
-        approvals.refuse_while_waiting(session.agent.name, session.messages)
-    size = message_tokens({"role": "user", "content": text})
-    if answers is None and size > EVICT_TO * session.budget:
-        raise InvalidArgumentError(
-            f"input is about {size} tokens, more than half of the context window of model "
-            f"{session.llm.name!r} ({session.budget} tokens). Split it, or upload it to archival memory with "
-            "client.agents.passages.create(...) and ask about it."
-        )
     turn = _Turn(rt, session, text, emit or _noop, lease, answers)
+    try:
+        answers = _check_input(session, text, answers)
+    except Exception:  # judged on the state the turn started from: settle the lease's read before saying so
+        await turn.confirm()
+        raise
+    turn.answers = answers
     turn.max_steps = max_steps  # this turn's limit (letta_client's messages.create(max_steps=)), else the agent's
     task = asyncio.current_task()
     assert task is not None  # a turn is a coroutine the runtime's loop runs as a task
@@ -363,6 +392,8 @@ async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None,
     rt.running[agent_id] = task
     try:
         return await turn.run()
+    except _Restart:
+        raise
     except asyncio.CancelledError:
         await asyncio.shield(_save(turn, "cancelled"))
         turn.emit(StopEvent("cancelled", turn.usage))
@@ -381,6 +412,25 @@ async def _leased_turn(rt: Runtime, agent_id: str, text: str, emit: Emit | None,
         if rt.running.get(agent_id) is task:
             del rt.running[agent_id]
             rt.stop_requested(agent_id, task, clear=True)
+
+
+def _check_input(session: AgentSession, text: str, answers: list[approvals.Answer] | None) \
+        -> list[approvals.Answer] | None:
+    """The turn's input checked against the agent's state (under the lock: a call is answered once); the
+    answers with their request ids resolved."""
+    if answers is not None:
+        answers = approvals.resolve_request_ids(session.messages, answers)
+        approvals.check_answers(session.agent.name, session.messages, answers)
+    else:
+        approvals.refuse_while_waiting(session.agent.name, session.messages)
+    size = message_tokens({"role": "user", "content": text})
+    if answers is None and size > EVICT_TO * session.budget:
+        raise InvalidArgumentError(
+            f"input is about {size} tokens, more than half of the context window of model "
+            f"{session.llm.name!r} ({session.budget} tokens). Split it, or upload it to archival memory with "
+            "client.agents.passages.create(...) and ask about it."
+        )
+    return answers
 
 
 def _uncancel(task: asyncio.Task[Any]) -> int:
