@@ -79,8 +79,10 @@ def leases(client: Any = None) -> Any:
     """One row per lease event of this kernel: acquired, reused (kept from the agent's last turn), waited
     (another kernel held it), took_expired (its holder stopped renewing: killed or paused), renewed, released,
     refused_commit (a commit under a lost lease was refused: nothing written), recovered (a refused turn took
-    the lease again, ``wait_ms`` after the refusal, and re-ran the step), joined (a tool's commit shared its
-    running turn's lease), timed_out (AgentBusyError). ``backend`` says where the leases live: redis, postgres
+    the lease again, ``wait_ms`` after the refusal, and re-ran the step), restarted (a turn's model answer was
+    dropped unseen: the read of the kept lease, made while the model ran, found it awaited, lost, or the agent
+    changed; the turn ran again), joined (a tool's commit shared its running turn's lease), timed_out
+    (AgentBusyError). ``backend`` says where the leases live: redis, postgres
     (lease rows) or sqlite (lease rows)."""
     rt = runtime(client)
     df = frames.leases(list(rt.leases.events))

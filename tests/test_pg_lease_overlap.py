@@ -116,7 +116,9 @@ def test_a_waiter_the_read_finds_drops_the_models_answer_unseen_and_the_turn_run
         replies = [json.loads(c.arguments)["message"] for m in rows for c in m.tool_calls if c.name == "send_message"]
         assert len(replies) == 1 and shown == replies[0]  # the reply shown once, as stored
         assert client._runtime.leases.held[agent_id].token > token  # given up, granted again after the ticket
-        assert "released" in lease_events(client)[-4:]
+        assert lease_events(client)[-4:-2] == ["released", "restarted"]
+        restarts = letta_nb.probes.leases(client).query("event == 'restarted'")
+        assert list(restarts["agent_id"]) == [agent_id] and list(restarts["token"]) == [token]
 
 
 def touch(path: str) -> str:
@@ -141,4 +143,4 @@ def test_an_answer_to_an_approval_runs_its_tool_once_when_the_read_finds_a_waite
         r = client.agents.messages.approve(agent_id, asked.pending_approvals[0].id)
         assert r.stop_reason == "end_turn"
         assert out.read_text().splitlines() == ["ran"]  # run after the read: once, not once per run of the turn
-        assert "released" in lease_events(client)
+        assert lease_events(client).count("restarted") == 1

@@ -342,6 +342,8 @@ def run(quick: bool = False, latency_ms: float = 5.0, backend: BenchBackend | No
         "leases_reused": events["reused"],  # kept from the agent's previous turn: no write
         "refused_stale_commits": events["refused_commit"],
         "lease_recoveries": events["recovered"],  # refused turns that took the lease again and re-ran the step
+        # turns whose early model answer was dropped: the kept lease's read, overlapping the call, found a waiter
+        "turns_restarted": events["restarted"],
         "stale_retries": sum(x["stale_retries"] for x in both),
         "failed_turns": total["failed"], "lost": total["lost"], "duplicated": total["duplicated"],
         "order_violations": total["order_violations"],

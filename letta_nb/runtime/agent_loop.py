@@ -365,6 +365,7 @@ async def run_turn(rt: Runtime, agent: Any, text: str, emit: Emit | None = None,
             try:
                 return await _leased_turn(rt, agent_id, text, emit, lease, answers, max_steps)
             except _Restart:  # nothing of it was stored or shown; once: this lease is read, or granted afresh
+                rt.leases.restarted(agent_id, lease.token)
                 lease = rt.leases.held.get(agent_id) or await rt.leases.acquire(agent_id, name)
                 return await _leased_turn(rt, agent_id, text, emit, lease, answers, max_steps)
         finally:

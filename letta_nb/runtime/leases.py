@@ -97,8 +97,8 @@ class LeaseEvent:
     """One row of ``probes.leases()``."""
 
     agent_id: str
-    # acquired | reused | waited | took_expired | renewed | released | refused_commit | recovered | joined |
-    # timed_out
+    # acquired | reused | waited | took_expired | renewed | released | refused_commit | recovered | restarted |
+    # joined | timed_out
     event: str
     at: float  # time.time()
     wait_ms: float
@@ -280,6 +280,11 @@ class AgentLeases(ChangeNotices):
         """A turn whose commit was refused holds the agent's lease again (``lease``), ``wait_ms`` after the
         refusal, and re-runs the refused step against the reloaded agent."""
         self._event(lease.agent_id, "recovered", wait_ms, lease.token, self.pid, self.host)
+
+    def restarted(self, agent_id: str, token: int) -> None:
+        """A turn dropped its model answer unseen and runs again: the read of the kept lease it started on
+        (:meth:`acquire`'s ``speculate``) found the lease awaited or lost, or the agent changed."""
+        self._event(agent_id, "restarted", 0.0, token, self.pid, self.host)
 
     def join(self, agent_id: str) -> Lease:
         """The lease of the agent's running turn, for a commit made by one of that turn's tools (the turn

@@ -68,6 +68,8 @@ class PgStepWriter:
         self.retries = 0  # groups run again after a deadlock or serialization failure
         self._waiters: dict[str, tuple[int, bool]] = {}  # agent -> (token, waiter queued) of its last landed commit
         self._warming: asyncio.Task[None] | None = None
+        # Each pending plain write's rows, made as it was submitted (group_commit.prepare), by id(write).
+        self._prepared: dict[int, tuple[str, str] | None] = {}
 
     def warm(self) -> None:
         """Open the writer's connection and the peek batcher's now, in the background, and run their hot
@@ -96,6 +98,8 @@ class PgStepWriter:
             raise RuntimeError("the step writer is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
+        if isinstance(write, StepWrite):
+            self._prepared[id(write)] = group_commit.prepare(write)
         self._pending.append((write, fut))
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = loop.create_task(self._drain())
@@ -134,6 +138,7 @@ class PgStepWriter:
             if not fut.done():
                 fut.set_exception(RuntimeError("the step writer closed before this write was committed"))
         self._pending = []
+        self._prepared.clear()
         if self._warming is not None:
             self._warming.cancel()
         if self._conn is not None:
@@ -153,7 +158,11 @@ class PgStepWriter:
                 for _, fut in batch + self._pending:
                     _settle(fut, error=RuntimeError("the step writer stopped before this write was committed"))
                 self._pending = []
+                self._prepared.clear()
                 raise
+            finally:
+                for item, _ in batch:
+                    self._prepared.pop(id(item), None)
 
     async def _connection(self) -> Any:
         if self._warming is not None:  # its statements run on the connection: it must be done first
@@ -179,7 +188,7 @@ class PgStepWriter:
         for attempt in range(attempts):
             waiters: dict[str, bool] = {}
             try:
-                results = await group_commit.transaction(await self._connection(), items, waiters)
+                results = await group_commit.transaction(await self._connection(), items, waiters, self._prepared)
             except Exception as e:
                 if getattr(e, "sqlstate", None) not in _TRANSIENT or attempt == attempts - 1:
                     raise
