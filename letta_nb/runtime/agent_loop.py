@@ -132,8 +132,7 @@ class _Turn:
         if not await self.rt.leases.confirm(self.lease, self.agent.name):
             raise _Restart
         lease = self.lease
-        if await self.rt.session(lease.agent_id, (lease.last_seq, lease.version, lease.tools_version)) \
-                is not self.session:
+        if not self.rt.session_is_current(self.session, (lease.last_seq, lease.version, lease.tools_version)):
             raise _Restart
 
     async def commit(self, messages: list[Message], step: StepRecord, memory: WorkingMemory | None,

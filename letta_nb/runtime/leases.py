@@ -89,7 +89,7 @@ class Lease:
     renewing: float | None = None
     # A kept lease handed to a turn before its row was read (acquire's ``speculate``): the read in flight;
     # the turn settles it (:meth:`AgentLeases.confirm`) before it shows or does anything.
-    check: asyncio.Task[Any] | None = None
+    check: asyncio.Future[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class AgentLeases(ChangeNotices):
                 return kept
             stamp = self._stamp(agent_id)
             if speculate and self._stamp_of is None and kept.expires_at > margin:
-                kept.check = asyncio.get_running_loop().create_task(self._peek(agent_id, now))
+                kept.check = self._check_read(agent_id, now)
                 return kept
             if self._reusable(kept, await self._peek(agent_id, now), margin, stamp, name):
                 return kept
@@ -389,6 +389,12 @@ class AgentLeases(ChangeNotices):
     async def _peek(self, agent_id: str, now: float) -> Any:
         """``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` or None (store/backend.py)."""
         return await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
+
+    def _check_read(self, agent_id: str, now: float) -> asyncio.Future[Any]:
+        """The read :meth:`acquire` overlaps with a turn (``speculate``), started now: the peek batcher's own
+        future on PostgreSQL (no task a turn), else a task of :meth:`_peek`."""
+        read = self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
+        return read if isinstance(read, asyncio.Future) else asyncio.ensure_future(read)
 
     def _peek_now(self, agent_id: str) -> Any:
         """:meth:`_peek` as the writer gives it: a value (SQLite) or an awaitable."""

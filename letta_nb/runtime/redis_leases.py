@@ -264,6 +264,9 @@ class RedisAgentLeases(AgentLeases):
         token, holder, *_ = _parse(value)
         return (token, holder, now + max(pttl, 0) / 1000, *state[3:6], bool(live))
 
+    def _check_read(self, agent_id: str, now: float) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self._peek(agent_id, now))  # the store's row and Redis's lease
+
     def _peek_now(self, agent_id: str) -> Any:
         return self._end(agent_id, self._unsent.pop(agent_id, ""))
 

@@ -266,6 +266,12 @@ class Runtime:
 
         return await self.agent_cache.get_or_load(agent_id, load)
 
+    def session_is_current(self, session: AgentSession, state: tuple[int, int, int]) -> bool:
+        """Whether ``session`` is still the store's for the agent's ``(last_seq, version, tools_version)``
+        row: what :meth:`session` would hand out again for that state (a turn that started before its lease's
+        read was back asks this of the read's answer, agent_loop.py ``_Turn.confirm``)."""
+        return state[2] == self._tools_version and (session.agent.last_seq, session.agent.version) == state[:2]
+
     @contextlib.asynccontextmanager
     async def agent_lease(self, agent: Any, *, join_turn: bool = False) -> AsyncIterator[Lease]:
         """The one path for every change to an agent outside a step commit: its lock in this process, its
