@@ -47,7 +47,6 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import functools
 import inspect
 import os
 import secrets
@@ -59,12 +58,12 @@ from typing import Any
 
 from letta_nb.errors import AgentBusyError, AgentNotFoundError, InvalidArgumentError, StaleCommitError
 from letta_nb.runtime.change_notices import ChangeNotices
+from letta_nb.runtime.lease_rows import _TICKET_TTL, RowCoordination
 from letta_nb.store.backend import Busy, Grant
 from letta_nb.store.sqlite import leases as sqlite_rows
 
 __all__ = ["AgentLeases", "Lease", "LeaseEvent", "check_settings", "make_leases"]
 
-_TICKET_TTL = 5.0  # a waiter renews its ticket every third of this; one that stops (killed) drops out after it
 
 
 @dataclass
@@ -87,8 +86,7 @@ class Lease:
     seen: Any = None
     expires_at: float = 0.0
     renewing: float | None = None
-    # A kept lease handed to a turn before its row was read (acquire's ``speculate``): the read in flight;
-    # the turn settles it (:meth:`AgentLeases.confirm`) before it shows or does anything.
+    # the read of a kept lease handed to a turn before it is back (acquire's ``speculate``; AgentLeases.confirm)
     check: asyncio.Future[Any] | None = None
 
 
@@ -110,7 +108,7 @@ class LeaseEvent:
 _GRACE = 0.05  # an idle lease is given up this long after its turn (another turn of the agent reuses it)
 
 
-class AgentLeases(ChangeNotices):
+class AgentLeases(ChangeNotices, RowCoordination):
     """The leases of one runtime (one holder identity) on its store."""
 
     def __init__(self, writer: Any, *, rows: Any = None, ttl: float = 30.0, timeout: float = 120.0,
@@ -145,10 +143,9 @@ class AgentLeases(ChangeNotices):
         nobody waits for it (no read when the gate vouches for the rows, else one; no write), else granted in
         arrival order; AgentBusyError after ``timeout``.
 
-        ``speculate`` (a turn's start): where that read is a round trip (PostgreSQL, Redis), a kept lease that
-        is not near its expiry is handed over at once with the read in flight (``lease.check``), and the
-        turn settles it with :meth:`confirm` before it shows or does anything: the read overlaps the turn's
-        start and its model call instead of preceding them (~2-5 ms a turn at 100 agents, issue 12)."""
+        ``speculate`` (a turn's start): where that read is a round trip (PostgreSQL, Redis), a kept lease not
+        near its expiry comes at once with the read in flight (``lease.check``), which the turn settles with
+        :meth:`confirm` before it shows or does anything (the read overlaps its model call, issue 12)."""
         kept = self.held.get(agent_id)
         if kept is not None:
             if kept.release_timer is not None:
@@ -171,8 +168,7 @@ class AgentLeases(ChangeNotices):
         return await self._queue(agent_id, name)
 
     def _reusable(self, kept: Lease, row: Any, margin: float, stamp: Any, name: str | None) -> bool:
-        """Whether a kept lease's row (a peek) says it is still ours, not expiring before ``margin``, with
-        nobody waiting; then its fields are the row's. AgentNotFoundError if the agent is gone."""
+        """Whether a peek says the kept lease is ours past ``margin``, unawaited (then its fields are the row's)."""
         if row is None:
             self._forget(kept)
             raise AgentNotFoundError(name or kept.agent_id, [])
@@ -183,11 +179,9 @@ class AgentLeases(ChangeNotices):
         return False
 
     async def confirm(self, lease: Lease, name: str | None = None) -> bool:
-        """Settle the read a turn started on (``lease.check``, see :meth:`acquire`): True if the lease holds
-        as kept (its fields are now the row's: the turn compares them with the state it started from), or
-        had no read in flight; False if it was given up (expired, taken, or someone waits: the turn takes it
-        again with :meth:`acquire`, queued in arrival order); AgentNotFoundError if the agent is gone. A read
-        that failed counts as a lease given up (the next acquire reads again, and says why it fails)."""
+        """Settle the read a turn started on (``lease.check``, see :meth:`acquire`): True if the lease holds as
+        kept (its fields now the row's) or no read was out; False if it was given up (expired, taken, awaited,
+        or the read failed: the turn acquires it again, queued); AgentNotFoundError if the agent is gone."""
         check, lease.check = lease.check, None
         if check is None:
             return True
@@ -282,8 +276,7 @@ class AgentLeases(ChangeNotices):
         self._event(lease.agent_id, "recovered", wait_ms, lease.token, self.pid, self.host)
 
     def restarted(self, agent_id: str, token: int) -> None:
-        """A turn dropped its model answer unseen and runs again: the read of the kept lease it started on
-        (:meth:`acquire`'s ``speculate``) found the lease awaited or lost, or the agent changed."""
+        """A turn dropped its model answer unseen to run again: its lease's read (:meth:`confirm`) said so."""
         self._event(agent_id, "restarted", 0.0, token, self.pid, self.host)
 
     def join(self, agent_id: str) -> Lease:
@@ -373,49 +366,6 @@ class AgentLeases(ChangeNotices):
         lease.last_seq, lease.version, lease.tools_version, lease.expires_at = row[3], row[4], row[5], row[2]
         lease.seen = stamp
 
-    async def _read(self, fn: Any) -> Any:
-        """A read of the writer's (sync on SQLite, awaitable on PostgreSQL)."""
-        value = self._writer.read(fn)
-        return await value if inspect.isawaitable(value) else value
-
-    # ---- the coordination backend: lease rows here; runtime/redis_leases.py overrides these -------------
-    async def _try(self, agent_id: str) -> Grant | Busy | None:
-        """One attempt at the lease: granted, busy (our ticket queued or kept), or None (no such agent)."""
-        op = functools.partial(self._rows.acquire, agent_id=agent_id, holder=self.holder, pid=self.pid,
-                               host=self.host, now=time.time(), ttl=self.ttl, ticket_ttl=_TICKET_TTL)
-        result: Grant | Busy | None = await self._writer.submit(op)
-        return result
-
-    async def _peek(self, agent_id: str, now: float) -> Any:
-        """``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` or None (store/backend.py)."""
-        return await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
-
-    def _check_read(self, agent_id: str, now: float) -> asyncio.Future[Any]:
-        """The read :meth:`acquire` overlaps with a turn (``speculate``), started now: the peek batcher's own
-        future on PostgreSQL (no task a turn), else a task of :meth:`_peek`."""
-        read = self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
-        return read if isinstance(read, asyncio.Future) else asyncio.ensure_future(read)
-
-    def _peek_now(self, agent_id: str) -> Any:
-        """:meth:`_peek` as the writer gives it: a value (SQLite) or an awaitable."""
-        return self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=time.time()))
-
-    async def _looks_free(self, agent_id: str) -> bool:
-        """A waiter's cheap read: the lease looks free or expired (or the agent is gone): try again."""
-        now = time.time()
-        row = await self._peek(agent_id, now)
-        return row is None or row[1] is None or row[2] < now
-
-    async def _renew(self, lease: Lease, expires_at: float) -> bool:
-        op = functools.partial(self._rows.renew, agent_id=lease.agent_id, token=lease.token, expires_at=expires_at)
-        return bool(await self._writer.submit(op))
-
-    async def _release(self, lease: Lease) -> None:
-        await self._writer.submit(functools.partial(self._rows.release, agent_id=lease.agent_id, token=lease.token))
-
-    async def _drop_ticket(self, agent_id: str) -> None:
-        await self._writer.submit(functools.partial(self._rows.drop_ticket, agent_id=agent_id, holder=self.holder))
-
     async def _give_up(self, lease: Lease) -> None:
         """Release an idle lease (its grace ran out, or it cannot be reused)."""
         if lease.busy:  # a turn reused it after the timer fired
@@ -483,12 +433,8 @@ def check_settings(ttl: Any, timeout: Any) -> None:
 def _drop_check(lease: Lease) -> None:
     """Drop a lease's unsettled read (:meth:`AgentLeases.acquire`'s ``speculate``), its outcome retrieved."""
     check, lease.check = lease.check, None
-    if check is not None:
-        if check.done():
-            if not check.cancelled():
-                check.exception()  # retrieved: asyncio does not log it as never retrieved
-        else:
-            check.cancel()
+    if check is not None and not check.cancel() and not check.cancelled():  # done: retrieve what it raised,
+        check.exception()  # or asyncio logs it as never retrieved
 
 
 def _gone_or_awaited(row: Any) -> bool:

@@ -41,7 +41,8 @@ import urllib.parse
 from typing import Any
 
 from letta_nb.errors import InvalidArgumentError, StoreError
-from letta_nb.runtime.leases import _TICKET_TTL, AgentLeases, Lease
+from letta_nb.runtime.lease_rows import _TICKET_TTL
+from letta_nb.runtime.leases import AgentLeases, Lease
 from letta_nb.runtime.redis_batch import RedisBatcher
 from letta_nb.store.backend import Busy, Grant
 
