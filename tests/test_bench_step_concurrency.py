@@ -72,6 +72,19 @@ def test_bench_concurrency_takes_a_size_and_reports_the_runtime_threads_cpu() ->
     _check_host(conc["host"])
 
 
+def test_bench_concurrency_rounds_report_the_median_round() -> None:
+    proc = _bench("concurrency", "--agents", "3", "--messages", "2", "--rounds", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    conc = json.loads(proc.stdout)["concurrency"]
+    ratios = conc["round_ratios"]
+    assert conc["rounds"] == 3 and len(ratios) == 3
+    assert round(conc["ratio"], 3) == sorted(ratios)[1]  # the median round's own numbers
+    assert conc["ratio_min"] <= conc["ratio"] <= conc["ratio_max"]
+    assert round(conc["ratio_min"], 3) == min(ratios) and round(conc["ratio_max"], 3) == max(ratios)
+    assert conc["wall_s"] == pytest.approx(conc["ratio"] * conc["ideal_s"])
+    assert conc["lost"] == 0 and conc["goals"]["0 lost"] and conc["goals"]["order kept"]
+
+
 def test_every_bench_table_ends_with_the_host_calibration() -> None:
     proc = _bench("concurrency", "--agents", "2", "--messages", "1")
     assert proc.returncode == 0, proc.stderr
@@ -91,7 +104,9 @@ def test_a_ranking_prints_a_row_each() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (("concurrency", "--agents", "0"), "argument --agents: expected a whole number >= 1, got '0'"),
     (("concurrency", "--messages", "many"), "argument --messages: expected a whole number >= 1, got 'many'"),
-    (("step", "--agents", "3"), "bench step has no --agents size"),
+    (("step", "--agents", "3"), "bench step takes no --agents"),
+    (("step", "--rounds", "3"), "bench step takes no --rounds"),
+    (("concurrency", "--rounds", "0"), "argument --rounds: expected a whole number >= 1, got '0'"),
 ])
 def test_size_options_refuse_what_they_cannot_mean(args: tuple[str, ...], message: str) -> None:
     proc = _bench(*args)

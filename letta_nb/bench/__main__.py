@@ -1,6 +1,6 @@
 """``python -m letta_nb.bench NAME [NAME ...] [--quick] [--json] [--backend postgres [--redis]]``: run benchmarks,
 report ratios. ``--backend``/``--redis`` apply to the benchmarks that use a store (bench/_backend.py);
-``--agents N --messages M`` size the ones that take them (concurrency)."""
+``--agents N --messages M`` size the ones that take them and ``--rounds R`` repeats them (concurrency)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", action="store_true", help="coordinate through a throw-away Redis (postgres)")
     parser.add_argument("--agents", type=_positive, metavar="N", help="agents talking at once (concurrency)")
     parser.add_argument("--messages", type=_positive, metavar="M", help="messages per agent (concurrency)")
+    parser.add_argument("--rounds", type=_positive, metavar="R",
+                        help="runs of the workload; the round with the median ratio is reported (concurrency)")
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -42,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"bench {storeless[0]} uses no store: --backend/--redis do not apply to it")
     if args.redis and args.backend != "postgres":
         parser.error("--redis coordinates kernels of a PostgreSQL store: add --backend postgres")
-    size = {k: v for k, v in (("agents", args.agents), ("messages", args.messages)) if v is not None}
+    size = {k: v for k, v in (("agents", args.agents), ("messages", args.messages), ("rounds", args.rounds))
+            if v is not None}
     unsized = [n for n, run in runs.items() if size and not set(size) <= set(inspect.signature(run).parameters)]
     if unsized:
-        parser.error(f"bench {unsized[0]} has no --{'/--'.join(size)} size: run it alone or without them")
+        parser.error(f"bench {unsized[0]} takes no --{'/--'.join(size)}: run it alone or without them")
     results = []
     with BenchBackend(args.backend, redis=args.redis) as backend:
         for name, run in runs.items():
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _positive(text: str) -> int:
-    """An ``--agents``/``--messages`` count: a whole number >= 1."""
+    """An ``--agents``/``--messages``/``--rounds`` count: a whole number >= 1."""
     try:
         value = int(text)
     except ValueError:
