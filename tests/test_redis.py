@@ -225,3 +225,29 @@ def test_a_turn_waits_out_a_redis_restart(pg_redis):
         turn.join(timeout=60)
         assert "r" in result
         assert "during" in [m.content for m in c.agents.messages.list("a") if m.role == "user"]
+
+
+def test_a_waiter_queued_in_redis_after_our_turn_changes_the_agent_before_our_next_turn_answers(pg_redis,
+                                                                                                 monkeypatch):
+    """A waiter queued in Redis behind our idle kept lease gets it before our next turn stores anything: its
+    ticket makes us give the idle lease up, or else the read overlapping our next turn's model call
+    (runtime/leases.py ``speculate``) finds it and the turn drops its first answer and runs again. Either way
+    the turn answers from the other holder's change and stores its user message once."""
+    from letta_nb.runtime import leases as runtime_leases
+
+    monkeypatch.setattr(runtime_leases, "_GRACE", 600.0)  # kept between our turns unless a read gives it up
+    url, server = pg_redis
+    with (letta_nb.connect(url, redis_url=server.url) as a,
+          letta_nb.connect(url, redis_url=server.url, lease_timeout=60) as b):
+        agent_id = _agent(a)
+        a.agents.messages.create(agent_id, "hello")
+        other = threading.Thread(target=lambda: b.agents.blocks.update(agent_id, "human", value="Name: Zed"))
+        other.start()  # queues in Redis behind our kept lease
+        wait_until(lambda: _redis(server).zcard(_keys(agent_id)["queue"]) == 1, "the other holder to queue")
+        reply = a.agents.messages.create(agent_id, "What is my name?")
+        other.join(timeout=60)
+        assert 'Name: Zed' in str(reply.text)  # answered after the other holder's change, not before it
+        events = [e.event for e in a.runtime.leases.events]
+        assert events[0] == "acquired" and events.count("restarted") <= 1 and events[-1] == "acquired"
+        asked = [m.content for m in a.agents.messages.list(agent_id) if m.role == "user"]
+        assert asked == ["hello", "What is my name?"]
