@@ -65,7 +65,6 @@ from letta_nb.store.sqlite import leases as sqlite_rows
 __all__ = ["AgentLeases", "Lease", "LeaseEvent", "check_settings", "make_leases"]
 
 
-
 @dataclass
 class Lease:
     """A lease this runtime holds: ``token`` fences its commits. ``busy`` while a turn or change uses it;
