@@ -91,6 +91,16 @@ def pg_store_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
+def kept_url(pg_store_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """:func:`pg_store_url` where an idle lease stays its holder's for minutes (runtime/leases.py ``_GRACE``):
+    only a read gives it up, no timer hands anything over (the lease-read tests: test_pg_lease_*.py)."""
+    from letta_nb.runtime import leases
+
+    monkeypatch.setattr(leases, "_GRACE", 600.0)
+    return pg_store_url
+
+
+@pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh store for this test on the selected backend: a SQLite file path, or a PostgreSQL URL."""
     if selected_backend(request.config) == "sqlite":

@@ -18,25 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from agent_helpers import finish, lease_events, on_loop, run_child, wait_until
 from store_query import query
 
 import letta_nb
-from letta_nb.runtime import leases as runtime_leases
 from letta_nb.store.backend import StepWrite
 
 NAME = 'From my core memory: "Name: Zed"'
-
-
-@pytest.fixture
-def url(pg_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(runtime_leases, "_GRACE", 600.0)  # an idle lease stays ours unless a read gives it up
-    name = pg_server.create_database(pg_server.migrated_template())
-    yield pg_server.url(name)
-    pg_server.drop_database(name)
 
 
 def peeks_answered(client: letta_nb.Client) -> int:
@@ -50,8 +40,8 @@ def tickets(url: str, agent_id: str) -> int:
     return int(query(url, "SELECT count(*) FROM lease_waiters WHERE agent_id = ?", agent_id)[0][0])
 
 
-def test_a_quiet_turn_reads_the_lease_row_once(url):
-    with letta_nb.connect(url) as client:
+def test_a_quiet_turn_reads_the_lease_row_once(kept_url):
+    with letta_nb.connect(kept_url) as client:
         agent_id = client.agents.create("sam").id
         client.agents.messages.create(agent_id, input="warm")  # the grant: no peek, a queue op
         before, seen = peeks_answered(client), len(lease_events(client))
@@ -64,8 +54,8 @@ def test_a_quiet_turn_reads_the_lease_row_once(url):
 
 
 @pytest.mark.parametrize("group", ["plain", "with an op"])
-def test_a_waiter_the_commit_saw_makes_the_turns_end_give_the_lease_up_with_no_read(url, group):
-    with letta_nb.connect(url) as client:
+def test_a_waiter_the_commit_saw_makes_the_turns_end_give_the_lease_up_with_no_read(kept_url, group):
+    with letta_nb.connect(kept_url) as client:
         agent_id = client.agents.create("sam").id
         rt = client._runtime
         writer = rt.store.writer
@@ -94,7 +84,7 @@ def test_a_waiter_the_commit_saw_makes_the_turns_end_give_the_lease_up_with_no_r
         assert on_loop(client, turn(waiter=False)) == (0, True)  # nobody waits: kept, and nothing read
         assert on_loop(client, turn(waiter=True)) == (0, False)  # a waiter: given up at once, nothing read
         wait_until(lambda: "released" in lease_events(client), "the release")
-        assert query(url, "SELECT holder FROM agent_leases WHERE agent_id = ?", agent_id)[0][0] is None
+        assert query(kept_url, "SELECT holder FROM agent_leases WHERE agent_id = ?", agent_id)[0][0] is None
 
 
 CLIENT = """
@@ -105,13 +95,13 @@ print("done")
 """
 
 
-def test_a_waiter_in_another_process_after_our_commit_gets_the_lease_at_our_next_turn(url):
-    with letta_nb.connect(url) as client:
+def test_a_waiter_in_another_process_after_our_commit_gets_the_lease_at_our_next_turn(kept_url):
+    with letta_nb.connect(kept_url) as client:
         agent_id = client.agents.create("sam").id
         client.agents.messages.create(agent_id, input="warm")
         token = client._runtime.leases.held[agent_id].token
-        child = run_child(CLIENT, url, agent_id)  # queues behind our idle lease: nothing of ours reads the row
-        wait_until(lambda: tickets(url, agent_id) == 1, "the other process's ticket", timeout=60)
+        child = run_child(CLIENT, kept_url, agent_id)  # queues behind our idle lease: nothing of ours reads the row
+        wait_until(lambda: tickets(kept_url, agent_id) == 1, "the other process's ticket", timeout=60)
         assert child.poll() is None
         reply = client.agents.messages.create(agent_id, input="What is my name?")
         assert NAME in str(reply.text)  # the turn's start read the ticket, let the other process go first
@@ -129,13 +119,13 @@ conn.execute("UPDATE agents SET version = version + 1 WHERE id = ?", (sys.argv[2
 """
 
 
-def test_a_version_bump_by_another_process_without_the_lease_is_seen_at_the_next_turn(url):
-    with letta_nb.connect(url) as client:
+def test_a_version_bump_by_another_process_without_the_lease_is_seen_at_the_next_turn(kept_url):
+    with letta_nb.connect(kept_url) as client:
         agent_id = client.agents.create("sam").id
         client.agents.messages.create(agent_id, input="warm")
-        finish(run_child(RAW, url, agent_id))  # as a shared block's trigger does: no lease taken
+        finish(run_child(RAW, kept_url, agent_id))  # as a shared block's trigger does: no lease taken
         assert NAME in str(client.agents.messages.create(agent_id, input="What is my name?").text)
-        version = query(url, "SELECT version FROM agents WHERE id = ?", agent_id)[0][0]
+        version = query(kept_url, "SELECT version FROM agents WHERE id = ?", agent_id)[0][0]
         assert client._runtime.leases.held[agent_id].version == version
 
 
@@ -155,13 +145,13 @@ print("done")
 """
 
 
-def test_a_tool_re_registered_by_another_process_is_seen_at_the_next_turn(url, tmp_path: Path, monkeypatch):
+def test_a_tool_re_registered_by_another_process_is_seen_at_the_next_turn(kept_url, tmp_path: Path, monkeypatch):
     (tmp_path / "shout_v1.py").write_text(TOOL.format(suffix=""))
     (tmp_path / "shout_v2.py").write_text(TOOL.format(suffix=" (v2)"))
     monkeypatch.syspath_prepend(str(tmp_path))
     from shout_v1 import shout  # type: ignore[import-not-found]
 
-    with letta_nb.connect(url) as client:
+    with letta_nb.connect(kept_url) as client:
         agent_id = client.agents.create("sam").id
         client.tools.upsert_from_function(shout)
         client.agents.tools.attach(agent_id, "shout")
@@ -171,7 +161,7 @@ def test_a_tool_re_registered_by_another_process_is_seen_at_the_next_turn(url, t
             return next(str(m.content) for m in r.messages if m.role == "tool" and m.name == "shout")
 
         assert result() == "HI"
-        assert finish(run_child(REGISTER, url, str(tmp_path))).strip() == "done"  # no agent lease taken
+        assert finish(run_child(REGISTER, kept_url, str(tmp_path))).strip() == "done"  # no agent lease taken
         assert result() == "HI (v2)"
-        counter = query(url, "SELECT value FROM store_counters WHERE name = 'tools'")[0][0]
+        counter = query(kept_url, "SELECT value FROM store_counters WHERE name = 'tools'")[0][0]
         assert client._runtime.leases.held[agent_id].tools_version == counter

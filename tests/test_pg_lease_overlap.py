@@ -24,15 +24,6 @@ from store_query import query
 
 import letta_nb
 from letta_nb.llm.offline import OfflineModel
-from letta_nb.runtime import leases as runtime_leases
-
-
-@pytest.fixture
-def url(pg_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(runtime_leases, "_GRACE", 600.0)  # an idle lease stays ours unless a read gives it up
-    name = pg_server.create_database(pg_server.migrated_template())
-    yield pg_server.url(name)
-    pg_server.drop_database(name)
 
 
 @pytest.fixture
@@ -62,8 +53,8 @@ def queue_waiter(client: letta_nb.Client, agent_id: str, for_s: float) -> None:
     on_loop(client, insert())
 
 
-def test_the_model_is_asked_while_the_lease_read_is_out(url, model_calls, monkeypatch):
-    with letta_nb.connect(url) as client:
+def test_the_model_is_asked_while_the_lease_read_is_out(kept_url, model_calls, monkeypatch):
+    with letta_nb.connect(kept_url) as client:
         agent_id = client.agents.create("sam").id
         client.agents.messages.create(agent_id, input="warm")  # the grant; the lease is kept after it
         batcher = client._runtime.store.writer.peeks
@@ -95,8 +86,8 @@ def test_the_model_is_asked_while_the_lease_read_is_out(url, model_calls, monkey
         assert lease_events(client)[-1] == "reused"
 
 
-def test_a_waiter_the_read_finds_drops_the_models_answer_unseen_and_the_turn_runs_again(url, model_calls):
-    with letta_nb.connect(url) as client:
+def test_a_waiter_the_read_finds_drops_the_models_answer_unseen_and_the_turn_runs_again(kept_url, model_calls):
+    with letta_nb.connect(kept_url) as client:
         agent_id = client.agents.create("sam").id
         client.agents.messages.create(agent_id, input="warm")
         token = client._runtime.leases.held[agent_id].token
@@ -111,7 +102,7 @@ def test_a_waiter_the_read_finds_drops_the_models_answer_unseen_and_the_turn_run
         rows = client.agents.messages.list(agent_id)[stored:]
         assert [m.content for m in rows if m.role == "user"] == ["My name is Zed."]  # stored once
         assert [m.seq for m in rows] == list(range(rows[0].seq, rows[0].seq + len(rows)))
-        steps = query(url, "SELECT count(*) FROM steps WHERE agent_id = ?", agent_id)[0][0]
+        steps = query(kept_url, "SELECT count(*) FROM steps WHERE agent_id = ?", agent_id)[0][0]
         assert steps_shown == steps - 1 >= 1  # every step shown is stored, none of the dropped run's
         replies = [json.loads(c.arguments)["message"] for m in rows for c in m.tool_calls if c.name == "send_message"]
         assert len(replies) == 1 and shown == replies[0]  # the reply shown once, as stored
@@ -132,9 +123,9 @@ def touch(path: str) -> str:
     return "wrote"
 
 
-def test_an_answer_to_an_approval_runs_its_tool_once_when_the_read_finds_a_waiter(url, tmp_path: Path):
+def test_an_answer_to_an_approval_runs_its_tool_once_when_the_read_finds_a_waiter(kept_url, tmp_path: Path):
     out = tmp_path / "side.txt"
-    with letta_nb.connect(url) as client:
+    with letta_nb.connect(kept_url) as client:
         client.tools.upsert_from_function(touch, requires_approval=True)
         agent_id = client.agents.create("ann", tools=["touch"]).id
         asked = client.agents.messages.create(agent_id, call("touch", path=str(out)))
