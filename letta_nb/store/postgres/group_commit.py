@@ -111,11 +111,15 @@ _COLUMN_CONVERTERS = {name: _column_converters(name) for name in ("messages", "s
 
 def _plain(items: list[StepWrite | Op]) -> list[StepWrite] | None:
     """The items as fenced writes of messages and steps only, one per agent (:data:`_FENCED_STEPS`), or None."""
-    writes = [w for w in items if isinstance(w, StepWrite) and w.fence is not None and not w.block_values
-              and not w.block_bases and not w.passages]
+    writes = [w for w in items if isinstance(w, StepWrite) and _plain_write(w)]
     if len(writes) < len(items) or len({w.agent_id for w in writes}) < len(writes):
         return None
     return writes
+
+
+def _plain_write(w: StepWrite) -> bool:
+    """A fenced write of messages and a step only: what :data:`_FENCED_STEPS` commits."""
+    return w.fence is not None and not w.block_values and not w.block_bases and not w.passages
 
 
 def prepare(write: StepWrite) -> tuple[str, str] | None:
@@ -123,7 +127,7 @@ def prepare(write: StepWrite) -> tuple[str, str] | None:
     made when the write is submitted (PgStepWriter.submit): on the runtime loop during the turn, not on the
     group's critical path, where every write waiting for the commit waited for them too (~0.8 ms a group of
     ~18 at 100 agents). None: not a plain write, or rows the JSON cannot carry (the columns' arrays do)."""
-    if write.fence is None or write.block_values or write.block_bases or write.passages:
+    if not _plain_write(write):
         return None
     messages = rows_json(_T["messages"], write.messages)
     if messages is None:
