@@ -26,7 +26,8 @@ def test_demo_writes_and_recalls_memory():
 def test_bench_quick_json_reports_ratios_against_same_run_baselines():
     data = json.loads(_run("-m", "letta_nb.bench", "step", "concurrency", "--quick", "--json"))
     step, conc = data["step"], data["concurrency"]
-    for key in ("p50_overhead_ms", "p99_overhead_ms", "late_vs_early_ratio", "baseline_commit_ms"):
+    for key in ("p50_overhead_ms", "p99_overhead_ms", "late_vs_early_ratio", "late_vs_early_paired",
+                "baseline_commit_ms"):
         assert step[key] > 0
     assert step["stored_messages"] == 3 * step["messages"]
     for key in ("wall_s", "ideal_s", "ratio", "lost", "order_violations"):
