@@ -19,9 +19,9 @@ from letta_nb.store.backend import Busy, Grant
 if TYPE_CHECKING:
     from letta_nb.runtime.leases import Lease
 
-__all__ = ["RowCoordination"]
+__all__ = ["TICKET_TTL", "RowCoordination"]
 
-_TICKET_TTL = 5.0  # a waiter renews its ticket every third of this; one that stops (killed) drops out after it
+TICKET_TTL = 5.0  # a waiter renews its ticket every third of this; one that stops (killed) drops out after it
 
 
 class RowCoordination:
@@ -42,23 +42,27 @@ class RowCoordination:
     async def _try(self, agent_id: str) -> Grant | Busy | None:
         """One attempt at the lease: granted, busy (our ticket queued or kept), or None (no such agent)."""
         op = functools.partial(self._rows.acquire, agent_id=agent_id, holder=self.holder, pid=self.pid,
-                               host=self.host, now=time.time(), ttl=self.ttl, ticket_ttl=_TICKET_TTL)
+                               host=self.host, now=time.time(), ttl=self.ttl, ticket_ttl=TICKET_TTL)
         result: Grant | Busy | None = await self._writer.submit(op)
         return result
 
+    def _peek_op(self, agent_id: str, now: float) -> functools.partial[Any]:
+        """The peek as the writer reads it: keywords only, the shape PostgreSQL's writer batches (PgStepWriter.read)."""
+        return functools.partial(self._rows.peek, agent_id=agent_id, now=now)
+
     async def _peek(self, agent_id: str, now: float) -> Any:
         """``(token, holder, expires_at, last_seq, version, tools_version, waiters)`` or None (store/backend.py)."""
-        return await self._read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
+        return await self._read(self._peek_op(agent_id, now))
 
     def _check_read(self, agent_id: str, now: float) -> asyncio.Future[Any]:
         """The read :meth:`acquire` overlaps with a turn (``speculate``), started now: the peek batcher's own
         future on PostgreSQL (no task a turn), else a task of :meth:`_peek`."""
-        read = self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
+        read = self._writer.read(self._peek_op(agent_id, now))
         return read if isinstance(read, asyncio.Future) else asyncio.ensure_future(read)
 
     def _peek_now(self, agent_id: str) -> Any:
         """:meth:`_peek` as the writer gives it: a value (SQLite) or an awaitable."""
-        return self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=time.time()))
+        return self._writer.read(self._peek_op(agent_id, time.time()))
 
     async def _looks_free(self, agent_id: str) -> bool:
         """A waiter's cheap read: the lease looks free or expired (or the agent is gone): try again."""

@@ -58,7 +58,7 @@ from typing import Any
 
 from letta_nb.errors import AgentBusyError, AgentNotFoundError, InvalidArgumentError, StaleCommitError
 from letta_nb.runtime.change_notices import ChangeNotices
-from letta_nb.runtime.lease_rows import _TICKET_TTL, RowCoordination
+from letta_nb.runtime.lease_rows import TICKET_TTL, RowCoordination
 from letta_nb.store.backend import Busy, Grant
 from letta_nb.store.sqlite import leases as sqlite_rows
 
@@ -218,7 +218,7 @@ class AgentLeases(ChangeNotices, RowCoordination):
                         raise AgentBusyError(name or agent_id, _holder(result), time.monotonic() - start)
                     await asyncio.sleep(delay)
                     delay = min(delay * 1.5, 0.01)
-                    if await self._looks_free(agent_id) or time.monotonic() - ticket_at > _TICKET_TTL / 3:
+                    if await self._looks_free(agent_id) or time.monotonic() - ticket_at > TICKET_TTL / 3:
                         break
         except BaseException:
             if waited:  # leave the queue at once rather than when the ticket expires

@@ -20,7 +20,7 @@ a failover, an eviction) and a paused process cannot tell. So:
   and the grant is tried again.
 - Waiters queue in arrival order in a sorted set (score: a per-agent ``INCR`` ticket number); each waiter's
   ticket has an expiry in a hash beside it, renewed as it waits, so a killed waiter drops out after
-  ``_TICKET_TTL``. Expiry is judged by the Redis server's clock (``TIME``), not the hosts'.
+  ``TICKET_TTL``. Expiry is judged by the Redis server's clock (``TIME``), not the hosts'.
 - Redis unreachable: a turn that needs a lease retries with backoff until ``lease_timeout`` and then fails
   with StoreError naming the server (never its password); renewals and releases that fail are dropped
   (the key expires, the fence keeps correctness; its holder is granted its own key again at once); the
@@ -41,7 +41,7 @@ import urllib.parse
 from typing import Any
 
 from letta_nb.errors import InvalidArgumentError, StoreError
-from letta_nb.runtime.lease_rows import _TICKET_TTL
+from letta_nb.runtime.lease_rows import TICKET_TTL
 from letta_nb.runtime.leases import AgentLeases, Lease
 from letta_nb.runtime.redis_batch import RedisBatcher
 from letta_nb.store.backend import Busy, Grant
@@ -214,7 +214,7 @@ class RedisAgentLeases(AgentLeases):
         while True:
             got = await self._call("acquire", [k["lease"], k["queue"], k["tickets"], k["token"], k["ticket_no"]],
                                    [self.holder, self.pid, self.host, f"{time.time():.3f}",
-                                    int(self.ttl * 1000), int(_TICKET_TTL * 1000)])
+                                    int(self.ttl * 1000), int(TICKET_TTL * 1000)])
             if not got[0]:
                 if len(got) == 1:
                     return Busy(None, None, None, None, None)
@@ -251,7 +251,7 @@ class RedisAgentLeases(AgentLeases):
         """The store's state of the agent (a batched read, postgres/peeks.py) and Redis's lease, asked at once."""
         from redis.exceptions import RedisError
 
-        row = self._writer.read(functools.partial(self._rows.peek, agent_id=agent_id, now=now))
+        row = self._writer.read(self._peek_op(agent_id, now))
         try:
             value, pttl, live = await self._redis_peek(agent_id)
         except (RedisError, OSError):
