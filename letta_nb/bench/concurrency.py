@@ -60,9 +60,9 @@ def run(quick: bool = False, latency_ms: float = 50.0, backend: BenchBackend | N
         backend.connect(backend.store(tmp, "bench")) as client,
     ):
         runs = [_round(client, r, n_agents, n_msgs, latency_ms) for r in range(rounds)]
-    numbers = sorted(runs, key=lambda x: x["ratio"])[rounds // 2]
+    median = sorted(runs, key=lambda x: x["ratio"])[rounds // 2]
     ratios = [x["ratio"] for x in runs]
-    numbers = {"backend": backend.label, **numbers, "rounds": rounds, "round_ratios": [round(x, 3) for x in ratios],
+    numbers = {"backend": backend.label, **median, "rounds": rounds, "round_ratios": [round(x, 3) for x in ratios],
                "ratio_min": min(ratios), "ratio_max": max(ratios)}
     return BenchResult(
         "concurrency", numbers,
