@@ -5,12 +5,14 @@ would (``python -m letta_nb.bench ... --json``); speed is the benchmark's to rep
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from letta_nb.bench._report import BenchResult
+from letta_nb.bench._report import BenchResult, cpu_times, steal_share
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -18,6 +20,9 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _check_host(host: dict[str, float]) -> None:
+    steal = host.pop("cpu_steal_share", None)  # Linux only
+    assert steal is not None or not os.path.exists("/proc/stat")
+    assert steal is None or 0.0 <= steal <= 1.0
     assert set(host) == {"python_loop_s", "python_loop_wall_s", "numpy_matmul_s", "numpy_matmul_wall_s"}
     assert all(v > 0 for v in host.values())  # 10^7 additions and 20 matmuls take measurable time anywhere
 
@@ -112,3 +117,26 @@ def test_size_options_refuse_what_they_cannot_mean(args: tuple[str, ...], messag
     proc = _bench(*args)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_the_steal_share_is_the_stolen_part_of_all_cpu_time(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3\n")
+    before = cpu_times(str(stat))
+    stat.write_text("cpu  300 0 100 1500 10 0 15 135 7 0\ncpu0 1 2 3\n")
+    after = cpu_times(str(stat))
+    assert before == [100, 0, 50, 800, 10, 0, 5, 35, 0, 0]
+    # user 200, system 50, idle 700, softirq 10, steal 100: 100 of 1060 ticks (guest time is in user already)
+    assert steal_share(before, after) == pytest.approx(100 / 1060)
+    assert steal_share(before, before) is None  # no time passed
+    assert steal_share(None, after) is None and cpu_times(str(tmp_path / "missing")) is None
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_times(str(stat)) is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the steal share is read from Linux's /proc/stat")
+def test_a_bench_result_reports_the_steal_share_during_its_run() -> None:
+    result = BenchResult("x", {"n": 1})
+    assert result.steal is not None and 0.0 <= result.steal <= 1.0
+    assert result.table().splitlines()[-1].endswith(f"CPU stolen by the hypervisor during the run {result.steal:.0%}")
+    assert result.to_json()["host"]["cpu_steal_share"] == result.steal

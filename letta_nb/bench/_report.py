@@ -6,6 +6,12 @@ of 10^7 additions (what the runtime's own code pays) and a numpy 512x512 float64
 Both are CPU seconds of the measuring thread/process (``time.thread_time`` / ``time.process_time``), so a host
 that is merely busy shows less than its wall time would; wall seconds are kept beside them. Measured once per
 process, on first use (``host_calibration``), about a second here.
+
+Why the steal share: on a virtual machine the hypervisor can take the CPU away (``steal`` in ``/proc/stat``):
+on the shared 2-core VM these benchmarks were tuned on, a quarter of all CPU time was stolen during some runs,
+which doubled wall-time ratios such as ``bench concurrency``'s while the calibration moved by a third. Each
+result says what share of the host's CPU time was stolen while it was measured (Linux; omitted elsewhere), so
+a figure can be judged against the host it was taken on.
 """
 
 from __future__ import annotations
@@ -18,11 +24,38 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchResult", "host_calibration", "percentile"]
+__all__ = ["BenchResult", "cpu_times", "host_calibration", "percentile", "steal_share"]
 
 CALIBRATION_ADDITIONS = 10_000_000
 CALIBRATION_MATMULS = 20
 CALIBRATION_SIZE = 512
+
+
+_PROC_STAT = "/proc/stat"
+
+
+def cpu_times(path: str = _PROC_STAT) -> list[int] | None:
+    """The host's aggregate CPU times (``/proc/stat``'s ``cpu`` line, in ticks: user, nice, system, idle,
+    iowait, irq, softirq, steal, ...), or None where there is no such file (not Linux)."""
+    try:
+        with open(path) as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    return [int(x) for x in first[1:]] if first and first[0] == "cpu" else None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the host's CPU time the hypervisor took (``steal``) between two :func:`cpu_times`; None if
+    either is missing or no time passed. Guest time is already counted in user time, so it is left out."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before[:8], after[:8], strict=True)]
+    total = sum(delta)
+    return delta[7] / total if total > 0 else None
+
+
+_measured_since: list[int] | None = cpu_times()  # when the current benchmark began: the previous result, or import
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -48,11 +81,12 @@ def host_calibration() -> dict[str, float]:
             "numpy_matmul_s": np_cpu, "numpy_matmul_wall_s": np_wall}
 
 
-def calibration_line() -> str:
-    """The host calibration as one line of a table."""
+def calibration_line(steal: float | None = None) -> str:
+    """The host calibration as one line of a table, with the CPU steal share during the run if known."""
     c = host_calibration()
-    return (f"host: 10^7 Python additions {c['python_loop_s']:.3g} s CPU ({c['python_loop_wall_s']:.3g} s wall); "
+    line = (f"host: 10^7 Python additions {c['python_loop_s']:.3g} s CPU ({c['python_loop_wall_s']:.3g} s wall); "
             f"numpy 512x512 matmul x20 {c['numpy_matmul_s']:.3g} s CPU ({c['numpy_matmul_wall_s']:.3g} s wall)")
+    return line if steal is None else f"{line}; CPU stolen by the hypervisor during the run {steal:.0%}"
 
 
 @dataclass
@@ -61,6 +95,15 @@ class BenchResult:
     numbers: dict[str, Any]
     goals: dict[str, bool] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Share of the host's CPU time stolen since the previous result was made (or this module imported): in a
+    # ``python -m letta_nb.bench`` run, this benchmark's own run. None: not measurable here.
+    steal: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        global _measured_since
+        now = cpu_times()
+        self.steal = steal_share(_measured_since, now)
+        _measured_since = now
 
     def table(self) -> str:
         width = max(len(k) for k in self.numbers) + 2
@@ -75,11 +118,14 @@ class BenchResult:
         for goal, ok in self.goals.items():
             lines.append(f"goal {goal}: {'met' if ok else 'NOT met'}")
         lines += [f"note: {n}" for n in self.notes]
-        lines.append(calibration_line())
+        lines.append(calibration_line(self.steal))
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.numbers, "goals": self.goals, "host": host_calibration()}
+        host: dict[str, float] = dict(host_calibration())
+        if self.steal is not None:
+            host["cpu_steal_share"] = self.steal
+        return {**self.numbers, "goals": self.goals, "host": host}
 
 
 def dump(results: list[BenchResult]) -> str:
