@@ -83,6 +83,9 @@ def test_bench_concurrency_rounds_report_the_median_round() -> None:
     conc = json.loads(proc.stdout)["concurrency"]
     ratios = conc["round_ratios"]
     assert conc["rounds"] == 3 and len(ratios) == 3
+    if os.path.exists("/proc/stat"):  # each round's stolen CPU share; the reported round's is its own
+        assert len(conc["round_steal"]) == 3 and all(0.0 <= x <= 1.0 for x in conc["round_steal"])
+        assert round(conc["cpu_steal_share"], 3) in conc["round_steal"]
     assert round(conc["ratio"], 3) == sorted(ratios)[1]  # the median round's own numbers
     assert conc["ratio_min"] <= conc["ratio"] <= conc["ratio_max"]
     assert round(conc["ratio_min"], 3) == min(ratios) and round(conc["ratio_max"], 3) == max(ratios)
