@@ -8,8 +8,9 @@ that is merely busy shows less than its wall time would; wall seconds are kept b
 process, on first use (``host_calibration``), about a second here.
 
 Why the steal share: on a virtual machine the hypervisor can take the CPU away (``steal`` in ``/proc/stat``):
-on the shared 2-core VM these benchmarks were tuned on, a quarter of all CPU time was stolen during some runs,
-which doubled wall-time ratios such as ``bench concurrency``'s while the calibration moved by a third. Each
+on the shared 2-core VM these benchmarks were tuned on, up to 39% of all CPU time was stolen during a
+``bench concurrency`` round, which then ran at 1.9x the ratio of a round with 5% stolen, while the calibration
+(CPU seconds, which exclude stolen time) rose only by about half (0.41-0.53 s to 0.65-0.78 s). Each
 result says what share of the host's CPU time was stolen while it was measured (Linux; omitted elsewhere), so
 a figure can be judged against the host it was taken on.
 """
